@@ -1,0 +1,56 @@
+"""Failure classification: what Temporal should retry and what it must not.
+
+Transient failures (timeouts, connection errors, 429, 5xx) are retryable and honour a server's
+Retry-After. Validation, permission and contract failures are non-retryable, with a message a
+person can act on. Messages never include credentials.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
+
+from temporalio.exceptions import ApplicationError
+
+
+def transient(message: str, *, kind: str = "TransientError", retry_after_s: float | None = None) -> ApplicationError:
+    return ApplicationError(
+        message,
+        type=kind,
+        next_retry_delay=timedelta(seconds=retry_after_s) if retry_after_s is not None else None,
+    )
+
+
+def permanent(message: str, *, kind: str = "PermanentError") -> ApplicationError:
+    return ApplicationError(message, type=kind, non_retryable=True)
+
+
+def parse_retry_after(value: str | None, *, cap_s: float = 600.0) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return max(0.0, min(seconds, cap_s))
+
+
+def classify_status(status: int, *, who: str, detail: str = "", retry_after: str | None = None) -> ApplicationError:
+    """Map an HTTP status from an agent's service to a retryable or non-retryable failure."""
+    suffix = f": {detail}" if detail else ""
+    if status == 429:
+        return transient(f"{who} is rate limited (HTTP 429){suffix}", kind="RateLimited", retry_after_s=parse_retry_after(retry_after))
+    if status >= 500 or status in (408, 425):
+        return transient(f"{who} failed with HTTP {status}{suffix}", kind="ServiceUnavailable", retry_after_s=parse_retry_after(retry_after))
+    if status in (401, 403):
+        return permanent(f"{who} refused the credentials (HTTP {status}); check the worker's environment{suffix}", kind="PermissionDenied")
+    return permanent(f"{who} rejected the request (HTTP {status}){suffix}", kind="BadRequest")

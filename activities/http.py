@@ -1,0 +1,78 @@
+"""`http` agents: POST the step input as JSON to an existing service; its JSON reply is the output.
+
+Header values may reference the worker's environment as `${env:NAME}`, so credentials stay on
+the worker. Each request carries `X-Ensemble-Run-Id`, `X-Ensemble-Step` and `X-Ensemble-Attempt`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import httpx
+import jsonschema
+
+from activities.errors import classify_status, permanent, transient
+from activities.executors import executor
+from ensemble.spec import AgentCall, AgentResult
+
+_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+_client: httpx.AsyncClient | None = None
+
+
+def _http() -> httpx.AsyncClient:
+    global _client
+    if _client is None or _client.is_closed:
+        _client = httpx.AsyncClient(follow_redirects=False)
+    return _client
+
+
+def _headers(call: AgentCall) -> dict[str, str]:
+    def env(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise permanent(f"agent '{call.agent.name}': the worker's environment has no {name}", kind="MissingSecret")
+        return os.environ[name]
+
+    headers = {k: _ENV_REF.sub(env, v) for k, v in call.agent.headers.items()}
+    headers.update(
+        {
+            "X-Ensemble-Run-Id": call.context.run_id,
+            "X-Ensemble-Step": call.context.step,
+            "X-Ensemble-Attempt": str(call.context.attempt),
+        }
+    )
+    return headers
+
+
+def _check(schema: dict | None, data: object, who: str, what: str) -> None:
+    if schema is None:
+        return
+    try:
+        jsonschema.validate(data, schema)
+    except jsonschema.ValidationError as err:
+        where = ".".join(str(p) for p in err.absolute_path) or "(root)"
+        raise permanent(f"{who}: {what} does not match its schema at {where}: {err.message}", kind="ContractViolation")
+
+
+@executor("http")
+async def run_http(call: AgentCall) -> AgentResult:
+    agent = call.agent
+    who = f"agent '{agent.name}' ({agent.url})"
+    _check(agent.input_schema, call.input, who, "input")
+    try:
+        response = await _http().post(agent.url or "", json=call.input, headers=_headers(call), timeout=agent.timeout_s)
+    except httpx.TimeoutException:
+        raise transient(f"{who} timed out", kind="Timeout")
+    except httpx.TransportError as err:
+        raise transient(f"{who} is unreachable: {type(err).__name__}", kind="Unreachable")
+    if response.status_code >= 400:
+        raise classify_status(
+            response.status_code, who=who, detail=response.text[:200].strip(), retry_after=response.headers.get("retry-after")
+        )
+    try:
+        output = response.json() if response.content else None
+    except ValueError:
+        raise permanent(f"{who} replied with something that is not JSON (HTTP {response.status_code})", kind="ContractViolation")
+    _check(agent.output_schema, output, who, "reply")
+    return AgentResult(output=output)

@@ -1,0 +1,356 @@
+"""The command line: `starter.py` (launch and steer runs) and `worker.py` (run them).
+
+Exit codes: 0 success; 1 the run failed or the request was refused (or the server is
+unreachable); 2 usage or input error. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, NoReturn
+
+import jsonschema
+from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+from ensemble import client as temporal
+from ensemble import server
+from ensemble.errors import EnsembleError, InputError
+from ensemble.flows import LoadedFlow, all_flows, find_flow, load_flow_file
+from ensemble.runs import describe_run, get_run, stalled, wait_result
+from ensemble.spec import WORKFLOW_NAME, RunRequest
+from ensemble.worker import build_worker, default_task_queue, serve
+
+MAX_INPUT_BYTES = 2 * 1024 * 1024
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+# ---------------------------------------------------------------- input
+
+
+def read_input(raw: str | None, flow: LoadedFlow) -> Any:
+    """`--input JSON` or `--input @FILE` (a .json file, or a plain-text document for document flows)."""
+    if raw is None:
+        hint = f" (e.g. --input @{_rel(flow.example_input)})" if flow.example_input else ""
+        raise InputError(f"flow '{flow.spec.name}' needs --input JSON or --input @FILE{hint}")
+    if not raw.startswith("@"):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise InputError(f"--input is not valid JSON ({err.msg} at column {err.colno}); use --input @FILE for a file") from None
+    path = Path(raw[1:])
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read input file {path}: {getattr(err, 'strerror', None) or err}") from None
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+    if takes_document(flow):
+        return {"text": text, "filename": path.name}
+    raise InputError(f"{path} is not a .json file and flow '{flow.spec.name}' does not take a plain-text document")
+
+
+def takes_document(flow: LoadedFlow) -> bool:
+    props = (flow.spec.input_schema or {}).get("properties", {})
+    return "text" in props
+
+
+def check_input(value: Any, flow: LoadedFlow) -> None:
+    size = len(json.dumps(value).encode())
+    if size > MAX_INPUT_BYTES:
+        raise InputError(
+            f"input is {size / 1e6:.1f} MB; a run's input must stay under 2 MB: pass large documents by reference"
+        )
+    if flow.spec.input_schema:
+        try:
+            jsonschema.validate(value, flow.spec.input_schema)
+        except jsonschema.ValidationError as err:
+            where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+            raise InputError(f"input does not match flow '{flow.spec.name}': at {where}: {err.message}") from None
+        except jsonschema.SchemaError as err:
+            raise InputError(f"flow '{flow.spec.name}' has an invalid input_schema: {err.message}") from None
+
+
+def _rel(path: Path | None) -> str:
+    if path is None:
+        return ""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    if not temporal.embedded():
+        raise InputError(f"TEMPORAL_ADDRESS is set ({os.environ['TEMPORAL_ADDRESS']}): Ensemble uses that cluster and manages no server")
+    if args.action == "start":
+        info = server.start()
+        asyncio.run(_register_attributes())
+        print(f"Temporal server running at {info.address} (pid {info.pid}); Web UI {info.ui_url}; data {info.db}")
+        return 0
+    if args.action == "stop":
+        info = server.stop()
+        print(f"stopped the Temporal server at {info.address} (pid {info.pid})" if info else "the Temporal server was not running")
+        return 0
+    info = server.running()
+    if args.json:
+        _emit_json({"running": bool(info), "address": info.address if info else None, "ui": info.ui_url if info else None,
+                    "pid": info.pid if info else None, "db": info.db if info else None})  # fmt: skip
+    elif info:
+        print(f"running at {info.address} (pid {info.pid}); Web UI {info.ui_url}; data {info.db}")
+    else:
+        print(f"not running (state directory {server.state_dir()}); start it with `python starter.py server start`")
+    return 0 if info else 1
+
+
+async def _register_attributes() -> None:
+    await temporal.ensure_search_attributes(await temporal.connect())
+
+
+def cmd_flows(args: argparse.Namespace) -> int:
+    flows = all_flows()
+    rows = [
+        {
+            "name": f.spec.name,
+            "description": f.spec.description,
+            "patterns": f.patterns,
+            "agents": f.agent_order,
+            "example_input": _rel(f.example_input) or None,
+        }
+        for f in flows
+    ]
+    if args.json:
+        _emit_json(rows)
+        return 0
+    from rich.table import Table
+
+    table = Table("flow", "patterns", "agents", "example input", "description")
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["patterns"]), " → ".join(r["agents"]), r["example_input"] or "", r["description"])
+    _console().print(table)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    flow = load_flow_file(args.file)
+    print(f"{args.file}: valid flow '{flow.spec.name}' ({len(flow.agent_order)} agent steps: {', '.join(flow.agent_order)})")
+    return 0
+
+
+def _queues(request: RunRequest) -> set[str]:
+    return {request.task_queue, *(a.task_queue for a in request.agents.values() if a.task_queue)}
+
+
+@contextlib.asynccontextmanager
+async def keep_running(client: Client, run_id: str, queues: set[str], quiet: bool = False):
+    """While the caller waits on a run, make sure some worker serves it: start in-process workers
+    for queues nobody polls, and for all of the run's queues if its work sits untaken (a worker
+    that died still shows as a poller for a while)."""
+    async with contextlib.AsyncExitStack() as stack:
+        serving: set[str] = set()
+
+        async def serve_queues(wanted: set[str], why: str) -> None:
+            for q in sorted(wanted - serving):
+                if not quiet:
+                    print(f"note: {why} on task queue '{q}'; running a worker in this process until the run ends", file=sys.stderr)
+                await stack.enter_async_context(build_worker(client, q, identity=temporal.cli_worker_identity()))
+                serving.add(q)
+
+        await serve_queues({q for q in queues if not await temporal.has_pollers(client, q)}, "no worker polls")
+
+        async def watchdog() -> None:
+            while serving != queues:
+                await asyncio.sleep(1.0)
+                if await stalled(client, run_id):
+                    await serve_queues(queues, "the run's work is not being picked up")
+
+        watch = asyncio.create_task(watchdog())
+        try:
+            yield
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    flow = find_flow(args.flow)
+    value = read_input(args.input, flow)
+    check_input(value, flow)
+    request = RunRequest(flow=flow.spec, agents=flow.agents, input=value, task_queue=flow.spec.task_queue or default_task_queue())
+    client = await temporal.connect()
+    await temporal.ensure_search_attributes(client)
+    run_id = args.id or f"{flow.spec.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        handle = await client.start_workflow(
+            WORKFLOW_NAME,
+            request,
+            id=run_id,
+            task_queue=request.task_queue,
+            search_attributes=TypedSearchAttributes([SearchAttributePair(temporal.FLOW_ATTRIBUTE, flow.spec.name)]),
+            static_summary=f"{flow.spec.name}: {flow.spec.description}"[:200],
+        )
+    except WorkflowAlreadyStartedError:
+        raise EnsembleError(f"a run with id '{run_id}' already exists; choose another --id") from None
+    if not args.wait:
+        if args.json:
+            _emit_json({"run_id": handle.id, "flow": flow.spec.name, "status": "running"})
+        else:
+            print(f"started run {handle.id} of flow '{flow.spec.name}'")
+            if not await temporal.has_pollers(client, request.task_queue):
+                print("note: no worker polls this run's task queue yet: start one with `python worker.py`", file=sys.stderr)
+        return 0
+    async with keep_running(client, handle.id, _queues(request), quiet=args.json):
+        if not args.json:
+            print(f"started run {handle.id} of flow '{flow.spec.name}'; waiting for it to end", file=sys.stderr)
+        outcome = await wait_result(client, handle.id)
+    return _print_result(outcome, args.json)
+
+
+def _print_result(outcome: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        _emit_json(outcome)
+    else:
+        con = _console()
+        con.print(f"run [bold]{outcome['run_id']}[/bold]: {outcome['status']}")
+        if outcome.get("error"):
+            con.print(f"error: {outcome['error']}", markup=False)
+        if outcome.get("result") is not None:
+            con.print_json(json.dumps(outcome["result"], default=str))
+    return 0 if outcome["status"] == "completed" else 1
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    client = await temporal.connect()
+    view = await describe_run(client, args.run_id)
+    if args.json:
+        _emit_json(view.model_dump(mode="json"))
+        return 0
+    from rich.table import Table
+
+    con = _console()
+    con.print(f"run [bold]{view.run_id}[/bold] · flow {view.flow or '?'} · [bold]{view.status}[/bold]")
+    table = Table("step", "agent", "status", "attempts", "started", "latency ms", "output / error")
+    for s in view.steps:
+        detail = s.error or (json.dumps(s.output, default=str)[:80] if s.output is not None else "")
+        table.add_row(s.name, s.agent, s.status, str(s.attempts), (s.started_at or "")[11:23],
+                      f"{s.latency_ms:.0f}" if s.latency_ms is not None else "", detail)  # fmt: skip
+    con.print(table)
+    if view.error:
+        con.print(f"error: {view.error}", markup=False)
+    return 0
+
+
+async def cmd_result(args: argparse.Namespace) -> int:
+    client = await temporal.connect()
+    _, desc = await get_run(client, args.run_id)  # a clear error for an unknown run before waiting
+    async with keep_running(client, args.run_id, {desc.task_queue}, quiet=args.json):
+        outcome = await wait_result(client, args.run_id)
+    return _print_result(outcome, args.json)
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="starter.py", description="Launch and steer Ensemble runs on Temporal.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("server", help="manage the embedded Temporal server")
+    s.add_argument("action", choices=["start", "stop", "status"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_server)
+
+    s = sub.add_parser("flows", help="list bundled and registered flows")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_flows)
+
+    s = sub.add_parser("validate", help="check a flow file")
+    s.add_argument("file")
+    s.set_defaults(fn=cmd_validate)
+
+    s = sub.add_parser("run", help="start a run of a flow")
+    s.add_argument("flow", help="a flow name or a flow file path")
+    s.add_argument("--input", help="JSON, or @FILE (.json, or a text document for document flows)")
+    s.add_argument("--id", help="the run id (default: FLOW-<random>)")
+    s.add_argument("--wait", action="store_true", help="wait for the result (runs a worker in-process if none polls)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("status", help="a run's status and steps")
+    s.add_argument("run_id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
+
+    s = sub.add_parser("result", help="wait for a run's result")
+    s.add_argument("run_id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_result)
+    return p
+
+
+def _guard(fn) -> int:
+    try:
+        result = fn()
+        return asyncio.run(result) if asyncio.iscoroutine(result) else result
+    except EnsembleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # the promise: one line, never a traceback (ENSEMBLE_DEBUG=1 shows it)
+        if os.environ.get("ENSEMBLE_DEBUG"):
+            raise
+        print(f"error: unexpected {type(err).__name__}: {err} (set ENSEMBLE_DEBUG=1 for details)".splitlines()[0], file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _guard(lambda: args.fn(args))
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    p = _Parser(prog="worker.py", description="Run an Ensemble worker (flows and agents).")
+    p.add_argument("--task-queue", default=None, help="queue to poll (default: $ENSEMBLE_TASK_QUEUE or 'ensemble')")
+    p.add_argument("--activities-only", action="store_true", help="run agents only (for agents with their own queue)")
+    args = p.parse_args(argv)
+
+    async def run() -> int:
+        client = await temporal.connect()
+        await temporal.ensure_search_attributes(client)
+        queue = args.task_queue or default_task_queue()
+        print(f"worker polling task queue '{queue}' on {client.service_client.config.target_host} "
+              f"(namespace {client.namespace}); Ctrl-C to stop", file=sys.stderr)  # fmt: skip
+        await serve(client, queue, workflows=not args.activities_only)
+        return 0
+
+    return _guard(run)

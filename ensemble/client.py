@@ -1,0 +1,142 @@
+"""Connecting to Temporal: the embedded server by default, any cluster with TEMPORAL_ADDRESS.
+
+Cluster settings come from the environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE (default
+`default`), TEMPORAL_API_KEY, TEMPORAL_TLS=true, TEMPORAL_TLS_CERT / TEMPORAL_TLS_KEY (client
+certificate), TEMPORAL_TLS_CA (server CA), TEMPORAL_TLS_SERVER_NAME.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetSystemInfoRequest
+from temporalio.client import Client, TLSConfig
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+
+from ensemble import server
+from ensemble.errors import EnsembleError
+
+FLOW_ATTRIBUTE = SearchAttributeKey.for_keyword("EnsembleFlow")
+# Every custom search attribute Ensemble uses, registered wherever it runs.
+SEARCH_ATTRIBUTES: dict[str, IndexedValueType.ValueType] = {
+    FLOW_ATTRIBUTE.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+}
+
+
+def embedded() -> bool:
+    return not os.environ.get("TEMPORAL_ADDRESS")
+
+
+def namespace() -> str:
+    return os.environ.get("TEMPORAL_NAMESPACE") or "default"
+
+
+def _tls() -> TLSConfig | bool:
+    def read(var: str) -> bytes | None:
+        path = os.environ.get(var)
+        return Path(path).read_bytes() if path else None
+
+    cert, key, ca = read("TEMPORAL_TLS_CERT"), read("TEMPORAL_TLS_KEY"), read("TEMPORAL_TLS_CA")
+    if cert or key or ca or os.environ.get("TEMPORAL_TLS_SERVER_NAME"):
+        return TLSConfig(
+            client_cert=cert, client_private_key=key, server_root_ca_cert=ca, domain=os.environ.get("TEMPORAL_TLS_SERVER_NAME")
+        )
+    flag = os.environ.get("TEMPORAL_TLS", "").lower() in ("1", "true", "yes")
+    return flag or bool(os.environ.get("TEMPORAL_API_KEY"))
+
+
+async def connect(*, start_server: bool = True, wait_s: float = 30.0) -> Client:
+    """A client for the configured Temporal. With no TEMPORAL_ADDRESS the embedded server is
+    used, started first when `start_server` (and left running)."""
+    if embedded():
+        info = server.start() if start_server else server.running()
+        if info is None:
+            raise EnsembleError("the embedded Temporal server is not running: start it with `python starter.py server start`")
+        address, tls, api_key = info.address, False, None
+    else:
+        address, tls, api_key = os.environ["TEMPORAL_ADDRESS"], _tls(), os.environ.get("TEMPORAL_API_KEY")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (wait_s if embedded() else 5.0)
+    while True:
+        try:
+            client = await Client.connect(
+                address, namespace=namespace(), tls=tls, api_key=api_key, data_converter=pydantic_data_converter
+            )
+            await client.workflow_service.get_system_info(GetSystemInfoRequest())
+            return client
+        except (RuntimeError, RPCError) as err:
+            if loop.time() > deadline:
+                hint = "check TEMPORAL_ADDRESS" if not embedded() else f"see {server.state_dir() / 'server.log'}"
+                raise EnsembleError(f"cannot reach Temporal at {address} ({_first_line(err)}); {hint}") from None
+            await asyncio.sleep(0.25)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err)
+    for needle, plain in (("Connection refused", "connection refused"), ("dns error", "unknown host"), ("timed out", "timed out")):
+        if needle.lower() in text.lower():
+            return plain
+    lines = text.strip().splitlines()
+    return lines[0][:160] if lines else type(err).__name__
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register Ensemble's search attributes on the namespace if they are missing."""
+    ops = client.operator_service
+    try:
+        have = await ops.list_search_attributes(ListSearchAttributesRequest(namespace=client.namespace))
+        missing = {k: v for k, v in SEARCH_ATTRIBUTES.items() if k not in have.custom_attributes}
+        if missing:
+            await ops.add_search_attributes(AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing))
+    except RPCError as err:
+        if err.status == RPCStatusCode.PERMISSION_DENIED:
+            raise EnsembleError(
+                f"no permission to register search attributes {sorted(SEARCH_ATTRIBUTES)} on namespace "
+                f"'{client.namespace}': ask an operator to add them (all Keyword)"
+            ) from None
+        if err.status != RPCStatusCode.ALREADY_EXISTS:
+            raise EnsembleError(f"cannot register search attributes: {_first_line(err)}") from None
+
+
+CLI_WORKER_PREFIX = "ensemble-cli:"
+
+
+def cli_worker_identity() -> str:
+    """The identity of a worker the CLI runs in-process while it waits on a run."""
+    return f"{CLI_WORKER_PREFIX}{os.getpid()}@{socket.gethostname()}"
+
+
+def _dead_cli_worker(identity: str) -> bool:
+    if not identity.startswith(CLI_WORKER_PREFIX):
+        return False
+    pid, _, host = identity[len(CLI_WORKER_PREFIX) :].partition("@")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def has_pollers(client: Client, task_queue: str) -> bool:
+    """Whether any worker polls this task queue for workflow tasks (ignoring the CLI's own
+    in-process workers that have exited: the server lists pollers for minutes after they go)."""
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return any(not _dead_cli_worker(p.identity) for p in resp.pollers)

@@ -1,0 +1,283 @@
+"""Finding, loading and validating flows, and resolving the agents they use.
+
+A flow comes from a flow file (YAML or JSON), or from Python via `register_flow(FlowSpec(...))`.
+Bundled flows live in `examples/<name>/flow.yaml`; more are found in the directories listed in
+`ENSEMBLE_FLOW_PATH` (os.pathsep-separated) and the modules listed in `ENSEMBLE_FLOW_MODULES`
+(comma-separated), which may register flows and agents when imported.
+Every error names the file, the path inside it (with its line when known) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+from pydantic import ValidationError
+
+from ensemble.agents import get_agent
+from ensemble.errors import InputError
+from ensemble.spec import AgentSpec, AgentStep, FlowSpec, SequenceStep
+from ensemble.state import references
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+STEP_TAGS = {"agent", "sequence"}
+
+_PY_FLOWS: dict[str, FlowSpec] = {}
+
+
+@dataclass
+class LoadedFlow:
+    spec: FlowSpec
+    agents: dict[str, AgentSpec]
+    source: Path | None = None
+
+    @property
+    def example_input(self) -> Path | None:
+        if not self.spec.example_input:
+            return None
+        base = self.source.parent if self.source else Path.cwd()
+        return (base / self.spec.example_input).resolve()
+
+    @property
+    def patterns(self) -> list[str]:
+        found: list[str] = []
+        for step in walk_steps(self.spec.steps):
+            kind = "sequential" if isinstance(step, (AgentStep, SequenceStep)) else type(step).__name__
+            if kind not in found:
+                found.append(kind)
+        return found
+
+    @property
+    def agent_order(self) -> list[str]:
+        return [s.agent for s in walk_steps(self.spec.steps) if isinstance(s, AgentStep)]
+
+
+def register_flow(spec: FlowSpec) -> FlowSpec:
+    """Make a flow defined in Python runnable by name."""
+    _PY_FLOWS[spec.name] = spec
+    return spec
+
+
+def walk_steps(steps: list[Any]) -> Iterator[Any]:
+    for step in steps:
+        yield step
+        if isinstance(step, SequenceStep):
+            yield from walk_steps(step.sequence)
+
+
+# ---------------------------------------------------------------- errors with places
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    prev: Any = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not (isinstance(prev, int) and part in STEP_TAGS):  # skip the step union's tag
+            out += f".{part}" if out else str(part)
+        prev = part
+    return out or "(top level)"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of a path inside a composed YAML document, as deep as it exists."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            nxt = node.value[part]
+        else:
+            nxt = None
+        if nxt is None:
+            if isinstance(node, yaml.MappingNode) and part in STEP_TAGS:
+                continue
+            break
+        node = nxt
+        line = node.start_mark.line + 1
+    return line
+
+
+class _Problems:
+    def __init__(self, where: str, tree: yaml.Node | None) -> None:
+        self.where, self.tree, self.items = where, tree, []
+
+    def add(self, loc: tuple[Any, ...], message: str) -> None:
+        line = _line_of(self.tree, loc) if self.tree is not None else None
+        place = f"{self.where}:{line}" if line else self.where
+        self.items.append(f"{place}: {format_loc(loc)}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            more = f" (and {len(self.items) - 1} more problems)" if len(self.items) > 1 else ""
+            err = InputError(self.items[0] + more)
+            err.details = self.items
+            raise err
+
+
+# ---------------------------------------------------------------- loading
+
+
+def parse_flow(data: Any, where: str, tree: yaml.Node | None = None, base: Path | None = None) -> LoadedFlow:
+    """Validate flow data (already parsed) and resolve its agents."""
+    problems = _Problems(where, tree)
+    if not isinstance(data, dict):
+        problems.add((), "a flow file holds a mapping with at least 'name' and 'steps'")
+        problems.raise_if_any()
+    try:
+        spec = FlowSpec.model_validate(data)
+    except ValidationError as err:
+        for e in err.errors():
+            problems.add(tuple(e["loc"]), e["msg"])
+        problems.raise_if_any()
+        raise  # unreachable
+    loaded = LoadedFlow(spec=spec, agents=resolve_agents(spec, problems), source=base)
+    check_flow(loaded, problems)
+    problems.raise_if_any()
+    return loaded
+
+
+def load_flow_file(path: str | Path) -> LoadedFlow:
+    path = Path(path)
+    where = str(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise InputError(f"{where}: cannot read flow file: {err.strerror or err}") from None
+    tree = None
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            tree = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{where}:{err.lineno}: not valid JSON: {err.msg}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        place = f"{where}:{mark.line + 1}" if mark else where
+        raise InputError(f"{place}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
+    return parse_flow(data, where, tree, path.resolve())
+
+
+def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
+    for i, module in enumerate(spec.imports):
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # any import failure is the flow file's problem to report
+            problems.add(("imports", i), f"cannot import module '{module}': {type(err).__name__}: {err}")
+    inline = {a.name: a for a in spec.agents}
+    agents: dict[str, AgentSpec] = {}
+    for path, step in _steps_with_loc(spec.steps, ("steps",)):
+        if isinstance(step, AgentStep) and step.agent not in agents:
+            found = inline.get(step.agent) or get_agent(step.agent)
+            if found is None:
+                problems.add((*path, "agent"), f"unknown agent '{step.agent}': define it under 'agents' or import its module under 'imports'")
+            else:
+                agents[step.agent] = found
+    return agents
+
+
+def _steps_with_loc(steps: list[Any], loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    for i, step in enumerate(steps):
+        yield (*loc, i), step
+        if isinstance(step, SequenceStep):
+            yield from _steps_with_loc(step.sequence, (*loc, i, "sequence"))
+
+
+def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
+    """Checks beyond the schema: unique step names, references to state keys that exist."""
+    spec = loaded.spec
+    seen: dict[str, tuple[Any, ...]] = {}
+    written = {"input", *spec.state}
+    for loc, step in _steps_with_loc(spec.steps, ("steps",)):
+        name = step.step_name
+        if name in seen:
+            problems.add((*loc, "name"), f"step name '{name}' is used twice; give one of them a 'name'")
+        seen[name] = loc
+        if isinstance(step, AgentStep):
+            if isinstance(step.output, dict):
+                written.update(step.output)
+            else:
+                written.add(step.output or step.step_name)
+    for loc, step in _steps_with_loc(spec.steps, ("steps",)):
+        if isinstance(step, AgentStep):
+            for key in references(step.input):
+                if key != "$" and key not in written:
+                    problems.add((*loc, "input"), f"'${key}' is not a state key of this flow (known: {', '.join(sorted(written))})")
+    for key in references(spec.output):
+        if key != "$" and key not in written:
+            problems.add(("output",), f"'${key}' is not a state key of this flow (known: {', '.join(sorted(written))})")
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def _flow_dirs() -> list[Path]:
+    dirs = [EXAMPLES_DIR]
+    dirs += [Path(p) for p in os.environ.get("ENSEMBLE_FLOW_PATH", "").split(os.pathsep) if p]
+    return dirs
+
+
+def _import_flow_modules() -> None:
+    for module in filter(None, (m.strip() for m in os.environ.get("ENSEMBLE_FLOW_MODULES", "").split(","))):
+        try:
+            importlib.import_module(module)
+        except Exception as err:
+            raise InputError(f"ENSEMBLE_FLOW_MODULES: cannot import '{module}': {type(err).__name__}: {err}") from None
+
+
+def _flow_files() -> Iterator[Path]:
+    for base in _flow_dirs():
+        if not base.is_dir():
+            continue
+        for pattern in ("*/flow.yaml", "*/flow.yml", "*/flow.json", "*.flow.yaml", "*.flow.yml", "*.flow.json"):
+            yield from sorted(base.glob(pattern))
+
+
+def _name_in_file(path: Path) -> str | None:
+    """The flow name a file declares; for a file that does not parse, the name its place implies
+    (so asking for it by name reports the file's own error)."""
+    try:
+        data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("name"), str):
+        return data["name"]
+    return path.parent.name if path.stem == "flow" else path.name.split(".flow.")[0]
+
+
+def all_flows() -> list[LoadedFlow]:
+    """Every bundled and registered flow (a file that fails validation is reported, not skipped)."""
+    _import_flow_modules()
+    found = {f.spec.name: f for f in (load_flow_file(p) for p in _flow_files())}
+    for name, spec in _PY_FLOWS.items():
+        found[name] = parse_flow(spec.model_dump(), f"flow '{name}'")
+    return [found[k] for k in sorted(found)]
+
+
+def find_flow(name_or_path: str) -> LoadedFlow:
+    """A flow by registered name or by flow-file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml", ".json") or os.sep in name_or_path:
+        if not path.exists():
+            raise InputError(f"flow file not found: {name_or_path}")
+        return load_flow_file(path)
+    _import_flow_modules()
+    if name_or_path in _PY_FLOWS:
+        return parse_flow(_PY_FLOWS[name_or_path].model_dump(), f"flow '{name_or_path}'")
+    names = []
+    for file in _flow_files():
+        name = _name_in_file(file)
+        if name == name_or_path:
+            return load_flow_file(file)
+        if name:
+            names.append(name)
+    known = ", ".join(sorted({*names, *_PY_FLOWS})) or "none"
+    raise InputError(f"unknown flow '{name_or_path}' (known flows: {known}; or give a flow file path)")

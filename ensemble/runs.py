@@ -1,0 +1,151 @@
+"""Reading runs back: status from the run's event history (so it works with no worker running and
+for runs that failed), and results."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType, PendingActivityState, PendingWorkflowTaskState
+from temporalio.api.failure.v1 import Failure
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
+
+from ensemble.client import FLOW_ATTRIBUTE
+from ensemble.errors import EnsembleError
+from ensemble.spec import RunStatusView, StepRecord
+
+STATUS_NAMES = {
+    WorkflowExecutionStatus.RUNNING: "running",
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.CANCELED: "canceled",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "running",
+}
+_CLOSE_STATUS = {
+    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: ("activity_task_completed_event_attributes", "completed"),
+    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: ("activity_task_failed_event_attributes", "failed"),
+    EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: ("activity_task_timed_out_event_attributes", "timed_out"),
+    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED: ("activity_task_canceled_event_attributes", "canceled"),
+}
+
+
+def _iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.isoformat(timespec="milliseconds")
+
+
+def failure_text(failure: Failure) -> str:
+    """A failure's message with its causes, innermost last, without repeats."""
+    parts: list[str] = []
+    while failure is not None and failure.message:
+        if not parts or failure.message not in parts[-1]:
+            parts.append(failure.message)
+        failure = failure.cause if failure.HasField("cause") else None
+    return ": ".join(parts)
+
+
+async def get_run(client: Client, run_id: str) -> tuple[WorkflowHandle, Any]:
+    handle = client.get_workflow_handle(run_id)
+    try:
+        return handle, await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise EnsembleError(f"no run with id '{run_id}' in namespace '{client.namespace}'") from None
+        raise
+
+
+async def describe_run(client: Client, run_id: str) -> RunStatusView:
+    handle, desc = await get_run(client, run_id)
+    steps: dict[int, StepRecord] = {}
+    scheduled_at: dict[int, datetime] = {}
+    error: str | None = None
+    async for event in handle.fetch_history_events():
+        etype = event.event_type
+        when = event.event_time.ToDatetime().replace(tzinfo=timezone.utc)
+        if etype == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            steps[event.event_id] = StepRecord(
+                name=attrs.activity_id.split("#")[0], agent=attrs.activity_type.name, status="scheduled", started_at=_iso(when)
+            )
+            scheduled_at[event.event_id] = when
+        elif etype == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            attrs = event.activity_task_started_event_attributes
+            rec = steps[attrs.scheduled_event_id]
+            rec.status, rec.attempts = "running", attrs.attempt
+        elif etype in _CLOSE_STATUS:
+            field, status = _CLOSE_STATUS[etype]
+            attrs = getattr(event, field)
+            rec = steps[attrs.scheduled_event_id]
+            rec.status, rec.ended_at = status, _iso(when)
+            rec.latency_ms = round((when - scheduled_at[attrs.scheduled_event_id]).total_seconds() * 1000, 1)
+            if status == "completed" and attrs.result.payloads:
+                [value] = await client.data_converter.decode(attrs.result.payloads)
+                rec.output = value.get("output") if isinstance(value, dict) else value
+            elif status in ("failed", "timed_out"):
+                rec.error = failure_text(attrs.failure)
+        elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+            error = failure_text(event.workflow_execution_failed_event_attributes.failure)
+        elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+            error = "the run exceeded its execution timeout"
+    by_id = {rec.name: rec for rec in steps.values()}
+    for pending in desc.raw_description.pending_activities:
+        rec = by_id.get(pending.activity_id.split("#")[0])
+        if rec is None or rec.ended_at:
+            continue
+        rec.attempts = max(rec.attempts, pending.attempt)
+        if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+            rec.status = "running"
+        elif pending.attempt > 1:
+            rec.status = "retrying"
+        if pending.HasField("last_failure"):
+            rec.error = failure_text(pending.last_failure)
+    flow = desc.typed_search_attributes.get(FLOW_ATTRIBUTE)
+    return RunStatusView(
+        run_id=run_id,
+        flow=flow,
+        status=STATUS_NAMES.get(desc.status, "running") if desc.status else "running",
+        steps=list(steps.values()),
+        error=error,
+        started_at=_iso(desc.start_time),
+        ended_at=_iso(desc.close_time),
+    )
+
+
+async def wait_result(client: Client, run_id: str) -> dict[str, Any]:
+    """Wait for the run to end: `{run_id, status, result}` (plus `error` when it did not complete)."""
+    handle, _ = await get_run(client, run_id)
+    try:
+        outcome = await handle.result()
+    except WorkflowFailureError:
+        view = await describe_run(client, run_id)
+        return {"run_id": run_id, "status": view.status, "result": None, "error": view.error or view.status}
+    output = outcome.get("output") if isinstance(outcome, dict) else getattr(outcome, "output", outcome)
+    return {"run_id": run_id, "status": "completed", "result": output}
+
+
+async def stalled(client: Client, run_id: str, grace_s: float = 3.0) -> bool:
+    """Whether the run has work that no worker has picked up for `grace_s` (a workflow task or
+    an activity attempt waiting in its queue). Pollers of a worker that died stay listed on the
+    server for minutes, so this looks at the run itself, not at the poller list."""
+    desc = (await client.get_workflow_handle(run_id).describe()).raw_description
+    now = datetime.now(timezone.utc)
+
+    def waited(ts: Any) -> float:
+        return (now - ts.ToDatetime().replace(tzinfo=timezone.utc)).total_seconds()
+
+    wft = desc.pending_workflow_task
+    if desc.HasField("pending_workflow_task") and wft.state == PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_SCHEDULED:
+        if waited(wft.scheduled_time) > grace_s:
+            return True
+    for act in desc.pending_activities:
+        if act.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
+            ready = act.next_attempt_schedule_time if act.HasField("next_attempt_schedule_time") else act.scheduled_time
+            if waited(ready) > grace_s:
+                return True
+    return False

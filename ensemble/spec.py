@@ -1,0 +1,232 @@
+"""The shared shapes of Ensemble: agent specs, flow specs, run requests and records.
+
+Both workflows and activities import this module, so it imports nothing heavier than pydantic.
+Everything a run needs to be interpreted (the flow and every agent spec it uses) travels in the
+workflow input, so a run's history alone is enough to replay it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+NAME_RE = r"^[A-Za-z][A-Za-z0-9_.-]*$"
+DEFAULT_TASK_QUEUE = "ensemble"
+WORKFLOW_NAME = "EnsembleFlow"
+
+Effect = Literal["read", "idempotent", "irreversible"]
+Reducer = Literal["replace", "append", "extend", "merge", "add"]
+# The executor kinds this release runs. A new kind (such as `llm`) adds its name here and
+# registers an executor in `activities.executors`; nothing else in the engine changes.
+AgentKind = Literal["function", "http"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetrySpec(_Strict):
+    """How Temporal retries an agent. Bounded by default: a run never retries forever."""
+
+    initial_interval_s: float = Field(1.0, gt=0)
+    backoff_coefficient: float = Field(2.0, ge=1)
+    max_interval_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(3, ge=1, le=100)
+    non_retryable_errors: list[str] = Field(default_factory=list)
+
+
+class AgentSpec(_Strict):
+    """A named unit of work, run as a Temporal activity whose type is the agent's name."""
+
+    name: str = Field(pattern=NAME_RE)
+    description: str = ""
+    role: str = ""
+    kind: AgentKind = "function"
+    # kind=function: "package.module:callable"
+    handler: str | None = None
+    # kind=http: the service to POST the step's input to. Header values may use ${env:NAME},
+    # resolved on the worker, so credentials never enter a run's history.
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    timeout_s: float = Field(60.0, gt=0, description="start-to-close timeout of one attempt")
+    schedule_to_close_s: float | None = Field(None, gt=0)
+    heartbeat_s: float | None = Field(None, gt=0)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    tools: list[str] = Field(default_factory=list)
+    effect: Effect = "read"
+    task_queue: str | None = Field(None, description="run on workers of this queue (default: the flow's)")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> AgentSpec:
+        if self.kind == "function":
+            if not self.handler or not re.match(r"^[\w.]+:[\w.]+$", self.handler):
+                raise ValueError("a function agent needs handler: 'package.module:callable'")
+        elif self.kind == "http":
+            if not self.url or not re.match(r"^https?://", self.url):
+                raise ValueError("an http agent needs url: 'http(s)://...'")
+        return self
+
+
+class StateKey(_Strict):
+    """A named key of the run state and how writes to it combine."""
+
+    reducer: Reducer = "replace"
+    default: Any = None
+    description: str = ""
+
+
+class AgentStep(_Strict):
+    """Run one agent. `input` is a template over the run state (see docs/flows.md);
+    `output` names the state key the agent's output is written to (default: the step name),
+    or maps state keys to fields of the output."""
+
+    name: str | None = Field(None, pattern=NAME_RE)
+    agent: str = Field(pattern=NAME_RE)
+    input: Any = None
+    output: str | dict[str, str] | None = None
+
+    @property
+    def step_name(self) -> str:
+        return self.name or self.agent
+
+
+class SequenceStep(_Strict):
+    """Run the nested steps in order."""
+
+    name: str = Field(pattern=NAME_RE)
+    sequence: list[Step] = Field(min_length=1)
+
+    @property
+    def step_name(self) -> str:
+        return self.name
+
+
+def _step_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for key in ("agent", "sequence"):
+            if key in value:
+                return key
+        return None
+    if isinstance(value, AgentStep):
+        return "agent"
+    if isinstance(value, SequenceStep):
+        return "sequence"
+    return None
+
+
+Step = Annotated[
+    Union[Annotated[AgentStep, Tag("agent")], Annotated[SequenceStep, Tag("sequence")]],
+    Discriminator(
+        _step_tag,
+        custom_error_type="step_kind",
+        custom_error_message="a step needs one of: 'agent' or 'sequence'",
+    ),
+]
+SequenceStep.model_rebuild()
+
+
+class FlowSpec(_Strict):
+    """A flow: agents composed into steps over a typed run state."""
+
+    name: str = Field(pattern=NAME_RE)
+    description: str = ""
+    version: int = 1
+    input_schema: dict[str, Any] | None = None
+    imports: list[str] = Field(default_factory=list, description="modules that register agents")
+    agents: list[AgentSpec] = Field(default_factory=list, description="agents defined in the flow")
+    state: dict[str, StateKey] = Field(default_factory=dict)
+    steps: list[Step] = Field(min_length=1)
+    output: Any = None
+    example_input: str | None = None
+    task_queue: str | None = None
+
+    @field_validator("state")
+    @classmethod
+    def _no_input_key(cls, value: dict[str, StateKey]) -> dict[str, StateKey]:
+        if "input" in value:
+            raise ValueError("'input' is reserved: the run's input is always state key 'input'")
+        return value
+
+
+class RunRequest(_Strict):
+    """The workflow input: a flow with every agent it uses resolved, and the run's input."""
+
+    flow: FlowSpec
+    agents: dict[str, AgentSpec]
+    input: Any = None
+    task_queue: str = DEFAULT_TASK_QUEUE
+
+
+class AgentContext(_Strict):
+    """What an agent knows about the step it runs in."""
+
+    run_id: str
+    flow: str
+    step: str
+    agent: str
+    attempt: int = 1
+
+
+class AgentCall(_Strict):
+    """The activity input: the agent's spec, the step's resolved input, and the context."""
+
+    agent: AgentSpec
+    input: Any = None
+    context: AgentContext
+
+
+class Usage(_Strict):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class AgentResult(_Strict):
+    """The activity result: the agent's output and, for model-backed agents, token usage."""
+
+    output: Any = None
+    usage: Usage | None = None
+
+
+StepStatus = Literal["scheduled", "running", "retrying", "completed", "failed", "canceled", "timed_out"]
+
+
+class StepRecord(_Strict):
+    name: str
+    agent: str
+    status: StepStatus
+    attempts: int = 0
+    started_at: str | None = None
+    ended_at: str | None = None
+    latency_ms: float | None = None
+    output: Any = None
+    error: str | None = None
+
+
+class FlowOutcome(_Strict):
+    """What the workflow returns."""
+
+    flow: str
+    output: Any = None
+    state: dict[str, Any] = Field(default_factory=dict)
+    steps: list[str] = Field(default_factory=list, description="steps completed, in order")
+
+
+RunStatus = Literal["running", "waiting_for_approval", "completed", "failed", "canceled", "terminated", "timed_out"]
+
+
+class RunStatusView(_Strict):
+    """`starter.py status --json`."""
+
+    run_id: str
+    flow: str | None
+    status: RunStatus
+    steps: list[StepRecord] = Field(default_factory=list)
+    pending_approvals: list[dict[str, Any]] = Field(default_factory=list)
+    error: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None

@@ -1,0 +1,1 @@
+"""Deterministic orchestration only: the flow interpreter and one module per pattern."""
