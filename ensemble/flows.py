@@ -75,14 +75,14 @@ def walk_steps(steps: list[Any]) -> Iterator[Any]:
 
 def format_loc(loc: tuple[Any, ...]) -> str:
     out = ""
-    prev: Any = None
     for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not (isinstance(prev, int) and part in STEP_TAGS):  # skip the step union's tag
-            out += f".{part}" if out else str(part)
-        prev = part
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
+
+
+def _strip_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop the step union's tag that pydantic puts after a step's index."""
+    return tuple(p for i, p in enumerate(loc) if not (i and isinstance(loc[i - 1], int) and p in STEP_TAGS))
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -96,8 +96,6 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
         else:
             nxt = None
         if nxt is None:
-            if isinstance(node, yaml.MappingNode) and part in STEP_TAGS:
-                continue
             break
         node = nxt
         line = node.start_mark.line + 1
@@ -134,7 +132,7 @@ def parse_flow(data: Any, where: str, tree: yaml.Node | None = None, base: Path 
         spec = FlowSpec.model_validate(data)
     except ValidationError as err:
         for e in err.errors():
-            problems.add(tuple(e["loc"]), e["msg"])
+            problems.add(_strip_tags(tuple(e["loc"])), e["msg"])
         problems.raise_if_any()
         raise  # unreachable
     loaded = LoadedFlow(spec=spec, agents=resolve_agents(spec, problems), source=base)

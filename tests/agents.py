@@ -1,0 +1,72 @@
+"""Agents the tests run (imported by in-process and subprocess workers alike)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ensemble import AgentContext, RetrySpec, agent
+
+FAST_RETRY = RetrySpec(initial_interval_s=0.1, backoff_coefficient=1.0, max_attempts=3)
+RELEASE = asyncio.Event()
+
+
+class Text(BaseModel):
+    text: str
+
+
+class Count(BaseModel):
+    chars: int
+    words: int
+
+
+@agent(description="Upper-cases text")
+def shout(data: Text) -> Text:
+    return Text(text=data.text.upper())
+
+
+@agent(description="Counts characters and words")
+async def count(data: Text) -> Count:
+    return Count(chars=len(data.text), words=len(data.text.split()))
+
+
+@agent()
+def echo(data: object) -> object:
+    return data
+
+
+@agent(retry=FAST_RETRY)
+def flaky(data: dict, ctx: AgentContext) -> dict:
+    """Fails its first attempt, succeeds on the second."""
+    if ctx.attempt < 2:
+        raise ConnectionError("transient blip")
+    return {"attempt": ctx.attempt, "step": ctx.step, "run_id": ctx.run_id}
+
+
+@agent(retry=FAST_RETRY)
+def broken(data: dict) -> dict:
+    raise ValueError("the ledger is unbalanced")
+
+
+@agent(retry=RetrySpec(initial_interval_s=0.1, max_attempts=5, non_retryable_errors=["KeyError"]))
+def picky(data: dict) -> dict:
+    raise KeyError("customer_id")
+
+
+@agent()
+async def held(data: dict) -> dict:
+    """Waits until the test releases it (in-process workers only)."""
+    await RELEASE.wait()
+    return {"released": True}
+
+
+@agent(timeout_s=4, retry=RetrySpec(initial_interval_s=0.2, max_attempts=5))
+def slow(data: dict, ctx: AgentContext) -> dict:
+    """Marks that it started (a file per attempt), then works for a while."""
+    marker = Path(data["marker_dir"]) / f"{ctx.run_id}.{ctx.attempt}"
+    marker.write_text(str(ctx.attempt))
+    time.sleep(float(data.get("seconds", 1.5)))
+    return {"done": True, "attempt": ctx.attempt}

