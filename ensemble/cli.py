@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import jsonschema
 from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
 from ensemble import client as temporal
 from ensemble import server
@@ -44,7 +44,10 @@ def _emit_json(data: Any) -> None:
 def _console():
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    if not console.is_terminal:  # piped or captured: wide enough that tables stay readable
+        console = Console(width=max(console.width, 140))
+    return console
 
 
 # ---------------------------------------------------------------- input
@@ -152,6 +155,7 @@ def cmd_flows(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table("flow", "patterns", "agents", "example input", "description")
+    table.columns[0].no_wrap = True
     for r in rows:
         table.add_row(r["name"], ", ".join(r["patterns"]), " → ".join(r["agents"]), r["example_input"] or "", r["description"])
     _console().print(table)
@@ -216,6 +220,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
             task_queue=request.task_queue,
             search_attributes=TypedSearchAttributes([SearchAttributePair(temporal.FLOW_ATTRIBUTE, flow.spec.name)]),
             static_summary=f"{flow.spec.name}: {flow.spec.description}"[:200],
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # a run id names one run, ever
         )
     except WorkflowAlreadyStartedError:
         raise EnsembleError(f"a run with id '{run_id}' already exists; choose another --id") from None
@@ -257,10 +262,14 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
     con = _console()
     con.print(f"run [bold]{view.run_id}[/bold] · flow {view.flow or '?'} · [bold]{view.status}[/bold]")
-    table = Table("step", "agent", "status", "attempts", "started", "latency ms", "output / error")
+    table = Table()
+    for col in ("step", "agent", "status", "attempts", "started", "ms"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("output / error", overflow="ellipsis", no_wrap=True)
     for s in view.steps:
-        detail = s.error or (json.dumps(s.output, default=str)[:80] if s.output is not None else "")
-        table.add_row(s.name, s.agent, s.status, str(s.attempts), (s.started_at or "")[11:23],
+        detail = s.error or (json.dumps(s.output, default=str) if s.output is not None else "")
+        detail = detail if len(detail) <= 40 else detail[:39] + "…"
+        table.add_row(s.name, s.agent, s.status, str(s.attempts), (s.started_at or "")[11:19],
                       f"{s.latency_ms:.0f}" if s.latency_ms is not None else "", detail)  # fmt: skip
     con.print(table)
     if view.error:
