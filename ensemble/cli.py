@@ -357,9 +357,9 @@ def worker_main(argv: list[str] | None = None) -> int:
         client = await temporal.connect()
         await temporal.ensure_search_attributes(client)
         queue = args.task_queue or default_task_queue()
-        print(f"worker polling task queue '{queue}' on {client.service_client.config.target_host} "
-              f"(namespace {client.namespace}); Ctrl-C to stop", file=sys.stderr)  # fmt: skip
-        await serve(client, queue, workflows=not args.activities_only)
+        where = f"{client.service_client.config.target_host} (namespace {client.namespace})"
+        ready = lambda: print(f"worker polling task queue '{queue}' on {where}; Ctrl-C to stop", file=sys.stderr, flush=True)  # noqa: E731
+        await serve(client, queue, workflows=not args.activities_only, on_ready=ready)
         return 0
 
     return _guard(run)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from typing import Any
+from typing import Any, Callable
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -42,12 +42,22 @@ def build_worker(
     )
 
 
-async def serve(client: Client, task_queue: str, *, workflows: bool = True, activities: bool = True, **options: Any) -> None:
-    """Run a worker until SIGINT or SIGTERM, then drain it."""
+async def serve(
+    client: Client,
+    task_queue: str,
+    *,
+    workflows: bool = True,
+    activities: bool = True,
+    on_ready: Callable[[], None] | None = None,
+    **options: Any,
+) -> None:
+    """Run a worker until SIGINT or SIGTERM, then drain it. `on_ready` runs once it polls."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with build_worker(client, task_queue, workflows=workflows, activities=activities, **options):
+        if on_ready:
+            on_ready()
         await stop.wait()
