@@ -129,3 +129,18 @@ def test_bundled_flows_are_valid_and_have_example_inputs():
     assert "document_pipeline" in flows
     for flow in flows.values():
         assert flow.example_input and flow.example_input.exists(), flow.spec.name
+
+
+def test_published_json_schema_is_current_and_validates_bundled_flows():
+    import jsonschema
+    import yaml
+
+    from ensemble.flows import EXAMPLES_DIR
+    from ensemble.schema import DEFAULT_OUT, flow_schema
+
+    assert DEFAULT_OUT.read_text() == flow_schema(), "run `python -m ensemble.schema` to refresh docs/flow.schema.json"
+    schema = json.loads(DEFAULT_OUT.read_text())
+    for path in EXAMPLES_DIR.glob("*/flow.yaml"):
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"name": "x", "steps": [{"agent": "a", "retries": 1}]}, schema)
