@@ -26,7 +26,9 @@ class EnsembleFlow:
             k: v for k, v in run.state.values.items() if k != "input"
         }
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return FlowOutcome(flow=request.flow.name, output=output, state=run.state.snapshot(), steps=list(run.completed))
+        # The input is already in the run's first event: the outcome leaves it out to stay small.
+        state = {k: v for k, v in run.state.snapshot().items() if k != "input"}
+        return FlowOutcome(flow=request.flow.name, output=output, state=state, steps=list(run.completed))
 
     @workflow.query
     def state(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ async def test_sequential_flow_writes_state_through_reducers(dev_server, task_qu
         outcome = await handle.result()
     assert outcome.output == {"loud": "HELLO BIG WORLD", "log": [15, 15], "total": 106, "counted": {"chars": 15, "words": 3}}
     assert outcome.steps == ["shout", "tail.count", "tail.again"]
-    assert outcome.state["input"] == {"text": "hello big world"}
+    assert outcome.state == {"shout": {"text": "HELLO BIG WORLD"}, "log": [15, 15], "total": 106, "counted": {"chars": 15, "words": 3}}
 
     view = await describe_run(client, handle.id)
     assert view.status == "completed"
