@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 import uuid
@@ -22,6 +23,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
 from ensemble import client as temporal
+from ensemble import logs
 from ensemble import server
 from ensemble.errors import EnsembleError, InputError
 from ensemble.flows import LoadedFlow, all_flows, find_flow, load_flow_file
@@ -344,6 +346,7 @@ def _guard(fn) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logs.setup(logging.ERROR if getattr(args, "json", False) else logging.WARNING)
     return _guard(lambda: args.fn(args))
 
 
@@ -352,6 +355,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     p.add_argument("--task-queue", default=None, help="queue to poll (default: $ENSEMBLE_TASK_QUEUE or 'ensemble')")
     p.add_argument("--activities-only", action="store_true", help="run agents only (for agents with their own queue)")
     args = p.parse_args(argv)
+    logs.setup(logging.INFO)
 
     async def run() -> int:
         client = await temporal.connect()

@@ -40,12 +40,16 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat(timespec="milliseconds")
 
 
+_WRAPPERS = ("activity task failed", "activity error", "child workflow execution failed")
+
+
 def failure_text(failure: Failure) -> str:
-    """A failure's message with its causes, innermost last, without repeats."""
+    """A failure's message with the causes that add something, outermost first."""
     parts: list[str] = []
-    while failure is not None and failure.message:
-        if not parts or failure.message not in parts[-1]:
-            parts.append(failure.message)
+    while failure is not None:
+        message = failure.message.strip()
+        if message and message.lower() not in _WRAPPERS and not any(message in p for p in parts):
+            parts.append(message)
         failure = failure.cause if failure.HasField("cause") else None
     return ": ".join(parts)
 

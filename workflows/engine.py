@@ -43,7 +43,7 @@ def failure_message(err: BaseException) -> str:
     """The innermost meaningful message of an activity/child failure chain."""
     while isinstance(err, ActivityError) and err.cause is not None:
         err = err.cause
-    return str(err) or type(err).__name__
+    return getattr(err, "message", None) or str(err) or type(err).__name__
 
 
 class FlowRun:
