@@ -21,11 +21,12 @@ from pydantic import ValidationError
 
 from ensemble.agents import get_agent
 from ensemble.errors import InputError
-from ensemble.spec import AgentSpec, AgentStep, FlowSpec, SequenceStep
+from ensemble.spec import STEP_KINDS, AgentSpec, AgentStep, FlowSpec, ParallelStep, SequenceStep, agent_refs, child_steps
 from ensemble.state import references
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-STEP_TAGS = {"agent", "sequence"}
+STEP_TAGS = set(STEP_KINDS)
+PATTERN_NAMES = {ParallelStep: "parallel"}
 
 _PY_FLOWS: dict[str, FlowSpec] = {}
 
@@ -47,14 +48,17 @@ class LoadedFlow:
     def patterns(self) -> list[str]:
         found: list[str] = []
         for step in walk_steps(self.spec.steps):
-            kind = "sequential" if isinstance(step, (AgentStep, SequenceStep)) else type(step).__name__
+            kind = PATTERN_NAMES.get(type(step), "sequential")
             if kind not in found:
                 found.append(kind)
         return found
 
     @property
     def agent_order(self) -> list[str]:
-        return [s.agent for s in walk_steps(self.spec.steps) if isinstance(s, AgentStep)]
+        names: list[str] = []
+        for step in walk_steps(self.spec.steps):
+            names += [name for _, name in agent_refs(step) if name not in names]
+        return names
 
 
 def register_flow(spec: FlowSpec) -> FlowSpec:
@@ -64,10 +68,9 @@ def register_flow(spec: FlowSpec) -> FlowSpec:
 
 
 def walk_steps(steps: list[Any]) -> Iterator[Any]:
-    for step in steps:
+    """Every step, depth first, in declaration order."""
+    for _, step in _steps_with_loc(steps, ()):
         yield step
-        if isinstance(step, SequenceStep):
-            yield from walk_steps(step.sequence)
 
 
 # ---------------------------------------------------------------- errors with places
@@ -173,45 +176,66 @@ def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
     inline = {a.name: a for a in spec.agents}
     agents: dict[str, AgentSpec] = {}
     for path, step in _steps_with_loc(spec.steps, ("steps",)):
-        if isinstance(step, AgentStep) and step.agent not in agents:
-            found = inline.get(step.agent) or get_agent(step.agent)
+        for rel, name in agent_refs(step):
+            found = agents.get(name) or inline.get(name) or get_agent(name)
             if found is None:
-                problems.add((*path, "agent"), f"unknown agent '{step.agent}': define it under 'agents' or import its module under 'imports'")
+                problems.add((*path, *rel), f"unknown agent '{name}': define it under 'agents' or import its module under 'imports'")
             else:
-                agents[step.agent] = found
+                agents[name] = found.model_copy(deep=True)  # a flow never shares the registry's objects
     return agents
 
 
 def _steps_with_loc(steps: list[Any], loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
     for i, step in enumerate(steps):
-        yield (*loc, i), step
-        if isinstance(step, SequenceStep):
-            yield from _steps_with_loc(step.sequence, (*loc, i, "sequence"))
+        yield from _step_tree(step, (*loc, i))
+
+
+def _step_tree(step: Any, loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    yield loc, step
+    for rel, child in child_steps(step):
+        yield from _step_tree(child, (*loc, *rel))
 
 
 def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
     """Checks beyond the schema: unique step names, references to state keys that exist."""
     spec = loaded.spec
-    seen: dict[str, tuple[Any, ...]] = {}
     written = {"input", *spec.state}
     for loc, step in _steps_with_loc(spec.steps, ("steps",)):
-        name = step.step_name
-        if name in seen:
-            problems.add((*loc, "name"), f"step name '{name}' is used twice; give one of them a 'name'")
-        seen[name] = loc
         if isinstance(step, AgentStep):
             if isinstance(step.output, dict):
                 written.update(step.output)
             else:
                 written.add(step.output or step.step_name)
+        elif isinstance(step, ParallelStep):
+            written.add(step.output or step.step_name)
+            if step.parallel.for_each:
+                written.add(step.parallel.as_)
+                written.add(f"{step.parallel.as_}_index")
+    # Sibling steps need distinct names: a step's path (and its activity id) is built from them.
+    groups = [(("steps",), spec.steps)]
+    for loc, step in _steps_with_loc(spec.steps, ("steps",)):
+        if isinstance(step, SequenceStep):
+            groups.append(((*loc, "sequence"), step.sequence))
+        elif isinstance(step, ParallelStep):
+            groups.append(((*loc, "parallel", "branches"), step.parallel.branches))
+    for base, siblings in groups:
+        seen: set[str] = set()
+        for i, sibling in enumerate(siblings):
+            if sibling.step_name in seen:
+                problems.add((*base, i, "name"), f"step name '{sibling.step_name}' is used twice here; give one of them a 'name'")
+            seen.add(sibling.step_name)
+
+    def check_refs(template: Any, loc: tuple[Any, ...]) -> None:
+        for key in references(template):
+            if key != "$" and key not in written:
+                problems.add(loc, f"'${key}' is not a state key of this flow (known: {', '.join(sorted(written))})")
+
     for loc, step in _steps_with_loc(spec.steps, ("steps",)):
         if isinstance(step, AgentStep):
-            for key in references(step.input):
-                if key != "$" and key not in written:
-                    problems.add((*loc, "input"), f"'${key}' is not a state key of this flow (known: {', '.join(sorted(written))})")
-    for key in references(spec.output):
-        if key != "$" and key not in written:
-            problems.add(("output",), f"'${key}' is not a state key of this flow (known: {', '.join(sorted(written))})")
+            check_refs(step.input, (*loc, "input"))
+        elif isinstance(step, ParallelStep) and step.parallel.for_each:
+            check_refs(step.parallel.for_each, (*loc, "parallel", "for_each"))
+    check_refs(spec.output, ("output",))
 
 
 # ---------------------------------------------------------------- discovery

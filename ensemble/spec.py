@@ -105,28 +105,137 @@ class SequenceStep(_Strict):
         return self.name
 
 
+JoinPolicy = Literal["all", "quorum", "first_success", "deadline"]
+MergeStrategy = Literal["collect", "majority_vote", "weighted_vote", "unanimous", "veto", "priority"]
+
+
+class JoinSpec(_Strict):
+    """When a parallel step is done. `all`: every branch (one failure fails the step);
+    `quorum`: `quorum` successes; `first_success`: one; `deadline`: what finished by `deadline_s`
+    (a durable timer), the rest listed as missing. Under quorum, first_success and deadline a
+    failing branch is recorded and the others carry on."""
+
+    policy: JoinPolicy = "all"
+    quorum: int | None = Field(None, ge=1)
+    deadline_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _needs(self) -> JoinSpec:
+        if self.policy == "quorum" and self.quorum is None:
+            raise ValueError("join policy 'quorum' needs quorum: K")
+        if self.policy == "deadline" and self.deadline_s is None:
+            raise ValueError("join policy 'deadline' needs deadline_s")
+        return self
+
+
+class MergeSpec(_Strict):
+    """How branch results combine into one decision record (see docs/patterns.md)."""
+
+    strategy: MergeStrategy = "collect"
+    vote_field: str = Field("vote", description="path of the vote inside a branch's output")
+    confidence_field: str | None = Field(None, description="path of a weight multiplier inside a branch's output")
+    weights: dict[str, float] = Field(default_factory=dict, description="weight per branch name (default 1)")
+    order: list[str] = Field(default_factory=list, description="branch names, most trusted first")
+    veto_value: Any = "reject"
+    tie_break: Literal["order", "value", "adjudicator", "fail"] = "fail"
+    tie_value: Any = None
+    adjudicator: str | None = Field(None, pattern=NAME_RE, description="agent that settles ties and splits")
+    adjudicator_input: Any = Field(
+        None, description="template for the adjudicator's input; may also read $ballots, $tally and $why"
+    )
+
+    @model_validator(mode="after")
+    def _needs(self) -> MergeSpec:
+        if self.strategy == "priority" and not self.order:
+            raise ValueError("merge strategy 'priority' needs order: [branch names]")
+        if self.tie_break == "order" and not self.order:
+            raise ValueError("tie_break 'order' needs order: [branch names]")
+        if self.tie_break == "value" and self.tie_value is None:
+            raise ValueError("tie_break 'value' needs tie_value")
+        if self.tie_break == "adjudicator" and not self.adjudicator:
+            raise ValueError("tie_break 'adjudicator' needs adjudicator: AGENT")
+        return self
+
+
+class ParallelSpec(_Strict):
+    branches: list[Step] = Field(default_factory=list)
+    for_each: str | None = Field(None, pattern=r"^\$", description="a list in the run state: one branch per item")
+    as_: str = Field("item", alias="as", pattern=NAME_RE, description="state key holding the item inside a branch")
+    do: Step | None = None
+    max_concurrency: int | None = Field(None, ge=1)
+    join: JoinSpec = Field(default_factory=JoinSpec)
+    merge: MergeSpec = Field(default_factory=MergeSpec)
+    on_conflict: str | None = Field(None, pattern=NAME_RE, description="agent that resolves conflicting state writes")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _shape(self) -> ParallelSpec:
+        if bool(self.branches) == bool(self.for_each or self.do):
+            raise ValueError("a parallel step has either branches: [...] or for_each: $KEY with do: STEP")
+        if self.for_each and self.do is None or self.do is not None and not self.for_each:
+            raise ValueError("for_each and do go together")
+        if self.join.quorum and self.branches and self.join.quorum > len(self.branches):
+            raise ValueError(f"quorum {self.join.quorum} is more than the {len(self.branches)} branches")
+        return self
+
+
+class ParallelStep(_Strict):
+    """Run branches concurrently, join them under a policy and merge their results."""
+
+    name: str = Field(pattern=NAME_RE)
+    parallel: ParallelSpec
+    output: str | None = Field(None, description="state key for the merged record (default: the step name)")
+
+    @property
+    def step_name(self) -> str:
+        return self.name
+
+
+STEP_KINDS: dict[str, type] = {"agent": AgentStep, "sequence": SequenceStep, "parallel": ParallelStep}
+
+
 def _step_tag(value: Any) -> str | None:
     if isinstance(value, dict):
-        for key in ("agent", "sequence"):
-            if key in value:
-                return key
-        return None
-    if isinstance(value, AgentStep):
-        return "agent"
-    if isinstance(value, SequenceStep):
-        return "sequence"
-    return None
+        return next((key for key in STEP_KINDS if key in value), None)
+    return next((key for key, cls in STEP_KINDS.items() if isinstance(value, cls)), None)
 
 
 Step = Annotated[
-    Union[Annotated[AgentStep, Tag("agent")], Annotated[SequenceStep, Tag("sequence")]],
+    Union[
+        Annotated[AgentStep, Tag("agent")],
+        Annotated[SequenceStep, Tag("sequence")],
+        Annotated[ParallelStep, Tag("parallel")],
+    ],
     Discriminator(
         _step_tag,
         custom_error_type="step_kind",
-        custom_error_message="a step needs one of: 'agent' or 'sequence'",
+        custom_error_message="a step needs one of: 'agent', 'sequence' or 'parallel'",
     ),
 ]
 SequenceStep.model_rebuild()
+ParallelSpec.model_rebuild()
+
+
+def child_steps(step: Any) -> list[tuple[tuple[Any, ...], Any]]:
+    """The steps nested directly in a step, with their location relative to it."""
+    if isinstance(step, SequenceStep):
+        return [(("sequence", i), s) for i, s in enumerate(step.sequence)]
+    if isinstance(step, ParallelStep):
+        nested = [(("parallel", "branches", i), s) for i, s in enumerate(step.parallel.branches)]
+        return nested + ([(("parallel", "do"), step.parallel.do)] if step.parallel.do is not None else [])
+    return []
+
+
+def agent_refs(step: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """Agents a step names itself (not its children's), with their location relative to it."""
+    if isinstance(step, AgentStep):
+        return [(("agent",), step.agent)]
+    if isinstance(step, ParallelStep):
+        refs = [(("parallel", "merge", "adjudicator"), step.parallel.merge.adjudicator)]
+        refs.append((("parallel", "on_conflict"), step.parallel.on_conflict))
+        return [(loc, name) for loc, name in refs if name]
+    return []
 
 
 class FlowSpec(_Strict):

@@ -57,15 +57,32 @@ class RunState:
         self._declared = dict(declared)
         self.values: dict[str, Any] = {k: copy.deepcopy(s.default) for k, s in declared.items()}
         self.values["input"] = run_input
+        self.journal: list[tuple[str, Any]] | None = None  # the writes of a forked (branch) state
 
     def reducer_of(self, key: str) -> Reducer:
         spec = self._declared.get(key)
         return spec.reducer if spec else "replace"
 
-    def write(self, key: str, value: Any) -> None:
+    def combines(self, key: str) -> bool:
+        """Whether concurrent writes to `key` combine (a declared reducer other than replace)."""
+        return self.reducer_of(key) != "replace"
+
+    def write(self, key: str, value: Any, shared: bool = True) -> None:
+        """Write through the key's reducer. In a branch, only `shared` writes (a step's explicit
+        `output`) are journaled for the parent; the others stay local to the branch."""
         if key == "input":
             raise StateError("state key 'input' is read-only")
         self.values[key] = apply_reducer(self.reducer_of(key), self.values.get(key), value, key)
+        if self.journal is not None and shared:
+            self.journal.append((key, copy.deepcopy(value)))
+
+    def fork(self, local: Mapping[str, Any]) -> RunState:
+        """A branch's own copy: reads see this state plus `local` keys; writes are journaled."""
+        branch = RunState.__new__(RunState)
+        branch._declared = self._declared
+        branch.values = {**copy.deepcopy(self.values), **copy.deepcopy(dict(local))}
+        branch.journal = []
+        return branch
 
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.values)

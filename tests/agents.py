@@ -70,3 +70,33 @@ def slow(data: dict, ctx: AgentContext) -> dict:
     marker.write_text(str(ctx.attempt))
     time.sleep(float(data.get("seconds", 1.5)))
     return {"done": True, "attempt": ctx.attempt}
+
+
+@agent(retry=RetrySpec(max_attempts=1))
+def voter(data: dict) -> dict:
+    """Votes what it is told to (`{"vote": ..., "confidence": ...}`), or fails when told `fail`."""
+    if data.get("vote") == "fail":
+        raise RuntimeError("voter broke")
+    return {"vote": data["vote"], "confidence": data.get("confidence", 1.0), "reason": f"told {data['vote']}"}
+
+
+@agent()
+async def sleeper(data: dict) -> dict:
+    """Sleeps `seconds` (real time) and returns its label."""
+    await asyncio.sleep(float(data.get("seconds", 0)))
+    return {"label": data.get("label"), "vote": data.get("vote", "approve")}
+
+
+@agent()
+def writer(data: dict) -> dict:
+    """Returns `data` so a step can write it to state keys."""
+    return data
+
+
+@agent()
+def referee(data: dict) -> dict:
+    """Settles a conflict by taking the longest candidate value, or a vote by approving."""
+    if "candidates" in data:
+        best = max(data["candidates"], key=lambda c: (len(str(c["value"])), c["branch"]))
+        return {"value": best["value"], "reason": f"longest value, from {best['branch']}"}
+    return {"vote": "approve", "reason": f"{len(data['ballots'])} ballots seen: {data['why']}"}

@@ -61,12 +61,12 @@ def test_json_flow_file_loads(tmp_path):
         ("- just\n- a list\n", r"flow.yaml:1: \(top level\): a flow file holds a mapping"),
         ("name: x\n", r"flow.yaml:1: steps: Field required"),
         ("name: x\nsteps:\n  - agent: echo\n    imports: []\n", r"flow.yaml:4: steps\[0\].imports: Extra inputs are not permitted"),
-        ("name: x\nsteps:\n  - agent: echo\n  - thing: 1\n", r"flow.yaml:4: steps\[1\]: a step needs one of: 'agent' or 'sequence'"),
+        ("name: x\nsteps:\n  - agent: echo\n  - thing: 1\n", r"flow.yaml:4: steps\[1\]: a step needs one of: 'agent', 'sequence' or 'parallel'"),
         ("name: x\nimports: [tests.agents]\nsteps:\n  - agent: echo\n  - agent: nobody\n", r"flow.yaml:5: steps\[1\].agent: unknown agent 'nobody'"),
         ("name: x\nimports: [no_such_module_xyz]\nsteps:\n  - agent: echo\n", r"flow.yaml:2: imports\[0\]: cannot import module 'no_such_module_xyz'"),
         (
             "name: x\nimports: [tests.agents]\nsteps:\n  - agent: echo\n  - agent: echo\n",
-            r"flow.yaml:5: steps\[1\].name: step name 'echo' is used twice",
+            r"flow.yaml:5: steps\[1\].name: step name 'echo' is used twice here",
         ),
         (
             "name: x\nimports: [tests.agents]\nsteps:\n  - agent: echo\n    input: {a: $fieldz.x}\n",

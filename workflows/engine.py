@@ -3,6 +3,7 @@ to their pattern modules. Deterministic: only `workflow.*` APIs, no I/O."""
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 from typing import Any, Awaitable, Callable
 
@@ -14,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from ensemble.spec import AgentCall, AgentContext, AgentResult, AgentSpec, AgentStep, RunRequest, Step
     from ensemble.state import RunState, StateError, output_writes, resolve
 
-StepRunner = Callable[["FlowRun", Any, str], Awaitable[None]]
+StepRunner = Callable[["FlowRun", Any, str], Awaitable[Any]]
 
 # Pattern modules register how they run their step type (see workflows/sequential.py).
 PATTERNS: dict[type, StepRunner] = {}
@@ -62,15 +63,25 @@ class FlowRun:
         self._ids[step] = n
         return step if n == 1 else f"{step}#{n}"
 
-    async def run_steps(self, steps: list[Step], prefix: str = "") -> None:
-        for step in steps:
-            await self.run_step(step, prefix)
+    def fork(self, local: dict[str, Any]) -> FlowRun:
+        """A branch of this run: its own state (see RunState.fork), shared progress and ids."""
+        branch = copy.copy(self)
+        branch.state = self.state.fork(local)
+        return branch
 
-    async def run_step(self, step: Any, prefix: str = "") -> None:
+    async def run_steps(self, steps: list[Step], prefix: str = "") -> Any:
+        """Run steps in order; the result of the last one."""
+        result = None
+        for step in steps:
+            result = await self.run_step(step, prefix)
+        return result
+
+    async def run_step(self, step: Any, prefix: str = "") -> Any:
+        """Run one step of any pattern; its result (an agent's output, a merged record...)."""
         runner = PATTERNS.get(type(step))
         if runner is None:  # a flow spec newer than this worker's code
             raise ApplicationError(f"this worker cannot run steps of type {type(step).__name__}", non_retryable=True)
-        await runner(self, step, f"{prefix}{step.step_name}")
+        return await runner(self, step, f"{prefix}{step.step_name}")
 
     async def call_agent(self, agent_name: str, step_path: str, payload: Any) -> AgentResult:
         """Run one agent as an activity whose type is the agent's name."""
@@ -112,14 +123,15 @@ class FlowRun:
     def write(self, output_spec: Any, default_key: str, value: Any, step_path: str) -> None:
         try:
             for key, v in output_writes(output_spec, default_key, value):
-                self.state.write(key, v)
+                self.state.write(key, v, shared=output_spec is not None)
         except StateError as err:
             raise ApplicationError(f"step '{step_path}': {err}", type="StateError", non_retryable=True) from err
 
 
 @pattern(AgentStep)
-async def run_agent_step(run: FlowRun, step: AgentStep, path: str) -> None:
+async def run_agent_step(run: FlowRun, step: AgentStep, path: str) -> Any:
     payload = run.read(step.input, path)
     result = await run.call_agent(step.agent, path, payload)
     run.write(step.output, step.step_name, result.output, path)
     run.completed.append(path)
+    return result.output

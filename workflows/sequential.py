@@ -11,5 +11,5 @@ with workflow.unsafe.imports_passed_through():
 
 
 @pattern(SequenceStep)
-async def run_sequence(run: FlowRun, step: SequenceStep, path: str) -> None:
-    await run.run_steps(step.sequence, prefix=f"{path}.")
+async def run_sequence(run: FlowRun, step: SequenceStep, path: str) -> object:
+    return await run.run_steps(step.sequence, prefix=f"{path}.")
