@@ -42,13 +42,13 @@ async def run_function(call: AgentCall) -> AgentResult:
     try:
         fn, in_model, out_model, wants_context = _handler(call.agent.handler or "")
     except (ImportError, AttributeError, TypeError, ValueError) as err:
-        raise permanent(f"{who}: cannot load handler {call.agent.handler!r} on this worker: {err}", kind="AgentNotFound")
+        raise permanent(f"{who}: cannot load handler {call.agent.handler!r} on this worker: {err}", kind="AgentNotFound") from None
     args: list[Any] = [call.input]
     if in_model is not None:
         try:
             args[0] = in_model.model_validate(call.input)
         except ValidationError as err:
-            raise permanent(f"{who}: input does not match {in_model.__name__}: {_brief(err)}", kind="InvalidInput")
+            raise permanent(f"{who}: input does not match {in_model.__name__}: {_brief(err)}", kind="InvalidInput") from None
     if wants_context:
         args.append(call.context)
     try:
@@ -59,14 +59,14 @@ async def run_function(call: AgentCall) -> AgentResult:
     except ApplicationError:
         raise
     except ValidationError as err:
-        raise permanent(f"{who}: {_brief(err)}", kind="InvalidInput")
+        raise permanent(f"{who}: {_brief(err)}", kind="InvalidInput") from None
     except Exception as err:  # the agent's own failure: retried per its policy, typed by class name
         raise ApplicationError(f"{who} raised {type(err).__name__}: {err}", type=type(err).__name__) from err
     if out_model is not None and not isinstance(out, out_model):
         try:
             out = out_model.model_validate(out)
         except ValidationError as err:
-            raise permanent(f"{who}: output does not match {out_model.__name__}: {_brief(err)}", kind="InvalidOutput")
+            raise permanent(f"{who}: output does not match {out_model.__name__}: {_brief(err)}", kind="InvalidOutput") from None
     return AgentResult(output=to_jsonable_python(out))
 
 

@@ -52,7 +52,7 @@ def _check(schema: dict | None, data: object, who: str, what: str) -> None:
         jsonschema.validate(data, schema)
     except jsonschema.ValidationError as err:
         where = ".".join(str(p) for p in err.absolute_path) or "(root)"
-        raise permanent(f"{who}: {what} does not match its schema at {where}: {err.message}", kind="ContractViolation")
+        raise permanent(f"{who}: {what} does not match its schema at {where}: {err.message}", kind="ContractViolation") from None
 
 
 @executor("http")
@@ -63,9 +63,12 @@ async def run_http(call: AgentCall) -> AgentResult:
     try:
         response = await _http().post(agent.url or "", json=call.input, headers=_headers(call), timeout=agent.timeout_s)
     except httpx.TimeoutException:
-        raise transient(f"{who} timed out", kind="Timeout")
+        raise transient(f"{who} timed out", kind="Timeout") from None
     except httpx.TransportError as err:
-        raise transient(f"{who} is unreachable: {type(err).__name__}", kind="Unreachable")
+        raise transient(f"{who} is unreachable: {type(err).__name__}", kind="Unreachable") from None
+    if 300 <= response.status_code < 400:
+        where = response.headers.get("location", "?")
+        raise permanent(f"{who} redirected (HTTP {response.status_code}) to {where}: point the agent at the final URL", kind="BadRequest")
     if response.status_code >= 400:
         raise classify_status(
             response.status_code, who=who, detail=response.text[:200].strip(), retry_after=response.headers.get("retry-after")
@@ -73,6 +76,6 @@ async def run_http(call: AgentCall) -> AgentResult:
     try:
         output = response.json() if response.content else None
     except ValueError:
-        raise permanent(f"{who} replied with something that is not JSON (HTTP {response.status_code})", kind="ContractViolation")
+        raise permanent(f"{who} replied with something that is not JSON (HTTP {response.status_code})", kind="ContractViolation") from None
     _check(agent.output_schema, output, who, "reply")
     return AgentResult(output=output)

@@ -26,7 +26,7 @@ from ensemble import client as temporal
 from ensemble import logs
 from ensemble import server
 from ensemble.errors import EnsembleError, InputError
-from ensemble.flows import LoadedFlow, all_flows, find_flow, load_flow_file
+from ensemble.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
 from ensemble.runs import describe_run, get_run, stalled, wait_result
 from ensemble.spec import WORKFLOW_NAME, RunRequest
 from ensemble.worker import build_worker, default_task_queue, serve
@@ -89,7 +89,7 @@ def check_input(value: Any, flow: LoadedFlow) -> None:
     size = len(json.dumps(value).encode())
     if size > MAX_INPUT_BYTES:
         raise InputError(
-            f"input is {size / 1e6:.1f} MB; a run's input must stay under 2 MB: pass large documents by reference"
+            f"input is {size / 2**20:.1f} MiB; a run's input must stay under 2 MiB: pass large documents by reference"
         )
     if flow.spec.input_schema:
         try:
@@ -165,37 +165,49 @@ def cmd_flows(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    flow = load_flow_file(args.file)
-    print(f"{args.file}: valid flow '{flow.spec.name}' ({len(flow.agent_order)} agent steps: {', '.join(flow.agent_order)})")
+    import_flow_modules()
+    try:
+        flow = load_flow_file(args.file)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        for line in err.details[1:]:  # validate is where a person asks for every problem
+            print(f"  also: {line}", file=sys.stderr)
+        return err.exit_code
+    print(f"{args.file}: valid flow '{flow.spec.name}' (agents: {', '.join(flow.agent_order)})")
     return 0
 
 
-def _queues(request: RunRequest) -> set[str]:
-    return {request.task_queue, *(a.task_queue for a in request.agents.values() if a.task_queue)}
+def _agent_queues(request: RunRequest) -> set[str]:
+    return {a.task_queue for a in request.agents.values() if a.task_queue} - {request.task_queue}
 
 
 @contextlib.asynccontextmanager
-async def keep_running(client: Client, run_id: str, queues: set[str], quiet: bool = False):
-    """While the caller waits on a run, make sure some worker serves it: start in-process workers
-    for queues nobody polls, and for all of the run's queues if its work sits untaken (a worker
-    that died still shows as a poller for a while)."""
+async def keep_running(client: Client, run_id: str, queue: str, agent_queues: set[str] = frozenset(), quiet: bool = False):
+    """While the caller waits on a run, make sure some worker serves its task queue: start one in
+    this process when nobody polls it, or when the run's work sits untaken (a worker that died
+    still shows as a poller for a while). Agents with a task queue of their own run only on
+    workers started for it (least privilege): this only says when none is polling."""
+    for q in sorted(agent_queues):
+        if not quiet and not await temporal.has_pollers(client, q, activities=True):
+            print(f"note: no worker polls task queue '{q}' that some agents need: start `python worker.py --task-queue {q} --activities-only`", file=sys.stderr)
     async with contextlib.AsyncExitStack() as stack:
-        serving: set[str] = set()
+        serving = False
 
-        async def serve_queues(wanted: set[str], why: str) -> None:
-            for q in sorted(wanted - serving):
-                if not quiet:
-                    print(f"note: {why} on task queue '{q}'; running a worker in this process until the run ends", file=sys.stderr)
-                await stack.enter_async_context(build_worker(client, q, identity=temporal.cli_worker_identity()))
-                serving.add(q)
+        async def serve_queue(why: str) -> None:
+            nonlocal serving
+            if not quiet:
+                print(f"note: {why} on task queue '{queue}'; running a worker in this process until the run ends", file=sys.stderr)
+            await stack.enter_async_context(build_worker(client, queue, identity=temporal.cli_worker_identity()))
+            serving = True
 
-        await serve_queues({q for q in queues if not await temporal.has_pollers(client, q)}, "no worker polls")
+        if not await temporal.has_pollers(client, queue):
+            await serve_queue("no worker polls")
 
         async def watchdog() -> None:
-            while serving != queues:
+            while not serving:
                 await asyncio.sleep(1.0)
-                if await stalled(client, run_id):
-                    await serve_queues(queues, "the run's work is not being picked up")
+                if await stalled(client, run_id, queue):
+                    await serve_queue("the run's work is not being picked up")
 
         watch = asyncio.create_task(watchdog())
         try:
@@ -234,7 +246,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
             if not await temporal.has_pollers(client, request.task_queue):
                 print("note: no worker polls this run's task queue yet: start one with `python worker.py`", file=sys.stderr)
         return 0
-    async with keep_running(client, handle.id, _queues(request), quiet=args.json):
+    async with keep_running(client, handle.id, request.task_queue, _agent_queues(request), quiet=args.json):
         if not args.json:
             print(f"started run {handle.id} of flow '{flow.spec.name}'; waiting for it to end", file=sys.stderr)
         outcome = await wait_result(client, handle.id)
@@ -282,7 +294,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 async def cmd_result(args: argparse.Namespace) -> int:
     client = await temporal.connect()
     _, desc = await get_run(client, args.run_id)  # a clear error for an unknown run before waiting
-    async with keep_running(client, args.run_id, {desc.task_queue}, quiet=args.json):
+    async with keep_running(client, args.run_id, desc.task_queue, quiet=args.json):
         outcome = await wait_result(client, args.run_id)
     return _print_result(outcome, args.json)
 

@@ -129,14 +129,11 @@ def _dead_cli_worker(identity: str) -> bool:
     return False
 
 
-async def has_pollers(client: Client, task_queue: str) -> bool:
-    """Whether any worker polls this task queue for workflow tasks (ignoring the CLI's own
-    in-process workers that have exited: the server lists pollers for minutes after they go)."""
+async def has_pollers(client: Client, task_queue: str, *, activities: bool = False) -> bool:
+    """Whether any worker polls this task queue for workflow (or activity) tasks, ignoring the
+    CLI's own in-process workers that have exited: the server lists pollers for minutes after."""
+    kind = TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY if activities else TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
     resp = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
+        DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=kind)
     )
     return any(not _dead_cli_worker(p.identity) for p in resp.pollers)

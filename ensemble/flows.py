@@ -116,7 +116,8 @@ class _Problems:
 
     def raise_if_any(self) -> None:
         if self.items:
-            more = f" (and {len(self.items) - 1} more problems)" if len(self.items) > 1 else ""
+            n = len(self.items) - 1
+            more = f" (and {n} more problem{'s' if n > 1 else ''}: `starter.py validate FILE` lists them)" if n else ""
             err = InputError(self.items[0] + more)
             err.details = self.items
             raise err
@@ -202,10 +203,10 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
     written = {"input", *spec.state}
     for loc, step in _steps_with_loc(spec.steps, ("steps",)):
         if isinstance(step, AgentStep):
-            if isinstance(step.output, dict):
-                written.update(step.output)
-            else:
-                written.add(step.output or step.step_name)
+            keys = set(step.output) if isinstance(step.output, dict) else {step.output or step.step_name}
+            if "input" in keys:
+                problems.add((*loc, "output"), "state key 'input' is the run's input and read-only; write to another key")
+            written.update(keys)
         elif isinstance(step, ParallelStep):
             written.add(step.output or step.step_name)
             if step.parallel.for_each:
@@ -247,7 +248,7 @@ def _flow_dirs() -> list[Path]:
     return dirs
 
 
-def _import_flow_modules() -> None:
+def import_flow_modules() -> None:
     for module in filter(None, (m.strip() for m in os.environ.get("ENSEMBLE_FLOW_MODULES", "").split(","))):
         try:
             importlib.import_module(module)
@@ -277,21 +278,24 @@ def _name_in_file(path: Path) -> str | None:
 
 def all_flows() -> list[LoadedFlow]:
     """Every bundled and registered flow (a file that fails validation is reported, not skipped)."""
-    _import_flow_modules()
-    found = {f.spec.name: f for f in (load_flow_file(p) for p in _flow_files())}
-    for name, spec in _PY_FLOWS.items():
+    import_flow_modules()
+    found: dict[str, LoadedFlow] = {}
+    for name, spec in _PY_FLOWS.items():  # the same precedence as find_flow: Python, then files in path order
         found[name] = parse_flow(spec.model_dump(), f"flow '{name}'")
+    for path in _flow_files():
+        flow = load_flow_file(path)
+        found.setdefault(flow.spec.name, flow)
     return [found[k] for k in sorted(found)]
 
 
 def find_flow(name_or_path: str) -> LoadedFlow:
     """A flow by registered name or by flow-file path."""
+    import_flow_modules()
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml", ".json") or os.sep in name_or_path:
         if not path.exists():
             raise InputError(f"flow file not found: {name_or_path}")
         return load_flow_file(path)
-    _import_flow_modules()
     if name_or_path in _PY_FLOWS:
         return parse_flow(_PY_FLOWS[name_or_path].model_dump(), f"flow '{name_or_path}'")
     names = []

@@ -133,10 +133,10 @@ async def wait_result(client: Client, run_id: str) -> dict[str, Any]:
     return {"run_id": run_id, "status": "completed", "result": output}
 
 
-async def stalled(client: Client, run_id: str, grace_s: float = 3.0) -> bool:
-    """Whether the run has work that no worker has picked up for `grace_s` (a workflow task or
-    an activity attempt waiting in its queue). Pollers of a worker that died stay listed on the
-    server for minutes, so this looks at the run itself, not at the poller list."""
+async def stalled(client: Client, run_id: str, task_queue: str, grace_s: float = 3.0) -> bool:
+    """Whether the run has work on `task_queue` that no worker has picked up for `grace_s` (a
+    workflow task, or an activity attempt of an agent without a queue of its own). Pollers of a
+    worker that died stay listed on the server for minutes, so this looks at the run itself."""
     desc = (await client.get_workflow_handle(run_id).describe()).raw_description
     now = datetime.now(timezone.utc)
 
@@ -147,9 +147,21 @@ async def stalled(client: Client, run_id: str, grace_s: float = 3.0) -> bool:
     if desc.HasField("pending_workflow_task") and wft.state == PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_SCHEDULED:
         if waited(wft.scheduled_time) > grace_s:
             return True
+    own_queue = await _activities_on(client, run_id, task_queue) if desc.pending_activities else set()
     for act in desc.pending_activities:
-        if act.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
+        if act.activity_id in own_queue and act.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
             ready = act.next_attempt_schedule_time if act.HasField("next_attempt_schedule_time") else act.scheduled_time
             if waited(ready) > grace_s:
                 return True
     return False
+
+
+async def _activities_on(client: Client, run_id: str, task_queue: str) -> set[str]:
+    """Activity ids of the run scheduled on `task_queue`."""
+    ids = set()
+    async for event in client.get_workflow_handle(run_id).fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            if attrs.task_queue.name == task_queue:
+                ids.add(attrs.activity_id)
+    return ids

@@ -145,5 +145,8 @@ def output_writes(output: str | dict[str, str] | None, default_key: str, value: 
     writes = []
     for key, path in output.items():
         path = path[1:] if path.startswith("$") else path
-        writes.append((key, copy.deepcopy(lookup(value, path)) if path else value))
+        try:
+            writes.append((key, copy.deepcopy(lookup(value, path)) if path else value))
+        except StateError:
+            raise StateError(f"output '{key}: {path}': '{path}' is not in the agent's output") from None
     return writes

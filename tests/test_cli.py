@@ -148,7 +148,7 @@ def test_plain_text_input_needs_a_document_flow(env, tmp_path):
 def test_oversize_input_is_refused_before_starting(env, tmp_path):
     big = tmp_path / "big.txt"
     big.write_text("word " * 500_000)
-    refused(run_cli(["run", "document_pipeline", "--input", f"@{big}"], env), 2, "must stay under 2 MB")
+    refused(run_cli(["run", "document_pipeline", "--input", f"@{big}"], env), 2, "must stay under 2 MiB")
 
 
 def test_unreachable_server(env):
@@ -161,3 +161,13 @@ def test_unreachable_server(env):
 def test_worker_with_unreachable_server_exits_cleanly(env):
     env = {**env, "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"}
     refused(run_cli([], env, script="worker.py"), 1, "cannot reach Temporal")
+
+
+def test_validate_lists_every_problem(env, tmp_path):
+    bad = tmp_path / "two.yaml"
+    bad.write_text("name: two\nimports: [tests.agents]\nsteps:\n  - agent: nobody\n  - agent: shout\n    output: input\n")
+    result = run_cli(["validate", str(bad)], env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(f"error: {bad}:4: steps[0].agent: unknown agent 'nobody'")
+    assert lines[1].startswith(f"  also: {bad}:6: steps[1].output: state key 'input' is the run's input and read-only")

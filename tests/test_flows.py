@@ -96,7 +96,7 @@ def test_several_problems_are_counted(tmp_path):
     text = "name: x\nimports: [tests.agents]\nsteps:\n  - agent: nobody\n  - agent: noone\n"
     with pytest.raises(InputError) as exc:
         load_flow_file(write(tmp_path, text))
-    assert "(and 1 more problems)" in str(exc.value)
+    assert "(and 1 more problem: `starter.py validate FILE` lists them)" in str(exc.value)
     assert len(exc.value.details) == 2
 
 
