@@ -19,14 +19,14 @@ from typing import Any, Iterator
 import yaml
 from pydantic import ValidationError
 
-from ensemble.agents import get_agent
+from ensemble.agents import get_agent, load_handler
 from ensemble.errors import InputError
-from ensemble.spec import STEP_KINDS, AgentSpec, AgentStep, FlowSpec, ParallelStep, SequenceStep, agent_refs, child_steps
+from ensemble.spec import STEP_KINDS, AgentSpec, AgentStep, ChatStep, FlowSpec, ParallelStep, SequenceStep, agent_refs, child_steps
 from ensemble.state import references
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 STEP_TAGS = set(STEP_KINDS)
-PATTERN_NAMES = {ParallelStep: "parallel"}
+PATTERN_NAMES = {ParallelStep: "parallel", ChatStep: "group_chat"}
 
 _PY_FLOWS: dict[str, FlowSpec] = {}
 
@@ -47,9 +47,11 @@ class LoadedFlow:
     @property
     def patterns(self) -> list[str]:
         found: list[str] = []
+        if len(self.spec.steps) > 1:
+            found.append("sequential")
         for step in walk_steps(self.spec.steps):
-            kind = PATTERN_NAMES.get(type(step), "sequential")
-            if kind not in found:
+            kind = "sequential" if isinstance(step, SequenceStep) and len(step.sequence) > 1 else PATTERN_NAMES.get(type(step))
+            if kind and kind not in found:
                 found.append(kind)
         return found
 
@@ -139,7 +141,10 @@ def parse_flow(data: Any, where: str, tree: yaml.Node | None = None, base: Path 
             problems.add(_strip_tags(tuple(e["loc"])), e["msg"])
         problems.raise_if_any()
         raise  # unreachable
-    loaded = LoadedFlow(spec=spec, agents=resolve_agents(spec, problems), source=base)
+    agents = resolve_agents(spec, problems)
+    if isinstance(spec.input_schema, str):
+        spec.input_schema = _model_schema(spec.input_schema, problems)
+    loaded = LoadedFlow(spec=spec, agents=agents, source=base)
     check_flow(loaded, problems)
     problems.raise_if_any()
     return loaded
@@ -186,6 +191,15 @@ def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
     return agents
 
 
+def _model_schema(path: str, problems: _Problems) -> dict[str, Any] | None:
+    try:
+        model = load_handler(path)
+        return model.model_json_schema()
+    except Exception as err:  # an unimportable or non-model path is the flow file's problem
+        problems.add(("input_schema",), f"cannot use '{path}' as a schema: {type(err).__name__}: {err}")
+        return None
+
+
 def _steps_with_loc(steps: list[Any], loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
     for i, step in enumerate(steps):
         yield from _step_tree(step, (*loc, i))
@@ -207,8 +221,9 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
             if "input" in keys:
                 problems.add((*loc, "output"), "state key 'input' is the run's input and read-only; write to another key")
             written.update(keys)
-        elif isinstance(step, ParallelStep):
+        elif isinstance(step, (ParallelStep, ChatStep)):
             written.add(step.output or step.step_name)
+        if isinstance(step, ParallelStep):
             if step.parallel.for_each:
                 written.add(step.parallel.as_)
                 written.add(f"{step.parallel.as_}_index")
@@ -236,6 +251,8 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
             check_refs(step.input, (*loc, "input"))
         elif isinstance(step, ParallelStep) and step.parallel.for_each:
             check_refs(step.parallel.for_each, (*loc, "parallel", "for_each"))
+        elif isinstance(step, ChatStep):
+            check_refs(step.chat.topic, (*loc, "chat", "topic"))
     check_refs(spec.output, ("output",))
 
 

@@ -83,7 +83,8 @@ def merge(spec: MergeSpec, branches: list[Branch]) -> Decision:
         k = _key(v["vote"])
         value_of.setdefault(k, v["vote"])
         tally[k] = tally.get(k, 0.0) + (v["weight"] if spec.strategy == "weighted_vote" else 1.0)
-    record = {**base, "votes": [{k: v[k] for k in ("branch", "agent", "vote", "weight")} for v in votes],
+    shown = ("branch", "agent", "vote", "weight", "confidence", "reason")
+    record = {**base, "votes": [{k: v[k] for k in shown if k in v} for v in votes],
               "tally": {k: round(t, 6) for k, t in tally.items()}, "tie": False, "adjudicated": False}  # fmt: skip
     described = ", ".join(f"{k} {tally[k]:g}" for k in tally)
 

@@ -192,7 +192,47 @@ class ParallelStep(_Strict):
         return self.name
 
 
-STEP_KINDS: dict[str, type] = {"agent": AgentStep, "sequence": SequenceStep, "parallel": ParallelStep}
+class ChatUntil(_Strict):
+    """When a group chat ends (besides max_turns): a keyword in a message, or consensus (every
+    participant's latest `vote` is the same)."""
+
+    keyword: str | None = None
+    consensus: bool = False
+
+
+class ChatSpec(_Strict):
+    participants: list[str] = Field(min_length=2)
+    selector: str = Field("round_robin", description="'round_robin', or an agent that names the next speaker")
+    topic: Any = Field(None, description="template: what the chat is about")
+    max_turns: int = Field(12, ge=1, le=500)
+    until: ChatUntil = Field(default_factory=ChatUntil)
+    window: int = Field(20, ge=1, description="messages of the transcript each turn sees")
+    turns_per_run: int = Field(50, ge=1, description="continue-as-new after this many turns in one run")
+
+    @field_validator("participants")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.match(NAME_RE, name):
+                raise ValueError(f"participant '{name}' is not an agent name")
+        if len(set(value)) != len(value):
+            raise ValueError("participants must be distinct")
+        return value
+
+
+class ChatStep(_Strict):
+    """Agents take turns on a shared transcript until a termination rule holds."""
+
+    name: str = Field(pattern=NAME_RE)
+    chat: ChatSpec
+    output: str | None = Field(None, description="state key for the chat record (default: the step name)")
+
+    @property
+    def step_name(self) -> str:
+        return self.name
+
+
+STEP_KINDS: dict[str, type] = {"agent": AgentStep, "sequence": SequenceStep, "parallel": ParallelStep, "chat": ChatStep}
 
 
 def _step_tag(value: Any) -> str | None:
@@ -206,11 +246,12 @@ Step = Annotated[
         Annotated[AgentStep, Tag("agent")],
         Annotated[SequenceStep, Tag("sequence")],
         Annotated[ParallelStep, Tag("parallel")],
+        Annotated[ChatStep, Tag("chat")],
     ],
     Discriminator(
         _step_tag,
         custom_error_type="step_kind",
-        custom_error_message="a step needs one of: 'agent', 'sequence' or 'parallel'",
+        custom_error_message="a step needs one of: 'agent', 'sequence', 'parallel' or 'chat'",
     ),
 ]
 SequenceStep.model_rebuild()
@@ -235,6 +276,11 @@ def agent_refs(step: Any) -> list[tuple[tuple[Any, ...], str]]:
         refs = [(("parallel", "merge", "adjudicator"), step.parallel.merge.adjudicator)]
         refs.append((("parallel", "on_conflict"), step.parallel.on_conflict))
         return [(loc, name) for loc, name in refs if name]
+    if isinstance(step, ChatStep):
+        refs = [(("chat", "participants", i), name) for i, name in enumerate(step.chat.participants)]
+        if step.chat.selector != "round_robin":
+            refs.append((("chat", "selector"), step.chat.selector))
+        return refs
     return []
 
 
@@ -244,7 +290,9 @@ class FlowSpec(_Strict):
     name: str = Field(pattern=NAME_RE)
     description: str = ""
     version: int = 1
-    input_schema: dict[str, Any] | None = None
+    input_schema: dict[str, Any] | str | None = Field(
+        None, description="JSON Schema of the run's input, or 'package.module:Model' for a pydantic model's"
+    )
     imports: list[str] = Field(default_factory=list, description="modules that register agents")
     agents: list[AgentSpec] = Field(default_factory=list, description="agents defined in the flow")
     state: dict[str, StateKey] = Field(default_factory=dict)
