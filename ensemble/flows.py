@@ -21,12 +21,12 @@ from pydantic import ValidationError
 
 from ensemble.agents import get_agent, load_handler
 from ensemble.errors import InputError
-from ensemble.spec import STEP_KINDS, AgentSpec, AgentStep, ChatStep, FlowSpec, ParallelStep, SequenceStep, agent_refs, child_steps
+from ensemble.spec import STEP_KINDS, AgentSpec, AgentStep, ChatStep, FlowSpec, SupervisorStep, ParallelStep, SequenceStep, agent_refs, child_steps
 from ensemble.state import references
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 STEP_TAGS = set(STEP_KINDS)
-PATTERN_NAMES = {ParallelStep: "parallel", ChatStep: "group_chat"}
+PATTERN_NAMES = {ParallelStep: "parallel", ChatStep: "group_chat", SupervisorStep: "hierarchical"}
 
 _PY_FLOWS: dict[str, FlowSpec] = {}
 
@@ -221,7 +221,7 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
             if "input" in keys:
                 problems.add((*loc, "output"), "state key 'input' is the run's input and read-only; write to another key")
             written.update(keys)
-        elif isinstance(step, (ParallelStep, ChatStep)):
+        elif isinstance(step, (ParallelStep, ChatStep, SupervisorStep)):
             written.add(step.output or step.step_name)
         if isinstance(step, ParallelStep):
             if step.parallel.for_each:
@@ -253,6 +253,11 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
             check_refs(step.parallel.for_each, (*loc, "parallel", "for_each"))
         elif isinstance(step, ChatStep):
             check_refs(step.chat.topic, (*loc, "chat", "topic"))
+        elif isinstance(step, SupervisorStep):
+            check_refs(step.supervisor.planner_input, (*loc, "supervisor", "planner_input"))
+            for name in step.supervisor.fallbacks:
+                if name not in step.supervisor.agents:
+                    problems.add((*loc, "supervisor", "fallbacks", name), f"'{name}' is not one of this supervisor's agents")
     check_refs(spec.output, ("output",))
 
 

@@ -64,13 +64,38 @@ async def get_run(client: Client, run_id: str) -> tuple[WorkflowHandle, Any]:
         raise
 
 
+def _child_step_name(prefix: str, name: str) -> str:
+    """A child run's step name as a path in its parent (children are named after their step)."""
+    if name == prefix or name.startswith((f"{prefix}.", f"{prefix}[")):
+        return name
+    head = prefix.rsplit(".", 1)[0] if "." in prefix else ""
+    return f"{head}.{name}" if head else name
+
+
+async def _history(client: Client, workflow_id: str) -> list[Any]:
+    """The events of a workflow's whole chain of runs (it may have continued as new)."""
+    runs: list[list[Any]] = []
+    run_id: str | None = None
+    while True:
+        events = [e async for e in client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history_events()]
+        runs.insert(0, events)
+        previous = events[0].workflow_execution_started_event_attributes.continued_execution_run_id if events else ""
+        if not previous:
+            return [e for run in runs for e in run]
+        run_id = previous
+
+
 async def describe_run(client: Client, run_id: str) -> RunStatusView:
     handle, desc = await get_run(client, run_id)
     steps: dict[int, StepRecord] = {}
     scheduled_at: dict[int, datetime] = {}
+    children: list[str] = []
     error: str | None = None
-    async for event in handle.fetch_history_events():
+    for event in await _history(client, run_id):
         etype = event.event_type
+        if etype == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            children.append(event.start_child_workflow_execution_initiated_event_attributes.workflow_id)
+            continue
         when = event.event_time.ToDatetime().replace(tzinfo=timezone.utc)
         if etype == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
@@ -109,12 +134,20 @@ async def describe_run(client: Client, run_id: str) -> RunStatusView:
             rec.status = "retrying"
         if pending.HasField("last_failure"):
             rec.error = failure_text(pending.last_failure)
+    records = list(steps.values())
+    for child in children:  # subtasks and chats run as child workflows: their steps are this run's
+        prefix = child[len(run_id) + 1 :].split("#")[0]
+        try:
+            view = await describe_run(client, child)
+        except EnsembleError:
+            continue  # initiated but not started yet
+        records += [s.model_copy(update={"name": _child_step_name(prefix, s.name)}) for s in view.steps]
     flow = desc.typed_search_attributes.get(FLOW_ATTRIBUTE)
     return RunStatusView(
         run_id=run_id,
         flow=flow,
         status=STATUS_NAMES.get(desc.status, "running") if desc.status else "running",
-        steps=list(steps.values()),
+        steps=records,
         error=error,
         started_at=_iso(desc.start_time),
         ended_at=_iso(desc.close_time),

@@ -232,7 +232,42 @@ class ChatStep(_Strict):
         return self.name
 
 
-STEP_KINDS: dict[str, type] = {"agent": AgentStep, "sequence": SequenceStep, "parallel": ParallelStep, "chat": ChatStep}
+class SupervisorSpec(_Strict):
+    """A planner agent turns the task into subtasks; the engine validates the plan and runs each
+    subtask as a child workflow in dependency order (independent ones in parallel), reroutes a
+    failed subtask to its agent's fallback, and re-plans with the failure as context."""
+
+    planner: str = Field(pattern=NAME_RE)
+    planner_input: Any = Field(None, description="template for the planner's input (default: the whole state)")
+    agents: list[str] = Field(min_length=1, description="the agents a plan may assign")
+    fallbacks: dict[str, str] = Field(default_factory=dict, description="agent -> agent to reroute to when it fails")
+    max_subtasks: int = Field(20, ge=1, le=200)
+    max_depth: int = Field(10, ge=1, le=50, description="longest chain of dependencies allowed")
+    max_parallel: int | None = Field(None, ge=1)
+    max_replans: int = Field(1, ge=0, le=5)
+    assembler: str | None = Field(None, pattern=NAME_RE, description="agent that assembles the final output")
+    assembler_input: Any = Field(None, description="template for the assembler; may read $results and $plan")
+
+
+class SupervisorStep(_Strict):
+    """Hierarchical pattern: plan, delegate to child workflows, monitor, reroute, assemble."""
+
+    name: str = Field(pattern=NAME_RE)
+    supervisor: SupervisorSpec
+    output: str | None = Field(None, description="state key for the supervisor's record (default: the step name)")
+
+    @property
+    def step_name(self) -> str:
+        return self.name
+
+
+STEP_KINDS: dict[str, type] = {
+    "agent": AgentStep,
+    "sequence": SequenceStep,
+    "parallel": ParallelStep,
+    "chat": ChatStep,
+    "supervisor": SupervisorStep,
+}
 
 
 def _step_tag(value: Any) -> str | None:
@@ -247,11 +282,12 @@ Step = Annotated[
         Annotated[SequenceStep, Tag("sequence")],
         Annotated[ParallelStep, Tag("parallel")],
         Annotated[ChatStep, Tag("chat")],
+        Annotated[SupervisorStep, Tag("supervisor")],
     ],
     Discriminator(
         _step_tag,
         custom_error_type="step_kind",
-        custom_error_message="a step needs one of: 'agent', 'sequence', 'parallel' or 'chat'",
+        custom_error_message="a step needs one of: 'agent', 'sequence', 'parallel', 'chat' or 'supervisor'",
     ),
 ]
 SequenceStep.model_rebuild()
@@ -276,6 +312,12 @@ def agent_refs(step: Any) -> list[tuple[tuple[Any, ...], str]]:
         refs = [(("parallel", "merge", "adjudicator"), step.parallel.merge.adjudicator)]
         refs.append((("parallel", "on_conflict"), step.parallel.on_conflict))
         return [(loc, name) for loc, name in refs if name]
+    if isinstance(step, SupervisorStep):
+        sup = step.supervisor
+        refs = [(("supervisor", "planner"), sup.planner)]
+        refs += [(("supervisor", "agents", i), name) for i, name in enumerate(sup.agents)]
+        refs += [(("supervisor", "fallbacks", k), v) for k, v in sup.fallbacks.items()]
+        return refs + ([(("supervisor", "assembler"), sup.assembler)] if sup.assembler else [])
     if isinstance(step, ChatStep):
         refs = [(("chat", "participants", i), name) for i, name in enumerate(step.chat.participants)]
         if step.chat.selector != "round_robin":

@@ -3,7 +3,8 @@
 Pure functions only: the workflow calls them, so they must be deterministic and do no I/O.
 
 Templates: a string starting with `$` is a reference into the state: `$input.text`,
-`$fields.total.value`, `$items.0` (list index), or `$` for the whole state. A trailing `?`
+`$fields.total.value`, `$items.0` (list index), `$items.*.name` (that field of every item), or
+`$` for the whole state. A trailing `?`
 makes a reference optional (`$input.filename?` is null when absent). `$$` escapes a literal dollar. Dicts and lists are resolved element by element; anything else is a literal.
 """
 
@@ -89,10 +90,17 @@ class RunState:
 
 
 def lookup(data: Any, path: str) -> Any:
-    """Follow a dotted path (`a.b.0.c`) through dicts and lists."""
+    """Follow a dotted path (`a.b.0.c`) through dicts and lists; `*` maps the rest of the path
+    over every item of a list (`clauses.*.title`)."""
     current = data
     walked: list[str] = []
-    for part in [p for p in path.split(".") if p]:
+    parts = [p for p in path.split(".") if p]
+    for n, part in enumerate(parts):
+        if part == "*":
+            if not isinstance(current, list):
+                raise StateError(f"'${'.'.join(walked)}' is not a list, so '*' cannot follow it")
+            rest = ".".join(parts[n + 1 :])
+            return [lookup(item, rest) for item in current]
         walked.append(part)
         if isinstance(current, Mapping) and part in current:
             current = current[part]

@@ -50,6 +50,10 @@ def test_resolve_templates():
     assert resolve("plain", STATE) == "plain"
     assert resolve("$input.missing?", STATE) is None
     assert resolve("$", STATE) == STATE
+    assert resolve("$rows.*.v", {"rows": [{"v": 1}, {"v": [2]}]}) == [1, [2]]
+    assert resolve("$rows.*", {"rows": [1, 2]}) == [1, 2]
+    with pytest.raises(StateError, match="is not a list"):
+        resolve("$input.text.*", STATE)
     with pytest.raises(StateError, match=r"'\$input.missing' is not in the run state"):
         resolve("$input.missing.deeper", STATE)
     with pytest.raises(StateError):

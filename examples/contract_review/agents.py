@@ -46,22 +46,32 @@ def planner(data: PlanRequest) -> Plan:
     """Plans the review of a contract: extract clauses, rate them, check the risky ones, summarise.
 
     The plan is always the same four subtasks, wired with templates the engine resolves:
-    `extract` (clause_extractor) -> `rate` (risk_rater) -> `check` (compliance_checker) ->
-    `summarize` (summarizer, which also reads the ratings). When `failures` is non-empty this is
-    a re-plan after a failure, and `rate` uses risk_rater_basic, the keyword-only fallback.
+    `extract` (clause_extractor) -> `rate` (risk_rater, once per clause, in parallel) -> `check`
+    (compliance_checker) -> `summarize` (summarizer, which also reads the ratings). When
+    `failures` is non-empty this is a re-plan after a failure, and `rate` uses risk_rater_basic,
+    the keyword-only fallback.
     """
     replanning = bool(data.failures)
     rater = "risk_rater_basic" if replanning else "risk_rater"
     subtasks = [
         Subtask(id="extract", agent="clause_extractor", input={"text": "$input.text"}),
-        Subtask(id="rate", agent=rater, input={"clauses": "$results.extract.clauses"}, depends_on=["extract"]),
         Subtask(
-            id="check", agent="compliance_checker", input={"ratings": "$results.rate.ratings"}, depends_on=["rate"]
+            id="rate",
+            agent=rater,
+            for_each="$results.extract.clauses",
+            input={"clauses": ["$item"]},
+            depends_on=["extract"],
+        ),
+        Subtask(
+            id="check",
+            agent="compliance_checker",
+            input={"ratings": "$results.rate.*.ratings.0"},
+            depends_on=["rate"],
         ),
         Subtask(
             id="summarize",
             agent="summarizer",
-            input={"ratings": "$results.rate.ratings", "findings": "$results.check.findings"},
+            input={"ratings": "$results.rate.*.ratings.0", "findings": "$results.check.findings"},
             depends_on=["rate", "check"],
         ),
     ]

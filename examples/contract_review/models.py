@@ -47,6 +47,7 @@ class Subtask(BaseModel):
     agent: str
     input: dict[str, Any]
     depends_on: list[str] = Field(default_factory=list)
+    for_each: str | None = None  # run the agent once per item of this list, the item being `$item`
 
 
 class Plan(BaseModel):
