@@ -57,9 +57,19 @@ class LoadedFlow:
 
     @property
     def agent_order(self) -> list[str]:
+        """Agents in the order a run meets them (a parallel step's adjudicators after its branches)."""
         names: list[str] = []
-        for step in walk_steps(self.spec.steps):
-            names += [name for _, name in agent_refs(step) if name not in names]
+
+        def visit(step: Any) -> None:
+            own = [name for _, name in agent_refs(step)]
+            later = isinstance(step, ParallelStep)
+            names.extend(n for n in ([] if later else own) if n not in names)
+            for _, child in child_steps(step):
+                visit(child)
+            names.extend(n for n in (own if later else []) if n not in names)
+
+        for step in self.spec.steps:
+            visit(step)
         return names
 
 

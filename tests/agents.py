@@ -100,3 +100,11 @@ def referee(data: dict) -> dict:
         best = max(data["candidates"], key=lambda c: (len(str(c["value"])), c["branch"]))
         return {"value": best["value"], "reason": f"longest value, from {best['branch']}"}
     return {"vote": "approve", "reason": f"{len(data['ballots'])} ballots seen: {data['why']}"}
+
+
+@agent()
+def boss(data: dict) -> dict:
+    """Returns the plan it is given; after a failure, the `replan` it is given (when there is one)."""
+    if data.get("failures") and data.get("replan"):
+        return {"subtasks": data["replan"], "rationale": f"re-planned after: {data['failures'][-1]}"}
+    return {"subtasks": data["plan"], "rationale": "as given"}
