@@ -32,9 +32,9 @@ def test_majority_vote_with_decision_record():
     assert d.record["decision"] == "approve"
     assert d.record["tally"] == {"approve": 2, "reject": 1}
     assert d.record["votes"] == [
-        {"branch": "a", "agent": "a", "vote": "approve", "weight": 1.0},
-        {"branch": "b", "agent": "b", "vote": "reject", "weight": 1.0},
-        {"branch": "c", "agent": "c", "vote": "approve", "weight": 1.0},
+        {"branch": "a", "agent": "a", "vote": "approve", "weight": 1.0, "confidence": 1.0},
+        {"branch": "b", "agent": "b", "vote": "reject", "weight": 1.0, "confidence": 1.0},
+        {"branch": "c", "agent": "c", "vote": "approve", "weight": 1.0, "confidence": 1.0},
     ]
     assert d.record["reason"] == "approve leads with 2 votes (approve 2, reject 1)"
 

@@ -12,6 +12,7 @@ from temporalio.worker import Replayer
 
 from tests.conftest import running_worker
 from tests.flowkit import request, start
+from tests.histories.refresh import golden_id
 from workflows.flow import EnsembleFlow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -30,7 +31,7 @@ def test_golden_histories_exist_for_bundled_flows():
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_golden_history_replays(path):
-    history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    history = WorkflowHistory.from_json(golden_id(path.stem), json.loads(path.read_text()))
     result = await replayer().replay_workflow(history)
     assert result.replay_failure is None
 

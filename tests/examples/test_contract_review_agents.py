@@ -461,10 +461,11 @@ def test_planner_plans_the_review() -> None:
     ]
     assert [s.input for s in plan.subtasks] == [
         {"text": "$input.text"},
-        {"clauses": "$results.extract.clauses"},
-        {"ratings": "$results.rate.ratings"},
-        {"ratings": "$results.rate.ratings", "findings": "$results.check.findings"},
+        {"clauses": ["$item"]},
+        {"ratings": "$results.rate.*.ratings.0"},
+        {"ratings": "$results.rate.*.ratings.0", "findings": "$results.check.findings"},
     ]
+    assert [s.for_each for s in plan.subtasks] == [None, "$results.extract.clauses", None, None]
     assert "contract.txt" in plan.rationale and "risk_rater_basic" not in plan.rationale
 
 
@@ -472,7 +473,7 @@ def test_replanning_after_a_failure_swaps_in_the_basic_rater() -> None:
     plan = planner(PlanRequest(text="1. Fees\nPay.", failures=["rate: risk_rater timed out"]))
     agents = [subtask.agent for subtask in plan.subtasks]
     assert agents == ["clause_extractor", "risk_rater_basic", "compliance_checker", "summarizer"]
-    assert plan.subtasks[1].id == "rate" and plan.subtasks[1].input == {"clauses": "$results.extract.clauses"}
+    assert plan.subtasks[1].id == "rate" and plan.subtasks[1].for_each == "$results.extract.clauses"
     assert "risk_rater_basic" in plan.rationale and "risk_rater timed out" in plan.rationale
 
 

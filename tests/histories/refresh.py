@@ -20,6 +20,11 @@ from ensemble.worker import build_worker
 HERE = Path(__file__).resolve().parent
 
 
+def golden_id(flow: str) -> str:
+    """The run id a golden history is recorded under (child workflow ids derive from it)."""
+    return f"golden-{flow}"
+
+
 async def main() -> None:
     client = await connect()
     queue = f"golden-{uuid.uuid4().hex[:8]}"
@@ -30,7 +35,7 @@ async def main() -> None:
             value = read_input(f"@{flow.example_input}", flow)
             check_input(value, flow)
             req = RunRequest(flow=flow.spec, agents=flow.agents, input=value, task_queue=queue)
-            handle = await client.start_workflow(WORKFLOW_NAME, req, id=f"golden-{flow.spec.name}-{uuid.uuid4().hex[:6]}", task_queue=queue)
+            handle = await client.start_workflow(WORKFLOW_NAME, req, id=golden_id(flow.spec.name), task_queue=queue)
             await handle.result()
             (HERE / f"{flow.spec.name}.json").write_text((await handle.fetch_history()).to_json())
             print(f"recorded {flow.spec.name} -> tests/histories/{flow.spec.name}.json")
