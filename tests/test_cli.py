@@ -171,3 +171,15 @@ def test_validate_lists_every_problem(env, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith(f"error: {bad}:4: steps[0].agent: unknown agent 'nobody'")
     assert lines[1].startswith(f"  also: {bad}:6: steps[1].output: state key 'input' is the run's input and read-only")
+
+
+def test_temporal_address_uses_that_server_and_starts_nothing(dev_server, task_queue, tmp_path):
+    """The dev server stands in for a cluster; the state directory must stay empty."""
+    home = tmp_path / "unused-home"
+    env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_HOME=str(home), TEMPORAL_ADDRESS=dev_server.info.address,
+                         TEMPORAL_NAMESPACE="default")  # fmt: skip
+    out = ok(run_cli(["run", "document_pipeline", "--input", f"@{DOCS / 'purchase_order.txt'}", "--wait", "--json"], env))
+    assert out["status"] == "completed" and out["result"]["classification"] == "purchase_order"
+    assert not home.exists()
+    status = ok(run_cli(["status", out["run_id"], "--json"], env))
+    assert status["flow"] == "document_pipeline"
