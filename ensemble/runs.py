@@ -72,8 +72,9 @@ def _child_step_name(prefix: str, name: str) -> str:
     return f"{head}.{name}" if head else name
 
 
-async def _history(client: Client, workflow_id: str) -> list[Any]:
-    """The events of a workflow's whole chain of runs (it may have continued as new)."""
+async def _history(client: Client, workflow_id: str) -> list[tuple[int, Any]]:
+    """(run index, event) for a workflow's whole chain of runs (it may have continued as new);
+    event ids restart in each run, so the index tells them apart."""
     runs: list[list[Any]] = []
     run_id: str | None = None
     while True:
@@ -81,17 +82,17 @@ async def _history(client: Client, workflow_id: str) -> list[Any]:
         runs.insert(0, events)
         previous = events[0].workflow_execution_started_event_attributes.continued_execution_run_id if events else ""
         if not previous:
-            return [e for run in runs for e in run]
+            return [(i, e) for i, run in enumerate(runs) for e in run]
         run_id = previous
 
 
 async def describe_run(client: Client, run_id: str) -> RunStatusView:
     handle, desc = await get_run(client, run_id)
-    steps: dict[int, StepRecord] = {}
-    scheduled_at: dict[int, datetime] = {}
+    steps: dict[tuple[int, int], StepRecord] = {}
+    scheduled_at: dict[tuple[int, int], datetime] = {}
     children: list[str] = []
     error: str | None = None
-    for event in await _history(client, run_id):
+    for run_index, event in await _history(client, run_id):
         etype = event.event_type
         if etype == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
             children.append(event.start_child_workflow_execution_initiated_event_attributes.workflow_id)
@@ -99,20 +100,20 @@ async def describe_run(client: Client, run_id: str) -> RunStatusView:
         when = event.event_time.ToDatetime().replace(tzinfo=timezone.utc)
         if etype == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
-            steps[event.event_id] = StepRecord(
+            steps[run_index, event.event_id] = StepRecord(
                 name=attrs.activity_id.split("#")[0], agent=attrs.activity_type.name, status="scheduled", started_at=_iso(when)
             )
-            scheduled_at[event.event_id] = when
+            scheduled_at[run_index, event.event_id] = when
         elif etype == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             attrs = event.activity_task_started_event_attributes
-            rec = steps[attrs.scheduled_event_id]
+            rec = steps[run_index, attrs.scheduled_event_id]
             rec.status, rec.attempts = "running", attrs.attempt
         elif etype in _CLOSE_STATUS:
             field, status = _CLOSE_STATUS[etype]
             attrs = getattr(event, field)
-            rec = steps[attrs.scheduled_event_id]
+            rec = steps[run_index, attrs.scheduled_event_id]
             rec.status, rec.ended_at = status, _iso(when)
-            rec.latency_ms = round((when - scheduled_at[attrs.scheduled_event_id]).total_seconds() * 1000, 1)
+            rec.latency_ms = round((when - scheduled_at[run_index, attrs.scheduled_event_id]).total_seconds() * 1000, 1)
             if status == "completed" and attrs.result.payloads:
                 [value] = await client.data_converter.decode(attrs.result.payloads)
                 rec.output = value.get("output") if isinstance(value, dict) else value

@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 
 from activities import run_agent
 from ensemble.spec import DEFAULT_TASK_QUEUE
+from workflows.chat import EnsembleChat
 from workflows.flow import EnsembleFlow
 
 
@@ -36,7 +37,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[EnsembleFlow] if workflows else [],
+        workflows=[EnsembleFlow, EnsembleChat] if workflows else [],
         activities=[run_agent] if activities else [],
         **options,
     )

@@ -34,7 +34,7 @@ class DevServer:
     def env(self, **extra: str) -> dict[str, str]:
         """The environment a CLI or worker subprocess needs to use this server."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "ENSEMBLE_"))}
-        env.update(ENSEMBLE_HOME=str(self.home), PYTHONPATH=str(ROOT), **extra)
+        env.update({"ENSEMBLE_HOME": str(self.home), "PYTHONPATH": str(ROOT), **extra})
         return env
 
 

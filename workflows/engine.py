@@ -40,6 +40,23 @@ def retry_policy(agent: AgentSpec) -> RetryPolicy:
     )
 
 
+async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, task_queue: str) -> AgentResult:
+    """Run an agent as an activity whose type is its name, with its timeouts and retry policy,
+    on its own task queue if it names one. Every pattern calls agents through here."""
+    return await workflow.execute_activity(
+        agent.name,
+        call,
+        result_type=AgentResult,
+        activity_id=activity_id,
+        task_queue=agent.task_queue or task_queue,
+        start_to_close_timeout=timedelta(seconds=agent.timeout_s),
+        schedule_to_close_timeout=timedelta(seconds=agent.schedule_to_close_s) if agent.schedule_to_close_s else None,
+        heartbeat_timeout=timedelta(seconds=agent.heartbeat_s) if agent.heartbeat_s else None,
+        retry_policy=retry_policy(agent),
+        summary=f"{agent.name} · step {activity_id.split('#')[0]}",
+    )
+
+
 def failure_message(err: BaseException) -> str:
     """The innermost meaningful message of an activity/child failure chain."""
     while isinstance(err, ActivityError) and err.cause is not None:
@@ -93,18 +110,7 @@ class FlowRun:
         )
         self.running.append(step_path)
         try:
-            return await workflow.execute_activity(
-                agent.name,
-                call,
-                result_type=AgentResult,
-                activity_id=self._activity_id(step_path),
-                task_queue=agent.task_queue or self.request.task_queue,
-                start_to_close_timeout=timedelta(seconds=agent.timeout_s),
-                schedule_to_close_timeout=timedelta(seconds=agent.schedule_to_close_s) if agent.schedule_to_close_s else None,
-                heartbeat_timeout=timedelta(seconds=agent.heartbeat_s) if agent.heartbeat_s else None,
-                retry_policy=retry_policy(agent),
-                summary=f"{agent.name} · step {step_path}",
-            )
+            return await execute_agent(agent, call, self._activity_id(step_path), self.request.task_queue)
         except ActivityError as err:
             raise ApplicationError(
                 f"step '{step_path}' (agent '{agent.name}') failed: {failure_message(err)}",

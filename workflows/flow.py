@@ -6,7 +6,7 @@ from typing import Any
 
 from temporalio import workflow
 
-from workflows import hierarchical, parallel, sequential  # noqa: F401  (register the patterns)
+from workflows import chat, hierarchical, parallel, sequential  # noqa: F401  (register the patterns)
 from workflows.engine import FlowRun
 
 with workflow.unsafe.imports_passed_through():

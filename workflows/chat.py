@@ -1,0 +1,154 @@
+"""Group chat pattern: participants take turns on a shared transcript, picked round robin or by a
+selector agent, until a keyword, a consensus of votes or `max_turns` ends it.
+
+A chat step runs as a child workflow (`EnsembleChat`) so that a long chat continues as new on its
+own history without restarting the flow run. Deterministic: only `workflow.*` APIs, no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.workflow import ParentClosePolicy
+
+from workflows.engine import FlowRun, execute_agent, failure_message, pattern
+
+with workflow.unsafe.imports_passed_through():
+    from ensemble.chat_models import ChatEnd, ChatInput, ChatMessage, ChatRecord
+    from ensemble.spec import AgentCall, AgentContext, ChatStep
+
+
+@pattern(ChatStep)
+async def run_chat(run: FlowRun, step: ChatStep, path: str) -> dict[str, Any]:
+    spec = step.chat
+    names = [*spec.participants, *([spec.selector] if spec.selector != "round_robin" else [])]
+    chat = ChatInput(
+        spec=spec,
+        agents={name: run.request.agents[name] for name in names},
+        topic=run.read(spec.topic, path) if spec.topic is not None else None,
+        run_id=workflow.info().workflow_id,
+        flow=run.flow.name,
+        path=path,
+        task_queue=run.request.task_queue,
+    )
+    run.running.append(path)
+    try:
+        record = await workflow.execute_child_workflow(
+            EnsembleChat.run,
+            chat,
+            id=f"{workflow.info().workflow_id}/{path}",
+            task_queue=run.request.task_queue,
+            parent_close_policy=ParentClosePolicy.TERMINATE,  # a chat never outlives its flow run
+            static_summary=f"group chat · step {path} · {', '.join(spec.participants)}",
+        )
+    except ChildWorkflowError as err:
+        raise ApplicationError(f"step '{path}': {failure_message(err.cause or err)}", type="ChatFailed", non_retryable=True) from err
+    finally:
+        run.running.remove(path)
+    value = record.model_dump()
+    run.write(step.output, step.step_name, value, path)
+    run.completed.append(path)
+    return value
+
+
+def _window(chat: ChatInput) -> list[dict[str, Any]]:
+    """The last `window` messages: all a turn sees of the transcript."""
+    return [m.model_dump() for m in chat.transcript[-chat.spec.window :]]
+
+
+def _ending(chat: ChatInput) -> tuple[ChatEnd, Any] | None:
+    """Why the chat ends after its latest message (and the decision), or None to go on."""
+    if not chat.transcript:
+        return None
+    spec, last = chat.spec, chat.transcript[-1]
+    if spec.until.keyword and spec.until.keyword in last.message:
+        return "keyword", None
+    if spec.until.consensus:
+        latest = {m.speaker: m.vote for m in chat.transcript}  # each speaker's latest vote
+        votes = [latest[name] for name in spec.participants if name in latest]
+        if len(votes) == len(spec.participants) and votes[0] is not None and all(v == votes[0] for v in votes):
+            return "consensus", votes[0]
+    if chat.turns >= spec.max_turns:
+        return "max_turns", None
+    return None
+
+
+@workflow.defn(name="EnsembleChat")
+class EnsembleChat:
+    def __init__(self) -> None:
+        self._chat: ChatInput | None = None
+
+    @workflow.run
+    async def run(self, chat: ChatInput) -> ChatRecord:
+        self._chat = chat
+        started_at = chat.turns
+        while (ending := _ending(chat)) is None:
+            taken = chat.turns - started_at  # turns in this run: at least one, so every run makes progress
+            if taken >= chat.spec.turns_per_run or (taken > 0 and workflow.info().is_continue_as_new_suggested()):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(chat)  # carries the whole transcript; raises
+            await self._take_turn(chat)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        ended_by, decision = ending
+        return ChatRecord(
+            ended_by=ended_by, turns=chat.turns, decision=decision, final_message=chat.transcript[-1].message, transcript=chat.transcript
+        )
+
+    @workflow.query
+    def transcript(self) -> list[ChatMessage]:
+        """Every message so far, including those of earlier runs of this chat."""
+        return list(self._chat.transcript) if self._chat else []
+
+    async def _take_turn(self, chat: ChatInput) -> None:
+        turn = chat.turns + 1
+        speaker = await self._next_speaker(chat, turn)
+        payload = {"topic": chat.topic, "participant": speaker, "turn": turn, "transcript": _window(chat)}
+        out = await _call(chat, speaker, f"{chat.path}.turn{turn}", payload, f"turn {turn}: participant")
+        if not isinstance(out, dict) or not isinstance(out.get("message"), str):
+            raise ApplicationError(
+                f"turn {turn}: participant '{speaker}' returned {_short(out)}; a participant returns "
+                '{"message": str, "vote": optional}',
+                type="ChatReplyInvalid",
+                non_retryable=True,
+            )
+        chat.transcript.append(ChatMessage(turn=turn, speaker=speaker, message=out["message"], vote=out.get("vote")))
+
+    async def _next_speaker(self, chat: ChatInput, turn: int) -> str:
+        spec = chat.spec
+        if spec.selector == "round_robin":
+            return spec.participants[(turn - 1) % len(spec.participants)]
+        payload = {"topic": chat.topic, "participants": list(spec.participants), "turn": turn, "transcript": _window(chat)}
+        out = await _call(chat, spec.selector, f"{chat.path}.turn{turn}.select", payload, f"turn {turn}: selector")
+        choice = out.get("next") if isinstance(out, dict) else None
+        if isinstance(choice, str) and choice in spec.participants:
+            return choice
+        said = f"named '{choice}', who is not a participant" if isinstance(choice, str) else f'returned {_short(out)}, not {{"next": NAME}}'
+        raise ApplicationError(
+            f"turn {turn}: selector '{spec.selector}' {said} (participants: {', '.join(spec.participants)})",
+            type="ChatSelectorInvalid",
+            non_retryable=True,
+        )
+
+
+async def _call(chat: ChatInput, agent_name: str, activity_id: str, payload: Any, label: str) -> Any:
+    """Run one agent as an activity whose type is its name, with the options the engine gives
+    every agent step (timeouts and retries from its spec); its output."""
+    agent = chat.agents[agent_name]
+    call = AgentCall(
+        agent=agent,
+        input=payload,
+        context=AgentContext(run_id=chat.run_id, flow=chat.flow, step=activity_id, agent=agent.name),
+    )
+    try:
+        result = await execute_agent(agent, call, activity_id, chat.task_queue)
+    except ActivityError as err:
+        raise ApplicationError(
+            f"{label} '{agent.name}' failed: {failure_message(err)}", type="ChatTurnFailed", non_retryable=True
+        ) from err
+    return result.output
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…"
