@@ -23,3 +23,17 @@ async def start(client: Client, req: RunRequest, run_id: str | None = None) -> W
         WORKFLOW_NAME, req, id=run_id or f"{req.flow.name}-{uuid.uuid4().hex[:8]}", task_queue=req.task_queue,
         result_type=FlowOutcome,
     )
+
+
+async def run_to_end(client: Client, task_queue: str, flow: str | dict, run_input: Any, **worker: Any) -> tuple[WorkflowHandle, FlowOutcome | None]:
+    """Run a flow with a worker in this process; its handle and outcome (None when it failed)."""
+    from temporalio.client import WorkflowFailureError
+
+    from tests.conftest import running_worker
+
+    async with running_worker(client, task_queue, **worker):
+        handle = await start(client, request(flow, run_input, task_queue))
+        try:
+            return handle, await handle.result()
+        except WorkflowFailureError:
+            return handle, None

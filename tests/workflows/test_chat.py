@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 
 from ensemble.runs import describe_run
 from tests.conftest import running_worker
-from tests.flowkit import request, start
+from tests.flowkit import request, run_to_end, start
 
 TOPIC = {"item": "$input.item", "list_price": "$input.list_price"}
 LAMP = {"item": "lamp", "list_price": 100}
@@ -31,13 +31,8 @@ def flow(**chat: Any) -> dict:
     }
 
 
-async def run(client: Client, task_queue: str, data: dict, run_input: Any = LAMP, **worker: Any) -> tuple[WorkflowHandle, Any]:
-    async with running_worker(client, task_queue, **worker):
-        handle = await start(client, request(data, run_input, task_queue))
-        try:
-            return handle, await handle.result()
-        except WorkflowFailureError:
-            return handle, None
+def run(client, task_queue, data, run_input=LAMP, **worker):
+    return run_to_end(client, task_queue, data, run_input, **worker)
 
 
 async def chat_runs(client: Client, flow_handle: WorkflowHandle) -> list[list[HistoryEvent]]:

@@ -9,7 +9,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 
 from ensemble.runs import describe_run
-from ensemble.spec import FlowOutcome, RetrySpec
+from ensemble.spec import RetrySpec
 from tests import agents
 from tests.conftest import running_worker
 from tests.flowkit import request, start

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from temporalio.api.enums.v1 import EventType, ParentClosePolicy
-from temporalio.client import WorkflowFailureError
 
 from ensemble.runs import describe_run
 from tests import agents
 from tests.conftest import running_worker
-from tests.flowkit import request, start
+from tests.flowkit import request, run_to_end, start
 
 
 def supervised(**extra) -> dict:
@@ -26,13 +25,8 @@ SHOUT_COUNT = [
 ]
 
 
-async def run(client, task_queue, data, run_input, **worker):
-    async with running_worker(client, task_queue, **worker):
-        handle = await start(client, request(data, run_input, task_queue))
-        try:
-            return handle, await handle.result()
-        except WorkflowFailureError:
-            return handle, None
+def run(client, task_queue, data, run_input, **worker):
+    return run_to_end(client, task_queue, data, run_input, **worker)
 
 
 async def test_plan_runs_as_child_workflows_in_dependency_order(dev_server, task_queue):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-from temporalio.client import WorkflowFailureError
 
 from ensemble.runs import describe_run
 from ensemble.spec import RetrySpec
 from tests.conftest import running_worker
-from tests.flowkit import request, start
+from tests.flowkit import request, run_to_end, start
 
 
 def vote(name: str, v: str, **extra) -> dict:
@@ -19,13 +17,8 @@ def flow(parallel: dict, **extra) -> dict:
     return {"name": "p", "imports": ["tests.agents"], "steps": [{"name": "votes", "parallel": parallel}], **extra}
 
 
-async def run(client, task_queue, data, run_input=None, **worker):
-    async with running_worker(client, task_queue, **worker):
-        handle = await start(client, request(data, run_input or {}, task_queue))
-        try:
-            return handle, await handle.result()
-        except WorkflowFailureError:
-            return handle, None
+def run(client, task_queue, data, run_input={}, **worker):
+    return run_to_end(client, task_queue, data, run_input, **worker)
 
 
 async def test_majority_vote_over_named_branches(dev_server, task_queue):
