@@ -4,19 +4,48 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from ensemble.spec import NAME_RE
+from ensemble.spec import NAME_RE, Step, agent_refs, child_steps
+
+STEP = TypeAdapter(Step)
 
 
 class Subtask(BaseModel):
+    """One delegated piece of work: an agent, or a whole step (a parallel vote, a sequence...)."""
+
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=NAME_RE)
-    agent: str
+    agent: str | None = None
+    step: dict[str, Any] | None = Field(None, description="a step of any kind; its templates read this subtask's input as $input")
     input: Any = None
     depends_on: list[str] = Field(default_factory=list)
     for_each: str | None = Field(None, pattern=r"^\$", description="run the agent once per item of this list ($item)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Subtask:
+        if (self.agent is None) == (self.step is None):
+            raise ValueError("a subtask has either agent or step")
+        if self.step is not None and self.for_each:
+            raise ValueError("for_each goes with agent subtasks")
+        return self
+
+    def parsed_step(self) -> Any:
+        """The subtask's step, named after the subtask."""
+        return STEP.validate_python({**(self.step or {}), "name": self.id})
+
+    def agents(self) -> list[str]:
+        """Every agent this subtask runs."""
+        if self.agent is not None:
+            return [self.agent]
+        names: list[str] = []
+        pending = [self.parsed_step()]
+        while pending:
+            step = pending.pop(0)
+            names += [n for _, n in agent_refs(step) if n not in names]
+            pending += [c for _, c in child_steps(step)]
+        return names
 
 
 class Plan(BaseModel):
@@ -45,8 +74,15 @@ def validate_plan(data: Any, allowed: list[str], max_subtasks: int, max_depth: i
     if dupes:
         problems.append(f"subtask ids used twice: {', '.join(dupes)}")
     for s in plan.subtasks:
-        if s.agent not in allowed:
-            problems.append(f"subtask '{s.id}': agent '{s.agent}' is not allowed here (allowed: {', '.join(allowed)})")
+        try:
+            used = s.agents()
+        except ValidationError as err:
+            first = err.errors()[0]
+            problems.append(f"subtask '{s.id}': its step is malformed at {'.'.join(map(str, first['loc'])) or '(step)'}: {first['msg']}")
+            used = []
+        for name in used:
+            if name not in allowed:
+                problems.append(f"subtask '{s.id}': agent '{name}' is not allowed here (allowed: {', '.join(allowed)})")
         for d in s.depends_on:
             if d not in ids:
                 problems.append(f"subtask '{s.id}' depends on unknown subtask '{d}'")

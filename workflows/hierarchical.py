@@ -26,9 +26,12 @@ class SubtaskFailed(Exception):
         self.subtask, self.message = subtask, message
 
 
-def _child_flow(run: FlowRun, sub: Subtask, agent: str, path: str) -> FlowSpec:
-    """A one-step flow for the child: the agent once, or once per item (`$item`) when for_each."""
-    if sub.for_each is None:
+def _child_flow(run: FlowRun, sub: Subtask, agent: str | None, path: str) -> FlowSpec:
+    """A one-step flow for the child: the subtask's own step, the agent once, or the agent once
+    per item (`$item`) when for_each."""
+    if sub.step is not None:
+        steps = [sub.parsed_step()]
+    elif sub.for_each is None:
         steps = [AgentStep(name=sub.id, agent=agent, input="$input")]
     else:
         fan = ParallelSpec(for_each="$input", do=AgentStep(name=agent, agent=agent, input=sub.input))
@@ -37,10 +40,10 @@ def _child_flow(run: FlowRun, sub: Subtask, agent: str, path: str) -> FlowSpec:
     return FlowSpec(name=f"{run.flow.name}.{path}", steps=steps, output=output)
 
 
-async def _delegate(run: FlowRun, sub: Subtask, agent: str, path: str, attempt: int, payload: Any) -> Any:
+async def _delegate(run: FlowRun, sub: Subtask, agent: str | None, path: str, attempt: int, payload: Any) -> Any:
     request = RunRequest(
         flow=_child_flow(run, sub, agent, path),
-        agents={agent: run.request.agents[agent]},
+        agents={name: run.request.agents[name] for name in ([agent] if agent else sub.agents())},
         input=payload,
         task_queue=run.request.task_queue,
     )
@@ -52,7 +55,7 @@ async def _delegate(run: FlowRun, sub: Subtask, agent: str, path: str, attempt: 
         result_type=FlowOutcome,
         task_queue=run.request.task_queue,
         parent_close_policy=ParentClosePolicy.TERMINATE,  # subtasks never outlive their supervisor
-        static_summary=f"{agent} · subtask {path}",
+        static_summary=f"{agent or 'step'} · subtask {path}",
     )
     return outcome.output
 
@@ -91,23 +94,20 @@ class Supervision:
             raise SubtaskFailed(sub, f"subtask '{sub.id}': {err}") from err
         self.run.running.append(path)
         try:
-            for agent in [sub.agent, self.spec.fallbacks.get(sub.agent)]:
-                if agent is None:
-                    break
+            fallback = self.spec.fallbacks.get(sub.agent) if sub.agent else None
+            for agent in [sub.agent, *([fallback] if fallback else [])]:  # [None] for a step subtask
                 self.attempts[sub.id] = self.attempts.get(sub.id, 0) + 1
                 try:
                     output = await _delegate(self.run, sub, agent, path, self.attempts[sub.id], payload)
                 except ChildWorkflowError as err:
                     record["error"] = failure_message(err.cause or err)
-                    if agent != sub.agent:
-                        break
                     continue
                 record.update(status="completed", agent=agent, fallback=agent if agent != sub.agent else None, error=None)
                 self.run.completed.append(path)
                 return output
             record["status"] = "failed"
             tried = f" and its fallback '{self.spec.fallbacks[sub.agent]}'" if sub.agent in self.spec.fallbacks else ""
-            raise SubtaskFailed(sub, f"subtask '{sub.id}' ({sub.agent}{tried}) failed: {record['error']}")
+            raise SubtaskFailed(sub, f"subtask '{sub.id}' ({sub.agent or 'step'}{tried}) failed: {record['error']}")
         finally:
             self.run.running.remove(path)
 

@@ -105,3 +105,24 @@ async def test_fan_out_subtask_runs_once_per_item(dev_server, task_queue):
     plan = [{"id": "each", "agent": "count", "for_each": "$input.words", "input": {"text": "$item"}}]
     _, out = await run(dev_server.client, task_queue, supervised(), {"plan": plan, "words": ["a", "bb", "ccc"]})
     assert [r["chars"] for r in out.state["lead"]["results"]["each"]] == [1, 2, 3]
+
+
+async def test_a_subtask_can_be_a_parallel_vote(dev_server, task_queue):
+    vote = {"parallel": {"branches": [{"name": n, "agent": "voter", "input": {"vote": v}} for n, v in
+                                      (("a", "$input.first"), ("b", "reject"), ("c", "approve"))],
+                         "merge": {"strategy": "majority_vote"}}}  # fmt: skip
+    plan = [{"id": "pick", "agent": "writer", "input": {"vote": "approve"}},
+            {"id": "vote", "step": vote, "input": {"first": "$results.pick.vote"}, "depends_on": ["pick"]}]  # fmt: skip
+    handle, out = await run(dev_server.client, task_queue, supervised(agents=["writer", "voter"]), {"plan": plan})
+    assert out is not None, (await describe_run(dev_server.client, handle.id)).error
+    record = out.state["lead"]["results"]["vote"]
+    assert (record["decision"], record["tally"]) == ("approve", {"approve": 2, "reject": 1})
+    names = [s.name for s in (await describe_run(dev_server.client, handle.id)).steps]
+    assert names == ["lead.plan", "lead.pick", "lead.vote.a", "lead.vote.b", "lead.vote.c"]
+
+
+async def test_a_step_subtask_naming_a_disallowed_agent_is_refused(dev_server, task_queue):
+    plan = [{"id": "vote", "step": {"parallel": {"branches": [{"agent": "voter", "input": {"vote": "approve"}}]}}}]
+    handle, out = await run(dev_server.client, task_queue, supervised(agents=["shout"]), {"plan": plan})
+    assert out is None
+    assert "subtask 'vote': agent 'voter' is not allowed here" in (await describe_run(dev_server.client, handle.id)).error
