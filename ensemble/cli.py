@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -32,6 +33,10 @@ from ensemble.spec import WORKFLOW_NAME, RunRequest
 from ensemble.worker import build_worker, default_task_queue, serve
 
 MAX_INPUT_BYTES = 2 * 1024 * 1024
+
+# Modules that add subcommands: each has `register(subparsers)` and sets `fn` on its parsers
+# (a plain function or a coroutine function taking the parsed arguments).
+COMMAND_MODULES: list[str] = []
 
 
 class _Parser(argparse.ArgumentParser):
@@ -336,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_id")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_result)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return p
 
 

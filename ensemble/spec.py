@@ -391,13 +391,18 @@ class AgentResult(_Strict):
     usage: Usage | None = None
 
 
-StepStatus = Literal["scheduled", "running", "retrying", "completed", "failed", "canceled", "timed_out"]
+StepStatus = Literal["scheduled", "running", "retrying", "waiting", "completed", "failed", "canceled", "timed_out"]
+StepKind = Literal["agent", "gate", "compensation"]
 
 
 class StepRecord(_Strict):
+    """One step of a run as `status` shows it: an agent's activity, or a human gate (agent
+    `human`, status `waiting` while open)."""
+
     name: str
     agent: str
     status: StepStatus
+    kind: StepKind = "agent"
     attempts: int = 0
     started_at: str | None = None
     ended_at: str | None = None
