@@ -7,6 +7,7 @@ person can act on. Messages never include credentials.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
@@ -54,3 +55,22 @@ def classify_status(status: int, *, who: str, detail: str = "", retry_after: str
     if status in (401, 403):
         return permanent(f"{who} refused the credentials (HTTP {status}); check the worker's environment{suffix}", kind="PermissionDenied")
     return permanent(f"{who} rejected the request (HTTP {status}){suffix}", kind="BadRequest")
+
+
+def retry_after_of(headers: Mapping[str, str]) -> str | None:
+    """The Retry-After of a reply as seconds text, also from the `retry-after-ms` header some
+    model providers send."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return str(float(ms) / 1000)
+        except ValueError:
+            pass
+    return headers.get("retry-after")
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret value in it replaced, for messages built from a service's reply."""
+    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "[redacted]")
+    return text

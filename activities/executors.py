@@ -3,6 +3,7 @@ executor of the agent's kind. A new kind registers an executor here with `execut
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Awaitable, Callable
 
@@ -10,7 +11,9 @@ from temporalio import activity
 from temporalio.common import RawValue
 
 from activities.errors import permanent
+from activities.faults import inject as inject_faults
 from ensemble.spec import AgentCall, AgentResult
+from ensemble.telemetry import observe_agent
 
 Executor = Callable[[AgentCall], Awaitable[AgentResult]]
 EXECUTORS: dict[str, Executor] = {}
@@ -29,8 +32,13 @@ async def run_agent(args: Sequence[RawValue]) -> AgentResult:
     """Run whichever agent this activity type names."""
     call = activity.payload_converter().from_payload(args[0].payload, AgentCall)
     call.context.attempt = activity.info().attempt
-    run = EXECUTORS.get(call.agent.kind)
-    if run is None:
-        raise permanent(f"agent '{call.agent.name}': this worker has no executor for kind '{call.agent.kind}'")
-    return await run(call)
+    kind = call.agent.kind
+    if kind == "function" and call.agent.llm is not None and os.environ.get("ENSEMBLE_LLM", "").strip():
+        kind = "llm"  # this worker runs the agent's model-backed version (docs/llm.md)
+    run = EXECUTORS.get(kind)
+    with observe_agent(call) as observed:  # span, start/end log lines, metrics
+        if run is None:
+            raise permanent(f"agent '{call.agent.name}': this worker has no executor for kind '{call.agent.kind}'")
+        await inject_faults(call)  # ENSEMBLE_FAULTS: chaos tests and rehearsals only (activities/faults.py)
+        return observed.done(await run(call))
 

@@ -60,6 +60,8 @@ async def run_function(call: AgentCall) -> AgentResult:
         raise
     except ValidationError as err:
         raise permanent(f"{who}: {_brief(err)}", kind="InvalidInput") from None
+    except PermissionError as err:  # retrying cannot grant a permission
+        raise permanent(f"{who} was refused permission: {err}; check the worker's credentials and access", kind="PermissionDenied") from None
     except Exception as err:  # the agent's own failure: retried per its policy, typed by class name
         raise ApplicationError(f"{who} raised {type(err).__name__}: {err}", type=type(err).__name__) from err
     if out_model is not None and not isinstance(out, out_model):

@@ -1,7 +1,8 @@
 """`http` agents: POST the step input as JSON to an existing service; its JSON reply is the output.
 
 Header values may reference the worker's environment as `${env:NAME}`, so credentials stay on
-the worker. Each request carries `X-Ensemble-Run-Id`, `X-Ensemble-Step` and `X-Ensemble-Attempt`.
+the worker. Each request carries `X-Ensemble-Run-Id`, `X-Ensemble-Step` and `X-Ensemble-Attempt`, and
+an agent declared `effect: irreversible` also sends `Idempotency-Key` (stable across retries).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def _headers(call: AgentCall) -> dict[str, str]:
             "X-Ensemble-Attempt": str(call.context.attempt),
         }
     )
+    if call.context.idempotency_key:  # irreversible agents: the same key on every retry, redrive and fork
+        headers["Idempotency-Key"] = call.context.idempotency_key
     return headers
 
 

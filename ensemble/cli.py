@@ -26,9 +26,12 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from ensemble import client as temporal
 from ensemble import logs
 from ensemble import server
+from ensemble import telemetry
 from ensemble.errors import EnsembleError, InputError
 from ensemble.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
-from ensemble.runs import describe_run, get_run, stalled, wait_result
+from ensemble.cli_approvals import print_outcome
+from ensemble.inbox import settle
+from ensemble.runs import describe_run, get_run, stalled
 from ensemble.spec import WORKFLOW_NAME, RunRequest
 from ensemble.worker import build_worker, default_task_queue, serve
 
@@ -36,7 +39,7 @@ MAX_INPUT_BYTES = 2 * 1024 * 1024
 
 # Modules that add subcommands: each has `register(subparsers)` and sets `fn` on its parsers
 # (a plain function or a coroutine function taking the parsed arguments).
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["ensemble.cli_approvals", "ensemble.cli_dlq", "ensemble.cli_debug"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -232,15 +235,16 @@ async def cmd_run(args: argparse.Namespace) -> int:
     await temporal.ensure_search_attributes(client)
     run_id = args.id or f"{flow.spec.name}-{uuid.uuid4().hex[:8]}"
     try:
-        handle = await client.start_workflow(
-            WORKFLOW_NAME,
-            request,
-            id=run_id,
-            task_queue=request.task_queue,
-            search_attributes=TypedSearchAttributes([SearchAttributePair(temporal.FLOW_ATTRIBUTE, flow.spec.name)]),
-            static_summary=f"{flow.spec.name}: {flow.spec.description}"[:200],
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # a run id names one run, ever
-        )
+        with telemetry.run_span(flow.spec.name, run_id):  # the root of the run's trace
+            handle = await client.start_workflow(
+                WORKFLOW_NAME,
+                request,
+                id=run_id,
+                task_queue=request.task_queue,
+                search_attributes=TypedSearchAttributes([SearchAttributePair(temporal.FLOW_ATTRIBUTE, flow.spec.name)]),
+                static_summary=f"{flow.spec.name}: {flow.spec.description}"[:200],
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # a run id names one run, ever
+            )
     except WorkflowAlreadyStartedError:
         raise EnsembleError(f"a run with id '{run_id}' already exists; choose another --id") from None
     if not args.wait:
@@ -254,8 +258,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
     async with keep_running(client, handle.id, request.task_queue, _agent_queues(request), quiet=args.json):
         if not args.json:
             print(f"started run {handle.id} of flow '{flow.spec.name}'; waiting for it to end", file=sys.stderr)
-        outcome = await wait_result(client, handle.id)
-    return _print_result(outcome, args.json)
+        outcome = await settle(client, handle)
+    return print_outcome(outcome, args.json)
 
 
 def _print_result(outcome: dict[str, Any], as_json: bool) -> int:
@@ -272,27 +276,18 @@ def _print_result(outcome: dict[str, Any], as_json: bool) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
+    from ensemble import status
+
     client = await temporal.connect()
+    if args.watch:  # until the run ends; the exit code says how it ended
+        view = await status.watch(client, args.run_id, _console(), as_json=args.json)
+        return 0 if view.status == "completed" else 1
     view = await describe_run(client, args.run_id)
     if args.json:
         _emit_json(view.model_dump(mode="json"))
-        return 0
-    from rich.table import Table
-
-    con = _console()
-    con.print(f"run [bold]{view.run_id}[/bold] · flow {view.flow or '?'} · [bold]{view.status}[/bold]")
-    table = Table()
-    for col in ("step", "agent", "status", "attempts", "started", "ms"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("output / error", overflow="ellipsis", no_wrap=True)
-    for s in view.steps:
-        detail = s.error or (json.dumps(s.output, default=str) if s.output is not None else "")
-        detail = detail if len(detail) <= 40 else detail[:39] + "…"
-        table.add_row(s.name, s.agent, s.status, str(s.attempts), (s.started_at or "")[11:19],
-                      f"{s.latency_ms:.0f}" if s.latency_ms is not None else "", detail)  # fmt: skip
-    con.print(table)
-    if view.error:
-        con.print(f"error: {view.error}", markup=False)
+    else:
+        con = _console()
+        con.print(status.render(view, width=con.width))
     return 0
 
 
@@ -300,8 +295,8 @@ async def cmd_result(args: argparse.Namespace) -> int:
     client = await temporal.connect()
     _, desc = await get_run(client, args.run_id)  # a clear error for an unknown run before waiting
     async with keep_running(client, args.run_id, desc.task_queue, quiet=args.json):
-        outcome = await wait_result(client, args.run_id)
-    return _print_result(outcome, args.json)
+        outcome = await settle(client, client.get_workflow_handle(args.run_id))
+    return print_outcome(outcome, args.json)
 
 
 # ---------------------------------------------------------------- entry points
@@ -328,16 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("flow", help="a flow name or a flow file path")
     s.add_argument("--input", help="JSON, or @FILE (.json, or a text document for document flows)")
     s.add_argument("--id", help="the run id (default: FLOW-<random>)")
-    s.add_argument("--wait", action="store_true", help="wait for the result (runs a worker in-process if none polls)")
+    s.add_argument("--wait", action="store_true", help="wait until the run ends or waits for approval (runs a worker in-process if none polls)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("status", help="a run's status and steps")
     s.add_argument("run_id")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--watch", action="store_true", help="follow the run live until it ends (exit 0 only if it completed)")
     s.set_defaults(fn=cmd_status)
 
-    s = sub.add_parser("result", help="wait for a run's result")
+    s = sub.add_parser("result", help="wait for a run's result (or until it waits for approval)")
     s.add_argument("run_id")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_result)
@@ -357,6 +353,10 @@ def _guard(fn) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `starter.py ... | head`: the reader left, nothing more to say
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # the promise: one line, never a traceback (ENSEMBLE_DEBUG=1 shows it)
         if os.environ.get("ENSEMBLE_DEBUG"):
             raise
@@ -367,23 +367,42 @@ def _guard(fn) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(logging.ERROR if getattr(args, "json", False) else logging.WARNING)
-    return _guard(lambda: args.fn(args))
+    try:
+        return _guard(lambda: _traced(args))
+    finally:
+        telemetry.flush()
+
+
+def _traced(args: argparse.Namespace) -> Any:
+    telemetry.setup_tracing("ensemble-starter")  # OTEL_TRACES_EXPORTER: the run's trace starts here
+    return args.fn(args)
 
 
 def worker_main(argv: list[str] | None = None) -> int:
     p = _Parser(prog="worker.py", description="Run an Ensemble worker (flows and agents).")
     p.add_argument("--task-queue", default=None, help="queue to poll (default: $ENSEMBLE_TASK_QUEUE or 'ensemble')")
     p.add_argument("--activities-only", action="store_true", help="run agents only (for agents with their own queue)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://HOST:N/metrics")
+    p.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address the metrics endpoint binds (default 0.0.0.0)")
     args = p.parse_args(argv)
     logs.setup(logging.INFO)
 
     async def run() -> int:
-        client = await temporal.connect()
+        import structlog
+
+        telemetry.setup_tracing("ensemble-worker")
+        runtime = telemetry.worker_runtime(args.metrics_port, args.metrics_host)
+        client = await temporal.connect(runtime=runtime)
         await temporal.ensure_search_attributes(client)
         queue = args.task_queue or default_task_queue()
         where = f"{client.service_client.config.target_host} (namespace {client.namespace})"
-        ready = lambda: print(f"worker polling task queue '{queue}' on {where}; Ctrl-C to stop", file=sys.stderr, flush=True)  # noqa: E731
-        await serve(client, queue, workflows=not args.activities_only, on_ready=ready)
+        log = structlog.get_logger("ensemble.worker")
+        metrics = f"; metrics on http://{args.metrics_host}:{args.metrics_port}/metrics" if args.metrics_port else ""
+        ready = lambda: log.info(f"worker polling task queue '{queue}' on {where}{metrics}; Ctrl-C to stop", task_queue=queue)  # noqa: E731
+        try:
+            await serve(client, queue, workflows=not args.activities_only, on_ready=ready)
+        finally:
+            telemetry.flush()
         return 0
 
     return _guard(run)

@@ -17,17 +17,18 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetSystemInfoRequest
 from temporalio.client import Client, TLSConfig
-from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
-from ensemble import server
+from ensemble import attributes, server, telemetry
 from ensemble.errors import EnsembleError
 
-FLOW_ATTRIBUTE = SearchAttributeKey.for_keyword("EnsembleFlow")
+FLOW_ATTRIBUTE = attributes.FLOW
 # Every custom search attribute Ensemble uses, registered wherever it runs.
 SEARCH_ATTRIBUTES: dict[str, IndexedValueType.ValueType] = {
-    FLOW_ATTRIBUTE.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    key.name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{key.indexed_value_type.name}")
+    for key in attributes.ALL
 }
 
 
@@ -53,9 +54,10 @@ def _tls() -> TLSConfig | bool:
     return flag or bool(os.environ.get("TEMPORAL_API_KEY"))
 
 
-async def connect(*, start_server: bool = True, wait_s: float = 30.0) -> Client:
+async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: Runtime | None = None) -> Client:
     """A client for the configured Temporal. With no TEMPORAL_ADDRESS the embedded server is
-    used, started first when `start_server` (and left running)."""
+    used, started first when `start_server` (and left running). `runtime` carries metrics
+    settings (see telemetry.worker_runtime); tracing plugins are added when tracing is on."""
     if embedded():
         info = server.start() if start_server else server.running()
         if info is None:
@@ -68,7 +70,8 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0) -> Client:
     while True:
         try:
             client = await Client.connect(
-                address, namespace=namespace(), tls=tls, api_key=api_key, data_converter=pydantic_data_converter
+                address, namespace=namespace(), tls=tls, api_key=api_key, data_converter=pydantic_data_converter,
+                runtime=runtime, plugins=telemetry.plugins(),
             )
             await client.workflow_service.get_system_info(GetSystemInfoRequest())
             return client
@@ -100,10 +103,14 @@ async def ensure_search_attributes(client: Client) -> None:
         if err.status == RPCStatusCode.PERMISSION_DENIED:
             raise EnsembleError(
                 f"no permission to register search attributes {sorted(SEARCH_ATTRIBUTES)} on namespace "
-                f"'{client.namespace}': ask an operator to add them (all Keyword)"
+                f"'{client.namespace}': ask an operator to add them ({_wanted()})"
             ) from None
         if err.status != RPCStatusCode.ALREADY_EXISTS:
             raise EnsembleError(f"cannot register search attributes: {_first_line(err)}") from None
+
+
+def _wanted() -> str:
+    return ", ".join(f"{k.name} {k.indexed_value_type.name.title().replace('_', '')}" for k in attributes.ALL)
 
 
 CLI_WORKER_PREFIX = "ensemble-cli:"

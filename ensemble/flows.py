@@ -21,12 +21,16 @@ from pydantic import ValidationError
 
 from ensemble.agents import get_agent, load_handler
 from ensemble.errors import InputError
-from ensemble.spec import STEP_KINDS, AgentSpec, AgentStep, ChatStep, FlowSpec, SupervisorStep, ParallelStep, SequenceStep, agent_refs, child_steps
+from ensemble.spec import (
+    STEP_KINDS, AgentSpec, AgentStep, ChatStep, FlowSpec, GateStep, GateWhen, ParallelStep, SequenceStep, SupervisorStep, agent_refs,
+    child_steps,
+)
 from ensemble.state import references
+from ensemble.tools import attach_to_agents
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 STEP_TAGS = set(STEP_KINDS)
-PATTERN_NAMES = {ParallelStep: "parallel", ChatStep: "group_chat", SupervisorStep: "hierarchical"}
+PATTERN_NAMES = {ParallelStep: "parallel", ChatStep: "group_chat", SupervisorStep: "hierarchical", GateStep: "approval"}
 
 _PY_FLOWS: dict[str, FlowSpec] = {}
 
@@ -191,13 +195,16 @@ def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
             problems.add(("imports", i), f"cannot import module '{module}': {type(err).__name__}: {err}")
     inline = {a.name: a for a in spec.agents}
     agents: dict[str, AgentSpec] = {}
+    refs: dict[str, tuple[Any, ...]] = {}
     for path, step in _steps_with_loc(spec.steps, ("steps",)):
         for rel, name in agent_refs(step):
+            refs.setdefault(name, (*path, *rel))
             found = agents.get(name) or inline.get(name) or get_agent(name)
             if found is None:
                 problems.add((*path, *rel), f"unknown agent '{name}': define it under 'agents' or import its module under 'imports'")
             else:
                 agents[name] = found.model_copy(deep=True)  # a flow never shares the registry's objects
+    attach_to_agents(spec, agents, refs, problems.add)  # tool declarations and llm: sections (ensemble/tools.py)
     return agents
 
 
@@ -231,7 +238,7 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
             if "input" in keys:
                 problems.add((*loc, "output"), "state key 'input' is the run's input and read-only; write to another key")
             written.update(keys)
-        elif isinstance(step, (ParallelStep, ChatStep, SupervisorStep)):
+        elif isinstance(step, (ParallelStep, ChatStep, SupervisorStep, GateStep)):
             written.add(step.output or step.step_name)
         if isinstance(step, ParallelStep):
             if step.parallel.for_each:
@@ -244,7 +251,17 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
             groups.append(((*loc, "sequence"), step.sequence))
         elif isinstance(step, ParallelStep):
             groups.append(((*loc, "parallel", "branches"), step.parallel.branches))
+    gates_seen: set[str] = set()
     for base, siblings in groups:
+        for i, sibling in enumerate(siblings):
+            if not isinstance(sibling, GateStep):
+                continue
+            if sibling.name in gates_seen:  # people name a gate when they decide: one name, one gate
+                problems.add((*base, i, "name"), f"gate name '{sibling.name}' is used twice in this flow")
+            gates_seen.add(sibling.name)
+            target = sibling.gate.changes_to
+            if target and target not in [s.step_name for s in siblings[:i]]:
+                problems.add((*base, i, "gate", "changes_to"), f"'{target}' is not a step before gate '{sibling.name}' in the same list")
         seen: set[str] = set()
         for i, sibling in enumerate(siblings):
             if sibling.step_name in seen:
@@ -263,6 +280,10 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
             check_refs(step.parallel.for_each, (*loc, "parallel", "for_each"))
         elif isinstance(step, ChatStep):
             check_refs(step.chat.topic, (*loc, "chat", "topic"))
+        elif isinstance(step, GateStep):
+            when = step.gate.when
+            check_refs(when.value if isinstance(when, GateWhen) else when, (*loc, "gate", "when"))
+            check_refs(step.gate.show, (*loc, "gate", "show"))
         elif isinstance(step, SupervisorStep):
             check_refs(step.supervisor.planner_input, (*loc, "supervisor", "planner_input"))
             for name in step.supervisor.fallbacks:

@@ -1,33 +1,105 @@
-"""Process logging for the CLI and workers: one line per record, no tracebacks unless
-ENSEMBLE_DEBUG is set (an agent's failure is on the run's record; the line says what it was)."""
+"""Process logging for the CLI and workers, through structlog.
+
+JSON lines when stderr is not a terminal (production: a log shipper reads them), a readable
+console rendering on a terminal; `ENSEMBLE_LOG_FORMAT=json|console` forces one. Records from the
+standard library (Temporal's SDK, an agent's `logging` calls) go through the same pipeline, and
+so do an agent's `structlog.get_logger()` calls: while an agent runs, every line carries the
+run_id, flow, step, agent and attempt it belongs to (see telemetry.observe_agent).
+
+No tracebacks unless ENSEMBLE_DEBUG is set: a failure becomes one `error` field. No secrets:
+fields named like credentials are redacted, and so is any value of a credential-like environment
+variable (`*_KEY`, `*TOKEN*`, `*SECRET*`, `*PASSWORD*`, ...) wherever it appears in a line.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from typing import Any
+
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+REDACTED = "[redacted]"
+_SECRET_FIELD = re.compile(r"(^|_)(secret|password|passwd|api_?key|authorization|credentials?|access_?token|refresh_?token|bearer|cookie)s?($|_)", re.I)
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
+_NOT_SECRET_ENV = re.compile(r"^(PATH|PWD|HOME|.*_(PATH|DIR|FILE|HOST|PORT|ADDRESS|URL|ENDPOINT|NAME))$", re.I)
 
 
-class OneLineFormatter(logging.Formatter):
+def secret_values() -> list[str]:
+    """Values of this process's credential-like environment variables, longest first."""
+    values = {
+        v for k, v in os.environ.items() if _SECRET_ENV.search(k) and not _NOT_SECRET_ENV.match(k) and len(v) >= 6
+    }
+    return sorted(values, key=len, reverse=True)
+
+
+class _Redactor:
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.values = secret_values()
 
-    def format(self, record: logging.LogRecord) -> str:
-        if record.exc_info and not os.environ.get("ENSEMBLE_DEBUG"):
-            err = record.exc_info[1]
-            record = logging.makeLogRecord(record.__dict__)
-            record.msg, record.args, record.exc_info, record.exc_text = (
-                f"{record.getMessage()}: {type(err).__name__}: {err}".replace("\n", " "),
-                None,
-                None,
-                None,
-            )
-        return super().format(record)
+    def scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self.values:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {k: REDACTED if _SECRET_FIELD.search(str(k)) else self.scrub(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.scrub(v) for v in value]
+        return value
+
+    def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+        return self.scrub(event)
+
+
+def _one_line_errors(logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+    """An exception becomes an `error` field (`Type: message`) unless ENSEMBLE_DEBUG is set."""
+    exc = event.pop("exc_info", None)
+    if exc and not os.environ.get("ENSEMBLE_DEBUG"):
+        if exc is True:
+            exc = sys.exc_info()
+        err = exc[1] if isinstance(exc, tuple) else exc if isinstance(exc, BaseException) else None
+        if err is not None:
+            event.setdefault("error", f"{type(err).__name__}: {err}".replace("\n", " "))
+    elif exc:
+        event["exc_info"] = exc
+    return event
+
+
+def _json_wanted() -> bool:
+    forced = os.environ.get("ENSEMBLE_LOG_FORMAT", "").strip().lower()
+    if forced in ("json", "console"):
+        return forced == "json"
+    return not sys.stderr.isatty()
 
 
 def setup(level: int = logging.INFO) -> None:
+    """Route structlog and the standard library's logging to stderr, one line per record."""
+    as_json = _json_wanted()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _one_line_errors,
+    ]
+    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta, _Redactor()]
+    if as_json:
+        final += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(default=str)]
+    else:
+        final.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    structlog.configure(
+        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter())
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

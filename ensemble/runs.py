@@ -3,6 +3,7 @@ for runs that failed), and results."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,10 +12,14 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
+from ensemble import attributes
 from ensemble.client import FLOW_ATTRIBUTE
 from ensemble.errors import EnsembleError
-from ensemble.spec import RunStatusView, StepRecord
+from ensemble.spec import RunStatusView, StepRecord, ToolRefusal, Usage
 
+# Activities a gate runs for itself (resolving approvers, notifying): shown as the gate, not as steps.
+RESOLVE_ACTIVITY, NOTIFY_ACTIVITY = "ensemble.approvers", "ensemble.notify"
+INTERNAL_ACTIVITIES = {RESOLVE_ACTIVITY, NOTIFY_ACTIVITY}
 STATUS_NAMES = {
     WorkflowExecutionStatus.RUNNING: "running",
     WorkflowExecutionStatus.COMPLETED: "completed",
@@ -54,6 +59,31 @@ def failure_text(failure: Failure) -> str:
     return ": ".join(parts)
 
 
+def summarize(value: Any, width: int = 90) -> str | None:
+    """A step output in one line: a record as `key: value` pairs with nested values abbreviated,
+    a list by its length and first items, long text cut with an ellipsis."""
+    if value is None:
+        return None
+
+    def brief(v: Any) -> str:
+        if isinstance(v, dict):
+            return "{…}" if v else "{}"
+        if isinstance(v, list):
+            return f"[{len(v)} items]"
+        if isinstance(v, str):
+            v = " ".join(v.split())
+            return v if len(v) <= 40 else v[:39] + "…"
+        return json.dumps(v, default=str)
+
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}: {brief(v)}" for k, v in value.items()) or "{}"
+    elif isinstance(value, list):
+        text = f"{len(value)} items" + (": " + ", ".join(brief(v) for v in value[:3]) if value else "")
+    else:
+        text = brief(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 async def get_run(client: Client, run_id: str) -> tuple[WorkflowHandle, Any]:
     handle = client.get_workflow_handle(run_id)
     try:
@@ -89,6 +119,7 @@ async def _history(client: Client, workflow_id: str) -> list[tuple[int, Any]]:
 async def describe_run(client: Client, run_id: str) -> RunStatusView:
     handle, desc = await get_run(client, run_id)
     steps: dict[tuple[int, int], StepRecord] = {}
+    gates: dict[str, StepRecord] = {}
     scheduled_at: dict[tuple[int, int], datetime] = {}
     children: list[str] = []
     error: str | None = None
@@ -98,25 +129,45 @@ async def describe_run(client: Client, run_id: str) -> RunStatusView:
             children.append(event.start_child_workflow_execution_initiated_event_attributes.workflow_id)
             continue
         when = event.event_time.ToDatetime().replace(tzinfo=timezone.utc)
-        if etype == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        if etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED and run_index == 0:
+            from ensemble.dlq import reused_steps  # a redrive or fork: the recorded results it reused
+
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            [started] = await client.data_converter.decode(payloads) if len(payloads) == 1 else [None]
+            for i, (name, agent, output) in enumerate(reused_steps(started)):
+                steps[-1, i] = StepRecord(name=name, agent=agent, status="reused", output=output, started_at=_iso(when))
+        elif etype == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name in INTERNAL_ACTIVITIES:  # a gate's bookkeeping, shown as the gate
+                if attrs.activity_type.name == NOTIFY_ACTIVITY:
+                    [note] = await client.data_converter.decode(attrs.input.payloads)
+                    _gate_event(gates, note, when)
+                continue
             steps[run_index, event.event_id] = StepRecord(
-                name=attrs.activity_id.split("#")[0], agent=attrs.activity_type.name, status="scheduled", started_at=_iso(when)
+                name=attrs.activity_id.split("#")[0], agent=attrs.activity_type.name, status="scheduled", started_at=_iso(when),
+                kind="compensation" if attrs.activity_id.endswith("#compensate") else "agent",  # an undo (workflows/saga.py)
             )
             scheduled_at[run_index, event.event_id] = when
         elif etype == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             attrs = event.activity_task_started_event_attributes
+            if (run_index, attrs.scheduled_event_id) not in steps:
+                continue
             rec = steps[run_index, attrs.scheduled_event_id]
-            rec.status, rec.attempts = "running", attrs.attempt
+            rec.status, rec.attempts, rec.attempt_started_at = "running", attrs.attempt, _iso(when)
         elif etype in _CLOSE_STATUS:
             field, status = _CLOSE_STATUS[etype]
             attrs = getattr(event, field)
+            if (run_index, attrs.scheduled_event_id) not in steps:
+                continue
             rec = steps[run_index, attrs.scheduled_event_id]
             rec.status, rec.ended_at = status, _iso(when)
             rec.latency_ms = round((when - scheduled_at[run_index, attrs.scheduled_event_id]).total_seconds() * 1000, 1)
             if status == "completed" and attrs.result.payloads:
                 [value] = await client.data_converter.decode(attrs.result.payloads)
                 rec.output = value.get("output") if isinstance(value, dict) else value
+                if isinstance(value, dict):  # a model-backed agent's tokens, model and refused tool calls
+                    rec.usage = Usage.model_validate(value["usage"]) if value.get("usage") else None
+                    rec.model, rec.refusals = value.get("model"), [ToolRefusal.model_validate(r) for r in value.get("refusals") or []]
             elif status in ("failed", "timed_out"):
                 rec.error = failure_text(attrs.failure)
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
@@ -135,7 +186,9 @@ async def describe_run(client: Client, run_id: str) -> RunStatusView:
             rec.status = "retrying"
         if pending.HasField("last_failure"):
             rec.error = failure_text(pending.last_failure)
-    records = list(steps.values())
+    records = sorted([*steps.values(), *gates.values()], key=lambda r: r.started_at or "")
+    for rec in records:
+        rec.summary = rec.summary or summarize(rec.output)
     for child in children:  # subtasks and chats run as child workflows: their steps are this run's
         prefix = child[len(run_id) + 1 :].split("#")[0]
         try:
@@ -144,15 +197,57 @@ async def describe_run(client: Client, run_id: str) -> RunStatusView:
             continue  # initiated but not started yet
         records += [s.model_copy(update={"name": _child_step_name(prefix, s.name)}) for s in view.steps]
     flow = desc.typed_search_attributes.get(FLOW_ATTRIBUTE)
+    status = STATUS_NAMES.get(desc.status, "running") if desc.status else "running"
+    waiting = _open_gates(desc) if status == "running" else []
     return RunStatusView(
         run_id=run_id,
         flow=flow,
-        status=STATUS_NAMES.get(desc.status, "running") if desc.status else "running",
+        status="waiting_for_approval" if waiting else status,
+        pending_approvals=waiting,
         steps=records,
         error=error,
         started_at=_iso(desc.start_time),
         ended_at=_iso(desc.close_time),
+        usage=total_usage(records),
     )
+
+
+def total_usage(records: list[StepRecord]) -> Usage | None:
+    """The token usage of every step (child workflows' steps included), summed."""
+    used = [r.usage for r in records if r.usage is not None]
+    if not used:
+        return None
+    prompt, completion = sum(u.prompt_tokens for u in used), sum(u.completion_tokens for u in used)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _gate_event(gates: dict[str, StepRecord], note: Any, when: datetime) -> None:
+    """Fold a gate's notification (opened, escalated, decided) into its step record."""
+    if not isinstance(note, dict) or "path" not in note:
+        return
+    rec = gates.get(note["path"])
+    if rec is None or rec.ended_at:  # first opening, or a new round after changes were requested
+        rec = gates[note["path"]] = StepRecord(name=note["path"], agent="human", kind="gate", status="waiting", started_at=_iso(when))
+    rec.attempts = note.get("tier", 1)
+    if note.get("event") != "decided":
+        return
+    decided = [d for d in note.get("decisions", []) if d.get("decision")]
+    rec.ended_at = _iso(when)
+    rec.latency_ms = round((when - datetime.fromisoformat(rec.started_at)).total_seconds() * 1000, 1)
+    rec.status = "completed" if note.get("status") in ("approved", "changes_requested") else "failed"
+    rec.output = {"decision": note.get("status"), "decisions": decided}
+    if rec.status == "failed":
+        who = ", ".join(d["by"] for d in decided if d["decision"] == "reject") or "timeout"
+        rec.error = f"{note.get('status', '').replace('_', ' ')} by {who}"
+
+
+def _open_gates(desc: Any) -> list[dict[str, Any]]:
+    """The open gates a running run publishes in visibility."""
+    raw = desc.typed_search_attributes.get(attributes.PENDING)
+    try:
+        return json.loads(raw) if raw else []
+    except ValueError:
+        return []
 
 
 async def wait_result(client: Client, run_id: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ensemble import attributes
 from ensemble.errors import EnsembleError
 
 HOST = "127.0.0.1"
@@ -145,6 +146,9 @@ def command(info: ServerInfo) -> list[str]:
         cmd += ["--sqlite-pragma", f"{key}={value}"]
     for key, value in DYNAMIC_CONFIG.items():
         cmd += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+    for key in attributes.ALL:  # registered at start, so visibility queries work from the first run
+        kind = "".join(part.capitalize() for part in key.indexed_value_type.name.split("_"))
+        cmd += ["--search-attribute", f"{key.name}={kind}"]
     return cmd
 
 

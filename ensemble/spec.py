@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, Discriminator, Field, Tag, field_validator, model_validator
 
 NAME_RE = r"^[A-Za-z][A-Za-z0-9_.-]*$"
 DEFAULT_TASK_QUEUE = "ensemble"
@@ -18,9 +18,9 @@ WORKFLOW_NAME = "EnsembleFlow"
 
 Effect = Literal["read", "idempotent", "irreversible"]
 Reducer = Literal["replace", "append", "extend", "merge", "add"]
-# The executor kinds this release runs. A new kind (such as `llm`) adds its name here and
-# registers an executor in `activities.executors`; nothing else in the engine changes.
-AgentKind = Literal["function", "http"]
+# The executor kinds this release runs. A new kind adds its name here and registers an executor
+# in `activities.executors`; nothing else in the engine changes.
+AgentKind = Literal["function", "http", "llm"]
 
 
 class _Strict(BaseModel):
@@ -35,6 +35,53 @@ class RetrySpec(_Strict):
     max_interval_s: float = Field(30.0, gt=0)
     max_attempts: int = Field(3, ge=1, le=100)
     non_retryable_errors: list[str] = Field(default_factory=list)
+
+
+LLM_PROVIDERS = ("openai", "anthropic", "azure", "ollama")
+MODEL_RE = r"^[a-z][a-z0-9_-]*:\S+$"
+TOOL_NAME_RE = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"  # what model providers accept
+OUTPUT_TOOL = "final_answer"  # reserved: how an Anthropic model hands over structured output
+
+
+class ToolSpec(_Strict):
+    """A tool llm agents may call through the model (docs/llm.md): a Python function or an HTTP
+    endpoint. An agent may call only the tools its `tools:` list names."""
+
+    name: str = Field(pattern=TOOL_NAME_RE)
+    description: str = ""
+    kind: Literal["function", "http"] = "function"
+    handler: str | None = Field(None, description="kind=function: 'package.module:callable'")
+    url: str | None = Field(None, description="kind=http: the endpoint the arguments are POSTed to as JSON")
+    headers: dict[str, str] = Field(default_factory=dict, description="kind=http: header values may use ${env:NAME}")
+    input_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments (default: the handler's signature)")
+    effect: Effect = Field("read", description="irreversible tools get an idempotency key that is the same on every retry")
+    timeout_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ToolSpec:
+        if self.name == OUTPUT_TOOL:
+            raise ValueError(f"tool name '{OUTPUT_TOOL}' is reserved")
+        if self.kind == "function" and (not self.handler or not re.match(r"^[\w.]+:[\w.]+$", self.handler)):
+            raise ValueError("a function tool needs handler: 'package.module:callable'")
+        if self.kind == "http" and (not self.url or not re.match(r"^https?://", self.url)):
+            raise ValueError("an http tool needs url: 'http(s)://...'")
+        return self
+
+
+class LlmSpec(_Strict):
+    """How a model runs an agent: its instructions, its prompt and its limits (docs/llm.md)."""
+
+    instructions: str = Field("", description="the system prompt")
+    prompt: str | None = Field(
+        None, description="the user message: text with {path} placeholders over the step input (default: the input as JSON)"
+    )
+    output_model: str | None = Field(
+        None, description="'package.module:Model' the reply is validated into (default: output_schema, else the handler's return model)"
+    )
+    max_tool_turns: int = Field(8, ge=0, le=100, description="model replies with tool calls before a final answer is required")
+    max_reasks: int = Field(2, ge=0, le=10, description="how often a reply that fails the output schema is sent back")
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int = Field(2048, ge=1, description="the most tokens of one reply")
 
 
 class AgentSpec(_Strict):
@@ -56,9 +103,29 @@ class AgentSpec(_Strict):
     schedule_to_close_s: float | None = Field(None, gt=0)
     heartbeat_s: float | None = Field(None, gt=0)
     retry: RetrySpec = Field(default_factory=RetrySpec)
-    tools: list[str] = Field(default_factory=list)
+    tools: list[str] = Field(default_factory=list, description="the tools this agent may call (llm agents)")
     effect: Effect = "read"
     task_queue: str | None = Field(None, description="run on workers of this queue (default: the flow's)")
+    # kind=llm: "provider:model" (default: the worker's ENSEMBLE_LLM). `llm` holds the prompt and
+    # limits; on a function agent it is the model-backed version the worker runs when it has
+    # ENSEMBLE_LLM set. `tool_specs` are the declarations of `tools`, filled in by the flow loader.
+    model: str | None = Field(None, description="kind=llm: 'provider:model', e.g. openai:gpt-4o-mini")
+    llm: LlmSpec | None = None
+    tool_specs: list[ToolSpec] = Field(default_factory=list)
+    fast: bool = Field(
+        False,
+        description="a short agent (well under its timeout): run it as a Temporal local activity on the "
+        "worker of the run (see docs/performance.md for the trade-offs)",
+    )
+
+    @model_validator(mode="after")
+    def _fast_fields(self) -> AgentSpec:
+        # A local activity runs on the worker that runs the workflow and cannot heartbeat.
+        if self.fast and self.task_queue:
+            raise ValueError("a fast agent runs on the run's own worker: remove task_queue or fast")
+        if self.fast and self.heartbeat_s:
+            raise ValueError("a fast agent cannot heartbeat: remove heartbeat_s or fast")
+        return self
 
     @model_validator(mode="after")
     def _kind_fields(self) -> AgentSpec:
@@ -68,6 +135,23 @@ class AgentSpec(_Strict):
         elif self.kind == "http":
             if not self.url or not re.match(r"^https?://", self.url):
                 raise ValueError("an http agent needs url: 'http(s)://...'")
+            if self.llm is not None:
+                raise ValueError("llm: is for llm agents and function agents, not http agents")
+        elif self.kind == "llm":
+            if self.handler or self.url:
+                raise ValueError("an llm agent has model: 'provider:model' and llm: {instructions, prompt...}, not handler or url")
+            self.llm = self.llm or LlmSpec()
+            if "timeout_s" not in self.model_fields_set:
+                self.timeout_s = 300.0  # a tool loop of several model calls
+            if self.heartbeat_s is None and not self.fast:
+                self.heartbeat_s = 20.0  # the transcript is heartbeated: a retry resumes from it
+        if self.model is not None:
+            if self.kind != "llm":
+                raise ValueError("model: is for llm agents (a function agent's llm: runs on the worker's ENSEMBLE_LLM)")
+            if not re.match(MODEL_RE, self.model):
+                raise ValueError(f"model '{self.model}' is not 'provider:model' (e.g. openai:gpt-4o-mini)")
+            if self.model.split(":", 1)[0] not in LLM_PROVIDERS:
+                raise ValueError(f"model '{self.model}': the provider is one of {', '.join(LLM_PROVIDERS)}")
         return self
 
 
@@ -88,6 +172,13 @@ class AgentStep(_Strict):
     agent: str = Field(pattern=NAME_RE)
     input: Any = None
     output: str | dict[str, str] | None = None
+    fallback: str | None = Field(None, pattern=NAME_RE, description="agent run on the same input when `agent` fails for good")
+    compensate: str | None = Field(
+        None, pattern=NAME_RE, description="agent that undoes this step when the run later fails or is cancelled (docs/failures.md)"
+    )
+    compensate_input: Any = Field(
+        None, description="template for the compensation's input; may read $step.input and $step.output (default: both)"
+    )
 
     @property
     def step_name(self) -> str:
@@ -261,12 +352,185 @@ class SupervisorStep(_Strict):
         return self.name
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number of seconds or text like '90s', '30m', '12h', '3d', '1w'."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        m = _DURATION_RE.match(str(value))
+        if not m:
+            raise ValueError(f"'{value}' is not a duration: use seconds or e.g. '45s', '30m', '12h', '3d', '1w'")
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2) or "s"]
+    if seconds <= 0:
+        raise ValueError("a duration must be more than zero")
+    return seconds
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$"}],
+                    "description": "seconds, or text like '45s', '30m', '12h', '3d', '1w'"}),
+]  # fmt: skip
+GROUP_PREFIX = "group:"
+APPROVER_RE = r"^(group:)?[A-Za-z0-9][A-Za-z0-9_.@+-]*$"
+
+
+class GateTier(_Strict):
+    """Who may decide, how many of them must approve, and for how long before escalating."""
+
+    approvers: list[Annotated[str, Field(pattern=APPROVER_RE)]] = Field(min_length=1, description="users, or group:NAME from the approvers file")
+    quorum: int = Field(1, ge=1, description="distinct approvals needed")
+    timeout: Duration | None = Field(None, description="how long this tier has: seconds or '3d', '12h'... (none: no deadline)")
+
+
+GateCondition = Literal["equals", "not_equals", "gt", "gte", "lt", "lte", "in", "contains"]
+
+
+class GateWhen(_Strict):
+    """`value` (a template) compared with one operator, e.g. {value: $risk.high, gt: 0}."""
+
+    value: Any
+    equals: Any = None
+    not_equals: Any = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    in_: list[Any] | None = Field(None, alias="in")
+    contains: Any = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @property
+    def operators(self) -> list[str]:
+        return [k for k in ("equals", "not_equals", "gt", "gte", "lt", "lte", "in_", "contains") if getattr(self, k) is not None]
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> GateWhen:
+        if len(self.operators) != 1:
+            raise ValueError("a condition has value: TEMPLATE and exactly one of equals, not_equals, gt, gte, lt, lte, in, contains "
+                             "(with a value other than null: test for null with a plain template)")  # fmt: skip
+        return self
+
+    def holds(self, value: Any) -> bool:
+        [op] = self.operators
+        arg = getattr(self, op)
+        try:
+            return {
+                "equals": lambda: value == arg,
+                "not_equals": lambda: value != arg,
+                "gt": lambda: value is not None and value > arg,
+                "gte": lambda: value is not None and value >= arg,
+                "lt": lambda: value is not None and value < arg,
+                "lte": lambda: value is not None and value <= arg,
+                "in_": lambda: value in arg,
+                "contains": lambda: value is not None and arg in value,
+            }[op]()
+        except TypeError:
+            return False
+
+
+class GateSpec(_Strict):
+    """A human approval gate. Tier 1 is `approvers`/`quorum`/`timeout` (or `tiers[0]`); when a tier's
+    deadline passes the gate escalates to the next tier, and after the last one `on_timeout` applies."""
+
+    when: GateWhen | str | None = Field(None, description="open only when this template is truthy, or a {value, OPERATOR} condition")
+    approvers: list[Annotated[str, Field(pattern=APPROVER_RE)]] = Field(default_factory=list)
+    quorum: int = Field(1, ge=1)
+    timeout: Duration | None = None
+    escalate: list[GateTier] = Field(default_factory=list, description="further tiers, in order")
+    on_timeout: Literal["approve", "reject", "fail"] = "fail"
+    on_reject: Literal["fail", "continue"] = Field(
+        "fail", description="fail the run (compensations run), or continue with the rejection in the state"
+    )
+    changes_to: str | None = Field(None, pattern=NAME_RE, description="earlier step to go back to when changes are requested")
+    max_rounds: int = Field(3, ge=1, le=20, description="how many times changes may be requested")
+    show: Any = Field(None, description="template: what approvers are shown (in the inbox and notifications)")
+
+    @model_validator(mode="after")
+    def _tiers(self) -> GateSpec:
+        if not self.approvers:
+            raise ValueError("a gate needs approvers: [user, group:NAME, ...]")
+        for i, tier in enumerate(self.tiers):
+            plain = [a for a in tier.approvers if not a.startswith(GROUP_PREFIX)]
+            if not any(a.startswith(GROUP_PREFIX) for a in tier.approvers) and tier.quorum > len(set(plain)):
+                raise ValueError(f"tier {i + 1}: quorum {tier.quorum} is more than its {len(set(plain))} approvers")
+        if self.escalate and any(t.timeout is None for t in self.tiers[:-1]):
+            raise ValueError("every tier but the last needs a timeout before the gate can escalate")
+        return self
+
+    @property
+    def tiers(self) -> list[GateTier]:
+        return [GateTier(approvers=self.approvers, quorum=self.quorum, timeout=self.timeout), *self.escalate]
+
+
+class GateStep(_Strict):
+    """Wait for people to approve, reject or request changes (see docs/approvals.md)."""
+
+    name: str = Field(pattern=NAME_RE)
+    gate: GateSpec
+    output: str | None = Field(None, description="state key for the gate's record (default: the gate name)")
+
+    @property
+    def step_name(self) -> str:
+        return self.name
+
+
+Decision = Literal["approve", "reject", "request_changes"]
+
+
+class GateDecision(_Strict):
+    """A person's decision on an open gate: the argument of the `decide` update (and signal)."""
+
+    gate: str
+    decision: Decision
+    by: str = Field(min_length=1)
+    comment: str = ""
+
+
+GateEventKind = Literal["opened", "escalated", "decided"]
+
+
+class GateEvent(_Strict):
+    """What the notification activity posts when a gate opens, escalates or is decided (also how
+    `status` reads a gate back from the history)."""
+
+    event: GateEventKind
+    run_id: str
+    flow: str
+    gate: str
+    path: str
+    tier: int
+    approvers: list[str] = Field(default_factory=list)
+    quorum: int = 1
+    opened_at: str
+    deadline: str | None = None
+    show: Any = None
+    status: str = "open"
+    decisions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class GateDecisionResult(_Strict):
+    """What `decide` answers: the gate's state once the decision is counted."""
+
+    gate: str
+    status: str
+    approvals: int
+    quorum: int
+
+
 STEP_KINDS: dict[str, type] = {
     "agent": AgentStep,
     "sequence": SequenceStep,
     "parallel": ParallelStep,
     "chat": ChatStep,
     "supervisor": SupervisorStep,
+    "gate": GateStep,
 }
 
 
@@ -283,11 +547,12 @@ Step = Annotated[
         Annotated[ParallelStep, Tag("parallel")],
         Annotated[ChatStep, Tag("chat")],
         Annotated[SupervisorStep, Tag("supervisor")],
+        Annotated[GateStep, Tag("gate")],
     ],
     Discriminator(
         _step_tag,
         custom_error_type="step_kind",
-        custom_error_message="a step needs one of: 'agent', 'sequence', 'parallel', 'chat' or 'supervisor'",
+        custom_error_message="a step needs one of: 'agent', 'sequence', 'parallel', 'chat', 'supervisor' or 'gate'",
     ),
 ]
 SequenceStep.model_rebuild()
@@ -307,7 +572,8 @@ def child_steps(step: Any) -> list[tuple[tuple[Any, ...], Any]]:
 def agent_refs(step: Any) -> list[tuple[tuple[Any, ...], str]]:
     """Agents a step names itself (not its children's), with their location relative to it."""
     if isinstance(step, AgentStep):
-        return [(("agent",), step.agent)]
+        refs = [(("agent",), step.agent), (("fallback",), step.fallback), (("compensate",), step.compensate)]
+        return [(loc, name) for loc, name in refs if name]
     if isinstance(step, ParallelStep):
         refs = [(("parallel", "merge", "adjudicator"), step.parallel.merge.adjudicator)]
         refs.append((("parallel", "on_conflict"), step.parallel.on_conflict))
@@ -326,6 +592,40 @@ def agent_refs(step: Any) -> list[tuple[tuple[Any, ...], str]]:
     return []
 
 
+class Price(_Strict):
+    """What a model costs, in USD per million tokens."""
+
+    prompt: float = Field(ge=0)
+    completion: float = Field(ge=0)
+
+
+class BudgetSpec(_Strict):
+    """A per-run limit on model use. Once the run's total reaches it, no further model-backed
+    agent starts (docs/llm.md#budgets)."""
+
+    tokens: int | None = Field(None, ge=1, description="total tokens (prompt + completion)")
+    usd: float | None = Field(None, gt=0, description="money, priced with `prices`")
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="'provider:model', 'provider:*' or '*' -> USD per million tokens"
+    )
+
+    approvers: list[Annotated[str, Field(pattern=APPROVER_RE)]] = Field(
+        default_factory=list, description="who may raise an exhausted budget: the run then waits at gate 'budget' instead of failing"
+    )
+    quorum: int = Field(1, ge=1)
+    timeout: Duration | None = Field(None, description="how long the budget gate waits before the run fails")
+    raise_tokens: int | None = Field(None, ge=1, description="tokens an approval adds (default: `tokens` again)")
+    raise_usd: float | None = Field(None, gt=0, description="money an approval adds (default: `usd` again)")
+
+    @model_validator(mode="after")
+    def _limits(self) -> BudgetSpec:
+        if self.tokens is None and self.usd is None:
+            raise ValueError("a budget needs tokens: N and/or usd: AMOUNT")
+        if self.usd is not None and not self.prices:
+            raise ValueError("a budget in usd needs prices: {'provider:model': {prompt: USD_PER_1M, completion: USD_PER_1M}}")
+        return self
+
+
 class FlowSpec(_Strict):
     """A flow: agents composed into steps over a typed run state."""
 
@@ -342,6 +642,11 @@ class FlowSpec(_Strict):
     output: Any = None
     example_input: str | None = None
     task_queue: str | None = None
+    tools: list[ToolSpec] = Field(default_factory=list, description="tools the flow's llm agents may be allowed to call")
+    llm: dict[str, LlmSpec] = Field(
+        default_factory=dict, description="agent name -> the model-backed version of that function agent (see ENSEMBLE_LLM)"
+    )
+    budget: BudgetSpec | None = Field(None, description="a per-run limit on model tokens and/or money")
 
     @field_validator("state")
     @classmethod
@@ -358,6 +663,15 @@ class RunRequest(_Strict):
     agents: dict[str, AgentSpec]
     input: Any = None
     task_queue: str = DEFAULT_TASK_QUEUE
+    inbox: bool = Field(
+        True, description="publish open gates as search attributes for `pending`; off where they cannot be registered"
+    )
+    # A seeded run (a redrive or a fork, see docs/failures.md): recorded agent results by activity
+    # id, used instead of running those agents again; the idempotency keys it inherits by activity
+    # id; and the run it was seeded from.
+    reuse: dict[str, AgentResult] = Field(default_factory=dict)
+    idempotency_keys: dict[str, str] = Field(default_factory=dict)
+    origin: str | None = None
 
 
 class AgentContext(_Strict):
@@ -368,6 +682,9 @@ class AgentContext(_Strict):
     step: str
     agent: str
     attempt: int = 1
+    # Only for agents with effect `irreversible`: the same for every attempt of this step, and in a
+    # redrive or fork of the run, so the agent's service can refuse to do the effect twice.
+    idempotency_key: str | None = None
 
 
 class AgentCall(_Strict):
@@ -384,14 +701,26 @@ class Usage(_Strict):
     total_tokens: int = 0
 
 
+class ToolRefusal(_Strict):
+    """A tool call the model asked for and the engine refused (the agent may not call that tool)."""
+
+    tool: str
+    reason: str
+    turn: int = Field(description="which model reply asked for it (1 = the first)")
+
+
 class AgentResult(_Strict):
-    """The activity result: the agent's output and, for model-backed agents, token usage."""
+    """The activity result: the agent's output and, for model-backed agents, token usage, the
+    model that answered and the tool calls that were refused."""
 
     output: Any = None
     usage: Usage | None = None
+    model: str | None = None
+    refusals: list[ToolRefusal] = Field(default_factory=list)
 
 
-StepStatus = Literal["scheduled", "running", "retrying", "waiting", "completed", "failed", "canceled", "timed_out"]
+RunRequest.model_rebuild()  # `reuse` holds AgentResults, defined after it
+StepStatus = Literal["scheduled", "running", "retrying", "waiting", "completed", "failed", "canceled", "timed_out", "reused"]
 StepKind = Literal["agent", "gate", "compensation"]
 
 
@@ -408,7 +737,12 @@ class StepRecord(_Strict):
     ended_at: str | None = None
     latency_ms: float | None = None
     output: Any = None
+    summary: str | None = Field(None, description="a one-line summary of `output` (the table `status` prints)")
+    attempt_started_at: str | None = Field(None, description="when the last attempt started (earlier attempts and backoff came before)")
     error: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    refusals: list[ToolRefusal] = Field(default_factory=list)
 
 
 class FlowOutcome(_Strict):
@@ -418,6 +752,7 @@ class FlowOutcome(_Strict):
     output: Any = None
     state: dict[str, Any] = Field(default_factory=dict)
     steps: list[str] = Field(default_factory=list, description="steps completed, in order")
+    approvals: list[dict[str, Any]] = Field(default_factory=list, description="every gate's record: decisions and escalations")
 
 
 RunStatus = Literal["running", "waiting_for_approval", "completed", "failed", "canceled", "terminated", "timed_out"]
@@ -434,3 +769,4 @@ class RunStatusView(_Strict):
     error: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
+    usage: Usage | None = Field(None, description="the token usage of every step, summed (none when no step used a model)")

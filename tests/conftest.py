@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -43,6 +44,8 @@ async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     """The embedded dev server, started by Ensemble's own server code on free ports, with a
     SQLite file in a temp dir."""
     home = tmp_path_factory.mktemp("ensemble-home")
+    # A test run stopped with SIGTERM (a CI timeout) stops its server too, then exits at once.
+    signal.signal(signal.SIGTERM, lambda *_: (server.stop(), os._exit(143)))
     saved = {k: os.environ.get(k) for k in ("ENSEMBLE_HOME", "ENSEMBLE_SERVER_PORT", "ENSEMBLE_UI_PORT", "TEMPORAL_ADDRESS")}
     os.environ.pop("TEMPORAL_ADDRESS", None)
     os.environ.update(ENSEMBLE_HOME=str(home), ENSEMBLE_SERVER_PORT=str(server.free_port()), ENSEMBLE_UI_PORT=str(server.free_port()))

@@ -12,10 +12,11 @@ from ensemble.flows import parse_flow
 from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest
 
 
-def request(flow: str | dict, run_input: Any, task_queue: str) -> RunRequest:
+def request(flow: str | dict, run_input: Any, task_queue: str, *, inbox: bool = True) -> RunRequest:
+    """A run request; `inbox=False` for the time-skipping server, which has no custom search attributes."""
     data = yaml.safe_load(flow) if isinstance(flow, str) else flow
     loaded = parse_flow(data, "test flow")
-    return RunRequest(flow=loaded.spec, agents=loaded.agents, input=run_input, task_queue=task_queue)
+    return RunRequest(flow=loaded.spec, agents=loaded.agents, input=run_input, task_queue=task_queue, inbox=inbox)
 
 
 async def start(client: Client, req: RunRequest, run_id: str | None = None) -> WorkflowHandle:
@@ -37,3 +38,18 @@ async def run_to_end(client: Client, task_queue: str, flow: str | dict, run_inpu
             return handle, await handle.result()
         except WorkflowFailureError:
             return handle, None
+
+
+def retried_flow(name: str) -> str:
+    """Three agents, the middle one (`flaky`) failing its first attempt: a run with a retry to look at."""
+    return f"""
+name: {name}
+imports: [tests.agents]
+steps:
+  - agent: shout
+    input: {{text: $input.text}}
+  - agent: flaky
+    input: {{}}
+  - agent: count
+    input: {{text: $shout.text}}
+"""

@@ -16,11 +16,24 @@ def env(dev_server, task_queue):
     return dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue)
 
 
-def run_flow(env, flow: str, input_path) -> dict:
+APPROVERS = {"legal": ["alice"], "committee": ["dave", "erin"]}  # from examples/approvers.yaml
+
+
+def run_flow(env, flow: str, input_path, *, expect_gate: bool | None = None) -> dict:
+    """Run a flow through the CLI to its end; a run that parks at a gate is approved through the
+    CLI by the bundled approvers."""
     result = run_cli(["run", flow, "--input", f"@{input_path}", "--wait", "--json"], env)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert out["status"] == "completed"
+    if expect_gate is not None:
+        assert (out["status"] == "waiting_for_approval") == expect_gate, out
+    if out["status"] == "waiting_for_approval":
+        [gate] = out["pending"]
+        for person in APPROVERS[gate["gate"]]:
+            decided = run_cli(["approve", out["run_id"], "--gate", gate["gate"], "--by", person, "--json"], env)
+            assert decided.returncode == 0, decided.stderr
+        out = json.loads(decided.stdout)["run"]
+    assert out["status"] == "completed", out
     return out["result"]
 
 
@@ -28,11 +41,11 @@ def test_flows_json_lists_every_bundled_flow_with_patterns(env):
     result = run_cli(["flows", "--json"], env)
     flows = {f["name"]: f for f in json.loads(result.stdout)}
     assert {n: f["patterns"] for n, f in flows.items()} == {
-        "contract_review": ["hierarchical"],
+        "contract_review": ["sequential", "hierarchical", "approval"],
         "customer_enrichment": ["parallel"],
         "document_pipeline": ["sequential"],
         "hello": ["sequential"],
-        "procurement": ["parallel"],
+        "procurement": ["sequential", "parallel", "approval"],
     }
     assert flows["procurement"]["agents"][:5] == ["budget_check", "vendor_risk", "legal_check", "technical_fit", "sustainability"]
 
@@ -44,7 +57,7 @@ def test_each_bundled_flow_runs_on_its_example_input(env, name):
 
 
 def test_contract_review_flags_risky_clauses_only(env):
-    result = run_flow(env, "contract_review", EXAMPLES / "contract_review/contract.txt")
+    result = run_flow(env, "contract_review", EXAMPLES / "contract_review/contract.txt", expect_gate=True)
     flags = {f["clause"]: f for f in result["flags"]}
     assert set(flags) == {"3", "4", "5", "7", "9", "10", "11", "13"}
     assert all(set(f) == {"clause", "title", "category", "level", "reason"} for f in flags.values())
@@ -52,6 +65,7 @@ def test_contract_review_flags_risky_clauses_only(env):
     assert flags["4"]["level"] == "medium"
     assert result["requires_legal_review"] is True
     assert [s["id"] for s in result["subtasks"]] == ["extract", "rate", "check", "summarize"]
+    assert (result["legal"]["status"], result["legal"]["decided_by"]) == ("approved", "alice")
 
 
 def test_contract_review_on_an_unseen_contract(env, tmp_path):
@@ -71,12 +85,16 @@ def test_contract_review_on_an_unseen_contract(env, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "request_file, decision, adjudicated",
+    "request_file, recommendation, adjudicated",
     [("request.json", "approve", True), ("request_clear.json", "approve", False), ("request_risky.json", "reject", True)],
 )
-def test_procurement_votes_and_decides(env, request_file, decision, adjudicated):
-    result = run_flow(env, "procurement", EXAMPLES / "procurement" / request_file)
-    assert (result["decision"], result["adjudicated"]) == (decision, adjudicated)
+def test_procurement_votes_and_decides(env, request_file, recommendation, adjudicated):
+    """A split vote is adjudicated, then decided by the purchasing committee (approved here)."""
+    result = run_flow(env, "procurement", EXAMPLES / "procurement" / request_file, expect_gate=adjudicated)
+    assert (result["recommendation"], result["adjudicated"]) == (recommendation, adjudicated)
+    assert result["decision"] == "approve"
+    assert result["decided_by"] == ("purchasing committee (dave, erin)" if adjudicated else "agents (unanimous)")
+    assert result["committee"]["status"] == ("approved" if adjudicated else "skipped")
     assert [v["agent"] for v in result["votes"]] == ["budget_check", "vendor_risk", "legal_check", "technical_fit", "sustainability"]
     assert all(v["reason"] for v in result["votes"])
 

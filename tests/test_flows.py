@@ -61,7 +61,7 @@ def test_json_flow_file_loads(tmp_path):
         ("- just\n- a list\n", r"flow.yaml:1: \(top level\): a flow file holds a mapping"),
         ("name: x\n", r"flow.yaml:1: steps: Field required"),
         ("name: x\nsteps:\n  - agent: echo\n    imports: []\n", r"flow.yaml:4: steps\[0\].imports: Extra inputs are not permitted"),
-        ("name: x\nsteps:\n  - agent: echo\n  - thing: 1\n", r"flow.yaml:4: steps\[1\]: a step needs one of: 'agent', 'sequence', 'parallel', 'chat' or 'supervisor'"),
+        ("name: x\nsteps:\n  - agent: echo\n  - thing: 1\n", r"flow.yaml:4: steps\[1\]: a step needs one of: 'agent', 'sequence', 'parallel', 'chat', 'supervisor' or 'gate'"),
         ("name: x\nimports: [tests.agents]\nsteps:\n  - agent: echo\n  - agent: nobody\n", r"flow.yaml:5: steps\[1\].agent: unknown agent 'nobody'"),
         ("name: x\nimports: [no_such_module_xyz]\nsteps:\n  - agent: echo\n", r"flow.yaml:2: imports\[0\]: cannot import module 'no_such_module_xyz'"),
         (

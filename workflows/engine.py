@@ -3,17 +3,23 @@ to their pattern modules. Deterministic: only `workflow.*` APIs, no I/O."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from datetime import timedelta
 from typing import Any, Awaitable, Callable
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from ensemble.spec import AgentCall, AgentContext, AgentResult, AgentSpec, AgentStep, RunRequest, Step
+    from ensemble.gates import GateBook, gate_names
+    from ensemble.pricing import PriceUnknown, Spending
     from ensemble.state import RunState, StateError, output_writes, resolve
+
+from workflows.saga import Compensation, Saga
 
 StepRunner = Callable[["FlowRun", Any, str], Awaitable[Any]]
 
@@ -42,7 +48,29 @@ def retry_policy(agent: AgentSpec) -> RetryPolicy:
 
 async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, task_queue: str) -> AgentResult:
     """Run an agent as an activity whose type is its name, with its timeouts and retry policy,
-    on its own task queue if it names one. Every pattern calls agents through here."""
+    on its own task queue if it names one. Every pattern calls agents through here.
+
+    A `fast` agent runs as a local activity on this worker instead: no task queue round trip, and
+    its result is recorded as a marker when the workflow task completes (docs/performance.md)."""
+    if agent.fast:
+        try:
+            return await workflow.execute_local_activity(
+                agent.name,
+                call,
+                result_type=AgentResult,
+                activity_id=activity_id,
+                start_to_close_timeout=timedelta(seconds=agent.timeout_s),
+                schedule_to_close_timeout=timedelta(seconds=agent.schedule_to_close_s) if agent.schedule_to_close_s else None,
+                retry_policy=retry_policy(agent),
+                summary=f"{agent.name} · step {activity_id.split('#')[0]}",
+            )
+        except (ApplicationError, ActivityTimeoutError) as err:
+            # A local activity's failure arrives unwrapped; wrap it as a standard activity's is,
+            # so every pattern handles both paths alike.
+            raise ActivityError(
+                "local activity failed", scheduled_event_id=0, started_event_id=0, identity="",
+                activity_type=agent.name, activity_id=activity_id, retry_state=None,
+            ) from err  # fmt: skip
     return await workflow.execute_activity(
         agent.name,
         call,
@@ -64,6 +92,16 @@ def failure_message(err: BaseException) -> str:
     return getattr(err, "message", None) or str(err) or type(err).__name__
 
 
+class Rewind(ApplicationError):
+    """Go back to an earlier step (a reviewer requested changes). Caught by the step list that holds
+    both; one that escapes (validation prevents it) fails the run with this message."""
+
+    def __init__(self, target: str, gate: str) -> None:
+        super().__init__(f"gate '{gate}' sends the run back to step '{target}', which is not before it in the same list",
+                         type="BadFlow", non_retryable=True)  # fmt: skip
+        self.target = target
+
+
 class FlowRun:
     """One run's mutable interpreter state (lives inside the workflow instance)."""
 
@@ -74,6 +112,13 @@ class FlowRun:
         self.completed: list[str] = []
         self.running: list[str] = []
         self._ids: dict[str, int] = {}
+        budget_gate = {"budget"} if request.flow.budget and request.flow.budget.approvers else set()
+        self.gates = GateBook(gate_names(request.flow.steps) | budget_gate)
+        self.notifications: list[asyncio.Task[Any]] = []
+        self.saga = Saga()  # undo entries of completed steps (workflows/saga.py)
+        self.reused: list[str] = []  # activity ids whose recorded results a seeded run used
+        self.spending = Spending()  # model use so far, against the flow's budget (shared by branches)
+        self.budget = request.flow.budget.model_copy() if request.flow.budget else None  # raised by approvals
 
     def _activity_id(self, step: str) -> str:
         n = self._ids.get(step, 0) + 1
@@ -87,10 +132,20 @@ class FlowRun:
         return branch
 
     async def run_steps(self, steps: list[Step], prefix: str = "") -> Any:
-        """Run steps in order; the result of the last one."""
+        """Run steps in order; the result of the last one. A gate whose reviewer requests changes
+        sends the run back to an earlier step of the same list (`Rewind`), which runs again."""
         result = None
-        for step in steps:
-            result = await self.run_step(step, prefix)
+        names = [step.step_name for step in steps]
+        i = 0
+        while i < len(steps):
+            try:
+                result = await self.run_step(steps[i], prefix)
+            except Rewind as back:
+                if back.target not in names[:i]:
+                    raise
+                i = names.index(back.target)
+                continue
+            i += 1
         return result
 
     async def run_step(self, step: Any, prefix: str = "") -> Any:
@@ -100,18 +155,25 @@ class FlowRun:
             raise ApplicationError(f"this worker cannot run steps of type {type(step).__name__}", non_retryable=True)
         return await runner(self, step, f"{prefix}{step.step_name}")
 
-    async def call_agent(self, agent_name: str, step_path: str, payload: Any) -> AgentResult:
-        """Run one agent as an activity whose type is the agent's name."""
+    async def call_agent(self, agent_name: str, step_path: str, payload: Any, *, activity_id: str | None = None) -> AgentResult:
+        """Run one agent as an activity whose type is the agent's name (`activity_id`: the step's
+        path, numbered when the path runs again). A seeded run (redrive, fork) takes the
+        recorded result of an activity id it was given instead of running the agent again."""
         agent = self.request.agents[agent_name]
-        call = AgentCall(
-            agent=agent,
-            input=payload,
-            context=AgentContext(run_id=workflow.info().workflow_id, flow=self.flow.name, step=step_path, agent=agent.name),
-        )
+        activity_id = activity_id or self._activity_id(step_path)
+        if activity_id in self.request.reuse:
+            self.reused.append(activity_id)
+            return self.request.reuse[activity_id].model_copy(deep=True)
+        await self.check_budget(agent, step_path)
+        call = AgentCall(agent=agent, input=payload, context=self.agent_context(agent, step_path, activity_id))
         self.running.append(step_path)
         try:
-            return await execute_agent(agent, call, self._activity_id(step_path), self.request.task_queue)
+            result = await execute_agent(agent, call, activity_id, self.request.task_queue)
+            self.record_usage(result)
+            return result
         except ActivityError as err:
+            if is_cancelled_exception(err) and workflow.patched("ensemble-cancel-not-failure"):
+                raise  # the run is being cancelled: it ends cancelled (after its compensations), not failed
             raise ApplicationError(
                 f"step '{step_path}' (agent '{agent.name}') failed: {failure_message(err)}",
                 type="StepFailed",
@@ -119,6 +181,38 @@ class FlowRun:
             ) from err
         finally:
             self.running.remove(step_path)
+
+    async def check_budget(self, agent: AgentSpec, step_path: str) -> None:
+        """Before an agent that may call a model: stop when the run's budget is spent."""
+        if agent.kind != "llm" and agent.llm is None:
+            return
+        while (why := self.spending.exhausted(self.budget)) is not None:
+            await self.budget_exhausted(agent, step_path, why)
+
+    async def budget_exhausted(self, agent: AgentSpec, step_path: str, why: str) -> None:
+        """The run's budget allows no further model calls. With `budget.approvers` the run waits at
+        the approval gate `budget`, and each approval raises the limit (see workflows/gate.py);
+        a rejection, or no decision by its deadline, fails the run. Without approvers the run
+        fails, non-retryable, with the numbers (type BudgetExhausted)."""
+        if self.budget is not None and self.budget.approvers:
+            from workflows.gate import raise_budget  # (gate imports this module)
+
+            await raise_budget(self, why)
+            return
+        raise ApplicationError(
+            f"step '{step_path}' (agent '{agent.name}') not started: the run's budget is exhausted: {why}",
+            type="BudgetExhausted",
+            non_retryable=True,
+        )
+
+    def record_usage(self, result: AgentResult) -> None:
+        """Add an agent's token use (and cost, for a budget in money) to the run's spending."""
+        if result.usage is None:
+            return
+        try:
+            self.spending.add(result.model, result.usage, self.flow.budget)
+        except PriceUnknown as err:
+            raise ApplicationError(str(err), type="PriceUnknown", non_retryable=True) from err
 
     def read(self, template: Any, step_path: str) -> Any:
         try:
@@ -134,10 +228,69 @@ class FlowRun:
             raise ApplicationError(f"step '{step_path}': {err}", type="StateError", non_retryable=True) from err
 
 
+    def agent_context(self, agent: AgentSpec, step_path: str, activity_id: str) -> AgentContext:
+        """What the agent is told about its step. An irreversible agent gets an idempotency key:
+        the run's id (or the key a redrive or fork inherited) and the activity id, never the
+        attempt, so every retry, redrive and fork of the step presents the same key."""
+        key = None
+        if agent.effect == "irreversible":
+            key = self.request.idempotency_keys.get(activity_id) or f"{workflow.info().workflow_id}/{activity_id}"
+        return AgentContext(
+            run_id=workflow.info().workflow_id, flow=self.flow.name, step=step_path, agent=agent.name, idempotency_key=key
+        )
+
+    async def compensate(self) -> list[dict[str, Any]]:
+        """Undo the completed steps, last first (see workflows/saga.py); their records."""
+        return await self.saga.unwind(self._run_compensation)
+
+    async def _run_compensation(self, entry: Compensation) -> None:
+        agent = self.request.agents[entry.agent]
+        call = AgentCall(agent=agent, input=entry.payload, context=self.agent_context(agent, entry.step, entry.activity_id))
+        self.running.append(entry.step)
+        try:
+            result = await execute_agent(agent, call, entry.activity_id, self.request.task_queue)
+            entry.status, entry.output = "completed", result.output
+        except ActivityError as err:
+            entry.status, entry.error = "failed", failure_message(err)
+        finally:
+            self.running.remove(entry.step)
+
+
+async def _call_with_fallback(run: FlowRun, step: AgentStep, path: str, payload: Any) -> tuple[AgentResult, str]:
+    """Run the step's agent; when it fails for good (retries exhausted, a non-retryable error, a
+    timeout: not a cancellation), its fallback on the same input. The result and the activity id
+    that produced it (the fallback's is `PATH#fallback`)."""
+    activity_id = run._activity_id(path)
+    fallback_id = f"{activity_id}#fallback"
+    if step.fallback and activity_id not in run.request.reuse and fallback_id in run.request.reuse:
+        return await run.call_agent(step.fallback, path, payload, activity_id=fallback_id), fallback_id
+    try:
+        return await run.call_agent(step.agent, path, payload, activity_id=activity_id), activity_id
+    except ApplicationError as err:
+        if not step.fallback or err.type != "StepFailed":
+            raise
+        first = failure_message(err.__cause__) if err.__cause__ else err.message
+    workflow.logger.warning("step '%s': agent '%s' failed (%s); running its fallback '%s'", path, step.agent, first, step.fallback)
+    try:
+        return await run.call_agent(step.fallback, path, payload, activity_id=fallback_id), fallback_id
+    except ApplicationError as err:
+        if err.type != "StepFailed":
+            raise
+        second = failure_message(err.__cause__) if err.__cause__ else err.message
+        raise ApplicationError(
+            f"step '{path}' (agent '{step.agent}') failed: {first}; its fallback '{step.fallback}' failed too: {second}",
+            type="StepFailed",
+            non_retryable=True,
+        ) from (err.__cause__ or err)  # the fallback's activity failure, whose message this one already holds
+
+
 @pattern(AgentStep)
 async def run_agent_step(run: FlowRun, step: AgentStep, path: str) -> Any:
     payload = run.read(step.input, path)
-    result = await run.call_agent(step.agent, path, payload)
+    result, activity_id = await _call_with_fallback(run, step, path, payload)
+    # Registered before the output is written: a refused write fails the run, and the agent's
+    # effect still needs undoing.
+    run.saga.register(step, path, activity_id, run.state.values, payload, result.output)
     run.write(step.output, step.step_name, result.output, path)
     run.completed.append(path)
     return result.output

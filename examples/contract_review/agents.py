@@ -82,6 +82,9 @@ def planner(data: PlanRequest) -> Plan:
         " check the clauses rated above 'none' against the compliance rules database, then summarise"
         " the risky clauses for legal review."
     )
+    if data.notes:  # the review came back from legal: the summary must answer the reviewer
+        subtasks[-1].input["notes"] = data.notes
+        rationale += f" Revised after the legal reviewer asked: {data.notes}"
     if replanning:
         rationale += (
             f" Re-plan after {len(data.failures)} failure(s) ({'; '.join(data.failures)}):"
@@ -291,6 +294,8 @@ def summarizer(data: SummaryInput) -> ContractSummary:
         summary += " No high risks; the flagged clauses are worth a negotiation note."
     else:
         summary += " No risky clauses found."
+    if data.notes:
+        summary += f" Revised for the reviewer's request: {data.notes}"
     return ContractSummary(
         flags=flags, overall=overall, counts=counts, summary=summary, requires_legal_review=bool(high)
     )

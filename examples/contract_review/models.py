@@ -38,6 +38,7 @@ class PlanRequest(BaseModel):
     text: str = Field(min_length=1, description="the contract as plain text")
     filename: str | None = Field(None, description="where the text came from, informational only")
     failures: list[str] = Field(default_factory=list, description="errors of a previous plan, if re-planning")
+    notes: str | None = Field(None, description="a reviewer's requested changes, when the review is sent back")
 
 
 class Subtask(BaseModel):
@@ -121,6 +122,7 @@ class Findings(BaseModel):
 class SummaryInput(BaseModel):
     ratings: list[Rating]
     findings: list[Finding] = Field(default_factory=list)
+    notes: str | None = Field(None, description="a reviewer's requested changes to address")
 
 
 class Flag(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from ensemble.agents import agent
-from examples.procurement.models import Adjudication, BallotView, PurchaseRequest, Vote
+from examples.procurement.models import Adjudication, BallotView, Closing, FinalDecision, PurchaseRequest, Vote
 
 # --- lists the rules use -----------------------------------------------------------------------
 
@@ -325,3 +325,23 @@ def adjudicator(data: Adjudication) -> Vote:
     outvoted = "; outvoted: " + "; ".join(_ballot(ballot) for ballot in approvals) if approvals else ""
     share = reject_score / total if total else 0.5
     return _vote("reject", share, f"{data.request.id} rejected: {tally}{outvoted}")
+
+
+@agent(name="finalize", description="Records the final decision: the vote's, or the purchasing committee's on a split vote.")
+def finalize(data: Closing) -> FinalDecision:
+    """The final decision on a purchase.
+
+    Without a committee gate (the vote was unanimous) the vote's decision stands. When the vote was
+    split, the committee decided the purchase: approved buys, rejected (or no decision in time) does
+    not, and the adjudicator's recommendation stays on the record as the reason's context.
+    """
+    gate = data.committee or {}
+    status = gate.get("status", "skipped")
+    if status == "skipped":
+        return FinalDecision(decision=data.decision, reason=data.reason, decided_by="agents (unanimous)")
+    decided = "approve" if status == "approved" else "reject"
+    who = "timeout" if gate.get("decided_by") == "timeout" else f"purchasing committee ({gate.get('decided_by')})"
+    comment = f": {gate['comment']}" if gate.get("comment") else ""
+    past = {"approve": "approved", "reject": "rejected"}[decided]
+    reason = f"{data.request} {past} by {who}{comment}; the adjudicator recommended {data.decision} ({data.reason})"
+    return FinalDecision(decision=decided, reason=reason, decided_by=who)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -65,3 +65,19 @@ class BallotView(BaseModel):
 class Adjudication(BaseModel):
     request: PurchaseRequest
     votes: list[BallotView]
+
+
+class Closing(BaseModel):
+    """What the final decision is made from: the agents' (or adjudicator's) decision and, for a
+    split vote, the purchasing committee's gate record."""
+
+    request: str
+    decision: Decision
+    reason: str
+    committee: dict[str, Any] | None = None
+
+
+class FinalDecision(BaseModel):
+    decision: Decision
+    reason: str
+    decided_by: str

@@ -99,6 +99,18 @@ async def test_service_errors_are_retried_honouring_retry_after(dev_server, task
     assert step.attempts == 3
 
 
+async def test_irreversible_http_agents_send_the_same_idempotency_key_on_every_attempt(dev_server, task_queue, service):
+    svc, url = service
+    svc.script["/charge"] = [(503, "busy", {}), (200, {"charged": True}, {})]
+    handle, outcome = await run(dev_server, task_queue, flow(url, "/charge", effect="irreversible"), {"customer": "C-3"})
+    assert outcome.output == {"crm": {"charged": True}}
+    keys = [call["headers"].get("Idempotency-Key") for call in svc.seen]
+    assert keys == [f"{handle.id}/crm"] * 2
+    svc.seen.clear()
+    await run(dev_server, task_queue, flow(url, "/read"), {"customer": "C-3"})
+    assert "Idempotency-Key" not in svc.seen[0]["headers"]  # only irreversible agents carry one
+
+
 @pytest.mark.parametrize(
     "reply, expected",
     [

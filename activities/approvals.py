@@ -1,0 +1,58 @@
+"""The two activities behind approval gates: resolving who may decide (groups from the approvers
+file on the worker) and notifying people when a gate opens, escalates or is decided.
+
+Notifications POST a GateEvent as JSON to $ENSEMBLE_APPROVAL_WEBHOOK, retried like any activity
+(429/5xx/timeouts retry, honouring Retry-After). With no URL configured the event is only logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import httpx
+from temporalio import activity
+
+from activities.errors import classify_status, permanent, transient
+from ensemble import approvers
+from ensemble.errors import InputError
+from ensemble.spec import GateEvent
+
+RESOLVE = "ensemble.approvers"
+NOTIFY = "ensemble.notify"
+WEBHOOK_ENV = "ENSEMBLE_APPROVAL_WEBHOOK"
+log = logging.getLogger("ensemble.approvals")
+
+
+@activity.defn(name=RESOLVE)
+async def resolve_approvers(names: list[str]) -> list[str]:
+    """The people a gate tier names (users and group members), as configured on this worker."""
+    try:
+        return approvers.resolve(names)
+    except InputError as err:
+        raise permanent(str(err), kind="ApproversNotFound") from None
+
+
+@activity.defn(name=NOTIFY)
+async def notify(event: GateEvent) -> bool:
+    """Tell people about a gate event; True when it was posted, False when no webhook is set."""
+    url = os.environ.get(WEBHOOK_ENV)
+    what = f"gate '{event.gate}' of run {event.run_id} {event.event} (tier {event.tier}, approvers {', '.join(event.approvers)})"
+    if not url:
+        log.info("%s; no %s configured, not posted", what, WEBHOOK_ENV)
+        return False
+    who = "the approval webhook"
+    try:
+        async with httpx.AsyncClient(follow_redirects=False, timeout=10.0) as http:
+            response = await http.post(url, json=event.model_dump(mode="json"), headers={"X-Ensemble-Run-Id": event.run_id})
+    except httpx.TimeoutException:
+        raise transient(f"{who} timed out", kind="Timeout") from None
+    except httpx.TransportError as err:
+        raise transient(f"{who} is unreachable: {type(err).__name__}", kind="Unreachable") from None
+    if response.status_code >= 300:
+        raise classify_status(response.status_code, who=who, retry_after=response.headers.get("retry-after"))
+    log.info("%s; posted", what)
+    return True
+
+
+ACTIVITIES = [resolve_approvers, notify]

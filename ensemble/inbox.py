@@ -1,0 +1,83 @@
+"""The approvals inbox and decisions, from the client side.
+
+`pending` lists every run waiting on people across the namespace from Temporal visibility (the
+search attributes a run publishes while a gate is open), without touching the runs themselves.
+Decisions go to a run as the `decide` update, whose validator refuses bad ones before anything is
+written to the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError, WorkflowQueryRejectedError, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from ensemble import attributes
+from ensemble.errors import EnsembleError, InputError
+from ensemble.runs import STATUS_NAMES, get_run, wait_result
+from ensemble.spec import WORKFLOW_NAME, GateDecision, GateDecisionResult
+
+WAITING_QUERY = f"WorkflowType = '{WORKFLOW_NAME}' AND ExecutionStatus = 'Running' AND {attributes.GATES.name} IS NOT NULL"
+
+
+def _quote(value: str) -> str:
+    if "'" in value or "\\" in value:
+        raise InputError(f"'{value}' is not a valid user name")
+    return f"'{value}'"
+
+
+async def pending(client: Client, approver: str | None = None) -> list[dict[str, Any]]:
+    """One row per open gate: run_id, flow, gate, approvers, tier, opened_at, deadline (and quorum,
+    approvals so far, round), oldest first."""
+    query = WAITING_QUERY + (f" AND {attributes.APPROVERS.name} = {_quote(approver)}" if approver else "")
+    rows: list[dict[str, Any]] = []
+    async for wf in client.list_workflows(query):
+        attrs = wf.typed_search_attributes
+        try:
+            gates = json.loads(attrs.get(attributes.PENDING) or "[]")
+        except ValueError:
+            gates = []
+        for gate in gates:
+            if approver and approver not in gate.get("approvers", []):
+                continue
+            rows.append({"run_id": wf.id, "flow": attrs.get(attributes.FLOW), **gate})
+    return sorted(rows, key=lambda r: (r.get("opened_at") or "", r["run_id"]))
+
+
+async def decide(client: Client, run_id: str, decision: GateDecision) -> GateDecisionResult:
+    """Send a decision; EnsembleError with the run's reason when it is refused."""
+    handle, desc = await get_run(client, run_id)
+    status = STATUS_NAMES.get(desc.status, "running") if desc.status else "running"
+    if status != "running":
+        raise EnsembleError(f"run '{run_id}' is {status}: it takes no more decisions")
+    try:
+        return await handle.execute_update("decide", decision, result_type=GateDecisionResult)
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        raise EnsembleError(f"refused: {getattr(cause, 'message', None) or cause}") from None
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:  # it ended between the check and the update
+            raise EnsembleError(f"run '{run_id}' is no longer running: it takes no more decisions") from None
+        raise
+
+
+async def settle(client: Client, handle: WorkflowHandle, poll_s: float = 0.3) -> dict[str, Any]:
+    """Wait until the run ends or waits on people: the outcome (`wait_result`'s shape), or
+    `{run_id, status: waiting_for_approval, pending: [...]}`. A worker must be serving the run."""
+    result = asyncio.ensure_future(wait_result(client, handle.id))
+    try:
+        while True:
+            done, _ = await asyncio.wait({result}, timeout=poll_s)
+            if done:
+                return result.result()
+            try:
+                open_gates = await handle.query("pending")
+            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+                continue  # the run just ended, or no worker answered yet
+            if open_gates:
+                return {"run_id": handle.id, "status": "waiting_for_approval", "pending": open_gates}
+    finally:
+        result.cancel()

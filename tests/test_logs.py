@@ -1,0 +1,148 @@
+"""Structured logs of a real worker process: JSON lines bound with run id, flow, step, agent and
+attempt; one `agent started` and one `agent finished` per attempt; no secrets, no inputs, no
+tracebacks."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.flowkit import request, start
+
+SENTINEL = "sk-sentinel-7f3a9c1e5b"
+PRIVATE = "PRIVATE-INPUT-4411"
+
+AGENTS = '''
+import logging
+import os
+
+import structlog
+
+from ensemble import agent
+
+
+@agent()
+def leaky(data: dict) -> dict:
+    """Logs its credential every way an agent might: all of it must come out redacted."""
+    key = os.environ["ACME_API_KEY"]
+    structlog.get_logger("leaky").info("calling the service", api_key=key, note=f"with {key}")
+    logging.getLogger("leaky").warning("using key %s", key)
+    return {"ok": True, "echo": data}
+'''
+
+FLOW = """
+name: logged
+imports: [logged_agents, tests.agents]
+steps:
+  - agent: shout
+    input: {text: $input.text}
+  - agent: flaky
+    input: {}
+  - agent: leaky
+    input: {text: $input.text}
+"""
+
+
+@pytest.fixture
+def agents_dir(tmp_path, monkeypatch) -> Path:
+    (tmp_path / "logged_agents.py").write_text(textwrap.dedent(AGENTS))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def worker_lines(dev_server, task_queue: str, agents_dir: Path, log: Path, **env: str) -> subprocess.Popen:
+    environment = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ACME_API_KEY=SENTINEL, **env)
+    environment["PYTHONPATH"] = f"{ROOT}:{agents_dir}"
+    return subprocess.Popen(
+        [sys.executable, "worker.py"], cwd=ROOT, env=environment, stdout=subprocess.DEVNULL,
+        stderr=log.open("w"), stdin=subprocess.DEVNULL,
+    )
+
+
+async def run_with_worker(dev_server, task_queue, agents_dir, log: Path) -> str:
+    worker = worker_lines(dev_server, task_queue, agents_dir, log)
+    try:
+        handle = await start(dev_server.client, request(FLOW, {"text": f"hello {PRIVATE}"}, task_queue))
+        await handle.result()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    return handle.id
+
+
+async def test_worker_logs_json_lines_bound_to_the_agent_attempt(dev_server, task_queue, agents_dir, tmp_path):
+    log = tmp_path / "worker.log"
+    run_id = await run_with_worker(dev_server, task_queue, agents_dir, log)
+    text = log.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is JSON
+    assert any("worker polling task queue" in r["event"] for r in lines)
+    agent_lines = [r for r in lines if r["event"] in ("agent started", "agent finished")]
+    seen = [(r["event"], r["agent"], r["attempt"], r.get("outcome")) for r in agent_lines]
+    assert sorted(seen) == sorted([
+        ("agent started", "shout", 1, None), ("agent finished", "shout", 1, "completed"),
+        ("agent started", "flaky", 1, None), ("agent finished", "flaky", 1, "retrying"),
+        ("agent started", "flaky", 2, None), ("agent finished", "flaky", 2, "completed"),
+        ("agent started", "leaky", 1, None), ("agent finished", "leaky", 1, "completed"),
+    ])  # fmt: skip
+    for r in agent_lines:
+        assert (r["run_id"], r["flow"], r["step"]) == (run_id, "logged", r["agent"])
+        assert r["level"] in ("info", "warning") and r["logger"] == "ensemble.agent" and r["timestamp"]
+        if r["event"] == "agent finished":
+            assert isinstance(r["latency_ms"], (int, float)) and r["latency_ms"] >= 0
+    retry = next(r for r in agent_lines if r.get("outcome") == "retrying")
+    assert retry["error_type"] == "ApplicationError" and "transient blip" in retry["error"]
+    assert "Traceback" not in text
+
+    # the agent's own lines (structlog and stdlib logging) carry its run, step and attempt
+    own = [r for r in lines if r["logger"] == "leaky"]
+    assert len(own) == 2 and all((r["run_id"], r["step"], r["attempt"]) == (run_id, "leaky", 1) for r in own)
+    # no secret and no agent input or output anywhere
+    assert SENTINEL not in text
+    assert PRIVATE not in text and "HELLO" not in text
+    assert any(r.get("api_key") == "[redacted]" for r in own)
+    assert any("[redacted]" in r["event"] for r in own)
+
+
+async def test_console_rendering_on_request(dev_server, task_queue, agents_dir, tmp_path):
+    """ENSEMBLE_LOG_FORMAT=console gives the readable form a terminal gets."""
+    log = tmp_path / "worker.log"
+    worker = worker_lines(dev_server, task_queue, agents_dir, log, ENSEMBLE_LOG_FORMAT="console")
+    try:
+        handle = await start(dev_server.client, request(FLOW, {"text": "hi"}, task_queue))
+        await handle.result()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    text = log.read_text()
+    finished = [line for line in text.splitlines() if "agent finished" in line and "agent=shout" in line]
+    assert len(finished) == 1 and "outcome=completed" in finished[0] and f"run_id={handle.id}" in finished[0]
+    assert not text.lstrip().startswith("{")
+    assert SENTINEL not in text
+
+
+def test_failure_is_one_field_without_traceback_unless_debug(tmp_path):
+    """A logged exception is one `error` field; ENSEMBLE_DEBUG=1 keeps the traceback."""
+    code = textwrap.dedent("""
+        import logging
+        from ensemble import logs
+        logs.setup()
+        try:
+            raise ValueError("bad ledger")
+        except ValueError:
+            logging.getLogger("x").exception("posting failed")
+    """)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    [line] = plain.stderr.splitlines()
+    record = json.loads(line)
+    assert (record["event"], record["error"], record["level"]) == ("posting failed", "ValueError: bad ledger", "error")
+    debug = subprocess.run([sys.executable, "-c", code], env={**env, "ENSEMBLE_DEBUG": "1"}, capture_output=True, text=True, timeout=60)
+    record = json.loads(debug.stderr.splitlines()[0])
+    assert "Traceback" in record["exception"]

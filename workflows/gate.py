@@ -1,0 +1,157 @@
+"""Approval gates: a run parks until people decide, on durable timers.
+
+A gate opens (if its condition holds), resolves its first tier's approvers on the worker, publishes
+itself in visibility (search attributes, for the inbox) and notifies; decisions arrive as the `decide`
+update (validated: see ensemble/gates.py) or the `decision` signal. When a tier's deadline passes the
+gate escalates to the next tier; after the last one `on_timeout` applies. Approve continues the run,
+reject fails it (or continues, with `on_reject: continue`), request changes rewinds to `changes_to`.
+While parked the run holds nothing on a worker but a cache slot, and is replayed from history if it
+has been evicted when the decision comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows.engine import FlowRun, Rewind, failure_message, pattern
+
+with workflow.unsafe.imports_passed_through():
+    from ensemble import attributes
+    from ensemble.gates import OpenGate
+    from ensemble.spec import GateEvent, GateSpec, GateStep, GateWhen
+    from ensemble.state import StateError, resolve
+
+RESOLVE = "ensemble.approvers"
+NOTIFY = "ensemble.notify"
+_RESOLVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5)
+_NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=6)
+
+
+def _holds(run: FlowRun, when: Any, path: str) -> bool:
+    try:
+        if isinstance(when, GateWhen):
+            return when.holds(resolve(when.value, run.state.values))
+        return bool(resolve(when, run.state.values))
+    except StateError as err:
+        raise ApplicationError(f"gate '{path}': its condition: {err}", type="StateError", non_retryable=True) from err
+
+
+def publish(run: FlowRun) -> None:
+    """Show the run's open gates in visibility, for `starter.py pending` (cleared when none)."""
+    if not run.request.inbox:
+        return
+    open_gates = run.gates.pending()
+    if open_gates:
+        people = sorted({p for g in open_gates for p in g["approvers"]})
+        workflow.upsert_search_attributes([
+            attributes.GATES.value_set(sorted({g["gate"] for g in open_gates})),
+            attributes.APPROVERS.value_set(people),
+            attributes.PENDING.value_set(json.dumps(open_gates, sort_keys=True)),
+        ])  # fmt: skip
+    else:
+        workflow.upsert_search_attributes([attributes.GATES.value_unset(), attributes.APPROVERS.value_unset(), attributes.PENDING.value_unset()])
+
+
+def _notify(run: FlowRun, gate: OpenGate, event: str) -> None:
+    """Post the gate event without holding the run up; the flow awaits notifications before it ends."""
+    note = GateEvent(
+        event=event, run_id=workflow.info().workflow_id, flow=run.flow.name, gate=gate.name, path=gate.path,
+        tier=gate.tier, approvers=gate.approvers, quorum=gate.quorum, opened_at=gate.opened_at.isoformat(timespec="seconds"),
+        deadline=gate.deadline.isoformat(timespec="seconds") if gate.deadline else None,
+        show=_shown(run, gate), status=gate.outcome or "open", decisions=gate.decisions,
+    )  # fmt: skip
+
+    activity_id = f"{gate.path}@{event}{len(run.notifications) + 1}"
+
+    async def post() -> None:
+        try:
+            await workflow.execute_activity(
+                NOTIFY, note, activity_id=activity_id,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=_NOTIFY_RETRY,
+                summary=f"notify · gate {gate.name} {event}",
+            )  # fmt: skip
+        except ActivityError as err:  # the gate works without its notification; the failure is on record
+            workflow.logger.warning("notification for gate %s failed: %s", gate.name, failure_message(err))
+
+    run.notifications.append(asyncio.ensure_future(post()))
+
+
+def _shown(run: FlowRun, gate: OpenGate) -> Any:
+    if gate.spec.show is None:
+        return None
+    try:
+        return resolve(gate.spec.show, run.state.values)
+    except StateError:
+        return None
+
+
+@pattern(GateStep)
+async def run_gate(run: FlowRun, step: GateStep, path: str) -> Any:
+    spec = step.gate
+    if spec.when is not None and not _holds(run, spec.when, path):
+        record = {"gate": step.name, "path": path, "status": "skipped"}
+        run.write(step.output, step.name, record, path)
+        run.completed.append(path)
+        return record
+    gate = run.gates.start(step, path)
+    for index, tier in enumerate(spec.tiers):
+        people = await workflow.execute_activity(
+            RESOLVE, tier.approvers, result_type=list[str], activity_id=f"{path}@approvers{gate.round}.{index + 1}",
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=_RESOLVE_RETRY,
+            summary=f"approvers · gate {step.name} tier {index + 1}",
+        )  # fmt: skip
+        now = workflow.now()
+        deadline = now + timedelta(seconds=tier.timeout) if tier.timeout else None
+        gate.enter_tier(index + 1, people, min(tier.quorum, len(people)), now, deadline)
+        publish(run)
+        _notify(run, gate, "opened" if index == 0 else "escalated")
+        try:
+            await workflow.wait_condition(lambda: gate.outcome is not None, timeout=tier.timeout)
+            break
+        except asyncio.TimeoutError:
+            continue
+    if gate.outcome is None:  # the ladder ran out: the declared default applies
+        default = {"approve": "approved", "reject": "rejected", "fail": "timed_out"}[spec.on_timeout]
+        gate.settle(default, "timeout", workflow.now(), f"no decision by {gate.deadline.isoformat(timespec='seconds')}")
+    record = run.gates.close(gate)
+    publish(run)
+    _notify(run, gate, "decided")
+    run.write(step.output, step.name, record, path)
+    if gate.outcome == "changes_requested":
+        raise Rewind(spec.changes_to or "", step.name)
+    if gate.outcome == "timed_out":
+        raise ApplicationError(f"gate '{step.name}' had no decision by its last deadline ({record['decided_at']})",
+                               type="GateTimedOut", non_retryable=True)  # fmt: skip
+    if gate.outcome == "rejected" and spec.on_reject == "fail":
+        why = f": {gate.comment}" if gate.comment else ""
+        raise ApplicationError(f"gate '{step.name}' rejected by {gate.decided_by}{why}", type="GateRejected", non_retryable=True)
+    run.completed.append(path)
+    return record
+
+
+async def raise_budget(run: FlowRun, why: str) -> None:
+    """Park the run at gate `budget` until people raise its exhausted budget. Parallel branches
+    that run out together wait for the same gate."""
+    if run.gates.find_open("budget") is not None:
+        await workflow.wait_condition(lambda: run.gates.find_open("budget") is None)
+        return
+    budget = run.budget
+    raises = sum(1 for r in run.gates.records if r["gate"] == "budget")
+    step = GateStep(
+        name="budget",
+        gate=GateSpec(approvers=budget.approvers, quorum=budget.quorum, timeout=budget.timeout, on_timeout="fail", show={"why": why}),
+        output=f"budget_gate_{raises + 1}" if raises else "budget_gate",
+    )
+    await run_gate(run, step, "budget" if not raises else f"budget#{raises + 1}")
+    original = run.flow.budget
+    if budget.tokens is not None:
+        budget.tokens += budget.raise_tokens or original.tokens
+    if budget.usd is not None:
+        budget.usd += budget.raise_usd or original.usd
