@@ -3,6 +3,10 @@
 Both workflows and activities import this module, so it imports nothing heavier than pydantic.
 Everything a run needs to be interpreted (the flow and every agent spec it uses) travels in the
 workflow input, so a run's history alone is enough to replay it.
+
+Agents, steps, flows and run requests are defined here; gate shapes (gate_spec.py), model-backed
+agent settings and budgets (llm_spec.py) and run records (records.py) live beside it and are
+re-exported, so `from ensemble.spec import ...` finds every shared shape.
 """
 
 from __future__ import annotations
@@ -10,21 +14,27 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-NAME_RE = r"^[A-Za-z][A-Za-z0-9_.-]*$"
+from ensemble._base import NAME_RE, Effect, _Strict
+from ensemble.llm_spec import (  # noqa: F401  (re-exported: model-backed agents and budgets are part of the spec)
+    LLM_PROVIDERS, MODEL_RE, OUTPUT_TOOL, TOOL_NAME_RE, BudgetSpec, LlmSpec, Price, ToolSpec,
+)
+from ensemble.gate_spec import (  # noqa: F401  (re-exported: the gate shapes are part of the spec)
+    APPROVER_RE, GROUP_PREFIX, Decision, Duration, GateDecision, GateDecisionResult, GateEvent, GateEventKind, GateSpec, GateStep,
+    GateTier, GateWhen, parse_duration,
+)
+from ensemble.records import (  # noqa: F401  (re-exported: run records are part of the spec)
+    AgentResult, FlowOutcome, RunStatus, RunStatusView, StepKind, StepRecord, StepStatus, ToolRefusal, Usage,
+)
+
 DEFAULT_TASK_QUEUE = "ensemble"
 WORKFLOW_NAME = "EnsembleFlow"
 
-Effect = Literal["read", "idempotent", "irreversible"]
 Reducer = Literal["replace", "append", "extend", "merge", "add"]
 # The executor kinds this release runs. A new kind adds its name here and registers an executor
 # in `activities.executors`; nothing else in the engine changes.
 AgentKind = Literal["function", "http", "llm"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class RetrySpec(_Strict):
@@ -35,53 +45,6 @@ class RetrySpec(_Strict):
     max_interval_s: float = Field(30.0, gt=0)
     max_attempts: int = Field(3, ge=1, le=100)
     non_retryable_errors: list[str] = Field(default_factory=list)
-
-
-LLM_PROVIDERS = ("openai", "anthropic", "azure", "ollama")
-MODEL_RE = r"^[a-z][a-z0-9_-]*:\S+$"
-TOOL_NAME_RE = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"  # what model providers accept
-OUTPUT_TOOL = "final_answer"  # reserved: how an Anthropic model hands over structured output
-
-
-class ToolSpec(_Strict):
-    """A tool llm agents may call through the model (docs/llm.md): a Python function or an HTTP
-    endpoint. An agent may call only the tools its `tools:` list names."""
-
-    name: str = Field(pattern=TOOL_NAME_RE)
-    description: str = ""
-    kind: Literal["function", "http"] = "function"
-    handler: str | None = Field(None, description="kind=function: 'package.module:callable'")
-    url: str | None = Field(None, description="kind=http: the endpoint the arguments are POSTed to as JSON")
-    headers: dict[str, str] = Field(default_factory=dict, description="kind=http: header values may use ${env:NAME}")
-    input_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments (default: the handler's signature)")
-    effect: Effect = Field("read", description="irreversible tools get an idempotency key that is the same on every retry")
-    timeout_s: float = Field(30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _kind_fields(self) -> ToolSpec:
-        if self.name == OUTPUT_TOOL:
-            raise ValueError(f"tool name '{OUTPUT_TOOL}' is reserved")
-        if self.kind == "function" and (not self.handler or not re.match(r"^[\w.]+:[\w.]+$", self.handler)):
-            raise ValueError("a function tool needs handler: 'package.module:callable'")
-        if self.kind == "http" and (not self.url or not re.match(r"^https?://", self.url)):
-            raise ValueError("an http tool needs url: 'http(s)://...'")
-        return self
-
-
-class LlmSpec(_Strict):
-    """How a model runs an agent: its instructions, its prompt and its limits (docs/llm.md)."""
-
-    instructions: str = Field("", description="the system prompt")
-    prompt: str | None = Field(
-        None, description="the user message: text with {path} placeholders over the step input (default: the input as JSON)"
-    )
-    output_model: str | None = Field(
-        None, description="'package.module:Model' the reply is validated into (default: output_schema, else the handler's return model)"
-    )
-    max_tool_turns: int = Field(8, ge=0, le=100, description="model replies with tool calls before a final answer is required")
-    max_reasks: int = Field(2, ge=0, le=10, description="how often a reply that fails the output schema is sent back")
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int = Field(2048, ge=1, description="the most tokens of one reply")
 
 
 class AgentSpec(_Strict):
@@ -352,178 +315,6 @@ class SupervisorStep(_Strict):
         return self.name
 
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number of seconds or text like '90s', '30m', '12h', '3d', '1w'."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        m = _DURATION_RE.match(str(value))
-        if not m:
-            raise ValueError(f"'{value}' is not a duration: use seconds or e.g. '45s', '30m', '12h', '3d', '1w'")
-        seconds = float(m.group(1)) * _UNIT_S[m.group(2) or "s"]
-    if seconds <= 0:
-        raise ValueError("a duration must be more than zero")
-    return seconds
-
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$"}],
-                    "description": "seconds, or text like '45s', '30m', '12h', '3d', '1w'"}),
-]  # fmt: skip
-GROUP_PREFIX = "group:"
-APPROVER_RE = r"^(group:)?[A-Za-z0-9][A-Za-z0-9_.@+-]*$"
-
-
-class GateTier(_Strict):
-    """Who may decide, how many of them must approve, and for how long before escalating."""
-
-    approvers: list[Annotated[str, Field(pattern=APPROVER_RE)]] = Field(min_length=1, description="users, or group:NAME from the approvers file")
-    quorum: int = Field(1, ge=1, description="distinct approvals needed")
-    timeout: Duration | None = Field(None, description="how long this tier has: seconds or '3d', '12h'... (none: no deadline)")
-
-
-GateCondition = Literal["equals", "not_equals", "gt", "gte", "lt", "lte", "in", "contains"]
-
-
-class GateWhen(_Strict):
-    """`value` (a template) compared with one operator, e.g. {value: $risk.high, gt: 0}."""
-
-    value: Any
-    equals: Any = None
-    not_equals: Any = None
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
-    in_: list[Any] | None = Field(None, alias="in")
-    contains: Any = None
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    @property
-    def operators(self) -> list[str]:
-        return [k for k in ("equals", "not_equals", "gt", "gte", "lt", "lte", "in_", "contains") if getattr(self, k) is not None]
-
-    @model_validator(mode="after")
-    def _one_operator(self) -> GateWhen:
-        if len(self.operators) != 1:
-            raise ValueError("a condition has value: TEMPLATE and exactly one of equals, not_equals, gt, gte, lt, lte, in, contains "
-                             "(with a value other than null: test for null with a plain template)")  # fmt: skip
-        return self
-
-    def holds(self, value: Any) -> bool:
-        [op] = self.operators
-        arg = getattr(self, op)
-        try:
-            return {
-                "equals": lambda: value == arg,
-                "not_equals": lambda: value != arg,
-                "gt": lambda: value is not None and value > arg,
-                "gte": lambda: value is not None and value >= arg,
-                "lt": lambda: value is not None and value < arg,
-                "lte": lambda: value is not None and value <= arg,
-                "in_": lambda: value in arg,
-                "contains": lambda: value is not None and arg in value,
-            }[op]()
-        except TypeError:
-            return False
-
-
-class GateSpec(_Strict):
-    """A human approval gate. Tier 1 is `approvers`/`quorum`/`timeout` (or `tiers[0]`); when a tier's
-    deadline passes the gate escalates to the next tier, and after the last one `on_timeout` applies."""
-
-    when: GateWhen | str | None = Field(None, description="open only when this template is truthy, or a {value, OPERATOR} condition")
-    approvers: list[Annotated[str, Field(pattern=APPROVER_RE)]] = Field(default_factory=list)
-    quorum: int = Field(1, ge=1)
-    timeout: Duration | None = None
-    escalate: list[GateTier] = Field(default_factory=list, description="further tiers, in order")
-    on_timeout: Literal["approve", "reject", "fail"] = "fail"
-    on_reject: Literal["fail", "continue"] = Field(
-        "fail", description="fail the run (compensations run), or continue with the rejection in the state"
-    )
-    changes_to: str | None = Field(None, pattern=NAME_RE, description="earlier step to go back to when changes are requested")
-    max_rounds: int = Field(3, ge=1, le=20, description="how many times changes may be requested")
-    show: Any = Field(None, description="template: what approvers are shown (in the inbox and notifications)")
-
-    @model_validator(mode="after")
-    def _tiers(self) -> GateSpec:
-        if not self.approvers:
-            raise ValueError("a gate needs approvers: [user, group:NAME, ...]")
-        for i, tier in enumerate(self.tiers):
-            plain = [a for a in tier.approvers if not a.startswith(GROUP_PREFIX)]
-            if not any(a.startswith(GROUP_PREFIX) for a in tier.approvers) and tier.quorum > len(set(plain)):
-                raise ValueError(f"tier {i + 1}: quorum {tier.quorum} is more than its {len(set(plain))} approvers")
-        if self.escalate and any(t.timeout is None for t in self.tiers[:-1]):
-            raise ValueError("every tier but the last needs a timeout before the gate can escalate")
-        return self
-
-    @property
-    def tiers(self) -> list[GateTier]:
-        return [GateTier(approvers=self.approvers, quorum=self.quorum, timeout=self.timeout), *self.escalate]
-
-
-class GateStep(_Strict):
-    """Wait for people to approve, reject or request changes (see docs/approvals.md)."""
-
-    name: str = Field(pattern=NAME_RE)
-    gate: GateSpec
-    output: str | None = Field(None, description="state key for the gate's record (default: the gate name)")
-
-    @property
-    def step_name(self) -> str:
-        return self.name
-
-
-Decision = Literal["approve", "reject", "request_changes"]
-
-
-class GateDecision(_Strict):
-    """A person's decision on an open gate: the argument of the `decide` update (and signal)."""
-
-    gate: str
-    decision: Decision
-    by: str = Field(min_length=1)
-    comment: str = ""
-
-
-GateEventKind = Literal["opened", "escalated", "decided"]
-
-
-class GateEvent(_Strict):
-    """What the notification activity posts when a gate opens, escalates or is decided (also how
-    `status` reads a gate back from the history)."""
-
-    event: GateEventKind
-    run_id: str
-    flow: str
-    gate: str
-    path: str
-    tier: int
-    approvers: list[str] = Field(default_factory=list)
-    quorum: int = 1
-    opened_at: str
-    deadline: str | None = None
-    show: Any = None
-    status: str = "open"
-    decisions: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class GateDecisionResult(_Strict):
-    """What `decide` answers: the gate's state once the decision is counted."""
-
-    gate: str
-    status: str
-    approvals: int
-    quorum: int
-
-
 STEP_KINDS: dict[str, type] = {
     "agent": AgentStep,
     "sequence": SequenceStep,
@@ -590,40 +381,6 @@ def agent_refs(step: Any) -> list[tuple[tuple[Any, ...], str]]:
             refs.append((("chat", "selector"), step.chat.selector))
         return refs
     return []
-
-
-class Price(_Strict):
-    """What a model costs, in USD per million tokens."""
-
-    prompt: float = Field(ge=0)
-    completion: float = Field(ge=0)
-
-
-class BudgetSpec(_Strict):
-    """A per-run limit on model use. Once the run's total reaches it, no further model-backed
-    agent starts (docs/llm.md#budgets)."""
-
-    tokens: int | None = Field(None, ge=1, description="total tokens (prompt + completion)")
-    usd: float | None = Field(None, gt=0, description="money, priced with `prices`")
-    prices: dict[str, Price] = Field(
-        default_factory=dict, description="'provider:model', 'provider:*' or '*' -> USD per million tokens"
-    )
-
-    approvers: list[Annotated[str, Field(pattern=APPROVER_RE)]] = Field(
-        default_factory=list, description="who may raise an exhausted budget: the run then waits at gate 'budget' instead of failing"
-    )
-    quorum: int = Field(1, ge=1)
-    timeout: Duration | None = Field(None, description="how long the budget gate waits before the run fails")
-    raise_tokens: int | None = Field(None, ge=1, description="tokens an approval adds (default: `tokens` again)")
-    raise_usd: float | None = Field(None, gt=0, description="money an approval adds (default: `usd` again)")
-
-    @model_validator(mode="after")
-    def _limits(self) -> BudgetSpec:
-        if self.tokens is None and self.usd is None:
-            raise ValueError("a budget needs tokens: N and/or usd: AMOUNT")
-        if self.usd is not None and not self.prices:
-            raise ValueError("a budget in usd needs prices: {'provider:model': {prompt: USD_PER_1M, completion: USD_PER_1M}}")
-        return self
 
 
 class FlowSpec(_Strict):
@@ -694,79 +451,3 @@ class AgentCall(_Strict):
     input: Any = None
     context: AgentContext
 
-
-class Usage(_Strict):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-
-class ToolRefusal(_Strict):
-    """A tool call the model asked for and the engine refused (the agent may not call that tool)."""
-
-    tool: str
-    reason: str
-    turn: int = Field(description="which model reply asked for it (1 = the first)")
-
-
-class AgentResult(_Strict):
-    """The activity result: the agent's output and, for model-backed agents, token usage, the
-    model that answered and the tool calls that were refused."""
-
-    output: Any = None
-    usage: Usage | None = None
-    model: str | None = None
-    refusals: list[ToolRefusal] = Field(default_factory=list)
-
-
-RunRequest.model_rebuild()  # `reuse` holds AgentResults, defined after it
-StepStatus = Literal["scheduled", "running", "retrying", "waiting", "completed", "failed", "canceled", "timed_out", "reused"]
-StepKind = Literal["agent", "gate", "compensation"]
-
-
-class StepRecord(_Strict):
-    """One step of a run as `status` shows it: an agent's activity, or a human gate (agent
-    `human`, status `waiting` while open)."""
-
-    name: str
-    agent: str
-    status: StepStatus
-    kind: StepKind = "agent"
-    attempts: int = 0
-    started_at: str | None = None
-    ended_at: str | None = None
-    latency_ms: float | None = None
-    output: Any = None
-    summary: str | None = Field(None, description="a one-line summary of `output` (the table `status` prints)")
-    attempt_started_at: str | None = Field(None, description="when the last attempt started (earlier attempts and backoff came before)")
-    error: str | None = None
-    usage: Usage | None = None
-    model: str | None = None
-    refusals: list[ToolRefusal] = Field(default_factory=list)
-
-
-class FlowOutcome(_Strict):
-    """What the workflow returns."""
-
-    flow: str
-    output: Any = None
-    state: dict[str, Any] = Field(default_factory=dict)
-    steps: list[str] = Field(default_factory=list, description="steps completed, in order")
-    approvals: list[dict[str, Any]] = Field(default_factory=list, description="every gate's record: decisions and escalations")
-
-
-RunStatus = Literal["running", "waiting_for_approval", "completed", "failed", "canceled", "terminated", "timed_out"]
-
-
-class RunStatusView(_Strict):
-    """`starter.py status --json`."""
-
-    run_id: str
-    flow: str | None
-    status: RunStatus
-    steps: list[StepRecord] = Field(default_factory=list)
-    pending_approvals: list[dict[str, Any]] = Field(default_factory=list)
-    error: str | None = None
-    started_at: str | None = None
-    ended_at: str | None = None
-    usage: Usage | None = Field(None, description="the token usage of every step, summed (none when no step used a model)")

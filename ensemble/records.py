@@ -1,0 +1,85 @@
+"""The records of runs: agent results with their usage, step records, outcomes and the status
+view. Re-exported by ensemble.spec."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ensemble._base import _Strict
+
+class Usage(_Strict):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ToolRefusal(_Strict):
+    """A tool call the model asked for and the engine refused (the agent may not call that tool)."""
+
+    tool: str
+    reason: str
+    turn: int = Field(description="which model reply asked for it (1 = the first)")
+
+
+class AgentResult(_Strict):
+    """The activity result: the agent's output and, for model-backed agents, token usage, the
+    model that answered and the tool calls that were refused."""
+
+    output: Any = None
+    usage: Usage | None = None
+    model: str | None = None
+    refusals: list[ToolRefusal] = Field(default_factory=list)
+
+
+StepStatus = Literal["scheduled", "running", "retrying", "waiting", "completed", "failed", "canceled", "timed_out", "reused"]
+StepKind = Literal["agent", "gate", "compensation"]
+
+
+class StepRecord(_Strict):
+    """One step of a run as `status` shows it: an agent's activity, or a human gate (agent
+    `human`, status `waiting` while open)."""
+
+    name: str
+    agent: str
+    status: StepStatus
+    kind: StepKind = "agent"
+    attempts: int = 0
+    started_at: str | None = None
+    ended_at: str | None = None
+    latency_ms: float | None = None
+    output: Any = None
+    summary: str | None = Field(None, description="a one-line summary of `output` (the table `status` prints)")
+    attempt_started_at: str | None = Field(None, description="when the last attempt started (earlier attempts and backoff came before)")
+    error: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    refusals: list[ToolRefusal] = Field(default_factory=list)
+
+
+class FlowOutcome(_Strict):
+    """What the workflow returns."""
+
+    flow: str
+    output: Any = None
+    state: dict[str, Any] = Field(default_factory=dict)
+    steps: list[str] = Field(default_factory=list, description="steps completed, in order")
+    approvals: list[dict[str, Any]] = Field(default_factory=list, description="every gate's record: decisions and escalations")
+
+
+RunStatus = Literal["running", "waiting_for_approval", "completed", "failed", "canceled", "terminated", "timed_out"]
+
+
+class RunStatusView(_Strict):
+    """`starter.py status --json`."""
+
+    run_id: str
+    flow: str | None
+    status: RunStatus
+    steps: list[StepRecord] = Field(default_factory=list)
+    pending_approvals: list[dict[str, Any]] = Field(default_factory=list)
+    error: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    usage: Usage | None = Field(None, description="the token usage of every step, summed (none when no step used a model)")
