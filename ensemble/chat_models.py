@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ensemble.spec import AgentSpec, ChatSpec
+from ensemble.spec import AgentSpec, BudgetSpec, ChatSpec, Usage
 
 ChatEnd = Literal["keyword", "consensus", "max_turns"]
 
@@ -39,6 +39,9 @@ class ChatInput(_Strict):
     path: str = Field(description="the chat step's path in the flow")
     task_queue: str
     transcript: list[ChatMessage] = Field(default_factory=list, description="every message so far, in turn order")
+    budget: BudgetSpec | None = Field(None, description="what is left of the flow run's budget for this chat")
+    spent: Usage = Field(default_factory=Usage, description="the participants' model use so far")
+    spent_usd: float = 0.0
 
     @property
     def turns(self) -> int:
@@ -54,3 +57,5 @@ class ChatRecord(_Strict):
     decision: Any = None
     final_message: str
     transcript: list[ChatMessage]
+    spent: Usage | None = None
+    spent_usd: float = 0.0

@@ -69,8 +69,8 @@ class BudgetSpec(_Strict):
     """A per-run limit on model use. Once the run's total reaches it, no further model-backed
     agent starts (docs/llm.md#budgets)."""
 
-    tokens: int | None = Field(None, ge=1, description="total tokens (prompt + completion)")
-    usd: float | None = Field(None, gt=0, description="money, priced with `prices`")
+    tokens: int | None = Field(None, ge=0, description="total tokens (prompt + completion)")
+    usd: float | None = Field(None, ge=0, description="money, priced with `prices`")
     prices: dict[str, Price] = Field(
         default_factory=dict, description="'provider:model', 'provider:*' or '*' -> USD per million tokens"
     )

@@ -51,10 +51,34 @@ class Spending:
         if budget is not None and budget.usd is not None:
             self.usd += cost_usd(model, usage, budget.prices)
 
+    def usage(self) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, total_tokens=self.tokens)
+
+    def add_spent(self, usage: Usage, usd: float) -> None:
+        """Count a subtask's model use (already priced by its own run)."""
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+        self.usd += usd
+        self.calls += 1
+
+    def remaining(self, budget: BudgetSpec | None) -> BudgetSpec | None:
+        """The part of `budget` not spent yet, for a subtask's own run (zero when it is spent: the
+        subtask's first model call then stops, or waits at its budget gate)."""
+        if budget is None:
+            return None
+        update: dict = {}
+        if budget.tokens is not None:
+            update["tokens"] = max(budget.tokens - self.tokens, 0)
+        if budget.usd is not None:
+            update["usd"] = max(budget.usd - self.usd, 0.0)
+        return budget.model_copy(update=update)
+
     def exhausted(self, budget: BudgetSpec | None) -> str | None:
         """Why the budget allows no further model calls, or None while it does."""
         if budget is None:
             return None
+        if budget.tokens == 0 or budget.usd == 0:
+            return "nothing was left of the run's budget when this subtask or chat started"
         if budget.tokens is not None and self.tokens >= budget.tokens:
             return f"the run has used {self.tokens} of its {budget.tokens} tokens"
         if budget.usd is not None and self.usd >= budget.usd:

@@ -66,6 +66,8 @@ class FlowOutcome(_Strict):
     state: dict[str, Any] = Field(default_factory=dict)
     steps: list[str] = Field(default_factory=list, description="steps completed, in order")
     approvals: list[dict[str, Any]] = Field(default_factory=list, description="every gate's record: decisions and escalations")
+    spent: Usage | None = Field(None, description="model use of this run's own agents and its subtasks (counts against a budget)")
+    spent_usd: float = 0.0
 
 
 RunStatus = Literal["running", "waiting_for_approval", "completed", "failed", "canceled", "terminated", "timed_out"]

@@ -16,7 +16,8 @@ from workflows.engine import FlowRun, execute_agent, failure_message, pattern
 
 with workflow.unsafe.imports_passed_through():
     from ensemble.chat_models import ChatEnd, ChatInput, ChatMessage, ChatRecord
-    from ensemble.spec import AgentCall, AgentContext, ChatStep
+    from ensemble.pricing import PriceUnknown, Spending, cost_usd
+    from ensemble.spec import AgentCall, AgentContext, AgentSpec, ChatStep, Usage
 
 
 @pattern(ChatStep)
@@ -31,6 +32,7 @@ async def run_chat(run: FlowRun, step: ChatStep, path: str) -> dict[str, Any]:
         flow=run.flow.name,
         path=path,
         task_queue=run.request.task_queue,
+        budget=run.spending.remaining(run.budget),
     )
     run.running.append(path)
     try:
@@ -46,7 +48,9 @@ async def run_chat(run: FlowRun, step: ChatStep, path: str) -> dict[str, Any]:
         raise ApplicationError(f"step '{path}': {failure_message(err.cause or err)}", type="ChatFailed", non_retryable=True) from err
     finally:
         run.running.remove(path)
-    value = record.model_dump()
+    if record.spent is not None:
+        run.spending.add_spent(record.spent, record.spent_usd)
+    value = record.model_dump(exclude={"spent", "spent_usd"})
     run.write(step.output, step.step_name, value, path)
     run.completed.append(path)
     return value
@@ -92,8 +96,9 @@ class EnsembleChat:
         await workflow.wait_condition(workflow.all_handlers_finished)
         ended_by, decision = ending
         return ChatRecord(
-            ended_by=ended_by, turns=chat.turns, decision=decision, final_message=chat.transcript[-1].message, transcript=chat.transcript
-        )
+            ended_by=ended_by, turns=chat.turns, decision=decision, final_message=chat.transcript[-1].message, transcript=chat.transcript,
+            spent=chat.spent if chat.spent.total_tokens else None, spent_usd=chat.spent_usd,
+        )  # fmt: skip
 
     @workflow.query
     def transcript(self) -> list[ChatMessage]:
@@ -140,13 +145,32 @@ async def _call(chat: ChatInput, agent_name: str, activity_id: str, payload: Any
         input=payload,
         context=AgentContext(run_id=chat.run_id, flow=chat.flow, step=activity_id, agent=agent.name),
     )
+    _check_budget(chat, agent, activity_id)
     try:
         result = await execute_agent(agent, call, activity_id, chat.task_queue)
     except ActivityError as err:
         raise ApplicationError(
             f"{label} '{agent.name}' failed: {failure_message(err)}", type="ChatTurnFailed", non_retryable=True
         ) from err
+    if result.usage is not None:  # the chat counts its participants' model use against the run's budget
+        try:
+            usd = cost_usd(result.model, result.usage, chat.budget.prices) if chat.budget and chat.budget.usd is not None else 0.0
+        except PriceUnknown as err:
+            raise ApplicationError(str(err), type="PriceUnknown", non_retryable=True) from err
+        chat.spent = Usage(**{k: getattr(chat.spent, k) + getattr(result.usage, k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")})
+        chat.spent_usd += usd
     return result.output
+
+
+def _check_budget(chat: ChatInput, agent: AgentSpec, activity_id: str) -> None:
+    """Before a model-backed participant speaks: stop the chat when the run's budget is spent."""
+    if chat.budget is None or (agent.kind != "llm" and agent.llm is None):
+        return
+    spending = Spending(prompt_tokens=chat.spent.prompt_tokens, completion_tokens=chat.spent.completion_tokens, usd=chat.spent_usd)
+    why = spending.exhausted(chat.budget)
+    if why is not None:
+        raise ApplicationError(f"turn '{activity_id}' (agent '{agent.name}') not started: the run's budget is exhausted: {why}",
+                               type="BudgetExhausted", non_retryable=True)  # fmt: skip
 
 
 def _short(value: Any, limit: int = 120) -> str:

@@ -43,7 +43,8 @@ class EnsembleFlow:
         # The input is already in the run's first event: the outcome leaves it out to stay small.
         state = {k: v for k, v in run.state.snapshot().items() if k != "input"}
         return FlowOutcome(
-            flow=request.flow.name, output=output, state=state, steps=list(run.completed), approvals=list(run.gates.records)
+            flow=request.flow.name, output=output, state=state, steps=list(run.completed), approvals=list(run.gates.records),
+            spent=run.spending.usage() if run.spending.calls else None, spent_usd=run.spending.usd,
         )
 
     @workflow.update

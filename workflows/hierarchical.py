@@ -37,7 +37,8 @@ def _child_flow(run: FlowRun, sub: Subtask, agent: str | None, path: str) -> Flo
         fan = ParallelSpec(for_each="$input", do=AgentStep(name=agent, agent=agent, input=sub.input))
         steps = [ParallelStep(name=sub.id, parallel=fan)]
     output = f"${sub.id}" if sub.for_each is None else f"${sub.id}.results"
-    return FlowSpec(name=f"{run.flow.name}.{path}", steps=steps, output=output)
+    # The subtask's run gets what is left of the budget, and reports its model use back (_delegate).
+    return FlowSpec(name=f"{run.flow.name}.{path}", steps=steps, output=output, budget=run.spending.remaining(run.budget))
 
 
 async def _delegate(run: FlowRun, sub: Subtask, agent: str | None, path: str, attempt: int, payload: Any) -> Any:
@@ -57,6 +58,8 @@ async def _delegate(run: FlowRun, sub: Subtask, agent: str | None, path: str, at
         parent_close_policy=ParentClosePolicy.TERMINATE,  # subtasks never outlive their supervisor
         static_summary=f"{agent or 'step'} · subtask {path}",
     )
+    if outcome.spent is not None:
+        run.spending.add_spent(outcome.spent, outcome.spent_usd)
     return outcome.output
 
 

@@ -374,3 +374,44 @@ async def test_model_and_tool_calls_are_traced_under_the_agent_span(dev_server, 
     assert second_call["ensemble.outcome"] == "stop" and second_call["ensemble.tokens.prompt"] == 50
     assert (lookup["ensemble.tool"], lookup["ensemble.tool.effect"], lookup["ensemble.outcome"]) == ("lookup_order", "read", "ok")
     assert refused["ensemble.outcome"] == "refused"
+
+
+def _supervised_flow(budget: dict) -> dict:
+    """A supervisor (the `boss` test planner) delegating two model calls, one after the other, to
+    subtask runs (child workflows)."""
+    flow = llm_flow("openai:test-model", budget=budget)
+    plan = [{"id": "first", "agent": "support", "input": {"text": "$input.text"}},
+            {"id": "second", "agent": "support", "input": {"text": "$input.text"}, "depends_on": ["first"]}]  # fmt: skip
+    flow["imports"].append("tests.agents")
+    flow["steps"] = [{"name": "desk", "supervisor": {"planner": "boss", "planner_input": {"plan": plan}, "agents": ["support"],
+                                                     "max_replans": 0}}]  # fmt: skip
+    return flow
+
+
+async def test_the_budget_covers_the_model_calls_of_subtask_runs(dev_server, task_queue, llm_server, monkeypatch):
+    server = llm_server([answer(usage=(10, 5)), answer(usage=(10, 5))])
+    use_server(monkeypatch, server)
+    handle, outcome = await run_to_end(dev_server.client, task_queue, _supervised_flow({"tokens": 10}), {"text": "?"})
+    assert outcome is None and len(server.requests()) == 1  # the second subtask's run had nothing left
+    view = await describe_run(dev_server.client, handle.id)
+    assert "the run's budget is exhausted: nothing was left of the run's budget when this subtask or chat started" in view.error
+
+    server = llm_server([answer(usage=(10, 5)), answer(usage=(10, 5))])
+    use_server(monkeypatch, server)
+    handle, outcome = await run_to_end(dev_server.client, task_queue, _supervised_flow({"tokens": 100}), {"text": "?"})
+    assert outcome is not None and len(server.requests()) == 2
+    assert outcome.spent.total_tokens == 30  # both subtasks' use, reported back to the supervising run
+
+
+async def test_the_budget_covers_group_chat_turns(dev_server, task_queue, llm_server, monkeypatch):
+    said = {"reply": {"json": {"message": "my view"}, "usage": [10, 5]}}
+    server = llm_server([said, said, said, said])
+    use_server(monkeypatch, server)
+    flow = llm_flow("openai:test-model", budget={"tokens": 20}, llm={"output_model": None, "prompt": "Turn {turn}: {topic}"},
+                    output_schema={"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]})  # fmt: skip
+    flow["agents"].append({**flow["agents"][0], "name": "critic"})
+    flow["steps"] = [{"name": "talk", "chat": {"participants": ["support", "critic"], "max_turns": 4, "topic": "$input.text"}}]
+    handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {"text": "?"})
+    assert outcome is None and len(server.requests()) == 2  # the third turn found the budget spent
+    view = await describe_run(dev_server.client, handle.id)
+    assert "not started: the run's budget is exhausted: the run has used 30 of its 20 tokens" in view.error
