@@ -35,6 +35,9 @@ DYNAMIC_CONFIG = {
     "history.visibilityProcessorMaxPollRPS": 1000,
     "frontend.enableUpdateWorkflowExecution": True,
     "frontend.enableUpdateWorkflowExecutionAsyncAccepted": True,
+    # Eager activity dispatch: the worker that completes a workflow task takes the next agent's
+    # activity in the same reply (the dev server's default today; said here so it stays so).
+    "system.enableActivityEagerExecution": True,
 }
 SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal"}
 

