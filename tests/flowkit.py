@@ -53,3 +53,28 @@ steps:
   - agent: count
     input: {{text: $shout.text}}
 """
+
+
+APPROVERS = {"legal": ["alice"], "committee": ["dave", "erin"]}  # enough of examples/approvers.yaml to approve
+
+
+def run_bundled(env: dict[str, str], flow: str, input_path: Any, *, expect_gate: bool | None = None) -> dict[str, Any]:
+    """Run a flow through the CLI to its end (`run --wait --json`), approving through the CLI a gate
+    it parks at, by the bundled approvers; the final `{run_id, status, result}`."""
+    import json
+
+    from tests.conftest import run_cli
+
+    result = run_cli(["run", flow, "--input", f"@{input_path}", "--wait", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    if expect_gate is not None:
+        assert (out["status"] == "waiting_for_approval") == expect_gate, out
+    if out["status"] == "waiting_for_approval":
+        [gate] = out["pending"]
+        for person in APPROVERS[gate["gate"]]:
+            decided = run_cli(["approve", out["run_id"], "--gate", gate["gate"], "--by", person, "--json"], env)
+            assert decided.returncode == 0, decided.stderr
+        out = json.loads(decided.stdout)["run"]
+    assert out["status"] == "completed", out
+    return out

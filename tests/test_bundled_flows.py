@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.conftest import ROOT, run_cli
+from tests.flowkit import run_bundled
 
 EXAMPLES = ROOT / "examples"
 
@@ -16,25 +17,8 @@ def env(dev_server, task_queue):
     return dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue)
 
 
-APPROVERS = {"legal": ["alice"], "committee": ["dave", "erin"]}  # from examples/approvers.yaml
-
-
 def run_flow(env, flow: str, input_path, *, expect_gate: bool | None = None) -> dict:
-    """Run a flow through the CLI to its end; a run that parks at a gate is approved through the
-    CLI by the bundled approvers."""
-    result = run_cli(["run", flow, "--input", f"@{input_path}", "--wait", "--json"], env)
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
-    if expect_gate is not None:
-        assert (out["status"] == "waiting_for_approval") == expect_gate, out
-    if out["status"] == "waiting_for_approval":
-        [gate] = out["pending"]
-        for person in APPROVERS[gate["gate"]]:
-            decided = run_cli(["approve", out["run_id"], "--gate", gate["gate"], "--by", person, "--json"], env)
-            assert decided.returncode == 0, decided.stderr
-        out = json.loads(decided.stdout)["run"]
-    assert out["status"] == "completed", out
-    return out["result"]
+    return run_bundled(env, flow, input_path, expect_gate=expect_gate)["result"]
 
 
 def test_flows_json_lists_every_bundled_flow_with_patterns(env):

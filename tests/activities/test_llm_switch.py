@@ -10,6 +10,7 @@ import pytest
 from examples.document_pipeline.models import Classification, Extraction
 from examples.procurement.models import Vote
 from tests.conftest import ROOT, run_cli
+from tests.flowkit import run_bundled
 from tests.llm_agents import SENTINEL_KEY, llm_server  # noqa: F401
 
 EXTRACTION = {
@@ -29,22 +30,8 @@ def _env(dev_server, task_queue, server, **extra):
     return dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, OPENAI_BASE_URL=f"{server.url}/v1", OPENAI_API_KEY=SENTINEL_KEY, **extra)
 
 
-APPROVERS = {"legal": ["alice"], "committee": ["dave", "erin"]}  # from examples/approvers.yaml
-
-
 def _run(env, flow: str, input_file: str) -> dict:
-    """Run a bundled flow through the CLI to its end, approving a gate it parks at."""
-    result = run_cli(["run", flow, "--input", f"@{ROOT / 'examples' / input_file}", "--wait", "--json"], env)
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
-    if out["status"] == "waiting_for_approval":
-        [gate] = out["pending"]
-        for person in APPROVERS[gate["gate"]]:
-            decided = run_cli(["approve", out["run_id"], "--gate", gate["gate"], "--by", person, "--json"], env)
-            assert decided.returncode == 0, decided.stderr
-        out = json.loads(decided.stdout)["run"]
-    assert out["status"] == "completed", out
-    return out
+    return run_bundled(env, flow, ROOT / "examples" / input_file)
 
 
 def test_document_pipeline_runs_its_extractor_and_classifier_on_the_model(dev_server, task_queue, llm_server):
