@@ -170,6 +170,10 @@ async def describe_run(client: Client, run_id: str) -> RunStatusView:
                     rec.model, rec.refusals = value.get("model"), [ToolRefusal.model_validate(r) for r in value.get("refusals") or []]
             elif status in ("failed", "timed_out"):
                 rec.error = failure_text(attrs.failure)
+        elif etype == EventType.EVENT_TYPE_MARKER_RECORDED:  # a fast agent (local activity): one marker per result
+            rec = await _local_activity(client, event.marker_recorded_event_attributes, when)
+            if rec is not None:
+                steps[run_index, event.event_id] = rec
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
             error = failure_text(event.workflow_execution_failed_event_attributes.failure)
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
@@ -219,6 +223,26 @@ def total_usage(records: list[StepRecord]) -> Usage | None:
         return None
     prompt, completion = sum(u.prompt_tokens for u in used), sum(u.completion_tokens for u in used)
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+async def _local_activity(client: Client, attrs: Any, when: datetime) -> StepRecord | None:
+    """The step record of a fast agent from its local-activity marker: id, type, attempt, when it
+    finished and its result (or failure). Start and latency are not recorded by Temporal for
+    local activities; `ended_at` is when its workflow task recorded it."""
+    if attrs.marker_name != "core_local_activity" or "data" not in attrs.details:
+        return None
+    try:
+        data = json.loads(attrs.details["data"].payloads[0].data)
+    except (ValueError, IndexError):
+        return None
+    rec = StepRecord(name=str(data.get("activity_id", "?")).split("#")[0], agent=str(data.get("activity_type", "?")),
+                     status="completed", attempts=int(data.get("attempt", 1)), ended_at=_iso(when), started_at=_iso(when))  # fmt: skip
+    if attrs.HasField("failure"):
+        rec.status, rec.error = "failed", failure_text(attrs.failure)
+    elif "result" in attrs.details and attrs.details["result"].payloads:
+        [value] = await client.data_converter.decode(attrs.details["result"].payloads)
+        rec.output = value.get("output") if isinstance(value, dict) else value
+    return rec
 
 
 def _gate_event(gates: dict[str, StepRecord], note: Any, when: datetime) -> None:

@@ -10,6 +10,7 @@ from temporalio.api.enums.v1 import EventType
 
 from ensemble.errors import InputError
 from tests.conftest import ROOT, run_cli
+from ensemble.runs import describe_run
 from tests.flowkit import request, run_to_end
 
 FAST_CHAIN = """
@@ -62,6 +63,11 @@ async def test_fast_agents_run_as_local_activities(dev_server, task_queue, cache
         ("count_fast", "count_fast"),
         ("shout_fast", "again"),
     ]
+    steps = (await describe_run(dev_server.client, handle.id)).steps  # status reads the markers back
+    assert [(s.name, s.agent, s.status, s.attempts) for s in steps] == [
+        ("shout_fast", "shout_fast", "completed", 1), ("count_fast", "count_fast", "completed", 1), ("again", "shout_fast", "completed", 1),
+    ]  # fmt: skip
+    assert steps[1].output == {"chars": 15, "words": 3}
 
 
 async def test_fast_agent_retries_under_its_policy(dev_server, task_queue):
