@@ -31,6 +31,7 @@ class EnsembleChain:
     client: Client
     task_queue: str
     fast: bool = False
+    pids: dict[str, int] = field(default_factory=dict)  # server and worker, for CPU per run
     _requests: dict[int, RunRequest] = field(default_factory=dict)
 
     @property
@@ -58,6 +59,7 @@ class TemporalChain:
     client: Client
     task_queue: str
     local: bool = False
+    pids: dict[str, int] = field(default_factory=dict)
 
     @property
     def temporal(self) -> bool:
@@ -78,6 +80,7 @@ class LangGraphChain:
     as Temporal records each activity's result before scheduling the next."""
 
     temporal = False
+    pids: dict[str, int] = {}  # runs in this process
 
     def __init__(self, db: Path) -> None:
         from langgraph.checkpoint.sqlite import SqliteSaver  # the `bench` extra

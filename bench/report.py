@@ -22,6 +22,11 @@ SPLIT = {
 }
 
 
+def _rates(by: dict[str, Any]) -> dict[str, Any]:
+    """A chain's throughput entries without its CPU figures: {concurrency: spread of runs/s}."""
+    return {c: v for c, v in by.items() if c != "cpu_ms"}
+
+
 def _table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -57,10 +62,10 @@ def _targets(r: dict[str, Any]) -> str:
     row("per-step overhead vs plain Temporal (hand-off p50)", "≤ 1.15×", ratio, _ratio(r["ratios"].get("handoff_p50 ensemble/temporal")),
         ratio is not None and ratio <= 1.15)  # fmt: skip
     tp = r.get("throughput", {})
-    best = max((tp.get(c, {}).get(k, {}).get("median", 0), c) for c in ("ensemble", "ensemble_fast") for k in tp.get(c, {}))
+    best = max((v["median"], c) for c in ("ensemble", "ensemble_fast") for v in _rates(tp.get(c, {})).values())
     rate, chain = best if best[0] else (None, None)
     label = f"{rate:.1f}/s ({'fast path' if chain == 'ensemble_fast' else 'standard path'})" if rate else "–"
-    std_best = max((v["median"] for v in tp.get("ensemble", {}).values()), default=None)
+    std_best = max((v["median"] for v in _rates(tp.get("ensemble", {})).values()), default=None)
     label += f"; standard path {std_best:.1f}/s" if std_best else ""
     tuned = (r.get("tuning") or {}).get("throughput_c10", {})
     best_tuned = max(((v["fast"]["median"], k) for k, v in tuned.items() if k != "defaults" and "comparison" not in k), default=None)
@@ -112,9 +117,21 @@ def _split(r: dict[str, Any]) -> str:
 
 def _throughput(r: dict[str, Any]) -> str:
     tp = r["throughput"]
-    concurrencies = sorted({int(c) for by in tp.values() for c in by})
+    concurrencies = sorted({int(c) for by in tp.values() for c in _rates(by)})
     rows = [[CHAINS[chain]] + [fmt_spread(by.get(str(c))) for c in concurrencies] for chain, by in tp.items()]
-    return _table(["runs per second"] + [f"concurrency {c}" for c in concurrencies], rows)
+    out = _table(["runs per second"] + [f"concurrency {c}" for c in concurrencies], rows)
+    cpu_rows = []
+    for chain, by in tp.items():
+        for c, used in sorted((by.get("cpu_ms") or {}).items(), key=lambda kv: int(kv[0])):
+            if int(c) == 10:
+                total = sum(used.values())
+                cpu_rows.append([CHAINS[chain], *(f"{used.get(p, 0):.1f}" for p in ("server", "worker", "client")),
+                                 f"{total:.1f}", f"{2000 / total:.0f}/s" if total else "–"])  # fmt: skip
+    if cpu_rows:
+        out += ("\nCPU per run with 10 in flight (ms, median of rounds; from /proc/PID/stat for the server and worker, "
+                "getrusage for the client). On 2 cores, 2,000 ms of CPU per second bounds the rate at 2000 / total:\n\n")
+        out += _table(["runs of", "server", "worker", "client", "total", "bound on 2 cores"], cpu_rows)
+    return out
 
 
 def _parked(r: dict[str, Any]) -> str:
@@ -152,10 +169,13 @@ def _tuning(r: dict[str, Any]) -> str:
         hist = x.get("history") or {}
         wft = hist.get("wft_ms")
         tp = t["throughput_c10"].get(name) or {}
+        cpu = (t.get("cpu_ms_c10") or {}).get(name) or {}
+        worker = lambda path: f"{cpu[path]['worker']:.1f}" if path in cpu else "–"  # noqa: E731
         rows.append([name, fmt_spread(x["p50"], " ms"), fmt_spread(x["p99"], " ms"), f"{fmt_ms(wft['p50'])} ms" if wft else "–",
-                     _ratio(t["vs_defaults"][name]), fmt_spread(tp.get("standard")), fmt_spread(tp.get("fast"))])  # fmt: skip
+                     _ratio(t["vs_defaults"][name]), fmt_spread(tp.get("standard")), fmt_spread(tp.get("fast")),
+                     worker("standard"), worker("fast")])  # fmt: skip
     return _table(["worker setting", "hand-off p50", "hand-off p99", "workflow task p50", "p50 vs defaults",
-                   "5-agent runs/s, c=10", "same, fast path"], rows)  # fmt: skip
+                   "5-agent runs/s, c=10", "same, fast path", "worker CPU ms/run", "same, fast path"], rows)  # fmt: skip
 
 
 def _servers(r: dict[str, Any]) -> str:
@@ -195,7 +215,7 @@ def _effects(r: dict[str, Any]) -> str:
                      f"{fmt_ms(_med(eager['handoff'], 'ensemble', 'p99'))} → {fmt_ms(_med(h, 'ensemble', 'p99'))} ms.")  # fmt: skip
     std, fast = _med(h, "ensemble", "p50"), _med(h, "ensemble_fast", "p50")
     tp = r.get("throughput", {})
-    rate = lambda chain: max((v["median"] for v in tp.get(chain, {}).values()), default=None)  # noqa: E731
+    rate = lambda chain: max((v["median"] for v in _rates(tp.get(chain, {})).values()), default=None)  # noqa: E731
     if fast:
         lines.append(f"Fast path (`fast: true`, local activities): hand-off p50 {fmt_ms(std)} → {fmt_ms(fast)} ms; "
                      f"best 5-agent runs/s {rate('ensemble') or 0:.1f} → {rate('ensemble_fast') or 0:.1f}.")  # fmt: skip
@@ -214,13 +234,14 @@ def _effects(r: dict[str, Any]) -> str:
 
         tuned("no bytecode cache", "Workers without compiled bytecode (the benchmark compiles it; a container with "
               "PYTHONDONTWRITEBYTECODE=1 and no .pyc files does not)")  # fmt: skip
-        tuned("ENSEMBLE_SANDBOX=trusted", "`ENSEMBLE_SANDBOX=trusted` (Ensemble's workflow modules passed through the sandbox)")
-        tuned("pydantic, yaml, ensemble passed through", "Passing pydantic, yaml and `ensemble` through the sandbox")
+        tuned("ENSEMBLE_SANDBOX=strict", "`ENSEMBLE_SANDBOX=strict` (Ensemble's workflow modules re-imported for every run)")
+        tuned("the SDK's sandbox runner (snippets compiled per call)",
+              "The SDK's own sandbox runner, which compiles its snippets on every call (Ensemble compiles them once)")
         tuned("eager activities off", "Eager activities turned off in the worker")
         tuned("no sandbox (comparison only)", "No sandbox at all (not offered: for comparison)")
     compare = r.get("parked_compare") or {}
     base = (compare.get("defaults (cache 1000)") or {}).get("phases")
-    for name in ("max_cached_workflows=250", "ENSEMBLE_SANDBOX=trusted"):
+    for name in ("max_cached_workflows=250", "ENSEMBLE_SANDBOX=strict"):
         other = (compare.get(name) or {}).get("phases")
         if base and other:
             a, b = base[0], other[0]

@@ -53,8 +53,8 @@ FULL = Plan(mode="full")
 # keyword arguments (`options`, see bench/worker.py) and environment (`env`).
 TUNING: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "ENSEMBLE_SANDBOX=trusted": {"env": {"ENSEMBLE_SANDBOX": "trusted"}},
-    "pydantic, yaml, ensemble passed through": {"options": {"sandbox": "passthrough"}},
+    "ENSEMBLE_SANDBOX=strict": {"env": {"ENSEMBLE_SANDBOX": "strict"}},
+    "the SDK's sandbox runner (snippets compiled per call)": {"options": {"sandbox": "sdk"}},
     "no sandbox (comparison only)": {"options": {"sandbox": "off"}},
     "eager activities off": {"options": {"disable_eager_activity_execution": True}},
     "no workflow cache (replay every task)": {"options": {"max_cached_workflows": 0}, "throughput": False},
@@ -63,7 +63,7 @@ TUNING: dict[str, dict[str, Any]] = {
 PARKED_COMPARE: dict[str, dict[str, Any]] = {
     "defaults (cache 1000)": {},
     "max_cached_workflows=250": {"options": {"max_cached_workflows": 250}},
-    "ENSEMBLE_SANDBOX=trusted": {"env": {"ENSEMBLE_SANDBOX": "trusted"}},
+    "ENSEMBLE_SANDBOX=strict": {"env": {"ENSEMBLE_SANDBOX": "strict"}},
 }
 # Server settings measured against the embedded server's (ensemble.server.command).
 SERVER_VARIANTS: dict[str, dict[str, Any]] = {
@@ -140,11 +140,12 @@ class Bench:
         srv, client = await self.server("main")
         out["server"] = srv.settings()
         ens, base = self.worker(srv, "ensemble"), self.worker(srv, "baseline")
+        on_ens, on_base = {"server": srv.pid, "worker": ens.pid}, {"server": srv.pid, "worker": base.pid}
         chains: dict[str, Any] = {
-            "ensemble": EnsembleChain(client, ens.task_queue),
-            "ensemble_fast": EnsembleChain(client, ens.task_queue, fast=True),
-            "temporal": TemporalChain(client, base.task_queue),
-            "temporal_local": TemporalChain(client, base.task_queue, local=True),
+            "ensemble": EnsembleChain(client, ens.task_queue, pids=on_ens),
+            "ensemble_fast": EnsembleChain(client, ens.task_queue, fast=True, pids=on_ens),
+            "temporal": TemporalChain(client, base.task_queue, pids=on_base),
+            "temporal_local": TemporalChain(client, base.task_queue, local=True, pids=on_base),
         }
         missing = langgraph_available()
         if missing is None:
@@ -163,14 +164,14 @@ class Bench:
         if "langgraph" in chains:
             chains.pop("langgraph").close()
         log(f"throughput: {plan.flow_steps}-agent runs at concurrency {list(plan.throughput)}")
-        picked = {k: chains[k] for k in ("ensemble", "ensemble_fast", "temporal")}
+        picked = {k: chains[k] for k in ("ensemble", "ensemble_fast", "temporal", "temporal_local")}
         out["throughput"] = await throughputs(picked, steps=plan.flow_steps, plan=plan.throughput, rounds=plan.throughput_rounds)
         self.retire(ens, base)
         await self.tuning(srv, client, out)
         log(f"parked runs: {plan.parked}")
         parker = self.worker(srv, "ensemble")
         idle = parker.rss_mb()["rss_mb"]
-        found = await parked_runs(client, parker, srv.proc.pid, targets=plan.parked, decisions=plan.decisions)
+        found = await parked_runs(client, parker, srv.pid, targets=plan.parked, decisions=plan.decisions)
         out["parked"] = {"idle_worker_rss_mb": idle, **found}
         self.retire(parker)
         srv.stop()
@@ -181,8 +182,9 @@ class Bench:
         plan = self.plan
         log(f"worker tuning: {len(TUNING)} settings")
         procs = {name: self.worker(srv, "ensemble", setting) for name, setting in TUNING.items()}
-        std = {name: EnsembleChain(client, p.task_queue) for name, p in procs.items()}
-        fast = {name: EnsembleChain(client, p.task_queue, fast=True) for name, p in procs.items()}
+        pids = {name: {"server": srv.pid, "worker": p.pid} for name, p in procs.items()}
+        std = {name: EnsembleChain(client, p.task_queue, pids=pids[name]) for name, p in procs.items()}
+        fast = {name: EnsembleChain(client, p.task_queue, fast=True, pids=pids[name]) for name, p in procs.items()}
         result = await handoff(std, steps=plan.steps, warmup=plan.warmup, runs=plan.tuning_runs, rounds=plan.rounds)
         rate_plan = {10: plan.tuning_throughput_runs}
         timed = [name for name, setting in TUNING.items() if setting.get("throughput", True)]  # replaying every task is too slow
@@ -193,6 +195,7 @@ class Bench:
             "handoff": result,
             "vs_defaults": {name: ratios(result, name, "defaults", "p50") for name in TUNING},
             "throughput_c10": {name: {"standard": rates[name]["10"], "fast": rates_fast[name]["10"]} for name in timed},
+            "cpu_ms_c10": {name: {"standard": rates[name]["cpu_ms"]["10"], "fast": rates_fast[name]["cpu_ms"]["10"]} for name in timed},
         }
         self.retire(*procs.values())
 
@@ -203,7 +206,7 @@ class Bench:
             log(f"parked runs, {name}: {self.plan.parked_compare}")
             srv, client = await self.server(f"parked-{i}")
             proc = self.worker(srv, "ensemble", setting)
-            found = await parked_runs(client, proc, srv.proc.pid, targets=[self.plan.parked_compare], decisions=self.plan.decisions)
+            found = await parked_runs(client, proc, srv.pid, targets=[self.plan.parked_compare], decisions=self.plan.decisions)
             out["parked_compare"][name] = {"setting": setting, **found}
             self.retire(proc)
             srv.stop()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 from bench.agents import spans
@@ -14,6 +17,7 @@ from bench.stats import gaps_ms, percentile, spread, summary
 
 class Chain(Protocol):
     temporal: bool
+    pids: dict[str, int]  # the processes that do its work besides this one: {"server": pid, "worker": pid}
 
     async def run(self, steps: int) -> Any: ...
 
@@ -89,8 +93,25 @@ def ratios(result: dict[str, Any], a: str, b: str, key: str) -> dict[str, float]
     return spread([x[key] / y[key] for x, y in pairs if y[key] > 0])
 
 
-async def throughput(chain: Chain, *, steps: int, runs: int, concurrency: int) -> float:
-    """Runs of `steps` agents completed per second, `concurrency` at a time."""
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) a process has used so far: this one when pid is None."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(chain: Chain) -> dict[str, float]:
+    out = {name: cpu_seconds(pid) for name, pid in chain.pids.items()}
+    out["client"] = cpu_seconds()
+    return out
+
+
+async def throughput(chain: Chain, *, steps: int, runs: int, concurrency: int) -> tuple[float, dict[str, float]]:
+    """Runs of `steps` agents completed per second, `concurrency` at a time, and the CPU each
+    process spent per run (ms): the server's and worker's as `chain.pids` names them, and this
+    client's."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one() -> None:
@@ -99,18 +120,32 @@ async def throughput(chain: Chain, *, steps: int, runs: int, concurrency: int) -
             if len(run.ticks) != steps:
                 raise RuntimeError(f"a run of {steps} steps returned {len(run.ticks)} results")
 
+    before = _cpu(chain)
     t = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(runs)))
-    return runs / (time.perf_counter() - t)
+    rate = runs / (time.perf_counter() - t)
+    after = _cpu(chain)
+    return rate, {name: (after[name] - before[name]) * 1000 / runs for name in before}
 
 
 async def throughputs(
     chains: dict[str, Chain], *, steps: int, plan: dict[int, int], rounds: int
 ) -> dict[str, dict[str, Any]]:
-    """{chain: {concurrency: spread of runs/s}}; `plan` maps concurrency to runs per measurement."""
+    """{chain: {concurrency: spread of runs/s, "cpu_ms": {concurrency: {process: median CPU ms
+    per run}}}}; `plan` maps concurrency to runs per measurement."""
     seen: dict[str, dict[int, list[float]]] = {name: {c: [] for c in plan} for name in chains}
+    cpu: dict[str, dict[int, list[dict[str, float]]]] = {name: {c: [] for c in plan} for name in chains}
     for _ in range(rounds):
         for concurrency, runs in plan.items():
             for name, chain in chains.items():
-                seen[name][concurrency].append(await throughput(chain, steps=steps, runs=runs, concurrency=concurrency))
-    return {name: {str(c): spread(v) for c, v in by_c.items()} for name, by_c in seen.items()}
+                rate, used = await throughput(chain, steps=steps, runs=runs, concurrency=concurrency)
+                seen[name][concurrency].append(rate)
+                cpu[name][concurrency].append(used)
+    out: dict[str, dict[str, Any]] = {}
+    for name, by_c in seen.items():
+        out[name] = {str(c): spread(v) for c, v in by_c.items()}
+        out[name]["cpu_ms"] = {
+            str(c): {proc: statistics.median(x[proc] for x in samples) for proc in samples[0]}
+            for c, samples in cpu[name].items()
+        }
+    return out

@@ -52,6 +52,11 @@ class BenchServer:
         return {"sqlite_pragmas": pick("--sqlite-pragma"), "dynamic_config": pick("--dynamic-config-value")}
 
     @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
     def address(self) -> str:
         assert self.info is not None
         return self.info.address

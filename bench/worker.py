@@ -3,9 +3,9 @@
 
 `ensemble` builds the product's worker (ensemble.worker.build_worker, its defaults); `baseline`
 a plain Temporal worker for the hand-written chain. `--options` are Worker keyword arguments,
-plus `sandbox`: `default` (the product's: ENSEMBLE_SANDBOX, strict unless set), `passthrough`
-(the default restrictions plus pydantic, yaml and ensemble passed through) or `off` (no sandbox;
-for comparison only), and `log_level` (default `info`). An `ensemble` worker logs as `python worker.py` does
+plus `sandbox`: `default` (the product's: ENSEMBLE_SANDBOX, trusted unless set), `sdk` (the same
+restrictions in the SDK's own runner, which compiles its sandbox snippets on every call) or `off`
+(no sandbox; for comparison only), and `log_level` (default `info`). An `ensemble` worker logs as `python worker.py` does
 (to wherever stderr points). Prints `ready` once it polls; stops on SIGTERM or when
 its stdin closes.
 """
@@ -24,16 +24,16 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
-
-PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "typing_extensions", "yaml", "ensemble")
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 
 def runner(kind: str) -> Any:
     if kind == "off":
         return UnsandboxedWorkflowRunner()
-    if kind == "passthrough":
-        return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
+    if kind == "sdk":
+        from ensemble.worker import workflow_runner
+
+        return SandboxedWorkflowRunner(restrictions=workflow_runner().restrictions)
     return None
 
 

@@ -57,11 +57,13 @@ def agent(
     effect: Effect = "read",
     task_queue: str | None = None,
     tools: list[str] | None = None,
+    fast: bool = False,
 ) -> Callable[[F], F]:
     """Register a Python callable as a `function` agent (sync or async).
 
     The callable takes the step input (a pydantic model parameter is validated from it) and
     optionally a second parameter annotated `AgentContext`. It returns JSON-able data or a model.
+    `fast=True` runs it as a local activity on the run's own worker (docs/performance.md).
     """
 
     def decorate(fn: F) -> F:
@@ -82,6 +84,7 @@ def agent(
             effect=effect,
             task_queue=task_queue,
             tools=list(tools or []),
+            fast=fast,
         )
         register_agent(spec)
         fn.__ensemble_agent__ = spec  # type: ignore[attr-defined]

@@ -33,6 +33,11 @@ async def count(data: Text) -> Count:
     return Count(chars=len(data.text), words=len(data.text.split()))
 
 
+@agent(description="Reverses text", fast=True, timeout_s=5)
+def mirror(data: Text) -> Text:
+    return Text(text=data.text[::-1])
+
+
 @agent()
 def echo(data: object) -> object:
     return data

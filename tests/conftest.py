@@ -25,6 +25,11 @@ from ensemble.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Workers built inside the test process re-import Ensemble's workflow modules for every run, so the
+# sandbox checks that code at run time; workers started through the CLI (`DevServer.env`) run with
+# the shipped default, `trusted`. Both modes are also tested side by side (test_worker_sandbox.py).
+os.environ.setdefault("ENSEMBLE_SANDBOX", "strict")
+
 
 @dataclass
 class DevServer:

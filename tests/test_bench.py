@@ -14,7 +14,7 @@ from bench.agents import chain_flow, gate_flow, stamp
 from bench.chains import EnsembleChain
 from bench.history import analyse
 from bench.parked import gate_request
-from bench.scenarios import handoff, ratios
+from bench.scenarios import cpu_seconds, handoff, ratios, throughputs
 from bench.server import BenchServer, rss_mb
 from bench.stats import fmt_spread, gaps_ms, percentile, spread, summary
 from ensemble.flows import parse_flow
@@ -143,6 +143,25 @@ async def test_chains_measure_hand_offs_on_a_real_server(dev_server):
     assert result["fast"]["history"]["split_ms"] is None  # local activities: no activity events
 
 
+def test_cpu_seconds_of_this_process_and_another(dev_server):
+    before = cpu_seconds()
+    sum(i * i for i in range(300_000))
+    assert cpu_seconds() > before
+    assert cpu_seconds(dev_server.info.pid) > 0  # the server has done work by now
+
+
+async def test_throughput_counts_runs_and_the_cpu_each_process_spent(dev_server):
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    chain = EnsembleChain(dev_server.client, queue, pids={"server": dev_server.info.pid})
+    async with running_worker(dev_server.client, queue):
+        result = await throughputs({"std": chain}, steps=2, plan={1: 2, 3: 6}, rounds=1)
+    assert set(result["std"]) == {"1", "3", "cpu_ms"}
+    assert result["std"]["3"]["n"] == 1 and result["std"]["3"]["median"] > 0
+    cpu = result["std"]["cpu_ms"]["3"]
+    assert set(cpu) == {"server", "client"}  # the worker ran in this process: its CPU is the client's
+    assert cpu["client"] > 0 and cpu["server"] >= 0
+
+
 def _spread(x: float) -> dict[str, float]:
     return spread([x * 0.9, x, x * 1.2])
 
@@ -170,7 +189,8 @@ def test_report_renders_every_section_and_judges_the_targets():
         "server": {"sqlite_pragmas": ["journal_mode=wal"], "dynamic_config": ["history.transferProcessorMaxPollRPS=1000"]},
         "handoff": handoff_result,
         "ratios": {"handoff_p50 ensemble/temporal": ratios(handoff_result, "ensemble", "temporal", "p50")},
-        "throughput": {"ensemble": {"1": _spread(10.0), "10": _spread(30.0)}, "ensemble_fast": {"1": _spread(20.0), "10": _spread(55.0)}},
+        "throughput": {"ensemble": {"1": _spread(10.0), "10": _spread(30.0), "cpu_ms": {"10": {"server": 25.0, "worker": 15.0, "client": 1.0}}},
+                       "ensemble_fast": {"1": _spread(20.0), "10": _spread(55.0)}},
         "parked": {"idle_worker_rss_mb": 80.0, "phases": [phase]},
         "tuning": {"settings": {"defaults": {}}, "handoff": {"defaults": _chain(8.0)}, "vs_defaults": {"defaults": _spread(1.0)},
                    "throughput_c10": {"defaults": {"standard": _spread(30.0), "fast": _spread(55.0)}}},
@@ -186,6 +206,7 @@ def test_report_renders_every_section_and_judges_the_targets():
     # p50 8 ms, p99 24 ms, fast 2 ms, ratio 8/7 = 1.14, 55 runs/s, 420 MB: all met
     assert met == ["yes"] * 6, targets
     assert "Conditions: quiet machine" in text and "slow polls" in text
+    assert "| Ensemble, standard path (activities) | 25.0 | 15.0 | 1.0 | 41.0 | 49/s |" in text
     results["handoff"]["ensemble"] = _chain(12.0)
     results["ratios"]["handoff_p50 ensemble/temporal"] = ratios(results["handoff"], "ensemble", "temporal", "p50")
     targets = report.render(results).split("## Targets")[1].split("##")[0]

@@ -70,6 +70,33 @@ async def test_fast_agents_run_as_local_activities(dev_server, task_queue, cache
     assert steps[1].output == {"chars": 15, "words": 3}
 
 
+async def test_a_decorated_agent_declares_itself_fast(dev_server, task_queue):
+    flow = """
+name: decorated_fast
+imports: [tests.agents]
+steps:
+  - agent: mirror
+    input: {text: $input.text}
+  - agent: shout
+    input: {text: $mirror.text}
+"""
+    handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {"text": "abc"})
+    assert outcome is not None and outcome.output["shout"] == {"text": "CBA"}
+    history = await handle.fetch_history()
+    assert [m["activity_type"] for m in _markers(history)] == ["mirror"]
+    scheduled = _events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    assert [e.activity_task_scheduled_event_attributes.activity_type.name for e in scheduled] == ["shout"]
+
+
+def test_a_decorated_fast_agent_that_cannot_be_local_is_refused():
+    from pydantic import ValidationError
+
+    from ensemble import agent
+
+    with pytest.raises(ValidationError, match="a fast agent runs on the run's own worker"):
+        agent(name="fast_elsewhere", fast=True, task_queue="gpu")(lambda data: data)
+
+
 async def test_fast_agent_retries_under_its_policy(dev_server, task_queue):
     flow = f"""
 name: fast_retry
