@@ -37,8 +37,11 @@ def analyse(events: list[Any], ticks: list[dict[str, int]]) -> dict[str, Any]:
             started.append(_ns(e))
         elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             completed.append(_ns(e))
+    size = getattr(events[0], "ByteSize", None) if events else None
     out: dict[str, Any] = {
         "events_per_step": len(events) / max(len(ticks), 1),
+        # what the server stores per step: every event, payloads included (protobuf bytes)
+        "bytes_per_step": sum(e.ByteSize() for e in events) / max(len(ticks), 1) if size else None,
         "workflow_tasks": len(wfts),
         "wft_ms": [(b - a) / 1e6 for a, b in wfts],
         "split_ms": {s: [] for s in SEGMENTS},

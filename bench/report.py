@@ -92,9 +92,10 @@ def _handoff(r: dict[str, Any]) -> str:
         rows.append([label, fmt_spread(x["p50"], " ms"), fmt_spread(x["p99"], " ms"), fmt_spread(x["step_ms"], " ms"),
                      f"{fmt_ms(wft['p50'])} ms" if wft else "–",
                      f"{hist['workflow_tasks_per_run']:.0f}" if hist.get("workflow_tasks_per_run") else "–",
-                     f"{hist['events_per_step']:.2f}" if hist.get("events_per_step") else "–"])  # fmt: skip
+                     f"{hist['events_per_step']:.2f}" if hist.get("events_per_step") else "–",
+                     f"{hist['bytes_per_step']:,.0f}" if hist.get("bytes_per_step") else "–"])  # fmt: skip
     out = _table(["chain", "hand-off p50", "hand-off p99", "time per step (client)", "workflow task p50",
-                  "workflow tasks per run", "history events per step"], rows)  # fmt: skip
+                  "workflow tasks per run", "history events per step", "history bytes per step"], rows)  # fmt: skip
     if r.get("langgraph_skipped"):
         out += f"\nLangGraph column skipped: {r['langgraph_skipped']}.\n"
     out += "\nRatios, round by round (each round runs every chain on the same machine state):\n\n"
@@ -172,8 +173,11 @@ def _tuning(r: dict[str, Any]) -> str:
         rows.append([name, fmt_spread(x["p50"], " ms"), fmt_spread(x["p99"], " ms"), f"{fmt_ms(wft['p50'])} ms" if wft else "–",
                      _ratio(t["vs_defaults"][name]), fmt_spread(tp.get("standard")), fmt_spread(tp.get("fast")),
                      worker("standard"), worker("fast")])  # fmt: skip
-    return _table(["worker setting", "hand-off p50", "hand-off p99", "workflow task p50", "p50 vs defaults",
-                   "5-agent runs/s, c=10", "same, fast path", "worker CPU ms/run", "same, fast path"], rows)  # fmt: skip
+    out = _table(["worker setting", "hand-off p50", "hand-off p99", "workflow task p50", "p50 vs defaults",
+                  "5-agent runs/s, c=10", "same, fast path", "worker CPU ms/run", "same, fast path"], rows)  # fmt: skip
+    runs = r["plan"].get("tuning_throughput_runs")
+    return out + (f"\nEvery setting's worker runs at once here, and each rate is over {runs} runs: compare the rows "
+                  "with each other (and the worker's CPU per run above all), not with the Throughput table.\n")
 
 
 def _servers(r: dict[str, Any]) -> str:

@@ -67,6 +67,7 @@ async def handoff(chains: dict[str, Chain], *, steps: int, warmup: int, runs: in
 async def _histories(runs: list[Any]) -> dict[str, Any]:
     wft: list[float] = []
     per_step: list[float] = []
+    sizes: list[float] = []
     tasks: list[int] = []
     split: dict[str, list[float]] = {s: [] for s in SEGMENTS}
     for run in runs:
@@ -74,6 +75,8 @@ async def _histories(runs: list[Any]) -> dict[str, Any]:
         found = analyse(list(history.events), run.ticks)
         wft += found["wft_ms"]
         per_step.append(found["events_per_step"])
+        if found["bytes_per_step"] is not None:
+            sizes.append(found["bytes_per_step"])
         tasks.append(found["workflow_tasks"])
         for key, values in found["split_ms"].items():
             split[key] += values
@@ -81,6 +84,7 @@ async def _histories(runs: list[Any]) -> dict[str, Any]:
         "wft_ms": summary(wft) if wft else None,
         "workflow_tasks_per_run": statistics.median(tasks) if tasks else None,
         "events_per_step": statistics.median(per_step) if per_step else None,
+        "bytes_per_step": statistics.median(sizes) if sizes else None,
         "split_ms": {k: statistics.median(v) for k, v in split.items() if v} or None,
     }
 

@@ -95,6 +95,7 @@ def test_history_split_adds_up_to_the_hand_off():
     ]  # fmt: skip
     found = analyse(events, ticks)
     assert found["wft_ms"] == [2.0, 5.0] and found["workflow_tasks"] == 2
+    assert found["bytes_per_step"] is None  # these stand-ins have no protobuf size
     split = {k: v[0] for k, v in found["split_ms"].items()}
     assert split == {"report": 1.0, "to_wft": 3.0, "wft": 5.0, "to_activity": 6.0, "activity_start": 4.0}
     assert sum(split.values()) == (ticks[1]["w0"] - ticks[0]["w1"]) / ms
@@ -139,6 +140,8 @@ async def test_chains_measure_hand_offs_on_a_real_server(dev_server):
         assert len(x["rounds"]) == 2
         assert x["history"]["workflow_tasks_per_run"] >= 1
     assert result["std"]["history"]["events_per_step"] > result["fast"]["history"]["events_per_step"]
+    # every activity's input carries the agent's spec: hundreds of bytes per step, fewer on the fast path
+    assert result["std"]["history"]["bytes_per_step"] > result["fast"]["history"]["bytes_per_step"] > 200
     assert set(result["std"]["history"]["split_ms"]) == {"report", "to_wft", "wft", "to_activity", "activity_start"}
     assert result["fast"]["history"]["split_ms"] is None  # local activities: no activity events
 
@@ -170,7 +173,7 @@ def _chain(p50: float, temporal: bool = True) -> dict:
     rounds = [{"p50": p50, "p99": p50 * 3, "step_ms": p50 * 1.2}] * 3
     out = {"p50": _spread(p50), "p99": _spread(p50 * 3), "step_ms": _spread(p50 * 1.2), "rounds": rounds, "all": summary([p50])}
     if temporal:
-        out["history"] = {"wft_ms": summary([p50 / 2]), "workflow_tasks_per_run": 21, "events_per_step": 6.25,
+        out["history"] = {"wft_ms": summary([p50 / 2]), "workflow_tasks_per_run": 21, "events_per_step": 6.25, "bytes_per_step": 1500.0,
                           "split_ms": {"report": 0.5, "to_wft": 1.0, "wft": 3.0, "to_activity": 0.1, "activity_start": 1.2}}  # fmt: skip
     return out
 
@@ -207,6 +210,7 @@ def test_report_renders_every_section_and_judges_the_targets():
     assert met == ["yes"] * 6, targets
     assert "Conditions: quiet machine" in text and "slow polls" in text
     assert "| Ensemble, standard path (activities) | 25.0 | 15.0 | 1.0 | 41.0 | 49/s |" in text
+    assert "| 21 | 6.25 | 1,500 |" in text
     results["handoff"]["ensemble"] = _chain(12.0)
     results["ratios"]["handoff_p50 ensemble/temporal"] = ratios(results["handoff"], "ensemble", "temporal", "p50")
     targets = report.render(results).split("## Targets")[1].split("##")[0]
