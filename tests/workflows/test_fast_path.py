@@ -214,3 +214,34 @@ def test_the_documented_fast_flow_runs_through_the_cli(dev_server, tmp_path):
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert (out["status"], out["result"]) == ("completed", {"greeting": "Hello, Ada!", "words": 2})
+
+
+async def test_the_documented_decorated_fast_agent_runs_both_ways(dev_server, task_queue, tmp_path, monkeypatch):
+    """docs/agents.md's `@agent(fast=True)` example and its flow-file twin, as written there."""
+    doc = (ROOT / "docs" / "agents.md").read_text()
+    start = doc.index("@agent(description=\"Normalises an address\"")
+    code = doc[start : doc.index("```", start)]
+    start = doc.index("  - {name: normalise_local")
+    twin = doc[start : doc.index("\n", start)]
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "agents.py").write_text("from ensemble import agent\n\n\n" + code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    flow = f"""
+name: normalise_twice
+imports: [mypkg.agents]
+agents:
+{twin}
+steps:
+  - agent: normalise
+    input: $input
+  - agent: normalise_local
+    input: $input
+"""
+    handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {"city": "  Paris ", "zip": 75001})
+    assert outcome is not None
+    assert outcome.output["normalise"] == outcome.output["normalise_local"] == {"city": "paris", "zip": 75001}
+    history = await handle.fetch_history()
+    assert [m["activity_type"] for m in _markers(history)] == ["normalise", "normalise_local"]
+    assert _events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == []
