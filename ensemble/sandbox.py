@@ -2,8 +2,8 @@
 
 Temporal's sandbox steps into a run by `exec`-ing a short snippet of source (import the workflow,
 activate it, ask it for a payload's serialization context), and it compiles that snippet again on
-every call: several times per workflow task, once per payload. Compiling is most of what the
-sandbox costs per task. `CompiledSandboxRunner` hands the same snippets to the same sandbox as
+every call: several times per workflow task, once per payload. In a profile of a worker running
+short runs that compiling was about a fifth of the worker's CPU. `CompiledSandboxRunner` hands the same snippets to the same sandbox as
 code objects compiled once per process; what runs inside, and every restriction, is unchanged.
 
 The snippets are reached through a private hook of the SDK (`_Instance._run_code`); should a
