@@ -1,12 +1,6 @@
-"""Run an Ensemble worker: `python worker.py [--task-queue Q] [--activities-only]`."""
+"""Run an Ensemble worker: `python worker.py [--task-queue Q] [--activities-only]` (installed: `ensemble-worker`)."""
 
-import os
-import sys
-
-from ensemble.cli import worker_main
+from ensemble.cli import run_worker
 
 if __name__ == "__main__":
-    code = worker_main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip interpreter teardown, which can abort while Temporal's runtime threads wind down
+    run_worker()

@@ -13,9 +13,9 @@ import os
 import httpx
 from temporalio import activity
 
-from activities.errors import classify_status, permanent, transient
-from ensemble import approvers
-from ensemble.errors import InputError
+from ensemble.activities.errors import classify_status, permanent, transient
+from ensemble.authoring import approvers
+from ensemble.spec.errors import InputError
 from ensemble.spec import GateEvent
 
 RESOLVE = "ensemble.approvers"

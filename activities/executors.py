@@ -10,10 +10,10 @@ from typing import Awaitable, Callable
 from temporalio import activity
 from temporalio.common import RawValue
 
-from activities.errors import permanent
-from activities.faults import inject as inject_faults
+from ensemble.activities.errors import permanent
+from ensemble.activities.faults import inject as inject_faults
 from ensemble.spec import AgentCall, AgentResult
-from ensemble.telemetry import observe_agent
+from ensemble.runtime.telemetry import observe_agent
 
 Executor = Callable[[AgentCall], Awaitable[AgentResult]]
 EXECUTORS: dict[str, Executor] = {}

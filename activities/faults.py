@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import permanent
-from ensemble.errors import InputError
+from ensemble.activities.errors import permanent
+from ensemble.spec.errors import InputError
 from ensemble.spec import AgentCall
 
 ENV = "ENSEMBLE_FAULTS"

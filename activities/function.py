@@ -17,9 +17,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import permanent
-from activities.executors import executor
-from ensemble.agents import load_handler
+from ensemble.activities.errors import permanent
+from ensemble.activities.executors import executor
+from ensemble.authoring.agents import load_handler
 from ensemble.spec import AgentCall, AgentResult
 
 

@@ -13,8 +13,8 @@ import re
 import httpx
 import jsonschema
 
-from activities.errors import classify_status, permanent, transient
-from activities.executors import executor
+from ensemble.activities.errors import classify_status, permanent, transient
+from ensemble.activities.executors import executor
 from ensemble.spec import AgentCall, AgentResult
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")

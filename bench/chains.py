@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from bench.agents import chain_flow, stamp
 from bench.baseline import BASELINE_WORKFLOW
-from ensemble.flows import parse_flow
+from ensemble.authoring.flows import parse_flow
 from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest
 
 

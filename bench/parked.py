@@ -14,8 +14,8 @@ from temporalio.client import Client, WorkflowHandle
 from bench.agents import gate_flow
 from bench.server import WorkerProcess, rss_mb
 from bench.stats import summary
-from ensemble.errors import EnsembleError
-from ensemble.flows import parse_flow
+from ensemble.spec.errors import EnsembleError
+from ensemble.authoring.flows import parse_flow
 from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest
 
 DECISION = {"gate": "approve", "decision": "approve", "by": "bench", "comment": ""}

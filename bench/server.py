@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ensemble import server as embedded
+from ensemble.runtime import server as embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 

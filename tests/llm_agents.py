@@ -14,7 +14,7 @@ from typing import Any, Iterator, Literal
 import pytest
 from pydantic import BaseModel
 
-from ensemble.tools import ToolContext, ToolError, tool
+from ensemble.authoring.tools import ToolContext, ToolError, tool
 from tests.conftest import ROOT
 
 SENTINEL_KEY = "sk-test-SENTINEL-4b1d9e"

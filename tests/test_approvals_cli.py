@@ -15,8 +15,8 @@ import pytest
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
-from ensemble import server
-from ensemble.runs import describe_run
+from ensemble.runtime import server
+from ensemble.runs.history import describe_run
 from ensemble.spec import GateDecision
 from tests.conftest import ROOT, run_cli, running_worker
 from tests.flowkit import request, start

@@ -17,7 +17,7 @@ from bench.parked import gate_request
 from bench.scenarios import cpu_seconds, handoff, ratios, throughputs
 from bench.server import BenchServer, rss_mb
 from bench.stats import fmt_spread, gaps_ms, percentile, spread, summary
-from ensemble.flows import parse_flow
+from ensemble.authoring.flows import parse_flow
 from tests.conftest import running_worker
 
 
@@ -112,7 +112,7 @@ def test_bench_flows_validate():
 
 
 def test_server_settings_are_the_embedded_servers_with_changes(tmp_path):
-    from ensemble import server as embedded
+    from ensemble.runtime import server as embedded
 
     srv = BenchServer(tmp_path, add={"x.y": 5}, drop=("history.timerProcessorMaxPollRPS",))
     srv.info = embedded.ServerInfo(pid=0, port=1, ui_port=2, db=str(tmp_path / "db"), log=str(tmp_path / "log"))

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from ensemble.runtime.converter import data_converter
 
-from activities.faults import FaultSpecError, parse
-from ensemble import server
-from ensemble.runs import describe_run
+from ensemble.activities.faults import FaultSpecError, parse
+from ensemble.runtime import server
+from ensemble.runs.history import describe_run
 from ensemble.spec import FlowOutcome
 from tests.conftest import ROOT, run_cli
 from tests.failure_agents import rows
@@ -126,7 +126,7 @@ async def test_embedded_server_killed_and_restarted_on_the_same_sqlite_file(dev_
         assert up.returncode == 0, up.stderr
         first_pid = json.loads((home / "server.json").read_text())["pid"]
         worker = start_worker(env)
-        client = await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        client = await Client.connect(f"127.0.0.1:{port}", data_converter=data_converter())
         run_ids = [f"chaos-s-{task_queue}-{i}" for i in range(RUNS)]
         for i, run_id in enumerate(run_ids):
             await start(client, request(FLOW, {"ledger": str(ledger), "n": i, "hold": 1.5}, task_queue), run_id)
@@ -139,7 +139,7 @@ async def test_embedded_server_killed_and_restarted_on_the_same_sqlite_file(dev_
         assert restarted["pid"] != first_pid and restarted["db"] == str(home / "temporal.db")
         if worker.poll() is not None:  # a supervisor would restart it; Temporal's client normally reconnects
             worker = start_worker(env)
-        client = await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        client = await Client.connect(f"127.0.0.1:{port}", data_converter=data_converter())
         handles = [client.get_workflow_handle(r, result_type=FlowOutcome) for r in run_ids]
         outcomes = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles), return_exceptions=True), timeout=90)
     finally:

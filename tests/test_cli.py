@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ensemble.server import free_port
+from ensemble.runtime.server import free_port
 from tests.conftest import ROOT, run_cli
 
 DOCS = ROOT / "examples" / "document_pipeline" / "documents"

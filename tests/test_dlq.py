@@ -156,7 +156,7 @@ async def test_dlq_commands_refuse_what_is_not_a_failed_run(dev_server, task_que
 
 
 async def test_a_failed_subtask_lists_its_parent_run_not_the_child(dev_server, task_queue):
-    from ensemble import dlq
+    from ensemble.runs import dlq
     from tests.flowkit import run_to_end
     from tests.workflows.test_hierarchical import supervised
 

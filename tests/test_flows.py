@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ensemble.errors import InputError
-from ensemble.flows import all_flows, find_flow, load_flow_file, register_flow
+from ensemble.spec.errors import InputError
+from ensemble.authoring.flows import all_flows, find_flow, load_flow_file, register_flow
 from ensemble.spec import FlowSpec
 
 GOOD = """\
@@ -123,7 +123,7 @@ def test_python_registered_flow_is_found_by_name():
 
 
 def test_bundled_flows_are_valid_and_have_example_inputs():
-    from ensemble.flows import EXAMPLES_DIR
+    from ensemble.authoring.flows import EXAMPLES_DIR
 
     flows = {f.spec.name: f for f in all_flows() if f.source and EXAMPLES_DIR in f.source.parents}
     assert "document_pipeline" in flows
@@ -135,10 +135,12 @@ def test_published_json_schema_is_current_and_validates_bundled_flows():
     import jsonschema
     import yaml
 
-    from ensemble.flows import EXAMPLES_DIR
-    from ensemble.schema import DEFAULT_OUT, flow_schema
+    from ensemble.authoring.flows import EXAMPLES_DIR
+    from ensemble.spec.schema import flow_schema
 
-    assert DEFAULT_OUT.read_text() == flow_schema(), "run `python -m ensemble.schema` to refresh docs/flow.schema.json"
+    DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "flow.schema.json"
+
+    assert DEFAULT_OUT.read_text() == flow_schema(), "run `python -m ensemble.spec.schema docs/flow.schema.json` to refresh docs/flow.schema.json"
     schema = json.loads(DEFAULT_OUT.read_text())
     for path in EXAMPLES_DIR.glob("*/flow.yaml"):
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)

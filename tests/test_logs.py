@@ -131,7 +131,7 @@ def test_failure_is_one_field_without_traceback_unless_debug(tmp_path):
     """A logged exception is one `error` field; ENSEMBLE_DEBUG=1 keeps the traceback."""
     code = textwrap.dedent("""
         import logging
-        from ensemble import logs
+        from ensemble.runtime import logs
         logs.setup()
         try:
             raise ValueError("bad ledger")

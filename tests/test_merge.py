@@ -2,7 +2,7 @@
 
 import pytest
 
-from ensemble.merge import Branch, MergeError, merge
+from ensemble.logic.merge import Branch, MergeError, merge
 from ensemble.spec import MergeSpec
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import urllib.request
 
-from ensemble import server
+from ensemble.runtime import server
 from tests.conftest import ROOT, run_cli
 from tests.flowkit import request, start
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ensemble.plans import PlanError, sinks, validate_plan
+from ensemble.logic.plans import PlanError, sinks, validate_plan
 
 
 def plan(*subtasks) -> dict:

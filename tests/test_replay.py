@@ -7,23 +7,23 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from ensemble.runtime.converter import data_converter
 from temporalio.worker import Replayer
 
 from tests.conftest import running_worker
 from tests.flowkit import request, start
 from tests.histories.refresh import golden_id
-from workflows.flow import EnsembleFlow
+from ensemble.workflows.flow import EnsembleFlow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
 def replayer() -> Replayer:
-    return Replayer(workflows=[EnsembleFlow], data_converter=pydantic_data_converter)
+    return Replayer(workflows=[EnsembleFlow], data_converter=data_converter())
 
 
 def test_golden_histories_exist_for_bundled_flows():
-    from ensemble.flows import EXAMPLES_DIR, all_flows
+    from ensemble.authoring.flows import EXAMPLES_DIR, all_flows
 
     bundled = {f.spec.name for f in all_flows() if f.source and EXAMPLES_DIR in f.source.parents}
     assert bundled <= {p.stem for p in HISTORIES}
@@ -38,7 +38,7 @@ async def test_golden_history_replays(path):
 
 async def test_fresh_document_pipeline_history_replays_and_a_divergent_one_fails(dev_server, task_queue):
     text = (Path(__file__).parent.parent / "examples/document_pipeline/documents/contract.txt").read_text()
-    from ensemble.flows import find_flow
+    from ensemble.authoring.flows import find_flow
 
     flow = find_flow("document_pipeline")
     async with running_worker(dev_server.client, task_queue):

@@ -1,7 +1,7 @@
 import pytest
 
 from ensemble.spec import StateKey
-from ensemble.state import RunState, StateError, apply_reducer, output_writes, references, resolve
+from ensemble.logic.state import RunState, StateError, apply_reducer, output_writes, references, resolve
 
 STATE = {"input": {"text": "hi", "items": [1, 2]}, "fields": {"total": {"value": 5}}, "cost": 1.5}
 

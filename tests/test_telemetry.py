@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from ensemble import telemetry
-from ensemble.client import connect
+from ensemble.runtime import telemetry
+from ensemble.runtime.connection import connect
 from tests.conftest import ROOT, run_cli, running_worker
 from tests.flowkit import request, retried_flow, start
 
@@ -106,7 +106,7 @@ async def test_child_workflows_stay_in_the_run_trace(traced_client, task_queue):
 async def test_model_and_tool_spans_nest_under_the_agent_span(traced_client, task_queue):
     """An executor's own spans (model and tool calls, made with get_tracer("ensemble")) are
     children of the agent span; the result's token usage is on it."""
-    from activities.executors import EXECUTORS
+    from ensemble.activities.executors import EXECUTORS
     from ensemble.spec import AgentResult, Usage
 
     plain = EXECUTORS["function"]

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 
-from ensemble import timeline
+from ensemble.runs import timeline
 from ensemble.spec import RunStatusView, StepRecord
 from tests.conftest import ROOT, run_cli, running_worker
 from tests.flowkit import request, retried_flow, start

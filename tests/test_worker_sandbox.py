@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from ensemble import sandbox
-from ensemble.errors import InputError
-from ensemble.worker import workflow_runner
+from ensemble.runtime import sandbox
+from ensemble.spec.errors import InputError
+from ensemble.runtime.worker import workflow_runner
 from tests.conftest import run_cli
 from tests.flowkit import run_to_end
 

@@ -12,11 +12,11 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
-from workflows.engine import FlowRun, execute_agent, failure_message, pattern
+from ensemble.workflows.engine import FlowRun, execute_agent, failure_message, pattern
 
 with workflow.unsafe.imports_passed_through():
-    from ensemble.chat_models import ChatEnd, ChatInput, ChatMessage, ChatRecord
-    from ensemble.pricing import PriceUnknown, Spending, cost_usd
+    from ensemble.spec.chat import ChatEnd, ChatInput, ChatMessage, ChatRecord
+    from ensemble.logic.pricing import PriceUnknown, Spending, cost_usd
     from ensemble.spec import AgentCall, AgentContext, AgentSpec, ChatStep, Usage
 
 

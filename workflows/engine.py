@@ -15,16 +15,19 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from ensemble.spec import AgentCall, AgentContext, AgentResult, AgentSpec, AgentStep, RunRequest, Step
-    from ensemble.gates import GateBook, gate_names
-    from ensemble.pricing import PriceUnknown, Spending
-    from ensemble.state import RunState, StateError, output_writes, resolve
+    from ensemble.logic.gates import GateBook, gate_names
+    from ensemble.logic.pricing import PriceUnknown, Spending
+    from ensemble.logic.state import RunState, StateError, output_writes, resolve
 
-from workflows.saga import Compensation, Saga
+from ensemble.workflows.saga import Compensation, Saga
 
 StepRunner = Callable[["FlowRun", Any, str], Awaitable[Any]]
 
 # Pattern modules register how they run their step type (see workflows/sequential.py).
 PATTERNS: dict[type, StepRunner] = {}
+# How a run waits for people to raise an exhausted budget: registered by workflows/gate.py, which
+# builds on this module (so this module never imports it).
+BUDGET_GATE: list[Callable[["FlowRun", str], Awaitable[None]]] = []
 
 
 def pattern(step_type: type) -> Callable[[StepRunner], StepRunner]:
@@ -194,10 +197,8 @@ class FlowRun:
         the approval gate `budget`, and each approval raises the limit (see workflows/gate.py);
         a rejection, or no decision by its deadline, fails the run. Without approvers the run
         fails, non-retryable, with the numbers (type BudgetExhausted)."""
-        if self.budget is not None and self.budget.approvers:
-            from workflows.gate import raise_budget  # (gate imports this module)
-
-            await raise_budget(self, why)
+        if self.budget is not None and self.budget.approvers and BUDGET_GATE:
+            await BUDGET_GATE[0](self, why)
             return
         raise ApplicationError(
             f"step '{step_path}' (agent '{agent.name}') not started: the run's budget is exhausted: {why}",

@@ -8,11 +8,11 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
-from workflows import chat, gate, hierarchical, parallel, sequential  # noqa: F401  (register the patterns)
-from workflows.engine import FlowRun
+from ensemble.workflows import chat, gate, hierarchical, parallel, sequential  # noqa: F401  (register the patterns)
+from ensemble.workflows.engine import FlowRun
 
 with workflow.unsafe.imports_passed_through():
-    from ensemble.gates import GateRefused
+    from ensemble.logic.gates import GateRefused
     from ensemble.spec import WORKFLOW_NAME, FlowOutcome, GateDecision, GateDecisionResult, RunRequest
 
 

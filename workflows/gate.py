@@ -20,13 +20,13 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.engine import FlowRun, Rewind, failure_message, pattern
+from ensemble.workflows.engine import BUDGET_GATE, FlowRun, Rewind, failure_message, pattern
 
 with workflow.unsafe.imports_passed_through():
-    from ensemble import attributes
-    from ensemble.gates import OpenGate
+    from ensemble.spec import protocol as attributes
+    from ensemble.logic.gates import OpenGate
     from ensemble.spec import GateEvent, GateSpec, GateStep, GateWhen
-    from ensemble.state import StateError, resolve
+    from ensemble.logic.state import StateError, resolve
 
 RESOLVE = "ensemble.approvers"
 NOTIFY = "ensemble.notify"
@@ -155,3 +155,6 @@ async def raise_budget(run: FlowRun, why: str) -> None:
         budget.tokens += budget.raise_tokens or original.tokens
     if budget.usd is not None:
         budget.usd += budget.raise_usd or original.usd
+
+
+BUDGET_GATE.append(raise_budget)

@@ -12,12 +12,12 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
-from workflows.engine import FlowRun, failure_message, pattern
+from ensemble.workflows.engine import FlowRun, failure_message, pattern
 
 with workflow.unsafe.imports_passed_through():
-    from ensemble.plans import Plan, PlanError, Subtask, sinks, validate_plan
+    from ensemble.logic.plans import Plan, PlanError, Subtask, sinks, validate_plan
     from ensemble.spec import WORKFLOW_NAME, AgentStep, FlowOutcome, FlowSpec, ParallelSpec, ParallelStep, RunRequest, SupervisorStep
-    from ensemble.state import StateError, resolve
+    from ensemble.logic.state import StateError, resolve
 
 
 class SubtaskFailed(Exception):

@@ -11,12 +11,12 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows.engine import FlowRun, pattern
+from ensemble.workflows.engine import FlowRun, pattern
 
 with workflow.unsafe.imports_passed_through():
-    from ensemble.merge import Branch, MergeError, merge
+    from ensemble.logic.merge import Branch, MergeError, merge
     from ensemble.spec import AgentStep, ParallelStep
-    from ensemble.state import StateError, resolve
+    from ensemble.logic.state import StateError, resolve
 
 
 def _plan(run: FlowRun, step: ParallelStep, path: str) -> list[tuple[str, str, Any, dict[str, Any]]]:

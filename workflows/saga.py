@@ -17,7 +17,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from ensemble.spec import AgentStep
-    from ensemble.state import StateError, resolve
+    from ensemble.logic.state import StateError, resolve
 
 COMPENSATE_SUFFIX = "#compensate"
 DEFAULT_INPUT = {"input": "$step.input", "output": "$step.output"}

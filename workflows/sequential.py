@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from workflows.engine import FlowRun, pattern
+from ensemble.workflows.engine import FlowRun, pattern
 
 with workflow.unsafe.imports_passed_through():
     from ensemble.spec import SequenceStep

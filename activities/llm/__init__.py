@@ -1,3 +1,3 @@
 """Model-backed agents over httpx: providers, the tool loop, tools (docs/llm.md)."""
 
-from activities.llm import agent  # noqa: F401  (registers the `llm` executor)
+from ensemble.activities.llm import agent  # noqa: F401  (registers the `llm` executor)

@@ -13,13 +13,13 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import activity
 
-from activities.errors import permanent
-from activities.executors import executor
-from activities.llm.loop import Job, Loop, Output
-from activities.llm.providers import endpoint
-from ensemble.agents import load_handler
+from ensemble.activities.errors import permanent
+from ensemble.activities.executors import executor
+from ensemble.activities.llm.loop import Job, Loop, Output
+from ensemble.activities.llm.providers import endpoint
+from ensemble.authoring.agents import load_handler
 from ensemble.spec import OUTPUT_TOOL, AgentCall, AgentResult, AgentSpec, LlmSpec
-from ensemble.state import StateError, lookup
+from ensemble.logic.state import StateError, lookup
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z0-9_$*][A-Za-z0-9_.$*-]*)(\??)\}")
 

@@ -29,11 +29,11 @@ from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
 
-from activities.errors import permanent
-from activities.llm.providers import Endpoint, Reply, Request, complete
-from activities.llm.tools import Outcome, run_tool
+from ensemble.activities.errors import permanent
+from ensemble.activities.llm.providers import Endpoint, Reply, Request, complete
+from ensemble.activities.llm.tools import Outcome, run_tool
 from ensemble.spec import OUTPUT_TOOL, AgentResult, LlmSpec, ToolRefusal, ToolSpec, Usage
-from ensemble.tools import ToolContext
+from ensemble.authoring.tools import ToolContext
 
 CHECKPOINT_VERSION = 1
 MAX_CHECKPOINT_BYTES = 1_000_000  # heartbeat details must stay well under Temporal's 2 MB payload limit

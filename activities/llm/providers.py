@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from activities.errors import classify_status, parse_retry_after, permanent, retry_after_of, scrub, transient
-from ensemble.logs import secret_values
+from ensemble.activities.errors import classify_status, parse_retry_after, permanent, retry_after_of, scrub, transient
+from ensemble.runtime.logs import secret_values
 from ensemble.spec import LLM_PROVIDERS, OUTPUT_TOOL, ToolSpec, Usage
 
 ANTHROPIC_VERSION = "2023-06-01"

@@ -23,11 +23,11 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import parse_retry_after, permanent, retry_after_of, scrub, transient
-from activities.llm.providers import http
-from ensemble.logs import secret_values
+from ensemble.activities.errors import parse_retry_after, permanent, retry_after_of, scrub, transient
+from ensemble.activities.llm.providers import http
+from ensemble.runtime.logs import secret_values
 from ensemble.spec import ToolSpec
-from ensemble.tools import Signature, ToolContext, ToolError, load_signature
+from ensemble.authoring.tools import Signature, ToolContext, ToolError, load_signature
 
 MAX_RESULT_CHARS = 16_000
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ensemble.agents import agent
-from examples.contract_review.clauses import normalize, quote, sentences, split_clauses
-from examples.contract_review.compliance import DB_PATH, load_rules
-from examples.contract_review.models import (
+from ensemble.authoring.agents import agent
+from ensemble.examples.contract_review.clauses import normalize, quote, sentences, split_clauses
+from ensemble.examples.contract_review.compliance import DB_PATH, load_rules
+from ensemble.examples.contract_review.models import (
     Clause,
     ClauseBatch,
     Clauses,
@@ -31,7 +31,7 @@ from examples.contract_review.models import (
     Subtask,
     SummaryInput,
 )
-from examples.contract_review.rules import BASIC_KEYWORDS, LEVEL_RANK, TOPICS
+from ensemble.examples.contract_review.rules import BASIC_KEYWORDS, LEVEL_RANK, TOPICS
 
 COMPLIANCE_DB: Path = DB_PATH
 _SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")

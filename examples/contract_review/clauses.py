@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from examples.contract_review.models import Clause
+from ensemble.examples.contract_review.models import Clause
 
 _KEYWORD_HEADING = re.compile(
     r"^\s*(?:#+\s*)?(?:section|clause|article|§)\s*"

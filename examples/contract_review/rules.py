@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from examples.contract_review.clauses import (
+from ensemble.examples.contract_review.clauses import (
     actors,
     actors_pattern,
     notice_days,
@@ -19,7 +19,7 @@ from examples.contract_review.clauses import (
     quantities_in_days,
     quote,
 )
-from examples.contract_review.models import Level
+from ensemble.examples.contract_review.models import Level
 
 Assessment = tuple[Level, str]
 LEVEL_RANK: dict[str, int] = {"none": 0, "low": 1, "medium": 2, "high": 3}

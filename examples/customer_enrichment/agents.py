@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from ensemble.agents import agent
-from examples.customer_enrichment.data import (
+from ensemble.authoring.agents import agent
+from ensemble.examples.customer_enrichment.data import (
     CALLING_CODES,
     CANADIAN_AREA_CODES,
     COMPANIES,
@@ -22,7 +22,7 @@ from examples.customer_enrichment.data import (
     TRUNK_PREFIX_KEPT,
     Company,
 )
-from examples.customer_enrichment.models import (
+from ensemble.examples.customer_enrichment.models import (
     Candidate,
     ConflictCase,
     ContactInfo,

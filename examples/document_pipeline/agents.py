@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import re
 
-from ensemble.agents import agent
-from examples.document_pipeline.models import (
+from ensemble.authoring.agents import agent
+from ensemble.examples.document_pipeline.models import (
     Classification,
     ClassifierInput,
     DocumentInput,
@@ -20,7 +20,7 @@ from examples.document_pipeline.models import (
     Routing,
     RouterInput,
 )
-from examples.document_pipeline.rules import extract_fields, score_document
+from ensemble.examples.document_pipeline.rules import extract_fields, score_document
 
 TIE_ORDER: tuple[Label, ...] = ("invoice", "purchase_order", "contract", "hr_request", "support_email", "other")
 QUEUES: dict[Label, str] = {

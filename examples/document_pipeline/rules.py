@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 
-from examples.document_pipeline.models import LABELS, Extraction, Label, Money
+from ensemble.examples.document_pipeline.models import LABELS, Extraction, Label, Money
 
 Span = tuple[int, int]
 

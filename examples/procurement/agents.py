@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from ensemble.agents import agent
-from examples.procurement.models import Adjudication, BallotView, Closing, FinalDecision, PurchaseRequest, Vote
+from ensemble.authoring.agents import agent
+from ensemble.examples.procurement.models import Adjudication, BallotView, Closing, FinalDecision, PurchaseRequest, Vote
 
 # --- lists the rules use -----------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from ensemble.runs import describe_run
+from ensemble.runs.history import describe_run
 from tests.conftest import running_worker
 from tests.flowkit import request, start
 
@@ -150,7 +150,7 @@ async def test_missing_secret_is_a_clear_permanent_failure(dev_server, task_queu
 
 
 async def test_unreachable_service_is_retried_then_fails(dev_server, task_queue):
-    from ensemble.server import free_port
+    from ensemble.runtime.server import free_port
 
     data = flow(f"http://127.0.0.1:{free_port()}", "/gone")
     handle, outcome = await run(dev_server, task_queue, data, {"customer": "C-6"})

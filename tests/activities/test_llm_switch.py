@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from examples.document_pipeline.models import Classification, Extraction
-from examples.procurement.models import Vote
+from ensemble.examples.document_pipeline.models import Classification, Extraction
+from ensemble.examples.procurement.models import Vote
 from tests.conftest import ROOT, run_cli
 from tests.flowkit import run_bundled
 from tests.llm_agents import SENTINEL_KEY, llm_server  # noqa: F401
@@ -90,8 +90,8 @@ def test_without_ensemble_llm_the_python_agents_run_and_no_model_is_called(dev_s
 
 
 def test_contract_review_plans_rates_and_summarises_on_the_model(dev_server, task_queue, llm_server):
-    from examples.contract_review.agents import planner
-    from examples.contract_review.models import PlanRequest
+    from ensemble.examples.contract_review.agents import planner
+    from ensemble.examples.contract_review.models import PlanRequest
 
     plan = planner(PlanRequest(text="1. Fees\nThe customer pays.")).model_dump()
     rating = {"clause": "1", "title": "Fees", "category": "payment", "level": "low", "reason": "late interest", "text": "..."}

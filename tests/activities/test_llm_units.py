@@ -9,11 +9,11 @@ import pytest
 from pydantic import BaseModel
 from temporalio.exceptions import ApplicationError
 
-from activities.llm.agent import render
-from activities.llm.loop import Output
-from ensemble.pricing import PriceUnknown, Spending, price_of
+from ensemble.activities.llm.agent import render
+from ensemble.activities.llm.loop import Output
+from ensemble.logic.pricing import PriceUnknown, Spending, price_of
 from ensemble.spec import BudgetSpec, Price, Usage
-from ensemble.tools import ToolContext, signature
+from ensemble.authoring.tools import ToolContext, signature
 from tests.conftest import run_cli
 from tests.llm_agents import Triage
 

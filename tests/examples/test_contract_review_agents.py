@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ensemble.agents import get_agent
-from examples.contract_review import agents as contract_agents
-from examples.contract_review.agents import (
+from ensemble.authoring.agents import get_agent
+from ensemble.examples.contract_review import agents as contract_agents
+from ensemble.examples.contract_review.agents import (
     clause_extractor,
     compliance_checker,
     planner,
@@ -19,8 +19,8 @@ from examples.contract_review.agents import (
     risk_rater_basic,
     summarizer,
 )
-from examples.contract_review.compliance import DB_PATH, SQL_PATH, build_db, load_rules, read_rows
-from examples.contract_review.models import (
+from ensemble.examples.contract_review.compliance import DB_PATH, SQL_PATH, build_db, load_rules, read_rows
+from ensemble.examples.contract_review.models import (
     Clause,
     ClauseBatch,
     ContractSummary,
@@ -31,7 +31,7 @@ from examples.contract_review.models import (
     RatingBatch,
     SummaryInput,
 )
-from examples.contract_review.rules import ALLOWED_JURISDICTIONS
+from ensemble.examples.contract_review.rules import ALLOWED_JURISDICTIONS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "contract_review"
 

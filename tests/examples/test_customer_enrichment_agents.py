@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from ensemble.agents import get_agent
-from examples.customer_enrichment import agents as enrichment_agents
-from examples.customer_enrichment.agents import (
+from ensemble.authoring.agents import get_agent
+from ensemble.examples.customer_enrichment import agents as enrichment_agents
+from ensemble.examples.customer_enrichment.agents import (
     RELIABILITY,
     canonical_country,
     contact_validator,
@@ -20,8 +20,8 @@ from examples.customer_enrichment.agents import (
     segmenter,
     web_profile,
 )
-from examples.customer_enrichment.data import COMPANIES, COUNTRIES, COUNTRY_ALIASES
-from examples.customer_enrichment.models import (
+from ensemble.examples.customer_enrichment.data import COMPANIES, COUNTRIES, COUNTRY_ALIASES
+from ensemble.examples.customer_enrichment.models import (
     Candidate,
     ConflictCase,
     ContactInfo,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from examples.document_pipeline.agents import classifier, extractor, router
-from examples.document_pipeline.models import (
+from ensemble.examples.document_pipeline.agents import classifier, extractor, router
+from ensemble.examples.document_pipeline.models import (
     LABELS,
     Classification,
     ClassifierInput,

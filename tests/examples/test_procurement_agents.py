@@ -9,9 +9,9 @@ from typing import Any, Callable
 
 import pytest
 
-from ensemble.agents import get_agent
-from examples.procurement import agents as procurement_agents
-from examples.procurement.agents import (
+from ensemble.authoring.agents import get_agent
+from ensemble.examples.procurement import agents as procurement_agents
+from ensemble.examples.procurement.agents import (
     adjudicator,
     budget_check,
     legal_check,
@@ -19,7 +19,7 @@ from examples.procurement.agents import (
     technical_fit,
     vendor_risk,
 )
-from examples.procurement.models import Adjudication, BallotView, PurchaseRequest, Vote
+from ensemble.examples.procurement.models import Adjudication, BallotView, PurchaseRequest, Vote
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "procurement"
 VOTERS: dict[str, Callable[[PurchaseRequest], Vote]] = {

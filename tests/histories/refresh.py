@@ -13,11 +13,11 @@ from pathlib import Path
 
 from temporalio.client import WorkflowHandle
 
-from ensemble.cli import check_input, read_input
-from ensemble.client import connect
-from ensemble.flows import all_flows, EXAMPLES_DIR
+from ensemble.cli.app import check_input, read_input
+from ensemble.runtime.connection import connect
+from ensemble.authoring.flows import all_flows, EXAMPLES_DIR
 from ensemble.spec import WORKFLOW_NAME, GateDecision, RunRequest
-from ensemble.worker import build_worker
+from ensemble.runtime.worker import build_worker
 
 HERE = Path(__file__).resolve().parent
 

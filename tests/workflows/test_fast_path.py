@@ -8,9 +8,9 @@ import json
 import pytest
 from temporalio.api.enums.v1 import EventType
 
-from ensemble.errors import InputError
+from ensemble.spec.errors import InputError
 from tests.conftest import ROOT, run_cli
-from ensemble.runs import describe_run
+from ensemble.runs.history import describe_run
 from tests.flowkit import request, run_to_end
 
 FAST_CHAIN = """

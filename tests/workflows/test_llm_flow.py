@@ -13,7 +13,7 @@ import sys
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from ensemble.runs import describe_run
+from ensemble.runs.history import describe_run
 from tests.conftest import ROOT
 from tests.flowkit import request, run_to_end, start
 from tests.llm_agents import FLAKY_CALLS, REFUNDS, SENTINEL_KEY, answer, calls, llm_flow, llm_server, use_server  # noqa: F401
@@ -255,17 +255,17 @@ async def test_an_exhausted_budget_with_approvers_waits_at_the_budget_gate(dev_s
 
 
 async def test_a_budget_within_its_limit_lets_the_run_finish_and_replays(dev_server, task_queue, llm_server, monkeypatch):
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from ensemble.runtime.converter import data_converter
     from temporalio.worker import Replayer
 
-    from workflows.flow import EnsembleFlow
+    from ensemble.workflows.flow import EnsembleFlow
 
     server = llm_server([answer(usage=(10, 5)), answer(usage=(10, 5))])
     use_server(monkeypatch, server)
     flow = _two_agent_flow({"tokens": 100})
     handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {"text": "?"}, max_cached_workflows=0)
     assert outcome is not None and set(outcome.output) == {"support", "second_opinion"}
-    replayer = Replayer(workflows=[EnsembleFlow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[EnsembleFlow], data_converter=data_converter())
     assert (await replayer.replay_workflow(await handle.fetch_history())).replay_failure is None
 
 
@@ -354,8 +354,8 @@ async def test_model_and_tool_calls_are_traced_under_the_agent_span(dev_server, 
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from ensemble import telemetry
-    from ensemble.client import connect
+    from ensemble.runtime import telemetry
+    from ensemble.runtime.connection import connect
 
     spans = InMemorySpanExporter()
     assert telemetry.setup_tracing("ensemble-test", SimpleSpanProcessor(spans))

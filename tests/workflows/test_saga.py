@@ -9,7 +9,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import CancelledError
 
-from ensemble.runs import describe_run
+from ensemble.runs.history import describe_run
 from tests.conftest import running_worker
 from tests.failure_agents import rows
 from tests.flowkit import request, run_to_end, start
@@ -158,7 +158,7 @@ async def test_nothing_is_compensated_when_the_run_completes(dev_server, task_qu
 
 
 def test_an_unknown_compensation_agent_is_a_validation_error():
-    from ensemble.errors import InputError
+    from ensemble.spec.errors import InputError
 
     with pytest.raises(InputError) as err:
         request("name: x\nimports: [tests.failure_agents]\nsteps:\n  - {agent: tally, compensate: nope}\n", {}, "q")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from ensemble.errors import InputError
+from ensemble.spec.errors import InputError
 from ensemble.spec import GROUP_PREFIX
 
-BUNDLED = Path(__file__).resolve().parent.parent / "examples" / "approvers.yaml"
+BUNDLED = (Path(__file__).resolve().parent.parent / "examples" / "approvers.yaml").resolve()
 
 
 def config_path() -> Path:

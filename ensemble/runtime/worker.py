@@ -17,16 +17,20 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import approvals, faults, run_agent
-from ensemble.errors import InputError
-from ensemble.sandbox import sandbox_runner
+from ensemble.activities import approvals, faults, run_agent
+from ensemble.spec.errors import InputError
+from ensemble.runtime.sandbox import sandbox_runner
 from ensemble.spec import DEFAULT_TASK_QUEUE
-from workflows.chat import EnsembleChat
-from workflows.flow import EnsembleFlow
+from ensemble.workflows.chat import EnsembleChat
+from ensemble.workflows.flow import EnsembleFlow
 
 
 # Every workflow a worker runs; `starter.py replay` replays histories against these.
 WORKFLOWS: tuple[type, ...] = (EnsembleFlow, EnsembleChat)
+
+
+# Every subpackage of Ensemble but the workflows themselves.
+SHARED_MODULES = ("ensemble.spec", "ensemble.logic", "ensemble.authoring", "ensemble.runtime", "ensemble.runs")
 
 
 def default_task_queue() -> str:
@@ -44,9 +48,11 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     mode = (os.environ.get("ENSEMBLE_SANDBOX") or "trusted").strip().lower()
     if mode not in ("strict", "trusted"):
         raise InputError(f"ENSEMBLE_SANDBOX={mode!r} is not a sandbox mode: use trusted (the default) or strict")
-    restrictions = SandboxRestrictions.default
+    # Ensemble's shapes and pure logic are one copy per process in either mode, so a model built
+    # inside a run is the same class the worker decodes and encodes.
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*SHARED_MODULES)
     if mode == "trusted":
-        restrictions = restrictions.with_passthrough_modules("workflows")
+        restrictions = restrictions.with_passthrough_modules("ensemble.workflows")
     return sandbox_runner(restrictions)
 
 

@@ -23,23 +23,23 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
-from ensemble import client as temporal
-from ensemble import logs
-from ensemble import server
-from ensemble import telemetry
-from ensemble.errors import EnsembleError, InputError
-from ensemble.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
-from ensemble.cli_approvals import print_outcome
-from ensemble.inbox import settle
-from ensemble.runs import describe_run, get_run, stalled
+from ensemble.runtime import connection as temporal
+from ensemble.runtime import logs
+from ensemble.runtime import server
+from ensemble.runtime import telemetry
+from ensemble.spec.errors import EnsembleError, InputError
+from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
+from ensemble.cli.approvals import print_outcome
+from ensemble.runs.inbox import settle
+from ensemble.runs.history import describe_run, get_run, stalled
 from ensemble.spec import WORKFLOW_NAME, RunRequest
-from ensemble.worker import build_worker, default_task_queue, serve
+from ensemble.runtime.worker import build_worker, default_task_queue, serve
 
 MAX_INPUT_BYTES = 2 * 1024 * 1024
 
 # Modules that add subcommands: each has `register(subparsers)` and sets `fn` on its parsers
 # (a plain function or a coroutine function taking the parsed arguments).
-COMMAND_MODULES: list[str] = ["ensemble.cli_approvals", "ensemble.cli_dlq", "ensemble.cli_debug"]
+COMMAND_MODULES: list[str] = ["ensemble.cli.approvals", "ensemble.cli.dlq", "ensemble.cli.debug"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -276,7 +276,7 @@ def _print_result(outcome: dict[str, Any], as_json: bool) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    from ensemble import status
+    from ensemble.runs import status
 
     client = await temporal.connect()
     if args.watch:  # until the run ends; the exit code says how it ended

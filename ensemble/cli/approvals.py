@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ensemble import client as temporal
-from ensemble import inbox
-from ensemble.runs import get_run
+from ensemble.runtime import connection as temporal
+from ensemble.runs import inbox
+from ensemble.runs.history import get_run
 from ensemble.spec import GateDecision
 
 
@@ -21,7 +21,7 @@ def _waiting_line(run_id: str, gate: dict[str, Any]) -> str:
 
 def print_outcome(outcome: dict[str, Any], as_json: bool) -> int:
     """Print a settled run: ended (the result) or parked at a gate (how to decide). Exit code."""
-    from ensemble.cli import _emit_json, _print_result
+    from ensemble.cli.app import _emit_json, _print_result
 
     if outcome["status"] != "waiting_for_approval":
         return _print_result(outcome, as_json)
@@ -34,7 +34,7 @@ def print_outcome(outcome: dict[str, Any], as_json: bool) -> int:
 
 
 async def cmd_pending(args: argparse.Namespace) -> int:
-    from ensemble.cli import _console, _emit_json
+    from ensemble.cli.app import _console, _emit_json
 
     client = await temporal.connect()
     await temporal.ensure_search_attributes(client)  # a cluster that has never seen Ensemble has an empty inbox
@@ -59,7 +59,7 @@ async def cmd_pending(args: argparse.Namespace) -> int:
 
 
 async def cmd_decide(args: argparse.Namespace) -> int:
-    from ensemble.cli import _emit_json, keep_running
+    from ensemble.cli.app import _emit_json, keep_running
 
     client = await temporal.connect()
     handle, desc = await get_run(client, args.run_id)

@@ -12,9 +12,9 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from ensemble import attributes
-from ensemble.client import FLOW_ATTRIBUTE
-from ensemble.errors import EnsembleError
+from ensemble.spec import protocol as attributes
+from ensemble.runtime.connection import FLOW_ATTRIBUTE
+from ensemble.spec.errors import EnsembleError
 from ensemble.spec import RunStatusView, StepRecord, ToolRefusal, Usage
 
 # Activities a gate runs for itself (resolving approvers, notifying): shown as the gate, not as steps.
@@ -130,7 +130,7 @@ async def describe_run(client: Client, run_id: str) -> RunStatusView:
             continue
         when = event.event_time.ToDatetime().replace(tzinfo=timezone.utc)
         if etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED and run_index == 0:
-            from ensemble.dlq import reused_steps  # a redrive or fork: the recorded results it reused
+            from ensemble.runs.dlq import reused_steps  # a redrive or fork: the recorded results it reused
 
             payloads = event.workflow_execution_started_event_attributes.input.payloads
             [started] = await client.data_converter.decode(payloads) if len(payloads) == 1 else [None]

@@ -16,15 +16,15 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from ensemble._base import NAME_RE, Effect, _Strict
-from ensemble.llm_spec import (  # noqa: F401  (re-exported: model-backed agents and budgets are part of the spec)
+from ensemble.spec.base import NAME_RE, Effect, _Strict
+from ensemble.spec.llm import (  # noqa: F401  (re-exported: model-backed agents and budgets are part of the spec)
     LLM_PROVIDERS, MODEL_RE, OUTPUT_TOOL, TOOL_NAME_RE, BudgetSpec, LlmSpec, Price, ToolSpec,
 )
-from ensemble.gate_spec import (  # noqa: F401  (re-exported: the gate shapes are part of the spec)
+from ensemble.spec.gate import (  # noqa: F401  (re-exported: the gate shapes are part of the spec)
     APPROVER_RE, GROUP_PREFIX, Decision, Duration, GateDecision, GateDecisionResult, GateEvent, GateEventKind, GateSpec, GateStep,
     GateTier, GateWhen, parse_duration,
 )
-from ensemble.records import (  # noqa: F401  (re-exported: run records are part of the spec)
+from ensemble.spec.records import (  # noqa: F401  (re-exported: run records are part of the spec)
     AgentResult, FlowOutcome, RunStatus, RunStatusView, StepKind, StepRecord, StepStatus, ToolRefusal, Usage,
 )
 

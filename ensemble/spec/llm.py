@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from ensemble._base import Effect, _Strict
-from ensemble.gate_spec import APPROVER_RE, Duration
+from ensemble.spec.base import Effect, _Strict
+from ensemble.spec.gate import APPROVER_RE, Duration
 
 LLM_PROVIDERS = ("openai", "anthropic", "azure", "ollama")
 MODEL_RE = r"^[a-z][a-z0-9_-]*:\S+$"

@@ -36,7 +36,7 @@ from temporalio.plugin import SimplePlugin
 from temporalio.runtime import LogForwardingConfig, LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from ensemble.errors import EnsembleError, InputError
+from ensemble.spec.errors import EnsembleError, InputError
 from ensemble.spec import AgentCall, AgentResult, Usage
 
 TRACER = "ensemble"

@@ -1,4 +1,5 @@
-"""The JSON Schema of flow files: `python -m ensemble.schema [OUT]` (default docs/flow.schema.json)."""
+"""The JSON Schema of flow files: `python -m ensemble.spec.schema [OUT]` (stdout without OUT; the
+repository keeps it as docs/flow.schema.json)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ensemble.spec import FlowSpec
-
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "flow.schema.json"
-
+from ensemble.spec.models import FlowSpec
 
 def flow_schema() -> str:
     schema = FlowSpec.model_json_schema()
@@ -19,6 +17,8 @@ def flow_schema() -> str:
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUT
-    out.write_text(flow_schema())
-    print(f"wrote {out}")
+    if len(sys.argv) > 1:
+        Path(sys.argv[1]).write_text(flow_schema())
+        print(f"wrote {sys.argv[1]}")
+    else:
+        sys.stdout.write(flow_schema())

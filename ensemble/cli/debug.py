@@ -16,19 +16,19 @@ from google.protobuf.json_format import ParseError
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from ensemble.runtime.converter import data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from ensemble import client as temporal
-from ensemble.errors import EnsembleError, InputError
+from ensemble.runtime import connection as temporal
+from ensemble.spec.errors import EnsembleError, InputError
 
 # ---------------------------------------------------------------- history
 
 
 async def cmd_history(args: argparse.Namespace) -> int:
-    from ensemble.runs import get_run
+    from ensemble.runs.history import get_run
 
     client = await temporal.connect()
     await get_run(client, args.run_id)  # a clear error for an unknown run
@@ -115,7 +115,7 @@ def recorded_run_id(events: list[HistoryEvent]) -> str | None:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             payloads = e.activity_task_scheduled_event_attributes.input.payloads
             try:
-                value = pydantic_data_converter.payload_converter.from_payload(payloads[0]) if payloads else None
+                value = data_converter().payload_converter.from_payload(payloads[0]) if payloads else None
             except Exception:  # not a payload Ensemble wrote
                 continue
             run_id = value.get("context", {}).get("run_id") if isinstance(value, dict) else None
@@ -215,11 +215,11 @@ def _names(e: HistoryEvent) -> set[str]:
 
 
 async def replay_files(paths: list[Path], workflows: list[type], workflow_id: str | None = None) -> list[ReplayReport]:
-    from ensemble.telemetry import quiet_runtime
+    from ensemble.runtime.telemetry import quiet_runtime
 
     histories = [(p, read_history(p, workflow_id)) for p in paths]  # every file checked before any replay
     try:
-        replayer = Replayer(workflows=workflows, data_converter=pydantic_data_converter, runtime=quiet_runtime())
+        replayer = Replayer(workflows=workflows, data_converter=data_converter(), runtime=quiet_runtime())
     except (TypeError, ValueError) as err:
         raise InputError(f"cannot replay against these workflows: {err}") from None
     reports = []
@@ -237,7 +237,7 @@ async def replay_files(paths: list[Path], workflows: list[type], workflow_id: st
 
 
 async def cmd_replay(args: argparse.Namespace) -> int:
-    from ensemble.worker import WORKFLOWS
+    from ensemble.runtime.worker import WORKFLOWS
 
     if args.id and len(args.files) > 1:
         raise InputError("--id names the run of one history: give a single FILE with it")
@@ -262,8 +262,8 @@ async def cmd_replay(args: argparse.Namespace) -> int:
 
 
 async def cmd_timeline(args: argparse.Namespace) -> int:
-    from ensemble import timeline
-    from ensemble.runs import describe_run
+    from ensemble.runs import timeline
+    from ensemble.runs.history import describe_run
 
     out = Path(args.out)
     if out.suffix.lower() not in (".svg", ".html", ".htm"):

@@ -13,10 +13,10 @@ import json
 import sys
 from typing import Any
 
-from ensemble import client as temporal
-from ensemble import dlq
-from ensemble.errors import InputError
-from ensemble.flows import LoadedFlow
+from ensemble.runtime import connection as temporal
+from ensemble.runs import dlq
+from ensemble.spec.errors import InputError
+from ensemble.authoring.flows import LoadedFlow
 
 
 def register(sub: Any) -> None:
@@ -132,7 +132,7 @@ async def cmd_fork(args: argparse.Namespace) -> int:
     client = await _client()
     has_input, value = args.input is not None, None
     if has_input:
-        from ensemble.cli import check_input, read_input
+        from ensemble.cli.app import check_input, read_input
 
         record = await dlq.read_run(client, args.run_id)
         flow = LoadedFlow(spec=record.request.flow, agents=record.request.agents)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ensemble.spec import AgentSpec, BudgetSpec, ChatSpec, Usage
+from ensemble.spec.models import AgentSpec, BudgetSpec, ChatSpec, Usage
 
 ChatEnd = Literal["keyword", "consensus", "max_turns"]
 

@@ -17,12 +17,14 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetSystemInfoRequest
 from temporalio.client import Client, TLSConfig
-from temporalio.contrib.pydantic import pydantic_data_converter
+from ensemble.runtime.converter import data_converter
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
-from ensemble import attributes, server, telemetry
-from ensemble.errors import EnsembleError
+from ensemble.spec import protocol as attributes
+from ensemble.runtime import server
+from ensemble.runtime import telemetry
+from ensemble.spec.errors import EnsembleError
 
 FLOW_ATTRIBUTE = attributes.FLOW
 # Every custom search attribute Ensemble uses, registered wherever it runs.
@@ -70,7 +72,7 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
     while True:
         try:
             client = await Client.connect(
-                address, namespace=namespace(), tls=tls, api_key=api_key, data_converter=pydantic_data_converter,
+                address, namespace=namespace(), tls=tls, api_key=api_key, data_converter=data_converter(),
                 runtime=runtime, plugins=telemetry.plugins(),
             )
             await client.workflow_service.get_system_info(GetSystemInfoRequest())

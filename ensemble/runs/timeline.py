@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from ensemble.errors import InputError
+from ensemble.spec.errors import InputError
 from ensemble.spec import RunStatusView, StepRecord
 
 WIDTH, LABEL_W, ROW_H, BAR_H, TOP, RIGHT_PAD = 1200, 300, 26, 16, 64, 170

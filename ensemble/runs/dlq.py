@@ -27,10 +27,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from ensemble import attributes
-from ensemble.errors import EnsembleError, InputError
-from ensemble.flows import walk_steps
-from ensemble.runs import STATUS_NAMES, failure_text, get_run
+from ensemble.spec import protocol as attributes
+from ensemble.spec.errors import EnsembleError, InputError
+from ensemble.authoring.flows import walk_steps
+from ensemble.runs.history import STATUS_NAMES, failure_text, get_run
 from ensemble.spec import WORKFLOW_NAME, AgentResult, AgentStep, RunRequest
 
 COMPENSATE = "#compensate"

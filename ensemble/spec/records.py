@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ensemble._base import _Strict
+from ensemble.spec.base import _Strict
 
 class Usage(_Strict):
     prompt_tokens: int = 0

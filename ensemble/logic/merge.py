@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ensemble.spec import MergeSpec
-from ensemble.state import StateError, lookup
+from ensemble.logic.state import StateError, lookup
 
 
 class MergeError(ValueError):

@@ -15,9 +15,9 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError, WorkflowQueryRejectedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from ensemble import attributes
-from ensemble.errors import EnsembleError, InputError
-from ensemble.runs import STATUS_NAMES, get_run, wait_result
+from ensemble.spec import protocol as attributes
+from ensemble.spec.errors import EnsembleError, InputError
+from ensemble.runs.history import STATUS_NAMES, get_run, wait_result
 from ensemble.spec import WORKFLOW_NAME, GateDecision, GateDecisionResult
 
 WAITING_QUERY = f"WorkflowType = '{WORKFLOW_NAME}' AND ExecutionStatus = 'Running' AND {attributes.GATES.name} IS NOT NULL"

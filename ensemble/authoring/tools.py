@@ -1,6 +1,6 @@
 """Tools that llm agents call through the model: the `@tool` decorator and the tool registry.
 
-    from ensemble.tools import tool
+    from ensemble.authoring.tools import tool
 
     @tool(description="Looks up an order by its id")
     def lookup_order(order_id: str) -> dict:
@@ -21,7 +21,7 @@ from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel, ConfigDict, create_model
 
-from ensemble.agents import load_handler
+from ensemble.authoring.agents import load_handler
 from ensemble.spec import Effect, ToolSpec
 
 F = TypeVar("F", bound=Callable[..., Any])

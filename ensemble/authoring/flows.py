@@ -19,16 +19,16 @@ from typing import Any, Iterator
 import yaml
 from pydantic import ValidationError
 
-from ensemble.agents import get_agent, load_handler
-from ensemble.errors import InputError
+from ensemble.authoring.agents import get_agent, load_handler
+from ensemble.spec.errors import InputError
 from ensemble.spec import (
     STEP_KINDS, AgentSpec, AgentStep, ChatStep, FlowSpec, GateStep, GateWhen, ParallelStep, SequenceStep, SupervisorStep, agent_refs,
     child_steps,
 )
-from ensemble.state import references
-from ensemble.tools import attach_to_agents
+from ensemble.logic.state import references
+from ensemble.authoring.tools import attach_to_agents
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = (Path(__file__).resolve().parent.parent / "examples").resolve()  # bundled with the package
 STEP_TAGS = set(STEP_KINDS)
 PATTERN_NAMES = {ParallelStep: "parallel", ChatStep: "group_chat", SupervisorStep: "hierarchical", GateStep: "approval"}
 

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ensemble import attributes
-from ensemble.errors import EnsembleError
+from ensemble.spec import protocol as attributes
+from ensemble.spec.errors import EnsembleError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 7233
