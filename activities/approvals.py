@@ -17,9 +17,10 @@ from ensemble.activities.errors import classify_status, permanent, transient
 from ensemble.authoring import approvers
 from ensemble.spec.errors import InputError
 from ensemble.spec import GateEvent
+from ensemble.spec import protocol
 
-RESOLVE = "ensemble.approvers"
-NOTIFY = "ensemble.notify"
+RESOLVE = protocol.RESOLVE_APPROVERS
+NOTIFY = protocol.NOTIFY
 WEBHOOK_ENV = "ENSEMBLE_APPROVAL_WEBHOOK"
 log = logging.getLogger("ensemble.approvals")
 

@@ -35,12 +35,12 @@ def test_modes_choose_what_the_sandbox_reimports(monkeypatch, mode):
     monkeypatch.setenv("ENSEMBLE_SANDBOX", mode)
     runner = workflow_runner()
     assert isinstance(runner, SandboxedWorkflowRunner)
-    assert ("workflows" in runner.restrictions.passthrough_modules) is (mode.strip().lower() == "trusted")
+    assert ("ensemble.workflows" in runner.restrictions.passthrough_modules) is (mode.strip().lower() == "trusted")
 
 
 def test_unset_means_trusted(monkeypatch):
     monkeypatch.delenv("ENSEMBLE_SANDBOX", raising=False)
-    assert "workflows" in workflow_runner().restrictions.passthrough_modules
+    assert "ensemble.workflows" in workflow_runner().restrictions.passthrough_modules
 
 
 def test_unknown_mode_is_refused(monkeypatch):

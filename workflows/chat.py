@@ -15,6 +15,7 @@ from temporalio.workflow import ParentClosePolicy
 from ensemble.workflows.engine import FlowRun, execute_agent, failure_message, pattern
 
 with workflow.unsafe.imports_passed_through():
+    from ensemble.spec import protocol
     from ensemble.spec.chat import ChatEnd, ChatInput, ChatMessage, ChatRecord
     from ensemble.logic.pricing import PriceUnknown, Spending, cost_usd
     from ensemble.spec import AgentCall, AgentContext, AgentSpec, ChatStep, Usage
@@ -78,7 +79,7 @@ def _ending(chat: ChatInput) -> tuple[ChatEnd, Any] | None:
     return None
 
 
-@workflow.defn(name="EnsembleChat")
+@workflow.defn(name=protocol.CHAT_WORKFLOW)
 class EnsembleChat:
     def __init__(self) -> None:
         self._chat: ChatInput | None = None

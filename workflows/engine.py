@@ -14,6 +14,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from ensemble.spec import protocol
     from ensemble.spec import AgentCall, AgentContext, AgentResult, AgentSpec, AgentStep, RunRequest, Step
     from ensemble.logic.gates import GateBook, gate_names
     from ensemble.logic.pricing import PriceUnknown, Spending
@@ -235,7 +236,7 @@ class FlowRun:
         attempt, so every retry, redrive and fork of the step presents the same key."""
         key = None
         if agent.effect == "irreversible":
-            key = self.request.idempotency_keys.get(activity_id) or f"{workflow.info().workflow_id}/{activity_id}"
+            key = self.request.idempotency_keys.get(activity_id) or protocol.idempotency_key(workflow.info().workflow_id, activity_id)
         return AgentContext(
             run_id=workflow.info().workflow_id, flow=self.flow.name, step=step_path, agent=agent.name, idempotency_key=key
         )
@@ -262,7 +263,7 @@ async def _call_with_fallback(run: FlowRun, step: AgentStep, path: str, payload:
     timeout: not a cancellation), its fallback on the same input. The result and the activity id
     that produced it (the fallback's is `PATH#fallback`)."""
     activity_id = run._activity_id(path)
-    fallback_id = f"{activity_id}#fallback"
+    fallback_id = f"{activity_id}{protocol.FALLBACK_SUFFIX}"
     if step.fallback and activity_id not in run.request.reuse and fallback_id in run.request.reuse:
         return await run.call_agent(step.fallback, path, payload, activity_id=fallback_id), fallback_id
     try:

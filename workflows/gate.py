@@ -24,12 +24,13 @@ from ensemble.workflows.engine import BUDGET_GATE, FlowRun, Rewind, failure_mess
 
 with workflow.unsafe.imports_passed_through():
     from ensemble.spec import protocol as attributes
+    from ensemble.spec import protocol
     from ensemble.logic.gates import OpenGate
     from ensemble.spec import GateEvent, GateSpec, GateStep, GateWhen
     from ensemble.logic.state import StateError, resolve
 
-RESOLVE = "ensemble.approvers"
-NOTIFY = "ensemble.notify"
+RESOLVE = protocol.RESOLVE_APPROVERS
+NOTIFY = protocol.NOTIFY
 _RESOLVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5)
 _NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=6)
 

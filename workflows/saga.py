@@ -16,10 +16,11 @@ from typing import Any, Awaitable, Callable
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from ensemble.spec import protocol
     from ensemble.spec import AgentStep
     from ensemble.logic.state import StateError, resolve
 
-COMPENSATE_SUFFIX = "#compensate"
+COMPENSATE_SUFFIX = protocol.COMPENSATE_SUFFIX
 DEFAULT_INPUT = {"input": "$step.input", "output": "$step.output"}
 
 

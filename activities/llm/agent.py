@@ -19,6 +19,7 @@ from ensemble.activities.llm.loop import Job, Loop, Output
 from ensemble.activities.llm.providers import endpoint
 from ensemble.authoring.agents import load_handler
 from ensemble.spec import OUTPUT_TOOL, AgentCall, AgentResult, AgentSpec, LlmSpec
+from ensemble.spec import protocol
 from ensemble.logic.state import StateError, lookup
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z0-9_$*][A-Za-z0-9_.$*-]*)(\??)\}")
@@ -103,7 +104,7 @@ async def run_llm(call: AgentCall) -> AgentResult:
         prompt=render(llm.prompt, call.input, who), output=output,
         tools={s.name: s for s in agent.tool_specs if s.name in agent.tools},
         run_id=ctx.run_id, step=ctx.step,
-        key_base=getattr(ctx, "idempotency_key", None) or f"{info.workflow_id}/{info.activity_id}",
+        key_base=getattr(ctx, "idempotency_key", None) or protocol.idempotency_key(info.workflow_id, info.activity_id),
         timeout_s=agent.timeout_s,
     )  # fmt: skip
     return await Loop(job).run()

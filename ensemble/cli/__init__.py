@@ -1,15 +1,26 @@
 """The command line: `starter.py` (launch and steer runs) and `worker.py` (run them), thin
 commands over `ensemble.client`."""
 
-from ensemble.cli.app import main, worker_main
+from __future__ import annotations
 
-__all__ = ["main", "run", "run_worker", "worker_main"]
+import os
+import sys
+
+from ensemble.cli import app, approvals, debug, dlq
+
+# Every command group beyond app's own (run, status, result, flows, validate, server).
+GROUPS: tuple[app.Register, ...] = (approvals.register, dlq.register, debug.register)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python starter.py ARGS`; returns the exit code."""
+    return app.main(argv, GROUPS)
+
+
+worker_main = app.worker_main
 
 
 def _exit(code: int) -> None:
-    import os
-    import sys
-
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # skip interpreter teardown, which can abort while Temporal's runtime threads wind down
@@ -23,3 +34,6 @@ def run() -> None:
 def run_worker() -> None:
     """The `ensemble-worker` console script: the same as `python worker.py`."""
     _exit(worker_main())
+
+
+__all__ = ["GROUPS", "main", "run", "run_worker", "worker_main"]

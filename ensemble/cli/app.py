@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn, Sequence
 
 import jsonschema
 from temporalio.client import Client
@@ -29,7 +28,7 @@ from ensemble.runtime import server
 from ensemble.runtime import telemetry
 from ensemble.spec.errors import EnsembleError, InputError
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
-from ensemble.cli.approvals import print_outcome
+from ensemble.cli.output import console, emit_json, print_outcome, print_result
 from ensemble.runs.inbox import settle
 from ensemble.runs.history import describe_run, get_run, stalled
 from ensemble.spec import WORKFLOW_NAME, RunRequest
@@ -37,27 +36,14 @@ from ensemble.runtime.worker import build_worker, default_task_queue, serve
 
 MAX_INPUT_BYTES = 2 * 1024 * 1024
 
-# Modules that add subcommands: each has `register(subparsers)` and sets `fn` on its parsers
-# (a plain function or a coroutine function taking the parsed arguments).
-COMMAND_MODULES: list[str] = ["ensemble.cli.approvals", "ensemble.cli.dlq", "ensemble.cli.debug"]
+# A command group: `register(subparsers)` adds parsers that set `fn` (a plain function or a
+# coroutine function taking the parsed arguments). `ensemble.cli` lists the groups.
+Register = Callable[[argparse._SubParsersAction], None]
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
-
-
-def _emit_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
-def _console():
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:  # piped or captured: wide enough that tables stay readable
-        console = Console(width=max(console.width, 140))
-    return console
 
 
 # ---------------------------------------------------------------- input
@@ -134,7 +120,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         return 0
     info = server.running()
     if args.json:
-        _emit_json({"running": bool(info), "address": info.address if info else None, "ui": info.ui_url if info else None,
+        emit_json({"running": bool(info), "address": info.address if info else None, "ui": info.ui_url if info else None,
                     "pid": info.pid if info else None, "db": info.db if info else None})  # fmt: skip
     elif info:
         print(f"running at {info.address} (pid {info.pid}); Web UI {info.ui_url}; data {info.db}")
@@ -160,7 +146,7 @@ def cmd_flows(args: argparse.Namespace) -> int:
         for f in flows
     ]
     if args.json:
-        _emit_json(rows)
+        emit_json(rows)
         return 0
     from rich.table import Table
 
@@ -168,7 +154,7 @@ def cmd_flows(args: argparse.Namespace) -> int:
     table.columns[0].no_wrap = True
     for r in rows:
         table.add_row(r["name"], ", ".join(r["patterns"]), " → ".join(r["agents"]), r["example_input"] or "", r["description"])
-    _console().print(table)
+    console().print(table)
     return 0
 
 
@@ -249,7 +235,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         raise EnsembleError(f"a run with id '{run_id}' already exists; choose another --id") from None
     if not args.wait:
         if args.json:
-            _emit_json({"run_id": handle.id, "flow": flow.spec.name, "status": "running"})
+            emit_json({"run_id": handle.id, "flow": flow.spec.name, "status": "running"})
         else:
             print(f"started run {handle.id} of flow '{flow.spec.name}'")
             if not await temporal.has_pollers(client, request.task_queue):
@@ -262,31 +248,18 @@ async def cmd_run(args: argparse.Namespace) -> int:
     return print_outcome(outcome, args.json)
 
 
-def _print_result(outcome: dict[str, Any], as_json: bool) -> int:
-    if as_json:
-        _emit_json(outcome)
-    else:
-        con = _console()
-        con.print(f"run [bold]{outcome['run_id']}[/bold]: {outcome['status']}")
-        if outcome.get("error"):
-            con.print(f"error: {outcome['error']}", markup=False)
-        if outcome.get("result") is not None:
-            con.print_json(json.dumps(outcome["result"], default=str))
-    return 0 if outcome["status"] == "completed" else 1
-
-
 async def cmd_status(args: argparse.Namespace) -> int:
     from ensemble.runs import status
 
     client = await temporal.connect()
     if args.watch:  # until the run ends; the exit code says how it ended
-        view = await status.watch(client, args.run_id, _console(), as_json=args.json)
+        view = await status.watch(client, args.run_id, console(), as_json=args.json)
         return 0 if view.status == "completed" else 1
     view = await describe_run(client, args.run_id)
     if args.json:
-        _emit_json(view.model_dump(mode="json"))
+        emit_json(view.model_dump(mode="json"))
     else:
-        con = _console()
+        con = console()
         con.print(status.render(view, width=con.width))
     return 0
 
@@ -302,7 +275,7 @@ async def cmd_result(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- entry points
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(groups: Sequence[Register] = ()) -> argparse.ArgumentParser:
     p = _Parser(prog="starter.py", description="Launch and steer Ensemble runs on Temporal.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -338,8 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_result)
 
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for register in groups:
+        register(sub)
     return p
 
 
@@ -364,8 +337,8 @@ def _guard(fn) -> int:
         return 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, groups: Sequence[Register] = ()) -> int:
+    args = build_parser(groups).parse_args(argv)
     logs.setup(logging.ERROR if getattr(args, "json", False) else logging.WARNING)
     try:
         return _guard(lambda: _traced(args))

@@ -5,42 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ensemble.cli.app import keep_running
+from ensemble.cli.output import console, emit_json, print_outcome
 from ensemble.runtime import connection as temporal
 from ensemble.runs import inbox
 from ensemble.runs.history import get_run
 from ensemble.spec import GateDecision
 
 
-def _waiting_line(run_id: str, gate: dict[str, Any]) -> str:
-    deadline = f"; deadline {gate['deadline']}" if gate.get("deadline") else ""
-    who = ", ".join(gate["approvers"])
-    return (f"run {run_id} is waiting for approval at gate '{gate['gate']}' (tier {gate['tier']}, {gate['approvals']} of "
-            f"{gate['quorum']} approvals from {who}{deadline}); decide with `python starter.py approve {run_id} "
-            f"--gate {gate['gate']} --by {gate['approvers'][0]}` (or reject / request-changes)")  # fmt: skip
-
-
-def print_outcome(outcome: dict[str, Any], as_json: bool) -> int:
-    """Print a settled run: ended (the result) or parked at a gate (how to decide). Exit code."""
-    from ensemble.cli.app import _emit_json, _print_result
-
-    if outcome["status"] != "waiting_for_approval":
-        return _print_result(outcome, as_json)
-    if as_json:
-        _emit_json(outcome)
-    else:
-        for gate in outcome["pending"]:
-            print(_waiting_line(outcome["run_id"], gate))
-    return 0
-
-
 async def cmd_pending(args: argparse.Namespace) -> int:
-    from ensemble.cli.app import _console, _emit_json
-
     client = await temporal.connect()
     await temporal.ensure_search_attributes(client)  # a cluster that has never seen Ensemble has an empty inbox
     rows = await inbox.pending(client, args.approver)
     if args.json:
-        _emit_json([{k: r.get(k) for k in ("run_id", "flow", "gate", "approvers", "tier", "opened_at", "deadline", "quorum", "approvals")}
+        emit_json([{k: r.get(k) for k in ("run_id", "flow", "gate", "approvers", "tier", "opened_at", "deadline", "quorum", "approvals")}
                     for r in rows])  # fmt: skip
         return 0
     if not rows:
@@ -54,13 +32,11 @@ async def cmd_pending(args: argparse.Namespace) -> int:
     for r in rows:
         table.add_row(r["run_id"], r.get("flow") or "?", r["gate"], str(r["tier"]), ", ".join(r["approvers"]),
                       f"{r['approvals']}/{r['quorum']}", r.get("opened_at") or "", r.get("deadline") or "-")  # fmt: skip
-    _console().print(table)
+    console().print(table)
     return 0
 
 
 async def cmd_decide(args: argparse.Namespace) -> int:
-    from ensemble.cli.app import _emit_json, keep_running
-
     client = await temporal.connect()
     handle, desc = await get_run(client, args.run_id)
     decision = GateDecision(gate=args.gate, decision=args.decision, by=args.by, comment=args.comment or "")
@@ -73,11 +49,11 @@ async def cmd_decide(args: argparse.Namespace) -> int:
                   f"{result.status.replace('_', ' ')} ({result.approvals} of {result.quorum} approvals)")  # fmt: skip
         if args.no_wait or result.status == "open":
             if args.json:
-                _emit_json({"run_id": args.run_id, **result.model_dump()})
+                emit_json({"run_id": args.run_id, **result.model_dump()})
             return 0
         outcome = await inbox.settle(client, handle)
     if args.json:
-        _emit_json({"run_id": args.run_id, **result.model_dump(), "run": outcome})
+        emit_json({"run_id": args.run_id, **result.model_dump(), "run": outcome})
         return 0 if outcome["status"] in ("completed", "waiting_for_approval") else 1
     return print_outcome(outcome, False)
 

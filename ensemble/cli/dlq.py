@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from ensemble.cli.app import check_input, read_input
 from ensemble.runtime import connection as temporal
 from ensemble.runs import dlq
 from ensemble.spec.errors import InputError
@@ -132,8 +133,6 @@ async def cmd_fork(args: argparse.Namespace) -> int:
     client = await _client()
     has_input, value = args.input is not None, None
     if has_input:
-        from ensemble.cli.app import check_input, read_input
-
         record = await dlq.read_run(client, args.run_id)
         flow = LoadedFlow(spec=record.request.flow, agents=record.request.agents)
         value = read_input(args.input, flow)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from ensemble.spec import protocol
 from ensemble.spec.base import NAME_RE, Effect, _Strict
 from ensemble.spec.llm import (  # noqa: F401  (re-exported: model-backed agents and budgets are part of the spec)
     LLM_PROVIDERS, MODEL_RE, OUTPUT_TOOL, TOOL_NAME_RE, BudgetSpec, LlmSpec, Price, ToolSpec,
@@ -29,7 +30,7 @@ from ensemble.spec.records import (  # noqa: F401  (re-exported: run records are
 )
 
 DEFAULT_TASK_QUEUE = "ensemble"
-WORKFLOW_NAME = "EnsembleFlow"
+WORKFLOW_NAME = protocol.FLOW_WORKFLOW
 
 Reducer = Literal["replace", "append", "extend", "merge", "add"]
 # The executor kinds this release runs. A new kind adds its name here and registers an executor

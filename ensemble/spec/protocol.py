@@ -1,5 +1,7 @@
-"""The custom search attributes Ensemble keeps on its runs (Temporal visibility), shared by the
-workflows that set them and the clients that query them. Imports nothing but temporalio.common."""
+"""Every name that crosses layers, defined once: the custom search attributes Ensemble keeps on its
+runs (Temporal visibility), workflow, activity, update, signal and query names, and activity id
+conventions, shared by the workflows that write them and the readers that read them back.
+Imports nothing but temporalio.common."""
 
 from __future__ import annotations
 
@@ -18,3 +20,36 @@ REDRIVE_OF = SearchAttributeKey.for_keyword("EnsembleRedriveOf")
 FORK_OF = SearchAttributeKey.for_keyword("EnsembleForkOf")
 
 ALL = [FLOW, GATES, APPROVERS, PENDING, REDRIVE_OF, FORK_OF]
+
+# ---------------------------------------------------------------- names the engine and readers share
+
+# The flow workflow's type, and the group chat's (a child workflow).
+FLOW_WORKFLOW = "EnsembleFlow"
+CHAT_WORKFLOW = "EnsembleChat"
+# Activities a gate runs for itself: resolving its approvers, notifying people.
+RESOLVE_APPROVERS = "ensemble.approvers"
+NOTIFY = "ensemble.notify"
+GATE_ACTIVITIES = frozenset({RESOLVE_APPROVERS, NOTIFY})
+# Activity id suffixes: `STEP#compensate` undoes STEP (workflows/saga.py), `STEP#fallback` runs its
+# fallback agent, `STEP#N` is the Nth run of STEP in a loop (a request-changes round).
+COMPENSATE_SUFFIX = "#compensate"
+FALLBACK_SUFFIX = "#fallback"
+# The marker Temporal's SDK records for a local activity (a `fast` agent's call).
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+# Updates, signals and queries of the flow workflow.
+DECIDE_UPDATE = "decide"
+DECISION_SIGNAL = "decision"
+PENDING_QUERY = "pending"
+STATE_QUERY = "state"
+PROGRESS_QUERY = "progress"
+RECOVERY_QUERY = "recovery"
+
+
+def step_of(activity_id: str) -> str:
+    """The step path an activity id belongs to (`a.b[2]#fallback` -> `a.b[2]`)."""
+    return activity_id.split("#")[0]
+
+
+def idempotency_key(workflow_id: str, activity_id: str) -> str:
+    """The key an irreversible agent's call presents unless its run inherited one."""
+    return f"{workflow_id}/{activity_id}"

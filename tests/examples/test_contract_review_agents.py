@@ -102,7 +102,7 @@ def test_input_json_is_the_contract() -> None:
 def test_agents_are_registered_with_their_docstring_descriptions() -> None:
     for name in ("planner", "clause_extractor", "risk_rater", "risk_rater_basic", "compliance_checker", "summarizer"):
         spec = get_agent(name)
-        assert spec is not None and spec.handler == f"examples.contract_review.agents:{name}"
+        assert spec is not None and spec.handler == f"ensemble.examples.contract_review.agents:{name}"
         assert spec.description == inspect.getdoc(getattr(contract_agents, name)).split("\n\n")[0]
         assert spec.timeout_s == 30 and spec.input_schema and spec.output_schema
 

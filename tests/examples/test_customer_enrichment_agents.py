@@ -72,7 +72,7 @@ CANADIAN = Customer(
 def test_agents_are_registered_with_their_docstring_descriptions() -> None:
     for name in [*ENRICHERS, "data_steward"]:
         spec = get_agent(name)
-        assert spec is not None and spec.handler == f"examples.customer_enrichment.agents:{name}"
+        assert spec is not None and spec.handler == f"ensemble.examples.customer_enrichment.agents:{name}"
         assert spec.description == inspect.getdoc(getattr(enrichment_agents, name)).split("\n\n")[0]
 
 

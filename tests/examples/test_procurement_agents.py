@@ -80,7 +80,7 @@ def request(**changes: Any) -> PurchaseRequest:
 def test_agents_are_registered_with_their_docstring_descriptions() -> None:
     for name in [*VOTERS, "adjudicator"]:
         spec = get_agent(name)
-        assert spec is not None and spec.handler == f"examples.procurement.agents:{name}"
+        assert spec is not None and spec.handler == f"ensemble.examples.procurement.agents:{name}"
         assert spec.description == inspect.getdoc(getattr(procurement_agents, name)).split("\n\n")[0]
 
 
