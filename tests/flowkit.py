@@ -71,7 +71,7 @@ def run_bundled(env: dict[str, str], flow: str, input_path: Any, *, expect_gate:
     if expect_gate is not None:
         assert (out["status"] == "waiting_for_approval") == expect_gate, out
     if out["status"] == "waiting_for_approval":
-        [gate] = out["pending"]
+        [gate] = out["pending_approvals"]
         for person in APPROVERS[gate["gate"]]:
             decided = run_cli(["approve", out["run_id"], "--gate", gate["gate"], "--by", person, "--json"], env)
             assert decided.returncode == 0, decided.stderr

@@ -16,7 +16,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 from ensemble.runtime import server
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from ensemble.spec import GateDecision
 from tests.conftest import ROOT, run_cli, running_worker
 from tests.flowkit import request, start
@@ -129,7 +129,7 @@ async def test_request_changes_sends_the_contract_review_back_with_the_comment(e
     contract = ROOT / "examples/contract_review/contract.txt"
     run_id = cli_json(["run", "contract_review", "--input", f"@{contract}", "--wait"], env)["run_id"]
     again = cli_json(["request-changes", run_id, "--gate", "legal", "--by", "bob", "--comment", "explain clause 10"], env)
-    assert again["run"]["status"] == "waiting_for_approval" and again["run"]["pending"][0]["round"] == 2
+    assert again["run"]["status"] == "waiting_for_approval" and again["run"]["pending_approvals"][0]["round"] == 2
     done = cli_json(["approve", run_id, "--gate", "legal", "--by", "bob"], env)["run"]
     assert done["status"] == "completed"
     assert done["result"]["summary"].endswith("Revised for the reviewer's request: explain clause 10")

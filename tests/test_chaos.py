@@ -19,7 +19,7 @@ from ensemble.runtime.converter import data_converter
 
 from ensemble.activities.faults import FaultSpecError, parse
 from ensemble.runtime import server
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from ensemble.spec import FlowOutcome
 from tests.conftest import ROOT, run_cli
 from tests.failure_agents import rows

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from tests.conftest import ROOT
 from tests.flowkit import request, start
 

@@ -13,14 +13,10 @@ import json
 import logging
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
-import jsonschema
 from temporalio.client import Client
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
 from ensemble.runtime import connection as temporal
 from ensemble.runtime import logs
@@ -28,13 +24,13 @@ from ensemble.runtime import server
 from ensemble.runtime import telemetry
 from ensemble.spec.errors import EnsembleError, InputError
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
+from ensemble.authoring.inputs import check_input
+from ensemble.client import EnsembleClient
 from ensemble.cli.output import console, emit_json, print_outcome, print_result
-from ensemble.runs.inbox import settle
-from ensemble.runs.history import describe_run, get_run, stalled
-from ensemble.spec import WORKFLOW_NAME, RunRequest
-from ensemble.runtime.worker import build_worker, default_task_queue, serve
+from ensemble.runs.history import get_run
+from ensemble.spec import RunRequest
+from ensemble.runtime.worker import default_task_queue, serve
 
-MAX_INPUT_BYTES = 2 * 1024 * 1024
 
 # A command group: `register(subparsers)` adds parsers that set `fn` (a plain function or a
 # coroutine function taking the parsed arguments). `ensemble.cli` lists the groups.
@@ -77,22 +73,6 @@ def read_input(raw: str | None, flow: LoadedFlow) -> Any:
 def takes_document(flow: LoadedFlow) -> bool:
     props = (flow.spec.input_schema or {}).get("properties", {})
     return "text" in props
-
-
-def check_input(value: Any, flow: LoadedFlow) -> None:
-    size = len(json.dumps(value).encode())
-    if size > MAX_INPUT_BYTES:
-        raise InputError(
-            f"input is {size / 2**20:.1f} MiB; a run's input must stay under 2 MiB: pass large documents by reference"
-        )
-    if flow.spec.input_schema:
-        try:
-            jsonschema.validate(value, flow.spec.input_schema)
-        except jsonschema.ValidationError as err:
-            where = "/".join(str(p) for p in err.absolute_path) or "(root)"
-            raise InputError(f"input does not match flow '{flow.spec.name}': at {where}: {err.message}") from None
-        except jsonschema.SchemaError as err:
-            raise InputError(f"flow '{flow.spec.name}' has an invalid input_schema: {err.message}") from None
 
 
 def _rel(path: Path | None) -> str:
@@ -175,77 +155,49 @@ def _agent_queues(request: RunRequest) -> set[str]:
     return {a.task_queue for a in request.agents.values() if a.task_queue} - {request.task_queue}
 
 
-@contextlib.asynccontextmanager
-async def keep_running(client: Client, run_id: str, queue: str, agent_queues: set[str] = frozenset(), quiet: bool = False):
-    """While the caller waits on a run, make sure some worker serves its task queue: start one in
-    this process when nobody polls it, or when the run's work sits untaken (a worker that died
-    still shows as a poller for a while). Agents with a task queue of their own run only on
-    workers started for it (least privilege): this only says when none is polling."""
-    for q in sorted(agent_queues):
-        if not quiet and not await temporal.has_pollers(client, q, activities=True):
-            print(f"note: no worker polls task queue '{q}' that some agents need: start `python worker.py --task-queue {q} --activities-only`", file=sys.stderr)
-    async with contextlib.AsyncExitStack() as stack:
-        serving = False
+def note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
 
-        async def serve_queue(why: str) -> None:
-            nonlocal serving
-            if not quiet:
-                print(f"note: {why} on task queue '{queue}'; running a worker in this process until the run ends", file=sys.stderr)
-            await stack.enter_async_context(build_worker(client, queue, identity=temporal.cli_worker_identity()))
-            serving = True
 
-        if not await temporal.has_pollers(client, queue):
-            await serve_queue("no worker polls")
+# Settings read by whichever worker runs the run: given to the CLI, they apply only to the worker
+# the CLI runs in-process, never to a worker that is already running.
+WORKER_SETTINGS = ("ENSEMBLE_LLM", "ENSEMBLE_FAULTS", "ENSEMBLE_SANDBOX", "ENSEMBLE_APPROVERS", "ENSEMBLE_APPROVAL_WEBHOOK")
 
-        async def watchdog() -> None:
-            while not serving:
-                await asyncio.sleep(1.0)
-                if await stalled(client, run_id, queue):
-                    await serve_queue("the run's work is not being picked up")
 
-        watch = asyncio.create_task(watchdog())
-        try:
-            yield
-        finally:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+async def warn_worker_settings(client: Client, queue: str) -> None:
+    given = [name for name in WORKER_SETTINGS if os.environ.get(name)]
+    if given and await temporal.has_pollers(client, queue):
+        note(f"a worker already polls task queue '{queue}': {', '.join(given)} set here does not apply to it "
+             "(set it where that worker runs, and restart the worker)")  # fmt: skip
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
     flow = find_flow(args.flow)
     value = read_input(args.input, flow)
-    check_input(value, flow)
-    request = RunRequest(flow=flow.spec, agents=flow.agents, input=value, task_queue=flow.spec.task_queue or default_task_queue())
-    client = await temporal.connect()
-    await temporal.ensure_search_attributes(client)
-    run_id = args.id or f"{flow.spec.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        with telemetry.run_span(flow.spec.name, run_id):  # the root of the run's trace
-            handle = await client.start_workflow(
-                WORKFLOW_NAME,
-                request,
-                id=run_id,
-                task_queue=request.task_queue,
-                search_attributes=TypedSearchAttributes([SearchAttributePair(temporal.FLOW_ATTRIBUTE, flow.spec.name)]),
-                static_summary=f"{flow.spec.name}: {flow.spec.description}"[:200],
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # a run id names one run, ever
-            )
-    except WorkflowAlreadyStartedError:
-        raise EnsembleError(f"a run with id '{run_id}' already exists; choose another --id") from None
+    ensemble = EnsembleClient(await temporal.connect())
+    request = ensemble.request(flow, value)  # checked against the flow's schema before connecting further
+    await temporal.ensure_search_attributes(ensemble.temporal)
+    started = await ensemble.start(flow, value, run_id=args.id)
     if not args.wait:
         if args.json:
-            emit_json({"run_id": handle.id, "flow": flow.spec.name, "status": "running"})
+            emit_json({"run_id": started.run_id, "flow": started.flow, "status": "running"})
         else:
-            print(f"started run {handle.id} of flow '{flow.spec.name}'")
-            if not await temporal.has_pollers(client, request.task_queue):
-                print("note: no worker polls this run's task queue yet: start one with `python worker.py`", file=sys.stderr)
+            print(f"started run {started.run_id} of flow '{started.flow}'")
+            if not await temporal.has_pollers(ensemble.temporal, started.task_queue):
+                note("no worker polls this run's task queue yet: start one with `python worker.py`")
+            else:
+                await warn_worker_settings(ensemble.temporal, started.task_queue)
         return 0
-    async with keep_running(client, handle.id, request.task_queue, _agent_queues(request), quiet=args.json):
-        if not args.json:
-            print(f"started run {handle.id} of flow '{flow.spec.name}'; waiting for it to end", file=sys.stderr)
-        outcome = await settle(client, handle)
-    return print_outcome(outcome, args.json)
+    quiet = args.json
+    if not quiet:
+        await warn_worker_settings(ensemble.temporal, started.task_queue)
+        for q in sorted(_agent_queues(request)):
+            if not await temporal.has_pollers(ensemble.temporal, q, activities=True):
+                note(f"no worker polls task queue '{q}' that some agents need: start `python worker.py --task-queue {q} --activities-only`")
+        print(f"started run {started.run_id} of flow '{started.flow}'; waiting for it to end", file=sys.stderr)
+    async with ensemble.serving(started.run_id, started.task_queue, on_note=None if quiet else note):
+        outcome = await ensemble.wait(started.run_id)
+    return print_outcome(outcome.model_dump(), args.json)
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -255,7 +207,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
     if args.watch:  # until the run ends; the exit code says how it ended
         view = await status.watch(client, args.run_id, console(), as_json=args.json)
         return 0 if view.status == "completed" else 1
-    view = await describe_run(client, args.run_id)
+    view = await EnsembleClient(client).status(args.run_id)
     if args.json:
         emit_json(view.model_dump(mode="json"))
     else:
@@ -265,11 +217,21 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def cmd_result(args: argparse.Namespace) -> int:
-    client = await temporal.connect()
-    _, desc = await get_run(client, args.run_id)  # a clear error for an unknown run before waiting
-    async with keep_running(client, args.run_id, desc.task_queue, quiet=args.json):
-        outcome = await settle(client, client.get_workflow_handle(args.run_id))
-    return print_outcome(outcome, args.json)
+    ensemble = EnsembleClient(await temporal.connect())
+    _, desc = await get_run(ensemble.temporal, args.run_id)  # a clear error for an unknown run before waiting
+    async with ensemble.serving(args.run_id, desc.task_queue, on_note=None if args.json else note):
+        outcome = await ensemble.wait(args.run_id)
+    return print_outcome(outcome.model_dump(), args.json)
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    ensemble = EnsembleClient(await temporal.connect())
+    await ensemble.cancel(args.run_id, reason=args.reason or "")
+    if args.json:
+        emit_json({"run_id": args.run_id, "status": "cancel_requested"})
+    else:
+        print(f"asked run {args.run_id} to cancel; follow it with `python starter.py status {args.run_id}`")
+    return 0
 
 
 # ---------------------------------------------------------------- entry points
@@ -310,6 +272,12 @@ def build_parser(groups: Sequence[Register] = ()) -> argparse.ArgumentParser:
     s.add_argument("run_id")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_result)
+
+    s = sub.add_parser("cancel", help="cancel a running run (its compensations run)")
+    s.add_argument("run_id")
+    s.add_argument("--reason", help="why, kept on the run's record")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_cancel)
 
     for register in groups:
         register(sub)

@@ -5,27 +5,25 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ensemble.cli.app import keep_running
 from ensemble.cli.output import console, emit_json, print_outcome
+from rich.table import Table
+
+from ensemble.client import EnsembleClient
 from ensemble.runtime import connection as temporal
-from ensemble.runs import inbox
 from ensemble.runs.history import get_run
-from ensemble.spec import GateDecision
+from ensemble.spec.errors import InputError
 
 
 async def cmd_pending(args: argparse.Namespace) -> int:
-    client = await temporal.connect()
-    await temporal.ensure_search_attributes(client)  # a cluster that has never seen Ensemble has an empty inbox
-    rows = await inbox.pending(client, args.approver)
+    # connect() registers the search attributes: a cluster that has never seen Ensemble has an empty inbox
+    rows = await (await EnsembleClient.connect()).pending(args.approver)
     if args.json:
-        emit_json([{k: r.get(k) for k in ("run_id", "flow", "gate", "approvers", "tier", "opened_at", "deadline", "quorum", "approvals")}
-                    for r in rows])  # fmt: skip
+        keep = ("run_id", "flow", "gate", "approvers", "tier", "opened_at", "deadline", "quorum", "approvals")
+        emit_json([{k: r.get(k) for k in keep} for r in rows])
         return 0
     if not rows:
         print("nothing is waiting for approval" + (f" by {args.approver}" if args.approver else ""))
         return 0
-    from rich.table import Table
-
     table = Table()
     for col in ("run", "flow", "gate", "tier", "approvers", "approvals", "opened", "deadline"):
         table.add_column(col, no_wrap=col != "approvers")
@@ -37,12 +35,13 @@ async def cmd_pending(args: argparse.Namespace) -> int:
 
 
 async def cmd_decide(args: argparse.Namespace) -> int:
-    client = await temporal.connect()
-    handle, desc = await get_run(client, args.run_id)
-    decision = GateDecision(gate=args.gate, decision=args.decision, by=args.by, comment=args.comment or "")
+    if not args.by.strip():
+        raise InputError("--by needs the name of the person deciding")
+    ensemble = EnsembleClient(await temporal.connect())
+    _, desc = await get_run(ensemble.temporal, args.run_id)
     # A decision is validated by the run itself, so some worker must serve it while we wait.
-    async with keep_running(client, args.run_id, desc.task_queue, quiet=True):
-        result = await inbox.decide(client, args.run_id, decision)
+    async with ensemble.serving(args.run_id, desc.task_queue):
+        result = await ensemble.decide(args.run_id, args.gate, args.decision, by=args.by, comment=args.comment or "")
         if not args.json:
             verb = {"approve": "approval", "reject": "rejection", "request_changes": "change request"}[args.decision]
             print(f"{verb} by {args.by} recorded on gate '{result.gate}' of run {args.run_id}: "
@@ -51,11 +50,14 @@ async def cmd_decide(args: argparse.Namespace) -> int:
             if args.json:
                 emit_json({"run_id": args.run_id, **result.model_dump()})
             return 0
-        outcome = await inbox.settle(client, handle)
+        outcome = (await ensemble.wait(args.run_id)).model_dump()
     if args.json:
         emit_json({"run_id": args.run_id, **result.model_dump(), "run": outcome})
-        return 0 if outcome["status"] in ("completed", "waiting_for_approval") else 1
-    return print_outcome(outcome, False)
+    else:
+        print_outcome(outcome, False)
+    # The decision was accepted: that is this command's success, whatever the run then does
+    # (a rejection fails the run when its flow says so; `status` shows it).
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -263,7 +263,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
 
 async def cmd_timeline(args: argparse.Namespace) -> int:
     from ensemble.runs import timeline
-    from ensemble.runs.history import describe_run
+    from ensemble.runs.view import describe_run
 
     out = Path(args.out)
     if out.suffix.lower() not in (".svg", ".html", ".htm"):

@@ -13,7 +13,8 @@ import json
 import sys
 from typing import Any
 
-from ensemble.cli.app import check_input, read_input
+from ensemble.authoring.inputs import check_input
+from ensemble.cli.app import read_input
 from ensemble.runtime import connection as temporal
 from ensemble.runs import dlq
 from ensemble.spec.errors import InputError

@@ -47,6 +47,6 @@ def print_outcome(outcome: dict[str, Any], as_json: bool) -> int:
     if as_json:
         emit_json(outcome)
     else:
-        for gate in outcome["pending"]:
+        for gate in outcome["pending_approvals"]:
             print(waiting_line(outcome["run_id"], gate))
     return 0

@@ -19,153 +19,27 @@ import json
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import timezone
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from ensemble.spec import protocol
 from ensemble.spec import protocol as attributes
 from ensemble.spec.errors import EnsembleError, InputError
 from ensemble.authoring.flows import walk_steps
-from ensemble.runs.history import STATUS_NAMES, failure_text, get_run
+from ensemble.runs.history import Call, RunHistory, read_history
+from ensemble.runtime.launch import start_request
 from ensemble.spec import WORKFLOW_NAME, AgentResult, AgentStep, RunRequest
 
-COMPENSATE = "#compensate"
-FALLBACK = "#fallback"
-LOCAL_ACTIVITY_MARKER = "core_local_activity"
 _STEP_IN_ERROR = re.compile(r"step '([^']+)'")
-_CLOSED = {
-    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: ("activity_task_completed_event_attributes", "completed"),
-    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: ("activity_task_failed_event_attributes", "failed"),
-    EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: ("activity_task_timed_out_event_attributes", "timed_out"),
-    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED: ("activity_task_canceled_event_attributes", "canceled"),
-}
 
 
-@dataclass
-class Activity:
-    """One agent call of a run, as its history recorded it."""
-
-    activity_id: str
-    agent: str
-    status: str = "scheduled"  # scheduled, running, completed, failed, timed_out, canceled, reused
-    attempts: int = 0
-    input: Any = None
-    result: dict[str, Any] | None = None  # the AgentResult, when completed
-    key: str | None = None  # the idempotency key it was given
-    error: str | None = None
-
-    @property
-    def step(self) -> str:
-        return self.activity_id.split("#")[0]
-
-    @property
-    def compensation(self) -> bool:
-        return self.activity_id.endswith(COMPENSATE)
-
-
-@dataclass
-class RunRecord:
-    """What a run's history says about it, as far as failure handling needs."""
-
-    run_id: str
-    status: str
-    request: RunRequest
-    activities: list[Activity] = field(default_factory=list)  # reused ones first, then in schedule order
-    failed_children: list[tuple[str, str]] = field(default_factory=list)  # (child id, error)
-    error: str | None = None
-    ended_at: str | None = None
-
-    def compensated(self) -> set[str]:
-        """Activity ids of the steps whose compensation completed."""
-        return {a.activity_id[: -len(COMPENSATE)] for a in self.activities if a.compensation and a.status == "completed"}
-
-
-async def read_run(client: Client, run_id: str) -> RunRecord:
-    """A run's record from its history (any status; no worker needed)."""
-    _, desc = await get_run(client, run_id)
-    if desc.workflow_type != WORKFLOW_NAME:
-        raise InputError(f"run '{run_id}' is a {desc.workflow_type} workflow, not a flow run")
-    events = [e async for e in client.get_workflow_handle(run_id).fetch_history_events()]
-    [raw] = await client.data_converter.decode(events[0].workflow_execution_started_event_attributes.input.payloads)
-    request = RunRequest.model_validate(raw)
-    record = RunRecord(run_id=run_id, status=STATUS_NAMES.get(desc.status, "running"), request=request)
-    # A reused result does not record its agent's name: the flow knows it.
-    record.activities = [Activity(aid, _agent_of(request, aid), status="reused", result=r.model_dump()) for aid, r in request.reuse.items()]
-    by_event: dict[int, Activity] = {}
-    for event in events:
-        etype = event.event_type
-        if etype == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            attrs = event.activity_task_scheduled_event_attributes
-            [call] = await client.data_converter.decode(attrs.input.payloads) if attrs.input.payloads else [None]
-            if not (isinstance(call, dict) and "context" in call and "agent" in call):
-                continue  # the engine's own bookkeeping, not an agent
-            act = Activity(attrs.activity_id, attrs.activity_type.name, input=call.get("input"))
-            act.key = (call.get("context") or {}).get("idempotency_key")
-            by_event[event.event_id] = act
-            record.activities.append(act)
-        elif etype == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            attrs = event.activity_task_started_event_attributes
-            if act := by_event.get(attrs.scheduled_event_id):
-                act.status, act.attempts = "running", attrs.attempt
-        elif etype in _CLOSED:
-            name, status = _CLOSED[etype]
-            attrs = getattr(event, name)
-            act = by_event.get(attrs.scheduled_event_id)
-            if act is None:
-                continue
-            act.status = status
-            if status == "completed" and attrs.result.payloads:
-                [act.result] = await client.data_converter.decode(attrs.result.payloads)
-            elif status in ("failed", "timed_out"):
-                act.error = failure_text(attrs.failure)
-        elif etype == EventType.EVENT_TYPE_MARKER_RECORDED:
-            act = await _local_activity(client, event.marker_recorded_event_attributes)
-            if act is not None:
-                record.activities.append(act)
-        elif etype == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED:
-            attrs = event.child_workflow_execution_failed_event_attributes
-            record.failed_children.append((attrs.workflow_execution.workflow_id, failure_text(attrs.failure)))
-        elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-            record.error = failure_text(event.workflow_execution_failed_event_attributes.failure)
-            record.ended_at = event.event_time.ToDatetime().replace(tzinfo=timezone.utc).isoformat(timespec="seconds")
-    for act in record.activities:  # a local activity's marker does not record its input: derive the key as the engine does
-        spec = request.agents.get(act.agent)
-        if act.key is None and act.status != "reused" and spec is not None and spec.effect == "irreversible":
-            act.key = request.idempotency_keys.get(act.activity_id) or f"{run_id}/{act.activity_id}"
+async def read_run(client: Client, run_id: str) -> RunHistory:
+    """A flow run's history (any status; no worker needed); refused for other workflows."""
+    record = await read_history(client, run_id)
+    if record.workflow_type != WORKFLOW_NAME or record.request is None:
+        raise InputError(f"run '{run_id}' is a {record.workflow_type} workflow, not a flow run")
     return record
-
-
-async def _local_activity(client: Client, attrs: Any) -> Activity | None:
-    """A `fast` agent's call: a local activity, recorded as a marker."""
-    if attrs.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in attrs.details:
-        return None
-    try:
-        [data] = await client.data_converter.decode(attrs.details["data"].payloads)
-    except Exception:  # a marker this reader does not understand is not an agent call it can use
-        return None
-    if not isinstance(data, dict) or "activity_id" not in data:
-        return None
-    act = Activity(data["activity_id"], data.get("activity_type", ""), attempts=int(data.get("attempt") or 1))
-    if attrs.HasField("failure"):
-        act.status, act.error = "failed", failure_text(attrs.failure)
-    elif "result" in attrs.details and attrs.details["result"].payloads:
-        [act.result] = await client.data_converter.decode(attrs.details["result"].payloads)
-        act.status = "completed"
-    return act
-
-
-def _agent_of(request: RunRequest, activity_id: str) -> str:
-    """The agent a step's activity id ran, from the flow (agent steps and their fallbacks)."""
-    base = activity_id.split("#")[0]
-    last = re.sub(r"\[\d+\]$", "", base.rsplit(".", 1)[-1])
-    for step in walk_steps(request.flow.steps):
-        if isinstance(step, AgentStep) and step.step_name in (base, last):
-            return step.fallback if FALLBACK in activity_id and step.fallback else step.agent
-    return ""
 
 
 # ---------------------------------------------------------------- the queue
@@ -191,10 +65,10 @@ class DeadLetter:
         return {k: v for k, v in asdict(self).items() if k in keep}
 
 
-def _failure(record: RunRecord) -> tuple[str | None, Activity | None]:
+def _failure(record: RunHistory) -> tuple[str | None, Call | None]:
     """The step the run failed in, and the agent call that failed there (when one did)."""
     named = _STEP_IN_ERROR.search(record.error or "")
-    failed = [a for a in record.activities if a.status in ("failed", "timed_out") and not a.compensation]
+    failed = [a for a in record.calls if a.status in ("failed", "timed_out") and not a.compensation]
     if named:
         path = named.group(1)
         here = [a for a in failed if a.step == path or a.step.startswith((f"{path}.", f"{path}["))]
@@ -204,7 +78,7 @@ def _failure(record: RunRecord) -> tuple[str | None, Activity | None]:
     return (failed[-1].step, failed[-1]) if failed else (None, None)
 
 
-async def dead_letter(client: Client, run_id: str, *, record: RunRecord | None = None, look_up_redrive: bool = True) -> DeadLetter:
+async def dead_letter(client: Client, run_id: str, *, record: RunHistory | None = None, look_up_redrive: bool = True) -> DeadLetter:
     """A failed run's dead-letter entry (refused for a run that did not fail)."""
     record = record or await read_run(client, run_id)
     if record.status != "failed":
@@ -228,11 +102,11 @@ async def dead_letter(client: Client, run_id: str, *, record: RunRecord | None =
         error=record.error or error,
         attempts=attempts,
         input=record.request.input,
-        failed_at=record.ended_at,
+        failed_at=record.ended_at.isoformat(timespec="seconds") if record.ended_at else None,
         step_input=act.input if act else None,
-        completed_steps=[a.activity_id for a in record.activities if a.status in ("completed", "reused") and not a.compensation
+        completed_steps=[a.activity_id for a in record.calls if a.status in ("completed", "reused") and not a.compensation
                          and a.activity_id not in compensated],  # fmt: skip
-        compensations=[{"step": a.step, "agent": a.agent, "status": a.status, "error": a.error} for a in record.activities if a.compensation],
+        compensations=[{"step": a.step, "agent": a.agent, "status": a.status, "error": a.error} for a in record.calls if a.compensation],
         redriven_as=await redriven_as(client, run_id) if look_up_redrive else None,
     )
 
@@ -285,25 +159,25 @@ def _quote(value: str) -> str:
 # ---------------------------------------------------------------- seeded runs
 
 
-def seed(record: RunRecord, upto: int | None = None) -> tuple[dict[str, AgentResult], dict[str, str]]:
+def seed(record: RunHistory, upto: int | None = None) -> tuple[dict[str, AgentResult], dict[str, str]]:
     """The results to reuse and the idempotency keys to inherit from the first `upto` agent
     calls of a run (all of them when None): completed calls are reused, every attempted call
     passes on its key, and steps whose compensation ran are left out of both."""
     compensated = record.compensated()
-    calls = [a for a in record.activities if not a.compensation][:upto]
+    calls = [a for a in record.calls if not a.compensation][:upto]
     reuse = {a.activity_id: AgentResult.model_validate(a.result) for a in calls
              if a.status in ("completed", "reused") and a.result is not None and a.activity_id not in compensated}  # fmt: skip
-    keys = {aid: key for aid, key in record.request.idempotency_keys.items() if aid.split(COMPENSATE)[0] not in compensated}
-    for a in record.activities:
-        if a.key and a.activity_id.split(COMPENSATE)[0] not in compensated:
+    keys = {aid: key for aid, key in record.request.idempotency_keys.items() if aid.split(protocol.COMPENSATE_SUFFIX)[0] not in compensated}
+    for a in record.calls:
+        if a.key and a.activity_id.split(protocol.COMPENSATE_SUFFIX)[0] not in compensated:
             keys[a.activity_id] = a.key
     if upto is not None:  # a fork takes the keys of what came before its step only
         before = {a.activity_id for a in calls}
-        keys = {aid: key for aid, key in keys.items() if aid.split(COMPENSATE)[0] in before}
+        keys = {aid: key for aid, key in keys.items() if aid.split(protocol.COMPENSATE_SUFFIX)[0] in before}
     return reuse, keys
 
 
-def matches(activity: Activity, step: str) -> bool:
+def matches(activity: Call, step: str) -> bool:
     """Whether an agent call belongs to STEP: a step's name or path, or its agent's name."""
     base = activity.step
     segments = re.sub(r"\[\d+\]", "", base).split(".")
@@ -319,9 +193,9 @@ def _step_names(request: RunRequest) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def fork_point(record: RunRecord, step: str) -> int:
+def fork_point(record: RunHistory, step: str) -> int:
     """How many of the run's agent calls come before STEP's first one."""
-    calls = [a for a in record.activities if not a.compensation]
+    calls = [a for a in record.calls if not a.compensation]
     for i, act in enumerate(calls):
         if matches(act, step):
             return i
@@ -329,24 +203,6 @@ def fork_point(record: RunRecord, step: str) -> int:
         return len(calls)  # the step exists but never ran: everything recorded came before it
     known = ", ".join(_step_names(record.request))
     raise InputError(f"run '{record.run_id}' (flow '{record.request.flow.name}') has no step or agent '{step}' (steps and agents: {known})")
-
-
-async def start_seeded(client: Client, request: RunRequest, run_id: str, origin_attr: Any, origin: str, summary: str) -> str:
-    try:
-        handle = await client.start_workflow(
-            WORKFLOW_NAME,
-            request,
-            id=run_id,
-            task_queue=request.task_queue,
-            search_attributes=TypedSearchAttributes(
-                [SearchAttributePair(attributes.FLOW, request.flow.name), SearchAttributePair(origin_attr, origin)]
-            ),
-            static_summary=summary[:200],
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    except WorkflowAlreadyStartedError:
-        raise EnsembleError(f"a run with id '{run_id}' already exists") from None
-    return handle.id
 
 
 def redrive_id(run_id: str) -> str:
@@ -365,7 +221,8 @@ async def redrive(client: Client, run_id: str) -> tuple[str, RunRequest]:
     request = record.request.model_copy(update={"reuse": reuse, "idempotency_keys": keys, "origin": run_id})
     new_id = redrive_id(run_id)
     try:
-        await start_seeded(client, request, new_id, attributes.REDRIVE_OF, run_id, f"redrive of {run_id} from step {letter.failed_step}")
+        await start_request(client, request, new_id, origin=(attributes.REDRIVE_OF, run_id),
+                            summary=f"redrive of {run_id} from step {letter.failed_step}")
     except EnsembleError:
         raise EnsembleError(f"run '{run_id}' was already redriven as '{new_id}'") from None
     return new_id, request
@@ -381,21 +238,9 @@ async def fork(client: Client, run_id: str, step: str, *, new_input: Any = None,
         update["input"] = new_input
     request = record.request.model_copy(update=update)
     new_id = new_id or f"{run_id}.fork-{uuid.uuid4().hex[:6]}"
-    await start_seeded(client, request, new_id, attributes.FORK_OF, run_id, f"fork of {run_id} from step {step}")
+    await start_request(client, request, new_id, origin=(attributes.FORK_OF, run_id), summary=f"fork of {run_id} from step {step}")
     return new_id, request
 
 
 def as_json(letter: DeadLetter) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(letter), default=str))
-
-
-def reused_steps(started_input: Any) -> list[tuple[str, str, Any]]:
-    """(step path, agent, output) of each result a seeded run was given, from its workflow input
-    (for `status`); nothing for other runs."""
-    if not isinstance(started_input, dict) or not started_input.get("reuse"):
-        return []
-    try:
-        request = RunRequest.model_validate(started_input)
-    except ValueError:
-        return []
-    return [(aid.split("#")[0], _agent_of(request, aid), result.output) for aid, result in request.reuse.items()]

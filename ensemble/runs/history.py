@@ -1,9 +1,17 @@
-"""Reading runs back: status from the run's event history (so it works with no worker running and
-for runs that failed), and results."""
+"""The one reader of run histories. Every view of a run (status, the timeline, the dead-letter
+queue, redrive and fork, the inbox, audit) is built from what `read_history` folds out of
+Temporal's event history, so a run reads back the same everywhere, with no worker running and
+for runs that failed.
+
+It follows a run's chain of continued-as-new executions, decodes payloads through the client's
+data converter (so an encrypted history reads back for a key holder), and keeps every round of a
+loop apart: a step that ran three times is three calls, a child workflow started three times
+under one id is three children, each with its own execution's run id.
+"""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -12,14 +20,10 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from ensemble.spec import protocol as attributes
-from ensemble.runtime.connection import FLOW_ATTRIBUTE
+from ensemble.authoring.flows import walk_steps
+from ensemble.spec import AgentStep, RunRequest, protocol
 from ensemble.spec.errors import EnsembleError
-from ensemble.spec import RunStatusView, StepRecord, ToolRefusal, Usage
 
-# Activities a gate runs for itself (resolving approvers, notifying): shown as the gate, not as steps.
-RESOLVE_ACTIVITY, NOTIFY_ACTIVITY = "ensemble.approvers", "ensemble.notify"
-INTERNAL_ACTIVITIES = {RESOLVE_ACTIVITY, NOTIFY_ACTIVITY}
 STATUS_NAMES = {
     WorkflowExecutionStatus.RUNNING: "running",
     WorkflowExecutionStatus.COMPLETED: "completed",
@@ -29,15 +33,16 @@ STATUS_NAMES = {
     WorkflowExecutionStatus.TIMED_OUT: "timed_out",
     WorkflowExecutionStatus.CONTINUED_AS_NEW: "running",
 }
-_CLOSE_STATUS = {
+_CLOSED = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: ("activity_task_completed_event_attributes", "completed"),
     EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: ("activity_task_failed_event_attributes", "failed"),
     EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: ("activity_task_timed_out_event_attributes", "timed_out"),
     EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED: ("activity_task_canceled_event_attributes", "canceled"),
 }
+_WRAPPERS = ("activity task failed", "activity error", "child workflow execution failed")
 
 
-def _iso(dt: datetime | None) -> str | None:
+def iso(dt: datetime | None) -> str | None:
     if dt is None:
         return None
     if dt.tzinfo is None:
@@ -45,47 +50,106 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat(timespec="milliseconds")
 
 
-_WRAPPERS = ("activity task failed", "activity error", "child workflow execution failed")
-
-
 def failure_text(failure: Failure) -> str:
     """A failure's message with the causes that add something, outermost first."""
     parts: list[str] = []
-    while failure is not None:
-        message = failure.message.strip()
+    current: Failure | None = failure
+    while current is not None:
+        message = current.message.strip()
         if message and message.lower() not in _WRAPPERS and not any(message in p for p in parts):
             parts.append(message)
-        failure = failure.cause if failure.HasField("cause") else None
+        current = current.cause if current.HasField("cause") else None
     return ": ".join(parts)
 
 
-def summarize(value: Any, width: int = 90) -> str | None:
-    """A step output in one line: a record as `key: value` pairs with nested values abbreviated,
-    a list by its length and first items, long text cut with an ellipsis."""
-    if value is None:
-        return None
+@dataclass
+class Call:
+    """One agent call (an activity, or a fast agent's local activity) as the history recorded it,
+    or a result a redrive or fork reused."""
 
-    def brief(v: Any) -> str:
-        if isinstance(v, dict):
-            return "{…}" if v else "{}"
-        if isinstance(v, list):
-            return f"[{len(v)} items]"
-        if isinstance(v, str):
-            v = " ".join(v.split())
-            return v if len(v) <= 40 else v[:39] + "…"
-        return json.dumps(v, default=str)
+    activity_id: str
+    agent: str
+    status: str = "scheduled"  # scheduled, running, completed, failed, timed_out, canceled, reused
+    attempts: int = 0
+    input: Any = None
+    result: Any = None  # the decoded AgentResult, when completed or reused
+    key: str | None = None  # the idempotency key it was given
+    error: str | None = None
+    scheduled_at: datetime | None = None
+    attempt_started_at: datetime | None = None
+    ended_at: datetime | None = None
+    local: bool = False
 
-    if isinstance(value, dict):
-        text = ", ".join(f"{k}: {brief(v)}" for k, v in value.items()) or "{}"
-    elif isinstance(value, list):
-        text = f"{len(value)} items" + (": " + ", ".join(brief(v) for v in value[:3]) if value else "")
-    else:
-        text = brief(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    @property
+    def step(self) -> str:
+        return protocol.step_of(self.activity_id)
+
+    @property
+    def compensation(self) -> bool:
+        return self.activity_id.endswith(protocol.COMPENSATE_SUFFIX)
+
+    @property
+    def output(self) -> Any:
+        return self.result.get("output") if isinstance(self.result, dict) else self.result
 
 
-async def get_run(client: Client, run_id: str) -> tuple[WorkflowHandle, Any]:
-    handle = client.get_workflow_handle(run_id)
+@dataclass
+class GateNote:
+    """A gate's notification (opened, escalated, decided) with when it was scheduled."""
+
+    at: datetime
+    note: dict[str, Any]
+
+
+@dataclass
+class Decision:
+    """A decision a person sent to the run (update or signal), and what the run answered."""
+
+    at: datetime
+    via: str  # update | signal
+    decision: dict[str, Any]
+    result: dict[str, Any] | None = None  # the update's answer (GateDecisionResult), when it completed
+    refused: str | None = None
+
+
+@dataclass
+class Child:
+    """A child workflow (a supervisor's subtask or a group chat) started by the run."""
+
+    workflow_id: str
+    run_id: str = ""  # the execution started, so a child id reused in a later round reads back its own run
+    started: bool = False
+    error: str | None = None
+
+
+@dataclass
+class RunHistory:
+    run_id: str
+    workflow_type: str
+    status: str
+    description: Any
+    raw_input: Any = None
+    request: RunRequest | None = None
+    calls: list[Call] = field(default_factory=list)  # reused ones first, then in schedule order
+    gate_notes: list[GateNote] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
+    error: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    def compensated(self) -> set[str]:
+        """Activity ids of the steps whose compensation completed."""
+        n = len(protocol.COMPENSATE_SUFFIX)
+        return {c.activity_id[:-n] for c in self.calls if c.compensation and c.status == "completed"}
+
+    @property
+    def failed_children(self) -> list[tuple[str, str]]:
+        return [(c.workflow_id, c.error) for c in self.children if c.error is not None]
+
+
+async def get_run(client: Client, run_id: str, execution: str | None = None) -> tuple[WorkflowHandle, Any]:
+    handle = client.get_workflow_handle(run_id, run_id=execution or None)
     try:
         return handle, await handle.describe()
     except RPCError as err:
@@ -94,184 +158,179 @@ async def get_run(client: Client, run_id: str) -> tuple[WorkflowHandle, Any]:
         raise
 
 
-def _child_step_name(prefix: str, name: str) -> str:
-    """A child run's step name as a path in its parent (children are named after their step)."""
-    if name == prefix or name.startswith((f"{prefix}.", f"{prefix}[")):
-        return name
-    head = prefix.rsplit(".", 1)[0] if "." in prefix else ""
-    return f"{head}.{name}" if head else name
-
-
-async def _history(client: Client, workflow_id: str) -> list[tuple[int, Any]]:
-    """(run index, event) for a workflow's whole chain of runs (it may have continued as new);
-    event ids restart in each run, so the index tells them apart."""
+async def _chain(client: Client, workflow_id: str, execution: str | None) -> list[list[Any]]:
+    """The events of each execution in a run's continued-as-new chain, oldest first."""
     runs: list[list[Any]] = []
-    run_id: str | None = None
+    current = execution or None
     while True:
-        events = [e async for e in client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history_events()]
+        events = [e async for e in client.get_workflow_handle(workflow_id, run_id=current).fetch_history_events()]
         runs.insert(0, events)
         previous = events[0].workflow_execution_started_event_attributes.continued_execution_run_id if events else ""
         if not previous:
-            return [(i, e) for i, run in enumerate(runs) for e in run]
-        run_id = previous
+            return runs
+        current = previous
 
 
-async def describe_run(client: Client, run_id: str) -> RunStatusView:
-    handle, desc = await get_run(client, run_id)
-    steps: dict[tuple[int, int], StepRecord] = {}
-    gates: dict[str, StepRecord] = {}
-    scheduled_at: dict[tuple[int, int], datetime] = {}
-    children: list[str] = []
-    error: str | None = None
-    for run_index, event in await _history(client, run_id):
-        etype = event.event_type
-        if etype == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
-            children.append(event.start_child_workflow_execution_initiated_event_attributes.workflow_id)
-            continue
-        when = event.event_time.ToDatetime().replace(tzinfo=timezone.utc)
-        if etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED and run_index == 0:
-            from ensemble.runs.dlq import reused_steps  # a redrive or fork: the recorded results it reused
+async def _decode_one(client: Client, payloads: Any) -> Any:
+    if not payloads.payloads:
+        return None
+    values = await client.data_converter.decode(payloads.payloads)
+    return values[0] if len(values) == 1 else values
 
-            payloads = event.workflow_execution_started_event_attributes.input.payloads
-            [started] = await client.data_converter.decode(payloads) if len(payloads) == 1 else [None]
-            for i, (name, agent, output) in enumerate(reused_steps(started)):
-                steps[-1, i] = StepRecord(name=name, agent=agent, status="reused", output=output, started_at=_iso(when))
+
+def _when(event: Any) -> datetime:
+    return event.event_time.ToDatetime().replace(tzinfo=timezone.utc)
+
+
+async def read_history(client: Client, run_id: str, execution: str | None = None) -> RunHistory:
+    """Everything the history of `run_id` (its latest execution, or `execution`) says about it."""
+    _, desc = await get_run(client, run_id, execution)
+    history = RunHistory(
+        run_id=run_id,
+        workflow_type=desc.workflow_type,
+        status=STATUS_NAMES.get(desc.status, "running") if desc.status else "running",
+        description=desc,
+    )
+    chain = await _chain(client, run_id, execution)
+    for index, events in enumerate(chain):
+        await _fold(client, history, events, first=index == 0)
+    _derive_keys(history)
+    return history
+
+
+async def _fold(client: Client, h: RunHistory, events: list[Any], *, first: bool) -> None:
+    by_event: dict[int, Call] = {}
+    children: dict[int, Child] = {}
+    updates: dict[str, Decision] = {}
+    for event in events:
+        etype, when = event.event_type, _when(event)
+        if etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED and first:
+            h.started_at = when
+            h.raw_input = await _decode_one(client, event.workflow_execution_started_event_attributes.input)
+            if h.workflow_type == protocol.FLOW_WORKFLOW and isinstance(h.raw_input, dict):
+                try:
+                    h.request = RunRequest.model_validate(h.raw_input)
+                except ValueError:
+                    h.request = None
+                if h.request is not None:  # a redrive or fork: the recorded results it reused
+                    h.calls += [Call(aid, agent_of(h.request, aid), status="reused", result=r.model_dump(), scheduled_at=when)
+                                for aid, r in h.request.reuse.items()]  # fmt: skip
         elif etype == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name in INTERNAL_ACTIVITIES:  # a gate's bookkeeping, shown as the gate
-                if attrs.activity_type.name == NOTIFY_ACTIVITY:
-                    [note] = await client.data_converter.decode(attrs.input.payloads)
-                    _gate_event(gates, note, when)
+            name = attrs.activity_type.name
+            if name in protocol.GATE_ACTIVITIES:  # a gate's bookkeeping: read back as the gate
+                if name == protocol.NOTIFY:
+                    note = await _decode_one(client, attrs.input)
+                    if isinstance(note, dict):
+                        h.gate_notes.append(GateNote(when, note))
                 continue
-            steps[run_index, event.event_id] = StepRecord(
-                name=attrs.activity_id.split("#")[0], agent=attrs.activity_type.name, status="scheduled", started_at=_iso(when),
-                kind="compensation" if attrs.activity_id.endswith("#compensate") else "agent",  # an undo (workflows/saga.py)
-            )
-            scheduled_at[run_index, event.event_id] = when
+            call_input = await _decode_one(client, attrs.input)
+            call = Call(attrs.activity_id, name, scheduled_at=when)
+            if isinstance(call_input, dict):
+                call.input = call_input.get("input")
+                call.key = (call_input.get("context") or {}).get("idempotency_key")
+            by_event[event.event_id] = call
+            h.calls.append(call)
         elif etype == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             attrs = event.activity_task_started_event_attributes
-            if (run_index, attrs.scheduled_event_id) not in steps:
+            if call := by_event.get(attrs.scheduled_event_id):
+                call.status, call.attempts, call.attempt_started_at = "running", attrs.attempt, when
+        elif etype in _CLOSED:
+            field_name, status = _CLOSED[etype]
+            attrs = getattr(event, field_name)
+            call = by_event.get(attrs.scheduled_event_id)
+            if call is None:
                 continue
-            rec = steps[run_index, attrs.scheduled_event_id]
-            rec.status, rec.attempts, rec.attempt_started_at = "running", attrs.attempt, _iso(when)
-        elif etype in _CLOSE_STATUS:
-            field, status = _CLOSE_STATUS[etype]
-            attrs = getattr(event, field)
-            if (run_index, attrs.scheduled_event_id) not in steps:
-                continue
-            rec = steps[run_index, attrs.scheduled_event_id]
-            rec.status, rec.ended_at = status, _iso(when)
-            rec.latency_ms = round((when - scheduled_at[run_index, attrs.scheduled_event_id]).total_seconds() * 1000, 1)
-            if status == "completed" and attrs.result.payloads:
-                [value] = await client.data_converter.decode(attrs.result.payloads)
-                rec.output = value.get("output") if isinstance(value, dict) else value
-                if isinstance(value, dict):  # a model-backed agent's tokens, model and refused tool calls
-                    rec.usage = Usage.model_validate(value["usage"]) if value.get("usage") else None
-                    rec.model, rec.refusals = value.get("model"), [ToolRefusal.model_validate(r) for r in value.get("refusals") or []]
+            call.status, call.ended_at = status, when
+            if status == "completed":
+                call.result = await _decode_one(client, attrs.result)
             elif status in ("failed", "timed_out"):
-                rec.error = failure_text(attrs.failure)
-        elif etype == EventType.EVENT_TYPE_MARKER_RECORDED:  # a fast agent (local activity): one marker per result
-            rec = await _local_activity(client, event.marker_recorded_event_attributes, when)
-            if rec is not None:
-                steps[run_index, event.event_id] = rec
+                call.error = failure_text(attrs.failure)
+        elif etype == EventType.EVENT_TYPE_MARKER_RECORDED:
+            call = await _local_call(client, event.marker_recorded_event_attributes, when)
+            if call is not None:
+                h.calls.append(call)
+        elif etype == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            children[event.event_id] = child = Child(event.start_child_workflow_execution_initiated_event_attributes.workflow_id)
+            h.children.append(child)
+        elif etype == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
+            attrs = event.child_workflow_execution_started_event_attributes
+            if child := children.get(attrs.initiated_event_id):
+                child.run_id, child.started = attrs.workflow_execution.run_id, True
+        elif etype == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED:
+            attrs = event.child_workflow_execution_failed_event_attributes
+            if child := children.get(attrs.initiated_event_id):
+                child.error = failure_text(attrs.failure)
+        elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            attrs = event.workflow_execution_update_accepted_event_attributes
+            request = attrs.accepted_request
+            if request.input.name == protocol.DECIDE_UPDATE:
+                value = await _decode_one(client, request.input.args)
+                updates[request.meta.update_id] = d = Decision(when, "update", value if isinstance(value, dict) else {})
+                h.decisions.append(d)
+        elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
+            attrs = event.workflow_execution_update_completed_event_attributes
+            if d := updates.get(attrs.meta.update_id):
+                if attrs.outcome.HasField("success"):
+                    value = await _decode_one(client, attrs.outcome.success)
+                    d.result = value if isinstance(value, dict) else None
+                else:
+                    d.refused = failure_text(attrs.outcome.failure)
+        elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            attrs = event.workflow_execution_signaled_event_attributes
+            if attrs.signal_name == protocol.DECISION_SIGNAL:
+                value = await _decode_one(client, attrs.input)
+                h.decisions.append(Decision(when, "signal", value if isinstance(value, dict) else {}))
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-            error = failure_text(event.workflow_execution_failed_event_attributes.failure)
+            h.error, h.ended_at = failure_text(event.workflow_execution_failed_event_attributes.failure), when
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
-            error = "the run exceeded its execution timeout"
-    by_id = {rec.name: rec for rec in steps.values()}
-    for pending in desc.raw_description.pending_activities:
-        rec = by_id.get(pending.activity_id.split("#")[0])
-        if rec is None or rec.ended_at:
-            continue
-        rec.attempts = max(rec.attempts, pending.attempt)
-        if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
-            rec.status = "running"
-        elif pending.attempt > 1:
-            rec.status = "retrying"
-        if pending.HasField("last_failure"):
-            rec.error = failure_text(pending.last_failure)
-    records = sorted([*steps.values(), *gates.values()], key=lambda r: r.started_at or "")
-    for rec in records:
-        rec.summary = rec.summary or summarize(rec.output)
-    for child in children:  # subtasks and chats run as child workflows: their steps are this run's
-        prefix = child[len(run_id) + 1 :].split("#")[0]
-        try:
-            view = await describe_run(client, child)
-        except EnsembleError:
-            continue  # initiated but not started yet
-        records += [s.model_copy(update={"name": _child_step_name(prefix, s.name)}) for s in view.steps]
-    flow = desc.typed_search_attributes.get(FLOW_ATTRIBUTE)
-    status = STATUS_NAMES.get(desc.status, "running") if desc.status else "running"
-    waiting = _open_gates(desc) if status == "running" else []
-    return RunStatusView(
-        run_id=run_id,
-        flow=flow,
-        status="waiting_for_approval" if waiting else status,
-        pending_approvals=waiting,
-        steps=records,
-        error=error,
-        started_at=_iso(desc.start_time),
-        ended_at=_iso(desc.close_time),
-        usage=total_usage(records),
-    )
+            h.error, h.ended_at = "the run exceeded its execution timeout", when
+        elif etype in (
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+        ):
+            h.ended_at = when
 
 
-def total_usage(records: list[StepRecord]) -> Usage | None:
-    """The token usage of every step (child workflows' steps included), summed."""
-    used = [r.usage for r in records if r.usage is not None]
-    if not used:
-        return None
-    prompt, completion = sum(u.prompt_tokens for u in used), sum(u.completion_tokens for u in used)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-
-
-async def _local_activity(client: Client, attrs: Any, when: datetime) -> StepRecord | None:
-    """The step record of a fast agent from its local-activity marker: id, type, attempt, when it
-    finished and its result (or failure). Start and latency are not recorded by Temporal for
-    local activities; `ended_at` is when its workflow task recorded it."""
-    if attrs.marker_name != "core_local_activity" or "data" not in attrs.details:
+async def _local_call(client: Client, attrs: Any, when: datetime) -> Call | None:
+    """A `fast` agent's call from its local-activity marker: id, type, attempt, when its workflow
+    task recorded it and its result (or failure). Temporal records no start time for it."""
+    if attrs.marker_name != protocol.LOCAL_ACTIVITY_MARKER or "data" not in attrs.details:
         return None
     try:
-        data = json.loads(attrs.details["data"].payloads[0].data)
-    except (ValueError, IndexError):
+        data = await _decode_one(client, attrs.details["data"])
+    except Exception:  # a marker this reader does not understand is not an agent call
         return None
-    rec = StepRecord(name=str(data.get("activity_id", "?")).split("#")[0], agent=str(data.get("activity_type", "?")),
-                     status="completed", attempts=int(data.get("attempt", 1)), ended_at=_iso(when), started_at=_iso(when))  # fmt: skip
+    if not isinstance(data, dict) or "activity_id" not in data:
+        return None
+    call = Call(str(data["activity_id"]), str(data.get("activity_type") or "?"), status="completed",
+                attempts=int(data.get("attempt") or 1), scheduled_at=when, ended_at=when, local=True)  # fmt: skip
     if attrs.HasField("failure"):
-        rec.status, rec.error = "failed", failure_text(attrs.failure)
-    elif "result" in attrs.details and attrs.details["result"].payloads:
-        [value] = await client.data_converter.decode(attrs.details["result"].payloads)
-        rec.output = value.get("output") if isinstance(value, dict) else value
-    return rec
+        call.status, call.error = "failed", failure_text(attrs.failure)
+    elif "result" in attrs.details:
+        call.result = await _decode_one(client, attrs.details["result"])
+    return call
 
 
-def _gate_event(gates: dict[str, StepRecord], note: Any, when: datetime) -> None:
-    """Fold a gate's notification (opened, escalated, decided) into its step record."""
-    if not isinstance(note, dict) or "path" not in note:
+def agent_of(request: RunRequest, activity_id: str) -> str:
+    """The agent a step's activity id ran, from the flow (agent steps and their fallbacks)."""
+    base = protocol.step_of(activity_id)
+    last = base.rsplit(".", 1)[-1].split("[")[0]
+    for step in walk_steps(request.flow.steps):
+        if isinstance(step, AgentStep) and step.step_name in (base, last):
+            return step.fallback if protocol.FALLBACK_SUFFIX in activity_id and step.fallback else step.agent
+    return ""
+
+
+def _derive_keys(h: RunHistory) -> None:
+    """A local activity's marker does not record its input: derive its key as the engine does."""
+    if h.request is None:
         return
-    rec = gates.get(note["path"])
-    if rec is None or rec.ended_at:  # first opening, or a new round after changes were requested
-        rec = gates[note["path"]] = StepRecord(name=note["path"], agent="human", kind="gate", status="waiting", started_at=_iso(when))
-    rec.attempts = note.get("tier", 1)
-    if note.get("event") != "decided":
-        return
-    decided = [d for d in note.get("decisions", []) if d.get("decision")]
-    rec.ended_at = _iso(when)
-    rec.latency_ms = round((when - datetime.fromisoformat(rec.started_at)).total_seconds() * 1000, 1)
-    rec.status = "completed" if note.get("status") in ("approved", "changes_requested") else "failed"
-    rec.output = {"decision": note.get("status"), "decisions": decided}
-    if rec.status == "failed":
-        who = ", ".join(d["by"] for d in decided if d["decision"] == "reject") or "timeout"
-        rec.error = f"{note.get('status', '').replace('_', ' ')} by {who}"
-
-
-def _open_gates(desc: Any) -> list[dict[str, Any]]:
-    """The open gates a running run publishes in visibility."""
-    raw = desc.typed_search_attributes.get(attributes.PENDING)
-    try:
-        return json.loads(raw) if raw else []
-    except ValueError:
-        return []
+    for call in h.calls:
+        spec = h.request.agents.get(call.agent)
+        if call.key is None and call.status != "reused" and spec is not None and spec.effect == "irreversible":
+            call.key = h.request.idempotency_keys.get(call.activity_id) or protocol.idempotency_key(h.run_id, call.activity_id)
 
 
 async def wait_result(client: Client, run_id: str) -> dict[str, Any]:
@@ -280,8 +339,8 @@ async def wait_result(client: Client, run_id: str) -> dict[str, Any]:
     try:
         outcome = await handle.result()
     except WorkflowFailureError:
-        view = await describe_run(client, run_id)
-        return {"run_id": run_id, "status": view.status, "result": None, "error": view.error or view.status}
+        h = await read_history(client, run_id)
+        return {"run_id": run_id, "status": h.status, "result": None, "error": h.error or h.status}
     output = outcome.get("output") if isinstance(outcome, dict) else getattr(outcome, "output", outcome)
     return {"run_id": run_id, "status": "completed", "result": output}
 

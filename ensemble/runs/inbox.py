@@ -64,9 +64,12 @@ async def decide(client: Client, run_id: str, decision: GateDecision) -> GateDec
         raise
 
 
-async def settle(client: Client, handle: WorkflowHandle, poll_s: float = 0.3) -> dict[str, Any]:
-    """Wait until the run ends or waits on people: the outcome (`wait_result`'s shape), or
-    `{run_id, status: waiting_for_approval, pending: [...]}`. A worker must be serving the run."""
+async def settle(client: Client, handle: WorkflowHandle, poll_s: float = 0.3, *, stop_at_gate: bool = True) -> dict[str, Any]:
+    """Wait until the run ends or (`stop_at_gate`) waits on people: the outcome (`wait_result`'s
+    shape), or `{run_id, status: waiting_for_approval, pending: [...]}`. A worker must be serving
+    the run for it to move on."""
+    if not stop_at_gate:
+        return await wait_result(client, handle.id)
     result = asyncio.ensure_future(wait_result(client, handle.id))
     try:
         while True:
@@ -78,6 +81,6 @@ async def settle(client: Client, handle: WorkflowHandle, poll_s: float = 0.3) ->
             except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
                 continue  # the run just ended, or no worker answered yet
             if open_gates:
-                return {"run_id": handle.id, "status": "waiting_for_approval", "pending": open_gates}
+                return {"run_id": handle.id, "status": "waiting_for_approval", "pending_approvals": open_gates}
     finally:
         result.cancel()

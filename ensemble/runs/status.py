@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 from temporalio.client import Client
 
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from ensemble.spec import RunStatusView, StepRecord
 
 ENDED = ("completed", "failed", "canceled", "terminated", "timed_out")

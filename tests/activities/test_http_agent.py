@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from tests.conftest import running_worker
 from tests.flowkit import request, start
 

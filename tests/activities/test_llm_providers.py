@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from tests.flowkit import run_to_end
 from tests.llm_agents import SENTINEL_KEY, answer, llm_flow, llm_server, use_server  # noqa: F401
 

@@ -10,7 +10,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
 
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from tests.conftest import running_worker
 from tests.flowkit import request, run_to_end, start
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ensemble.spec.errors import InputError
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from tests.failure_agents import rows
 from tests.flowkit import request, run_to_end
 

@@ -10,7 +10,7 @@ from temporalio.api.enums.v1 import EventType
 
 from ensemble.spec.errors import InputError
 from tests.conftest import ROOT, run_cli
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from tests.flowkit import request, run_to_end
 
 FAST_CHAIN = """

@@ -8,7 +8,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from ensemble.spec import RetrySpec
 from tests import agents
 from tests.conftest import running_worker

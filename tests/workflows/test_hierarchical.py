@@ -6,7 +6,7 @@ import asyncio
 
 from temporalio.api.enums.v1 import EventType, ParentClosePolicy
 
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from tests import agents
 from tests.conftest import running_worker
 from tests.flowkit import request, run_to_end, start

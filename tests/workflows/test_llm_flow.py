@@ -13,7 +13,7 @@ import sys
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from tests.conftest import ROOT
 from tests.flowkit import request, run_to_end, start
 from tests.llm_agents import FLAKY_CALLS, REFUNDS, SENTINEL_KEY, answer, calls, llm_flow, llm_server, use_server  # noqa: F401

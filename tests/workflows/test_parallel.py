@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from ensemble.spec import RetrySpec
 from tests.conftest import running_worker
 from tests.flowkit import request, run_to_end, start

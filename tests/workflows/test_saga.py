@@ -9,7 +9,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import CancelledError
 
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from tests.conftest import running_worker
 from tests.failure_agents import rows
 from tests.flowkit import request, run_to_end, start

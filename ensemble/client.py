@@ -1,0 +1,233 @@
+"""The Python client API: start a run, follow it, wait for its result or its next gate, decide,
+cancel, and list what waits on people. The CLI is a thin layer over it, and its errors are the
+ones the CLI prints as one line: `EnsembleError` (refused, failed, unreachable: exit 1) and
+`InputError` (bad input: exit 2).
+
+    async with await EnsembleClient.connect() as ensemble:
+        run = await ensemble.start("hello", {"name": "Ada"})
+        outcome = await ensemble.wait(run.run_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow
+from ensemble.authoring.inputs import check_input
+from ensemble.runs import inbox
+from ensemble.runs.history import get_run, stalled
+from ensemble.runs.view import describe_run
+from ensemble.runtime import connection
+from ensemble.runtime.launch import start_request
+from ensemble.runtime.worker import build_worker, default_task_queue
+from ensemble.spec import GateDecision, GateDecisionResult, RunRequest, RunStatusView, protocol
+from ensemble.spec.errors import EnsembleError
+
+__all__ = ["EnsembleClient", "FlowInfo", "RunOutcome", "StartedRun"]
+
+
+class FlowInfo(BaseModel):
+    """A flow this client can start."""
+
+    name: str
+    description: str = ""
+    patterns: list[str] = Field(default_factory=list)
+    agents: list[str] = Field(default_factory=list)
+    example_input: str | None = None
+
+
+class StartedRun(BaseModel):
+    run_id: str
+    flow: str
+    task_queue: str
+
+
+class RunOutcome(BaseModel):
+    """Where a run stands once it ended, or parked waiting on people (`waiting_for_approval`,
+    with the gates it waits at in `pending_approvals`)."""
+
+    run_id: str
+    status: str
+    result: Any = None
+    error: str | None = None
+    pending_approvals: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class EnsembleClient:
+    """Ensemble's runs on one Temporal namespace. Build it with `connect()` (the embedded server or
+    TEMPORAL_ADDRESS), or around a `temporalio.client.Client` you already have."""
+
+    def __init__(self, client: Client) -> None:
+        self.temporal = client
+
+    @classmethod
+    async def connect(cls, *, start_server: bool = True) -> EnsembleClient:
+        """Connect as the environment says (TEMPORAL_ADDRESS and friends, or the embedded server,
+        started when `start_server`) and make sure Ensemble's search attributes exist."""
+        client = await connection.connect(start_server=start_server)
+        await connection.ensure_search_attributes(client)
+        return cls(client)
+
+    async def __aenter__(self) -> EnsembleClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    # ------------------------------------------------------------ flows and runs
+
+    @staticmethod
+    def flows() -> list[FlowInfo]:
+        """The bundled flows and those registered in this process."""
+        return [
+            FlowInfo(
+                name=f.spec.name,
+                description=f.spec.description,
+                patterns=f.patterns,
+                agents=f.agent_order,
+                example_input=str(f.example_input) if f.example_input else None,
+            )
+            for f in all_flows()
+        ]
+
+    @staticmethod
+    def request(flow: str | Path | LoadedFlow, run_input: Any) -> RunRequest:
+        """The run request for `flow` (a name, a flow file, or a loaded flow) and its input,
+        checked against the flow's input schema and the payload limits."""
+        loaded = flow if isinstance(flow, LoadedFlow) else find_flow(str(flow))
+        check_input(run_input, loaded)
+        queue = loaded.spec.task_queue or default_task_queue()
+        return RunRequest(flow=loaded.spec, agents=loaded.agents, input=run_input, task_queue=queue)
+
+    async def start(self, flow: str | Path | LoadedFlow, run_input: Any, *, run_id: str | None = None) -> StartedRun:
+        """Start a run. `run_id` makes starting idempotent for the caller: a second start under
+        the same id is refused (EnsembleError) and never starts a second run."""
+        request = self.request(flow, run_input)
+        name = request.flow.name
+        run_id = run_id or f"{name}-{uuid.uuid4().hex[:8]}"
+        await start_request(self.temporal, request, run_id, summary=f"{name}: {request.flow.description}")
+        return StartedRun(run_id=run_id, flow=name, task_queue=request.task_queue)
+
+    async def status(self, run_id: str) -> RunStatusView:
+        """Every step, gate round and decision of the run so far, read from its history."""
+        return await describe_run(self.temporal, run_id)
+
+    async def wait(
+        self,
+        run_id: str,
+        *,
+        until: Literal["gate", "end"] = "gate",
+        timeout: float | None = None,
+        serve: bool = False,
+    ) -> RunOutcome:
+        """Wait until the run ends, or (`until="gate"`) until it waits on people. With `timeout`
+        (seconds) an unfinished run comes back as it stands (`running`). `serve` runs a worker in
+        this process while waiting when no worker serves the run (what the CLI does)."""
+        handle, desc = await get_run(self.temporal, run_id)
+        serving = self.serving(run_id, desc.task_queue) if serve else contextlib.nullcontext()
+        async with serving:
+            waiting = inbox.settle(self.temporal, handle, stop_at_gate=until == "gate")
+            try:
+                raw = await asyncio.wait_for(waiting, timeout) if timeout is not None else await waiting
+            except asyncio.TimeoutError:
+                view = await self.status(run_id)
+                return RunOutcome(run_id=run_id, status=view.status, pending_approvals=view.pending_approvals)
+        return RunOutcome(
+            run_id=run_id,
+            status=raw["status"],
+            result=raw.get("result"),
+            error=raw.get("error"),
+            pending_approvals=raw.get("pending_approvals") or [],
+        )
+
+    async def decide(
+        self,
+        run_id: str,
+        gate: str,
+        decision: Literal["approve", "reject", "request_changes"],
+        *,
+        by: str,
+        comment: str = "",
+        serve: bool = False,
+    ) -> GateDecisionResult:
+        """Send a person's decision on an open gate; the run itself validates it (EnsembleError
+        with the run's reason when refused; nothing is recorded then)."""
+        _, desc = await get_run(self.temporal, run_id)
+        request = GateDecision(gate=gate, decision=decision, by=by, comment=comment)
+        serving = self.serving(run_id, desc.task_queue) if serve else contextlib.nullcontext()
+        async with serving:  # a decision is validated by the run, so some worker must serve it
+            return await inbox.decide(self.temporal, run_id, request)
+
+    async def approve(self, run_id: str, gate: str, *, by: str, comment: str = "") -> GateDecisionResult:
+        return await self.decide(run_id, gate, "approve", by=by, comment=comment)
+
+    async def reject(self, run_id: str, gate: str, *, by: str, comment: str = "") -> GateDecisionResult:
+        return await self.decide(run_id, gate, "reject", by=by, comment=comment)
+
+    async def request_changes(self, run_id: str, gate: str, *, by: str, comment: str) -> GateDecisionResult:
+        return await self.decide(run_id, gate, "request_changes", by=by, comment=comment)
+
+    async def cancel(self, run_id: str, *, reason: str = "") -> None:
+        """Ask a running run to cancel: it stops its agents, runs its compensations and ends
+        `canceled`. Refused for a run that already ended."""
+        handle, desc = await get_run(self.temporal, run_id)
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            status = (desc.status.name if desc.status else "ended").lower()
+            raise EnsembleError(f"run '{run_id}' is {status}: only a running run can be canceled")
+        try:
+            await handle.cancel(reason=reason or None)  # type: ignore[call-arg]
+        except TypeError:  # an SDK without cancel reasons
+            await handle.cancel()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise EnsembleError(f"run '{run_id}' is no longer running") from None
+            raise
+
+    async def pending(self, approver: str | None = None) -> list[dict[str, Any]]:
+        """Every gate waiting on people across the namespace (only `approver`'s when given):
+        run_id, flow, gate, approvers, tier, quorum, approvals, opened_at, deadline."""
+        return await inbox.pending(self.temporal, approver)
+
+    # ------------------------------------------------------------ a worker while waiting
+
+    @contextlib.asynccontextmanager
+    async def serving(self, run_id: str, queue: str, on_note: Any = None) -> AsyncIterator[None]:
+        """While the caller waits on a run, make sure some worker serves its task queue: run one in
+        this process when nobody polls it, or when the run's work sits untaken (a worker that
+        died still shows as a poller for a while). `on_note(text)` hears why one was started."""
+        client = self.temporal
+        async with contextlib.AsyncExitStack() as stack:
+            started = False
+
+            async def serve_queue(why: str) -> None:
+                nonlocal started
+                if on_note:
+                    on_note(f"{why} on task queue '{queue}'; running a worker in this process until the run ends")
+                await stack.enter_async_context(build_worker(client, queue, identity=connection.cli_worker_identity()))
+                started = True
+
+            if not await connection.has_pollers(client, queue):
+                await serve_queue("no worker polls")
+
+            async def watchdog() -> None:
+                while not started:
+                    await asyncio.sleep(1.0)
+                    if await stalled(client, run_id, queue):
+                        await serve_queue("the run's work is not being picked up")
+
+            watch = asyncio.create_task(watchdog())
+            try:
+                yield
+            finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch

@@ -1,0 +1,42 @@
+"""Starting flow runs: the one place a run is started, whether new, redriven or forked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from ensemble.runtime import telemetry
+from ensemble.spec import RunRequest, protocol
+from ensemble.spec.errors import EnsembleError
+
+
+async def start_request(
+    client: Client,
+    request: RunRequest,
+    run_id: str,
+    *,
+    summary: str,
+    origin: tuple[Any, str] | None = None,
+) -> str:
+    """Start a flow run of `request` under `run_id` (a run id names one run, ever). `origin` is a
+    (search attribute, run id) pair for a run seeded from another one (redrive, fork)."""
+    pairs = [SearchAttributePair(protocol.FLOW, request.flow.name)]
+    if origin is not None:
+        pairs.append(SearchAttributePair(origin[0], origin[1]))
+    try:
+        with telemetry.run_span(request.flow.name, run_id):  # the root of the run's trace
+            handle = await client.start_workflow(
+                protocol.FLOW_WORKFLOW,
+                request,
+                id=run_id,
+                task_queue=request.task_queue,
+                search_attributes=TypedSearchAttributes(pairs),
+                static_summary=summary[:200],
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+    except WorkflowAlreadyStartedError:
+        raise EnsembleError(f"a run with id '{run_id}' already exists; choose another id") from None
+    return handle.id
