@@ -182,7 +182,7 @@ def _tuning(r: dict[str, Any]) -> str:
 
 def _servers(r: dict[str, Any]) -> str:
     s = r["server"]
-    out = "The embedded server (`ensemble.server.command()`), as every figure above used it:\n\n"
+    out = "The embedded server (`ensemble.runtime.server.command()`), as every figure above used it:\n\n"
     out += "".join(f"- `--sqlite-pragma {p}`\n" for p in s["sqlite_pragmas"])
     out += "".join(f"- `--dynamic-config-value {d}`\n" for d in s["dynamic_config"])
     variants = r.get("server_variants") or {}
@@ -278,7 +278,7 @@ METHOD = """\
   VmHWM), and {decisions} random runs get a `decide` update one at a time: the latency is from
   sending the decision to the run's result.
 - **Workers** run in their own processes (`python -m bench.worker`), Ensemble's built by
-  `ensemble.worker.build_worker` exactly as `python worker.py` builds it (same logging); the
+  `ensemble.runtime.worker.build_worker` exactly as `python worker.py` builds it (same logging); the
   plain-Temporal baseline is a 20-line workflow (`bench/baseline.py`). LangGraph runs in the
   benchmark's process (it is a library), with its SQLite checkpointer writing each step's
   checkpoint before the next step starts (`durability="sync"`). Before the workers start, the

@@ -49,7 +49,7 @@ QUICK = Plan(mode="quick", warmup=2, runs=5, rounds=2, throughput={1: 10, 10: 40
              server_variants=False)  # fmt: skip
 FULL = Plan(mode="full")
 
-# Worker settings measured against the product's defaults (ensemble.worker.build_worker): worker
+# Worker settings measured against the product's defaults (ensemble.runtime.worker.build_worker): worker
 # keyword arguments (`options`, see bench/worker.py) and environment (`env`).
 TUNING: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -65,7 +65,7 @@ PARKED_COMPARE: dict[str, dict[str, Any]] = {
     "max_cached_workflows=250": {"options": {"max_cached_workflows": 250}},
     "ENSEMBLE_SANDBOX=strict": {"env": {"ENSEMBLE_SANDBOX": "strict"}},
 }
-# Server settings measured against the embedded server's (ensemble.server.command).
+# Server settings measured against the embedded server's (ensemble.runtime.server.command).
 SERVER_VARIANTS: dict[str, dict[str, Any]] = {
     "dev-server default poll rates (20/s)": {"drop": POLL_RPS},
     "eager activity dispatch off (a cluster's default)": {"add": {"system.enableActivityEagerExecution": False}},

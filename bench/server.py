@@ -1,7 +1,7 @@
 """The benchmark's own Temporal server and worker processes.
 
 The server is the embedded one, started with exactly the command line Ensemble uses
-(`ensemble.server.command`), in a temporary state directory on free ports, optionally with
+(`ensemble.runtime.server.command`), in a temporary state directory on free ports, optionally with
 dynamic-config values added or dropped to measure what each setting does.
 """
 

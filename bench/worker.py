@@ -1,7 +1,7 @@
 """A benchmark worker in its own process: `python -m bench.worker --address HOST:PORT
 --task-queue Q --kind ensemble|baseline [--options JSON]`.
 
-`ensemble` builds the product's worker (ensemble.worker.build_worker, its defaults); `baseline`
+`ensemble` builds the product's worker (ensemble.runtime.worker.build_worker, its defaults); `baseline`
 a plain Temporal worker for the hand-written chain. `--options` are Worker keyword arguments,
 plus `sandbox`: `default` (the product's: ENSEMBLE_SANDBOX, trusted unless set), `sdk` (the same
 restrictions in the SDK's own runner, which compiles its sandbox snippets on every call) or `off`

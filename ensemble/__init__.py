@@ -14,17 +14,37 @@ _API: dict[str, str] = {
     "agent": "ensemble.authoring.agents",
     "get_agent": "ensemble.authoring.agents",
     "register_agent": "ensemble.authoring.agents",
+    "tool": "ensemble.authoring.tools",
+    "ToolContext": "ensemble.authoring.tools",
+    "ToolError": "ensemble.authoring.tools",
+    "register_flow": "ensemble.authoring.flows",
+    "load_flow_file": "ensemble.authoring.flows",
     "AgentContext": "ensemble.spec",
     "AgentSpec": "ensemble.spec",
     "FlowSpec": "ensemble.spec",
     "RetrySpec": "ensemble.spec",
+    "GateDecision": "ensemble.spec",
+    "GateDecisionResult": "ensemble.spec",
+    "RunStatusView": "ensemble.spec",
+    "StepRecord": "ensemble.spec",
+    "Usage": "ensemble.spec",
+    "EnsembleError": "ensemble.spec.errors",
+    "InputError": "ensemble.spec.errors",
+    "EnsembleClient": "ensemble.client",
+    "FlowInfo": "ensemble.client",
+    "RunOutcome": "ensemble.client",
+    "StartedRun": "ensemble.client",
 }
 
 __all__ = sorted(_API)
 
 if TYPE_CHECKING:
     from ensemble.authoring.agents import agent, get_agent, register_agent
-    from ensemble.spec import AgentContext, AgentSpec, FlowSpec, RetrySpec
+    from ensemble.authoring.tools import tool, ToolContext, ToolError
+    from ensemble.authoring.flows import register_flow, load_flow_file
+    from ensemble.spec import AgentContext, AgentSpec, FlowSpec, RetrySpec, GateDecision, GateDecisionResult, RunStatusView, StepRecord, Usage
+    from ensemble.spec.errors import EnsembleError, InputError
+    from ensemble.client import EnsembleClient, FlowInfo, RunOutcome, StartedRun
 
 
 def __getattr__(name: str) -> Any:

@@ -190,7 +190,7 @@ def test_unknown_exporter_is_one_line(dev_server):
 def test_tracing_is_off_without_the_environment(dev_server):
     env = dev_server.env()
     assert "OTEL_TRACES_EXPORTER" not in env
-    code = "from ensemble import telemetry; print(telemetry.setup_tracing('x'), telemetry.plugins())"
+    code = "from ensemble.runtime import telemetry; print(telemetry.setup_tracing('x'), telemetry.plugins())"
     import subprocess
     import sys
 

@@ -89,13 +89,16 @@ def steps_table(view: RunStatusView, width: int = 140) -> Table:
 
 def approvals_table(pending: list[dict[str, Any]]) -> Table:
     table = Table(title="waiting for approval", title_justify="left", title_style="yellow bold")
-    for col in ("gate", "tier", "approvers", "deadline"):
-        table.add_column(col, no_wrap=col != "approvers")
+    for col in ("gate", "tier", "approvers", "approvals", "deadline"):
+        table.add_column(col, no_wrap=col not in ("approvers", "approvals"))
     for p in pending:
         approvers = p.get("approvers") or []
+        given = f"{p.get('approvals', 0)} of {p.get('quorum', 1)}"
+        if p.get("approved_by"):
+            given += f" ({', '.join(map(str, p['approved_by']))})"
         table.add_row(str(p.get("gate") or p.get("path") or "?"), str(p.get("tier", "")),
                       ", ".join(map(str, approvers)) if isinstance(approvers, list) else str(approvers),
-                      str(p.get("deadline") or "none"))  # fmt: skip
+                      given, str(p.get("deadline") or "none"))  # fmt: skip
     return table
 
 
