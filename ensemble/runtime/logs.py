@@ -103,3 +103,23 @@ def setup(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def as_library() -> None:
+    """Unless this process configured structlog (the CLI and `worker.py` do, with `setup`), send
+    Ensemble's records, scrubbed, to the standard library's logging, whose handlers the embedding
+    application owns, instead of structlog's default of printing to stdout."""
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.add_log_level,
+            _one_line_errors,
+            _Redactor(),
+            structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )

@@ -19,6 +19,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from ensemble.activities import approvals, faults, run_agent
 from ensemble.spec.errors import InputError
+from ensemble.runtime import logs
 from ensemble.runtime.sandbox import sandbox_runner
 from ensemble.spec import DEFAULT_TASK_QUEUE
 from ensemble.workflows.chat import EnsembleChat
@@ -65,6 +66,7 @@ def build_worker(
     **options: Any,
 ) -> Worker:
     faults.check()  # a malformed ENSEMBLE_FAULTS stops the worker here, in one line
+    logs.as_library()
     options.setdefault("workflow_runner", workflow_runner())
     return Worker(
         client,

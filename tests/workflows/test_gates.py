@@ -36,6 +36,20 @@ async def open_gates(handle: WorkflowHandle, count: int = 1) -> list[dict]:
     raise AssertionError(f"gate did not open: {pending}")
 
 
+async def quiet_history(handle: WorkflowHandle) -> int:
+    """The run's event count once nothing is in flight: no workflow task and no activity pending
+    (a gate's notification may still be completing when its query already shows it open)."""
+    for _ in range(400):
+        raw = (await handle.describe()).raw_description
+        if not raw.HasField("pending_workflow_task") and not raw.pending_activities:
+            count = len([e async for e in handle.fetch_history_events()])
+            raw = (await handle.describe()).raw_description
+            if not raw.HasField("pending_workflow_task") and not raw.pending_activities:
+                return count
+        await asyncio.sleep(0.05)
+    raise AssertionError("the run never went quiet")
+
+
 async def decide(handle: WorkflowHandle, decision: str, by: str, gate: str = "legal", comment: str = "") -> dict:
     result = await handle.execute_update("decide", GateDecision(gate=gate, decision=decision, by=by, comment=comment))
     return result if isinstance(result, dict) else result.model_dump()
@@ -114,12 +128,12 @@ async def test_every_refusal_reason_and_nothing_in_history(dev_server, task_queu
     async with running_worker(client, task_queue):
         handle = await start(client, flow_request(flow, {"text": "c"}, task_queue))
         await open_gates(handle)
-        events_before = len([e async for e in handle.fetch_history_events()])
+        events_before = await quiet_history(handle)
         assert "has no gate 'nope'" in await refusal(handle, "approve", "alice", gate="nope")
         assert "'final' is not open" in await refusal(handle, "approve", "bob", gate="final")
         assert "'mallory' is not an approver" in await refusal(handle, "approve", "mallory")
         assert "does not take change requests" in await refusal(handle, "request_changes", "alice", comment="x")
-        assert len([e async for e in handle.fetch_history_events()]) == events_before  # refused updates write nothing
+        assert await quiet_history(handle) == events_before  # refused updates write nothing
         await decide(handle, "approve", "alice")
         await open_gates(handle)
         assert "'legal' is not open: it was approved by alice" in await refusal(handle, "approve", "alice")
