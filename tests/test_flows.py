@@ -78,7 +78,17 @@ def test_json_flow_file_loads(tmp_path):
         ),
         (
             "name: x\nagents:\n  - {name: svc, kind: http}\nsteps:\n  - agent: svc\n",
-            r"flow.yaml:3: agents\[0\]: Value error, an http agent needs url",
+            r"flow.yaml:3: agents\[0\]: an http agent needs url",
+        ),
+        (  # a field the agent's declared output model does not have
+            "name: x\nimports: [ensemble.examples.hello.agents]\nsteps:\n  - agent: greeter\n    input: {name: $input.name}\n"
+            "    output: greeting\n  - agent: word_stats\n    input: {text: $greeting.txt}\n",
+            r"flow.yaml:8: steps\[1\].input: '\$greeting.txt': agent 'greeter' declares no field 'txt' in its output \(fields: text\)",
+        ),
+        (
+            "name: x\nimports: [ensemble.examples.hello.agents]\nsteps:\n  - agent: greeter\n    input: {name: $input.name}\n"
+            "    output: {g: $.txt}\n",
+            r"flow.yaml:6: steps\[0\].output.g: agent 'greeter' declares no field 'txt' in its output",
         ),
         (
             "name: x\nsteps:\n  - name: s\n    sequence:\n      - agent: 'bad name!'\n",

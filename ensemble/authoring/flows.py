@@ -25,7 +25,7 @@ from ensemble.spec import (
     STEP_KINDS, AgentSpec, AgentStep, ChatStep, FlowSpec, GateStep, GateWhen, ParallelStep, SequenceStep, SupervisorStep, agent_refs,
     child_steps,
 )
-from ensemble.logic.state import references
+from ensemble.logic.state import reference_paths, references
 from ensemble.authoring.tools import attach_to_agents
 
 EXAMPLES_DIR = (Path(__file__).resolve().parent.parent / "examples").resolve()  # bundled with the package
@@ -142,6 +142,14 @@ class _Problems:
 # ---------------------------------------------------------------- loading
 
 
+def plain_message(msg: str) -> str:
+    """A validation message as a person reads it: without pydantic's "Value error, " prefix."""
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg
+
+
 def parse_flow(data: Any, where: str, tree: yaml.Node | None = None, base: Path | None = None) -> LoadedFlow:
     """Validate flow data (already parsed) and resolve its agents."""
     problems = _Problems(where, tree)
@@ -152,7 +160,7 @@ def parse_flow(data: Any, where: str, tree: yaml.Node | None = None, base: Path 
         spec = FlowSpec.model_validate(data)
     except ValidationError as err:
         for e in err.errors():
-            problems.add(_strip_tags(tuple(e["loc"])), e["msg"])
+            problems.add(_strip_tags(tuple(e["loc"])), plain_message(e["msg"]))
         problems.raise_if_any()
         raise  # unreachable
     agents = resolve_agents(spec, problems)
@@ -268,10 +276,20 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
                 problems.add((*base, i, "name"), f"step name '{sibling.step_name}' is used twice here; give one of them a 'name'")
             seen.add(sibling.step_name)
 
+    shapes = _output_shapes(loaded, problems)
+
     def check_refs(template: Any, loc: tuple[Any, ...]) -> None:
         for key in references(template):
             if key != "$" and key not in written:
                 problems.add(loc, f"'${key}' is not a state key of this flow (known: {', '.join(sorted(written))})")
+        for path in reference_paths(template):
+            key, _, rest = path.partition(".")
+            if key in shapes and rest:
+                missing = _missing_field(shapes[key][1], rest)
+                if missing:
+                    agent, schema = shapes[key]
+                    problems.add(loc, f"'${path}': agent '{agent}' declares no field '{missing[0]}' in its output "
+                                      f"(fields: {', '.join(missing[1]) or 'none'})")  # fmt: skip
 
     for loc, step in _steps_with_loc(spec.steps, ("steps",)):
         if isinstance(step, AgentStep):
@@ -290,6 +308,65 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
                 if name not in step.supervisor.agents:
                     problems.add((*loc, "supervisor", "fallbacks", name), f"'{name}' is not one of this supervisor's agents")
     check_refs(spec.output, ("output",))
+
+
+def _output_shapes(loaded: LoadedFlow, problems: _Problems) -> dict[str, tuple[str, dict[str, Any]]]:
+    """State keys written by agent steps whose agent declares an output model: key -> (agent, the
+    JSON schema of what lands there)."""
+    shapes: dict[str, tuple[str, dict[str, Any]]] = {}
+    for loc, step in _steps_with_loc(loaded.spec.steps, ("steps",)):
+        agent = loaded.agents.get(step.agent) if isinstance(step, AgentStep) else None
+        schema = agent.output_schema if agent is not None else None
+        if not schema or not isinstance(step, AgentStep):
+            continue
+        if isinstance(step.output, dict):
+            for key, field in step.output.items():
+                field = (field[1:] if field.startswith("$") else field).lstrip(".")
+                missing = _missing_field(schema, field) if field else None
+                if missing:
+                    problems.add((*loc, "output", key), f"agent '{step.agent}' declares no field '{missing[0]}' in its "
+                                                        f"output (fields: {', '.join(missing[1]) or 'none'})")  # fmt: skip
+                    continue
+                sub = _sub_schema(schema, field) if field else schema
+                if sub is not None:
+                    shapes[key] = (step.agent, sub)
+        else:
+            shapes[step.output or step.step_name] = (step.agent, schema)
+    return shapes
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return schema.get("$defs", {}).get(ref.rsplit("/", 1)[-1], {})
+    return node
+
+
+def _sub_schema(schema: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The schema at `path` (fields separated by dots), or None where it cannot be known."""
+    node = _resolve(schema, schema)
+    for part in path.split("."):
+        props = node.get("properties")
+        if not isinstance(props, dict) or part not in props:
+            return None
+        node = _resolve(schema, props[part])
+    return node
+
+
+def _missing_field(schema: dict[str, Any], path: str) -> tuple[str, list[str]] | None:
+    """(the first field of `path` a closed object schema does not declare, the fields it does)."""
+    node = _resolve(schema, schema)
+    for part in path.split("."):
+        if "[" in part or part.isdigit():
+            return None  # an index: lists are not followed
+        props = node.get("properties")
+        if not isinstance(props, dict):
+            return None
+        if part not in props:
+            open_ended = node.get("additionalProperties") not in (None, False)
+            return None if open_ended else (part, sorted(props))
+        node = _resolve(schema, props[part])
+    return None
 
 
 # ---------------------------------------------------------------- discovery

@@ -144,6 +144,18 @@ def references(template: Any) -> Iterable[str]:
             yield from references(v)
 
 
+def reference_paths(template: Any) -> Iterable[str]:
+    """Every path a template reads, whole (`$greeting.text?` -> `greeting.text`)."""
+    if isinstance(template, str) and template.startswith("$") and not template.startswith("$$"):
+        yield template[1:].rstrip("?")
+    elif isinstance(template, dict):
+        for v in template.values():
+            yield from reference_paths(v)
+    elif isinstance(template, list):
+        for v in template:
+            yield from reference_paths(v)
+
+
 def output_writes(output: str | dict[str, str] | None, default_key: str, value: Any) -> list[tuple[str, Any]]:
     """The (state key, value) writes of a step's output spec."""
     if output is None:

@@ -109,14 +109,19 @@ class AgentSpec(_Strict):
                 self.timeout_s = 300.0  # a tool loop of several model calls
             if self.heartbeat_s is None and not self.fast:
                 self.heartbeat_s = 20.0  # the transcript is heartbeated: a retry resumes from it
-        if self.model is not None:
-            if self.kind != "llm":
-                raise ValueError("model: is for llm agents (a function agent's llm: runs on the worker's ENSEMBLE_LLM)")
-            if not re.match(MODEL_RE, self.model):
-                raise ValueError(f"model '{self.model}' is not 'provider:model' (e.g. openai:gpt-4o-mini)")
-            if self.model.split(":", 1)[0] not in LLM_PROVIDERS:
-                raise ValueError(f"model '{self.model}': the provider is one of {', '.join(LLM_PROVIDERS)}")
+        if self.model is not None and self.kind != "llm":
+            raise ValueError("model: is for llm agents (a function agent's llm: runs on the worker's ENSEMBLE_LLM)")
         return self
+
+    @field_validator("model")
+    @classmethod
+    def _model_string(cls, model: str | None) -> str | None:
+        if model is not None:
+            if not re.match(MODEL_RE, model):
+                raise ValueError(f"model '{model}' is not 'provider:model' (e.g. openai:gpt-4o-mini)")
+            if model.split(":", 1)[0] not in LLM_PROVIDERS:
+                raise ValueError(f"model '{model}': the provider is one of {', '.join(LLM_PROVIDERS)}")
+        return model
 
 
 class StateKey(_Strict):

@@ -98,7 +98,7 @@ def test_prices_and_spending():
              model: gpt-4o-mini
          steps:
            - agent: helper
-         """, "flow.yaml:4: agents[0]: Value error, model 'gpt-4o-mini' is not 'provider:model' (e.g. openai:gpt-4o-mini)"),
+         """, "flow.yaml:6: agents[0].model: model 'gpt-4o-mini' is not 'provider:model' (e.g. openai:gpt-4o-mini)"),
         ("""
          agents:
            - name: helper
@@ -106,7 +106,7 @@ def test_prices_and_spending():
              model: mistral:large
          steps:
            - agent: helper
-         """, "flow.yaml:4: agents[0]: Value error, model 'mistral:large': the provider is one of openai, anthropic, azure, ollama"),
+         """, "flow.yaml:6: agents[0].model: model 'mistral:large': the provider is one of openai, anthropic, azure, ollama"),
         ("""
          llm:
            shout: {instructions: hi}
@@ -118,13 +118,13 @@ def test_prices_and_spending():
          budget: {usd: 5}
          steps:
            - agent: shout
-         """, "flow.yaml:3: budget: Value error, a budget in usd needs prices"),
+         """, "flow.yaml:3: budget: a budget in usd needs prices"),
         ("""
          tools:
            - {name: final_answer, handler: tests.llm_agents:lookup_order}
          steps:
            - agent: shout
-         """, "flow.yaml:4: tools[0]: Value error, tool name 'final_answer' is reserved"),
+         """, "flow.yaml:4: tools[0]: tool name 'final_answer' is reserved"),
         ("""
          tools:
            - {name: broken, handler: tests.no_such_module:fn}
