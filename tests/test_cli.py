@@ -182,3 +182,38 @@ def test_temporal_address_uses_that_server_and_starts_nothing(dev_server, task_q
     assert not home.exists()
     status = ok(run_cli(["status", out["run_id"], "--json"], env))
     assert status["flow"] == "document_pipeline"
+
+
+def test_a_stopped_server_that_a_command_starts_again_is_announced(dev_server, tmp_path):
+    home = tmp_path / "home"
+    env = dev_server.env(ENSEMBLE_HOME=str(home), ENSEMBLE_SERVER_PORT=str(free_port()), ENSEMBLE_UI_PORT=str(free_port()))
+    try:
+        assert run_cli(["server", "start"], env).returncode == 0
+        assert run_cli(["server", "stop"], env).returncode == 0
+        again = run_cli(["pending", "--json"], env)
+        assert again.returncode == 0, again.stderr
+        assert "note: started the embedded Temporal server" in again.stderr and "it was not running" in again.stderr
+        quiet = run_cli(["pending", "--json"], env)  # running now: nothing to say
+        assert quiet.returncode == 0 and "started the embedded" not in quiet.stderr
+    finally:
+        run_cli(["server", "stop"], env)
+
+
+def test_worker_settings_given_to_the_cli_are_flagged_when_a_worker_serves_the_run(dev_server, task_queue):
+    import subprocess
+    import sys
+    import time
+
+    env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue)
+    worker = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):  # until the worker polls
+            ran = run_cli(["run", "hello", "--input", '{"name": "Ada"}', "--wait"], {**env, "ENSEMBLE_LLM": "ollama:llama3.1"})
+            if "does not apply" in ran.stderr:
+                break
+            time.sleep(0.2)
+        assert ran.returncode == 0, ran.stderr
+        assert "ENSEMBLE_LLM set here does not apply to it" in ran.stderr
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)

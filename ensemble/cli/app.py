@@ -314,7 +314,13 @@ def main(argv: list[str] | None = None, groups: Sequence[Register] = ()) -> int:
         telemetry.flush()
 
 
+def _announce(info: server.ServerInfo) -> None:
+    note(f"started the embedded Temporal server at {info.address} (it was not running; Web UI {info.ui_url}); "
+         "`python starter.py server stop` stops it")  # fmt: skip
+
+
 def _traced(args: argparse.Namespace) -> Any:
+    temporal.on_server_start = _announce
     telemetry.setup_tracing("ensemble-starter")  # OTEL_TRACES_EXPORTER: the run's trace starts here
     return args.fn(args)
 

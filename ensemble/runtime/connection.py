@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 from pathlib import Path
+from typing import Callable
 
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
@@ -32,6 +33,11 @@ SEARCH_ATTRIBUTES: dict[str, IndexedValueType.ValueType] = {
     key.name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{key.indexed_value_type.name}")
     for key in attributes.ALL
 }
+
+
+# Told when `connect` starts the embedded server because it was not running (the CLI says so on
+# stderr: a server that was stopped on purpose should not come back silently).
+on_server_start: Callable[[server.ServerInfo], None] | None = None
 
 
 def embedded() -> bool:
@@ -61,7 +67,11 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
     used, started first when `start_server` (and left running). `runtime` carries metrics
     settings (see telemetry.worker_runtime); tracing plugins are added when tracing is on."""
     if embedded():
-        info = server.start() if start_server else server.running()
+        info = server.running()
+        if info is None and start_server:
+            info = server.start()
+            if on_server_start is not None:
+                on_server_start(info)
         if info is None:
             raise EnsembleError("the embedded Temporal server is not running: start it with `python starter.py server start`")
         address, tls, api_key = info.address, False, None
