@@ -197,7 +197,14 @@ class EnsembleClient:
         run_id, flow, gate, approvers, tier, quorum, approvals, opened_at, deadline."""
         return await inbox.pending(self.temporal, approver)
 
-    # ------------------------------------------------------------ a worker while waiting
+    # ------------------------------------------------------------ workers in this process
+
+    @contextlib.asynccontextmanager
+    async def worker(self, task_queue: str | None = None) -> AsyncIterator[None]:
+        """Run a worker (flows and agents) in this process until the block ends: for scripts,
+        notebooks and tests. Production runs `python worker.py` processes instead."""
+        async with build_worker(self.temporal, task_queue or default_task_queue(), identity=connection.cli_worker_identity()):
+            yield
 
     @contextlib.asynccontextmanager
     async def serving(self, run_id: str, queue: str, on_note: Any = None) -> AsyncIterator[None]:

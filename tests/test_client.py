@@ -80,3 +80,16 @@ async def test_the_errors_are_the_cli_s(ensemble):
         await ensemble.status("missing")
     with pytest.raises(EnsembleError, match="no run with id 'missing'"):
         await ensemble.approve("missing", "committee", by="dave")
+
+
+def test_the_readme_example_runs_as_written(dev_server, task_queue, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    code = re.search(r"```python\n(# approve\.py.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    (tmp_path / "approve.py").write_text(code)
+    env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue)
+    result = subprocess.run([sys.executable, "approve.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["waiting_for_approval ['committee']", "completed purchasing committee (dave, erin)"]
