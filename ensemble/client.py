@@ -184,9 +184,7 @@ class EnsembleClient:
             status = (desc.status.name if desc.status else "ended").lower()
             raise EnsembleError(f"run '{run_id}' is {status}: only a running run can be canceled")
         try:
-            await handle.cancel(reason=reason or None)  # type: ignore[call-arg]
-        except TypeError:  # an SDK without cancel reasons
-            await handle.cancel()
+            await handle.cancel(reason=reason)
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise EnsembleError(f"run '{run_id}' is no longer running") from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, cast
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -48,7 +48,7 @@ async def run_parallel(run: FlowRun, step: ParallelStep, path: str) -> Any:
             return await forks[i].run_step(plan[i][2], plan[i][1])
 
     tasks = {asyncio.ensure_future(branch(i)): i for i in range(len(plan))}
-    timer = asyncio.ensure_future(workflow.sleep(spec.join.deadline_s)) if spec.join.policy == "deadline" else None
+    timer = asyncio.ensure_future(workflow.sleep(cast(float, spec.join.deadline_s))) if spec.join.policy == "deadline" else None
     outcomes: dict[int, Branch] = {}
     agent_of = [s.agent if isinstance(s, AgentStep) else name for name, _, s, _ in plan]
     succeeded = 0
@@ -151,7 +151,7 @@ async def _adjudicate(run: FlowRun, step: ParallelStep, path: str, record: dict[
         payload = resolve(template, scope)
     except StateError as err:
         raise ApplicationError(f"step '{path}': adjudicator_input: {err}", type="StateError", non_retryable=True) from err
-    result = await run.call_agent(spec.adjudicator, f"{path}.adjudicate", payload)
+    result = await run.call_agent(cast(str, spec.adjudicator), f"{path}.adjudicate", payload)
     out = result.output
     vote = out.get(spec.vote_field, out.get("vote")) if isinstance(out, dict) else out
     reason = out.get("reason") if isinstance(out, dict) else None

@@ -20,7 +20,7 @@ def check_input(value: Any, flow: LoadedFlow) -> None:
         raise InputError(
             f"input is {size / 2**20:.1f} MiB; a run's input must stay under 2 MiB: pass large documents by reference"
         )
-    if flow.spec.input_schema:
+    if isinstance(flow.spec.input_schema, dict):
         try:
             jsonschema.validate(value, flow.spec.input_schema)
         except jsonschema.ValidationError as err:

@@ -135,7 +135,7 @@ async def cmd_fork(args: argparse.Namespace) -> int:
     has_input, value = args.input is not None, None
     if has_input:
         record = await dlq.read_run(client, args.run_id)
-        flow = LoadedFlow(spec=record.request.flow, agents=record.request.agents)
+        flow = LoadedFlow(spec=record.run_request.flow, agents=record.run_request.agents)
         value = read_input(args.input, flow)
         check_input(value, flow)
     if args.id is not None and not args.id.strip():

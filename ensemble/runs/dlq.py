@@ -96,12 +96,12 @@ async def dead_letter(client: Client, run_id: str, *, record: RunHistory | None 
     compensated = record.compensated()
     return DeadLetter(
         run_id=run_id,
-        flow=record.request.flow.name,
+        flow=record.run_request.flow.name,
         failed_step=step,
         agent=agent,
         error=record.error or error,
         attempts=attempts,
-        input=record.request.input,
+        input=record.run_request.input,
         failed_at=record.ended_at.isoformat(timespec="seconds") if record.ended_at else None,
         step_input=act.input if act else None,
         completed_steps=[a.activity_id for a in record.calls if a.status in ("completed", "reused") and not a.compensation
@@ -167,7 +167,7 @@ def seed(record: RunHistory, upto: int | None = None) -> tuple[dict[str, AgentRe
     calls = [a for a in record.calls if not a.compensation][:upto]
     reuse = {a.activity_id: AgentResult.model_validate(a.result) for a in calls
              if a.status in ("completed", "reused") and a.result is not None and a.activity_id not in compensated}  # fmt: skip
-    keys = {aid: key for aid, key in record.request.idempotency_keys.items() if aid.split(protocol.COMPENSATE_SUFFIX)[0] not in compensated}
+    keys = {aid: key for aid, key in record.run_request.idempotency_keys.items() if aid.split(protocol.COMPENSATE_SUFFIX)[0] not in compensated}
     for a in record.calls:
         if a.key and a.activity_id.split(protocol.COMPENSATE_SUFFIX)[0] not in compensated:
             keys[a.activity_id] = a.key
@@ -199,10 +199,10 @@ def fork_point(record: RunHistory, step: str) -> int:
     for i, act in enumerate(calls):
         if matches(act, step):
             return i
-    if step in _step_names(record.request):
+    if step in _step_names(record.run_request):
         return len(calls)  # the step exists but never ran: everything recorded came before it
-    known = ", ".join(_step_names(record.request))
-    raise InputError(f"run '{record.run_id}' (flow '{record.request.flow.name}') has no step or agent '{step}' (steps and agents: {known})")
+    known = ", ".join(_step_names(record.run_request))
+    raise InputError(f"run '{record.run_id}' (flow '{record.run_request.flow.name}') has no step or agent '{step}' (steps and agents: {known})")
 
 
 def redrive_id(run_id: str) -> str:
@@ -218,7 +218,7 @@ async def redrive(client: Client, run_id: str) -> tuple[str, RunRequest]:
     if letter.redriven_as:
         raise EnsembleError(f"run '{run_id}' was already redriven as '{letter.redriven_as}': follow that run, or redrive it if it failed")
     reuse, keys = seed(record)
-    request = record.request.model_copy(update={"reuse": reuse, "idempotency_keys": keys, "origin": run_id})
+    request = record.run_request.model_copy(update={"reuse": reuse, "idempotency_keys": keys, "origin": run_id})
     new_id = redrive_id(run_id)
     try:
         await start_request(client, request, new_id, origin=(attributes.REDRIVE_OF, run_id),
@@ -236,7 +236,7 @@ async def fork(client: Client, run_id: str, step: str, *, new_input: Any = None,
     update: dict[str, Any] = {"reuse": reuse, "idempotency_keys": keys, "origin": run_id}
     if has_input:
         update["input"] = new_input
-    request = record.request.model_copy(update=update)
+    request = record.run_request.model_copy(update=update)
     new_id = new_id or f"{run_id}.fork-{uuid.uuid4().hex[:6]}"
     await start_request(client, request, new_id, origin=(attributes.FORK_OF, run_id), summary=f"fork of {run_id} from step {step}")
     return new_id, request

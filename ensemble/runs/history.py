@@ -144,6 +144,13 @@ class RunHistory:
         return {c.activity_id[:-n] for c in self.calls if c.compensation and c.status == "completed"}
 
     @property
+    def run_request(self) -> RunRequest:
+        """The flow run's request (refused for another workflow's history)."""
+        if self.request is None:
+            raise EnsembleError(f"run '{self.run_id}' is a {self.workflow_type} workflow, not a flow run")
+        return self.request
+
+    @property
     def failed_children(self) -> list[tuple[str, str]]:
         return [(c.workflow_id, c.error) for c in self.children if c.error is not None]
 
@@ -233,34 +240,34 @@ async def _fold(client: Client, h: RunHistory, events: list[Any], *, first: bool
             h.calls.append(call)
         elif etype == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             attrs = event.activity_task_started_event_attributes
-            if call := by_event.get(attrs.scheduled_event_id):
-                call.status, call.attempts, call.attempt_started_at = "running", attrs.attempt, when
+            if started := by_event.get(attrs.scheduled_event_id):
+                started.status, started.attempts, started.attempt_started_at = "running", attrs.attempt, when
         elif etype in _CLOSED:
             field_name, status = _CLOSED[etype]
             attrs = getattr(event, field_name)
-            call = by_event.get(attrs.scheduled_event_id)
-            if call is None:
+            closed = by_event.get(attrs.scheduled_event_id)
+            if closed is None:
                 continue
-            call.status, call.ended_at = status, when
+            closed.status, closed.ended_at = status, when
             if status == "completed":
-                call.result = await _decode_one(client, attrs.result)
+                closed.result = await _decode_one(client, attrs.result)
             elif status in ("failed", "timed_out"):
-                call.error = failure_text(attrs.failure)
+                closed.error = failure_text(attrs.failure)
         elif etype == EventType.EVENT_TYPE_MARKER_RECORDED:
-            call = await _local_call(client, event.marker_recorded_event_attributes, when)
-            if call is not None:
-                h.calls.append(call)
+            local = await _local_call(client, event.marker_recorded_event_attributes, when)
+            if local is not None:
+                h.calls.append(local)
         elif etype == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
             children[event.event_id] = child = Child(event.start_child_workflow_execution_initiated_event_attributes.workflow_id)
             h.children.append(child)
         elif etype == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
             attrs = event.child_workflow_execution_started_event_attributes
-            if child := children.get(attrs.initiated_event_id):
-                child.run_id, child.started = attrs.workflow_execution.run_id, True
+            if begun := children.get(attrs.initiated_event_id):
+                begun.run_id, begun.started = attrs.workflow_execution.run_id, True
         elif etype == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED:
             attrs = event.child_workflow_execution_failed_event_attributes
-            if child := children.get(attrs.initiated_event_id):
-                child.error = failure_text(attrs.failure)
+            if failed := children.get(attrs.initiated_event_id):
+                failed.error = failure_text(attrs.failure)
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             attrs = event.workflow_execution_update_accepted_event_attributes
             request = attrs.accepted_request
@@ -270,12 +277,12 @@ async def _fold(client: Client, h: RunHistory, events: list[Any], *, first: bool
                 h.decisions.append(d)
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
             attrs = event.workflow_execution_update_completed_event_attributes
-            if d := updates.get(attrs.meta.update_id):
+            if answered := updates.get(attrs.meta.update_id):
                 if attrs.outcome.HasField("success"):
                     value = await _decode_one(client, attrs.outcome.success)
-                    d.result = value if isinstance(value, dict) else None
+                    answered.result = value if isinstance(value, dict) else None
                 else:
-                    d.refused = failure_text(attrs.outcome.failure)
+                    answered.refused = failure_text(attrs.outcome.failure)
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             attrs = event.workflow_execution_signaled_event_attributes
             if attrs.signal_name == protocol.DECISION_SIGNAL:

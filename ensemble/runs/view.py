@@ -52,7 +52,7 @@ def call_record(call: Call) -> StepRecord:
     rec = StepRecord(
         name=call.step,
         agent=call.agent,
-        status=call.status,  # type: ignore[arg-type]
+        status=call.status,
         kind="compensation" if call.compensation else "agent",
         attempts=call.attempts,
         started_at=iso(call.scheduled_at),
@@ -170,7 +170,7 @@ async def describe_run(client: Client, run_id: str, execution: str | None = None
     return RunStatusView(
         run_id=run_id,
         flow=h.description.typed_search_attributes.get(protocol.FLOW),
-        status="waiting_for_approval" if waiting else h.status,  # type: ignore[arg-type]
+        status="waiting_for_approval" if waiting else h.status,
         pending_approvals=waiting,
         steps=records,
         error=h.error,
@@ -182,14 +182,15 @@ async def describe_run(client: Client, run_id: str, execution: str | None = None
 
 def _merge_pending(h: RunHistory, records: list[StepRecord]) -> None:
     """Attempts and last errors of activities still pending (retrying, or running now)."""
-    latest = {}
+    latest: dict[str, StepRecord] = {}
     for rec in records:
         if rec.kind != "gate":
             latest[rec.name] = rec
     for pending in h.description.raw_description.pending_activities:
-        rec = latest.get(protocol.step_of(pending.activity_id))
-        if rec is None or rec.ended_at:
+        found = latest.get(protocol.step_of(pending.activity_id))
+        if found is None or found.ended_at:
             continue
+        rec = found
         rec.attempts = max(rec.attempts, pending.attempt)
         if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
             rec.status = "running"

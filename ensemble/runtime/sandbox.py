@@ -46,9 +46,9 @@ def hook_available() -> bool:
 
 if _SdkInstance is not None:
 
-    class _CompiledInstance(_SdkInstance):  # type: ignore[misc,valid-type]
+    class _CompiledInstance(_SdkInstance):
         def _run_code(self, code: Any, **extra_globals: Any) -> None:
-            super()._run_code(_compiled(code) if isinstance(code, str) else code, **extra_globals)
+            super()._run_code(_compiled(code) if isinstance(code, str) else code, **extra_globals)  # type: ignore[arg-type]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -368,6 +368,7 @@ def child_steps(step: Any) -> list[tuple[tuple[Any, ...], Any]]:
 
 def agent_refs(step: Any) -> list[tuple[tuple[Any, ...], str]]:
     """Agents a step names itself (not its children's), with their location relative to it."""
+    refs: list[tuple[tuple[Any, ...], str | None]]
     if isinstance(step, AgentStep):
         refs = [(("agent",), step.agent), (("fallback",), step.fallback), (("compensate",), step.compensate)]
         return [(loc, name) for loc, name in refs if name]
@@ -380,12 +381,14 @@ def agent_refs(step: Any) -> list[tuple[tuple[Any, ...], str]]:
         refs = [(("supervisor", "planner"), sup.planner)]
         refs += [(("supervisor", "agents", i), name) for i, name in enumerate(sup.agents)]
         refs += [(("supervisor", "fallbacks", k), v) for k, v in sup.fallbacks.items()]
-        return refs + ([(("supervisor", "assembler"), sup.assembler)] if sup.assembler else [])
+        if sup.assembler:
+            refs.append((("supervisor", "assembler"), sup.assembler))
+        return [(loc, name) for loc, name in refs if name]
     if isinstance(step, ChatStep):
         refs = [(("chat", "participants", i), name) for i, name in enumerate(step.chat.participants)]
         if step.chat.selector != "round_robin":
             refs.append((("chat", "selector"), step.chat.selector))
-        return refs
+        return [(loc, name) for loc, name in refs if name]
     return []
 
 

@@ -230,7 +230,7 @@ def compliance_checker(data: RatingBatch) -> Findings:
             findings.append(
                 Finding(
                     clause=rating.clause, rule_id=rule.id, rule=rule.description, category=rule.category,
-                    severity=rule.severity,  # type: ignore[arg-type]
+                    severity=rule.severity,
                     reason=f"{rule.guidance} Triggered by: “{_sentence_at(text, position)}”",
                 )  # fmt: skip
             )

@@ -198,8 +198,8 @@ def assess_data_transfer(text: str, parts: list[str], titled: bool) -> Assessmen
             transfers.append(sentence)
     if not transfers:
         return ("none", "personal data stays where it is; no cross-border transfer") if titled else None
-    if SAFEGUARDS.search(text):
-        return "low", f"cross-border transfer of personal data, with safeguards ({SAFEGUARDS.search(text)[0]})"
+    if safeguard := SAFEGUARDS.search(text):
+        return "low", f"cross-border transfer of personal data, with safeguards ({safeguard[0]})"
     return "high", f"personal data transferred abroad without safeguards: “{quote(transfers[0])}”"
 
 

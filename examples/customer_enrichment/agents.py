@@ -108,9 +108,9 @@ def _phone(phone: str | None, country: str | None) -> tuple[str | None, str | No
     elif digits.startswith("00"):
         number = digits[2:]
     elif country in home:
-        code = home[country]
-        national = digits[1:] if digits.startswith("0") and code not in TRUNK_PREFIX_KEPT else digits
-        number = national if code == "1" and len(national) == 11 and national.startswith("1") else code + national
+        home_code = home[country]
+        national = digits[1:] if digits.startswith("0") and home_code not in TRUNK_PREFIX_KEPT else digits
+        number = national if home_code == "1" and len(national) == 11 and national.startswith("1") else home_code + national
     else:
         return None, None
     code = next((number[:size] for size in (3, 2, 1) if number[:size] in CALLING_CODES), None)

@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
+from typing import cast
 
 from ensemble.examples.document_pipeline.models import LABELS, Extraction, Label, Money
 
@@ -188,7 +189,7 @@ def _find_total(text: str) -> Money | None:
     A short total line without an amount (a label above its value) takes the next line's amounts.
     """
     lines = text.splitlines()
-    best_rank, candidates = 0, []
+    best_rank, candidates = 0, list[Money]()
     for index, line in enumerate(lines):
         rank = 2 if _TOTAL_STRONG.search(line) else 1 if _TOTAL_WEAK.search(line) else 0
         if rank == 0 or rank < best_rank:
@@ -314,7 +315,7 @@ def _contract_parties(text: str) -> list[str]:
                 continue
             pair = (_clean_party(segment[: split.start()]), _clean_party(segment[split.end() :]))
             if pair[0] and pair[1]:
-                parties.extend(party for party in pair if party not in parties)
+                parties.extend(party for party in pair if party and party not in parties)
     return parties
 
 
@@ -535,7 +536,7 @@ _CUES: tuple[_Cue, ...] = (
 )
 
 _DOCUMENT_HEADERS: tuple[tuple[Label, re.Pattern[str]], ...] = tuple(
-    (label, re.compile(pattern, re.I))
+    (cast(Label, label), re.compile(pattern, re.I))
     for label, pattern in (
         ("invoice", r"^(?:(?:tax|vat|commercial|pro[- ]?forma|final|interim)\s+)?invoice\b"),
         ("purchase_order", r"\bpurchase\s+order\b"),

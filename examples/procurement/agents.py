@@ -82,7 +82,7 @@ def _country(name: str) -> str:
 
 def _vote(decision: str, confidence: float, reason: str) -> Vote:
     confidence = round(min(0.99, max(0.0, confidence)), 2)
-    return Vote(vote=decision, confidence=confidence, reason=reason)  # type: ignore[arg-type]
+    return Vote(vote=decision, confidence=confidence, reason=reason)
 
 
 @agent(
@@ -171,7 +171,7 @@ def legal_check(data: PurchaseRequest) -> Vote:
     pass. One problem rejects at 0.9, two or more at 0.95. Clean terms approve at 0.9; no terms
     at all approve at 0.6 (the standard purchase terms apply, nothing was reviewed).
     """
-    problems = []
+    problems: list[str] = []
     for term in data.contract_terms:
         if _NEGATED_TERM.search(term):
             continue
