@@ -128,7 +128,8 @@ async def test_a_worker_host_cut_off_mid_run_loses_nothing_and_repeats_nothing(t
             env = {**base, "TEMPORAL_ADDRESS": hosts.server_address(host), "ENSEMBLE_TASK_QUEUE": queue}
             workers[host] = hosts.run(host, [sys.executable, "worker.py"], env=env, log=tmp_path / f"worker-{host}.log")
         args = [hosts.server_address("st"), queue, str(ledger), str(RUNS), str(HOLD), str(out)]
-        starter = hosts.run("st", [sys.executable, "-m", "tests.deploy.netns_starter", *args], env=base, log=tmp_path / "starter.log")
+        starter_cmd = [sys.executable, "-m", "tests.deploy.netns_starter", *args]
+        starter = hosts.run("st", starter_cmd, env=base, log=tmp_path / "starter.log")
 
         # Mid-run: charges are holding (done, not yet reported) on both hosts when w1's link goes down.
         await wait_for(lambda: deliveries(ledger) >= RUNS // 2, 120, "half the charges in flight")
