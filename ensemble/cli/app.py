@@ -386,8 +386,9 @@ def worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--activities-only", action="store_true", help="run agents only (for agents with their own queue)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://HOST:N/metrics")
     p.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address the metrics endpoint binds (default 0.0.0.0)")
-    p.add_argument("--deployment", default=None, metavar="NAME", help="Worker Versioning: the Worker Deployment (default: $ENSEMBLE_DEPLOYMENT)")
-    p.add_argument("--build-id", default=None, metavar="ID", help="Worker Versioning: this build's id (default: $ENSEMBLE_BUILD_ID)")
+    versioned = "Worker Versioning (docs/deploy.md): "
+    p.add_argument("--deployment", metavar="NAME", help=versioned + "the Worker Deployment (default: $ENSEMBLE_DEPLOYMENT)")
+    p.add_argument("--build-id", metavar="ID", help=versioned + "this build's id (default: $ENSEMBLE_BUILD_ID)")
     return p
 
 

@@ -22,15 +22,26 @@ from ensemble.spec import GateDecision, protocol
 from tests.conftest import ROOT, run_cli
 from tests.flowkit import request
 
-GATED = {
-    "name": "gated_upgrade",
-    "imports": ["tests.agents"],
-    "steps": [
-        {"name": "draft", "agent": "echo", "input": {"text": "$input.text"}},
-        {"name": "legal", "gate": {"approvers": ["alice"]}},
-        {"name": "send", "agent": "echo", "input": "$draft"},
-    ],
-}
+AGENT_QUEUE_SUFFIX = "-agents"
+
+
+def gated(task_queue: str) -> dict:
+    """Draft, a gate, then a step whose agent runs on its own task queue (workers of its own)."""
+    return {
+        "name": "gated_upgrade",
+        "agents": [
+            {"name": "send_remote", "handler": "tests.agents:echo", "task_queue": task_queue + AGENT_QUEUE_SUFFIX}
+        ],
+        "imports": ["tests.agents"],
+        "steps": [
+            {"name": "draft", "agent": "echo", "input": {"text": "$input.text"}},
+            {"name": "legal", "gate": {"approvers": ["alice"]}},
+            {"name": "send", "agent": "send_remote", "input": "$draft"},
+        ],
+    }
+
+
+GATED = gated("unused")
 PLAIN = {
     "name": "plain_upgrade",
     "imports": ["tests.agents"],
@@ -98,8 +109,34 @@ async def start(client: Client, flow: dict, task_queue: str, tag: str) -> Workfl
     )
 
 
-def worker(client: Client, task_queue: str, deployment: str, build_id: str):
-    return build_worker(client, task_queue, deployment_config=versioning.deployment_config(deployment, build_id))
+@contextlib.asynccontextmanager
+async def workers_of_build(client: Client, task_queue: str, deployment: str, build_id: str):
+    """One build of the workers: flows on the run's queue, the remote agent on its own queue, both
+    in the same Worker Deployment version (one version spans every queue its workers poll)."""
+    config = versioning.deployment_config(deployment, build_id)
+    async with (
+        build_worker(client, task_queue, deployment_config=config, identity=f"{build_id}-flows"),
+        build_worker(
+            client,
+            task_queue + AGENT_QUEUE_SUFFIX,
+            workflows=False,
+            deployment_config=config,
+            identity=f"{build_id}-agents",
+        ),
+    ):
+        yield
+
+
+async def step_identity(handle: WorkflowHandle, step: str) -> str:
+    scheduled = {}
+    async for e in handle.fetch_history_events():
+        if e.HasField("activity_task_scheduled_event_attributes"):
+            scheduled[e.event_id] = e.activity_task_scheduled_event_attributes.activity_id
+        elif e.HasField("activity_task_started_event_attributes"):
+            a = e.activity_task_started_event_attributes
+            if scheduled[a.scheduled_event_id] == step:
+                return a.identity
+    raise AssertionError(f"no step {step} in {handle.id}")
 
 
 def test_flows_are_pinned_when_gated_unless_they_say_otherwise():
@@ -116,9 +153,10 @@ def test_flows_are_pinned_when_gated_unless_they_say_otherwise():
 async def test_parked_runs_finish_on_their_build_new_runs_start_on_the_current_one(dev_server, task_queue):
     client = dev_server.client
     deployment = f"dep-{uuid.uuid4().hex[:8]}"
-    async with worker(client, task_queue, deployment, "A"):
+    flow = gated(task_queue)
+    async with workers_of_build(client, task_queue, deployment, "A"):
         await set_current(client, deployment, "A")
-        parked = [await start(client, GATED, task_queue, f"a{i}") for i in range(3)]
+        parked = [await start(client, flow, task_queue, f"a{i}") for i in range(3)]
         plain_a = await start(client, PLAIN, task_queue, "plain-a")
         await plain_a.result()
         assert (await version_of(plain_a))[0] == "A"
@@ -126,9 +164,9 @@ async def test_parked_runs_finish_on_their_build_new_runs_start_on_the_current_o
             await wait_gate(h)
             assert await version_of(h) == ("A", VersioningBehavior.VERSIONING_BEHAVIOR_PINNED)
 
-        async with worker(client, task_queue, deployment, "B"):
+        async with workers_of_build(client, task_queue, deployment, "B"):
             await set_current(client, deployment, "B")
-            fresh = await start(client, GATED, task_queue, "b")
+            fresh = await start(client, flow, task_queue, "b")
             await wait_gate(fresh)
             assert await version_of(fresh) == ("B", VersioningBehavior.VERSIONING_BEHAVIOR_PINNED)
             plain_b = await start(client, PLAIN, task_queue, "plain-b")
@@ -142,6 +180,10 @@ async def test_parked_runs_finish_on_their_build_new_runs_start_on_the_current_o
                 assert (await version_of(h))[0] == "A", "a pinned run moved off the build it started on"
             await fresh.result()
             assert (await version_of(fresh))[0] == "B"
+            # The agent on its own queue ran on the same build as the run's workflow.
+            assert [await step_identity(h, "send") for h in parked] == ["A-agents"] * 3
+            assert await step_identity(fresh, "send") == "B-agents"
+            assert await step_identity(plain_b, "shout") == "B-flows"
             # Which build ran each workflow task is on the record too.
             for h, build in [(parked[0], "A"), (fresh, "B")]:
                 builds = {
