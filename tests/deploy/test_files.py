@@ -76,6 +76,18 @@ def test_compose_files_follow_the_compose_specification(path):
     compose_validator().validate(yaml.safe_load(path.read_text()))
 
 
+INTERPOLATION = re.compile(r"\$(?:\$|\{[A-Za-z_][A-Za-z0-9_]*(?:(?::?[-?+])[^}]*)?\})")
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_every_dollar_in_the_compose_files_is_valid_interpolation(path):
+    """Compose interpolates `${VAR}` and `${VAR:-default}`; a shell's `$` must be written `$$`."""
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        stray = INTERPOLATION.sub("", line)
+        assert "$" not in stray, f"{path.name}:{n}: a `$` compose would interpolate: {line.strip()}"
+    assert INTERPOLATION.sub("", "a $(hostname -i)") != "a "
+
+
 def test_the_compose_schema_check_has_teeth():
     data = yaml.safe_load((DEPLOY / "compose/compose.yaml").read_text())
     for breakage in (
