@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import textwrap
 import uuid
 
@@ -224,3 +225,9 @@ async def test_upgrade_check_catches_an_incompatible_change(dev_server, task_que
     assert "at event" in last and "ActivityTaskScheduled" in last, last
     assert f"DIVERGED  {flow['name']}: 0 open, 1 closed run(s) replayed, 1 diverged" in bad.stdout
     assert f"run {parked.id} (open): nondeterminism" in bad.stdout
+
+    report = json.loads(
+        run_cli(["upgrade-check", "--flow", flow["name"], "--workflows", "build_b:Reordered", "--json"], env).stdout
+    )
+    assert report["ok"] is False and [c["run_id"] for c in report["checked"]] == [report["first_divergence"]["run_id"]]
+    assert report["first_divergence"]["kind"] == "nondeterminism" and report["first_divergence"]["open"] is False
