@@ -22,6 +22,7 @@ from ensemble.runtime import connection as temporal
 from ensemble.runtime import logs
 from ensemble.runtime import server
 from ensemble.runtime import telemetry
+from ensemble.runtime import versioning
 from ensemble.spec.errors import EnsembleError, InputError
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
 from ensemble.authoring.inputs import check_input
@@ -325,18 +326,26 @@ def _traced(args: argparse.Namespace) -> Any:
     return args.fn(args)
 
 
-def worker_main(argv: list[str] | None = None) -> int:
+def worker_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="worker.py", description="Run an Ensemble worker (flows and agents).")
     p.add_argument("--task-queue", default=None, help="queue to poll (default: $ENSEMBLE_TASK_QUEUE or 'ensemble')")
     p.add_argument("--activities-only", action="store_true", help="run agents only (for agents with their own queue)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://HOST:N/metrics")
     p.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address the metrics endpoint binds (default 0.0.0.0)")
-    args = p.parse_args(argv)
+    versioned = "Worker Versioning (docs/deploy.md): "
+    p.add_argument("--deployment", metavar="NAME", help=versioned + "the Worker Deployment (default: $ENSEMBLE_DEPLOYMENT)")
+    p.add_argument("--build-id", metavar="ID", help=versioned + "this build's id (default: $ENSEMBLE_BUILD_ID)")
+    return p
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    args = worker_parser().parse_args(argv)
     logs.setup(logging.INFO)
 
     async def run() -> int:
         import structlog
 
+        deployment = versioning.deployment_config(args.deployment, args.build_id)  # refused before connecting
         telemetry.setup_tracing("ensemble-worker")
         runtime = telemetry.worker_runtime(args.metrics_port, args.metrics_host)
         client = await temporal.connect(runtime=runtime)
@@ -345,9 +354,11 @@ def worker_main(argv: list[str] | None = None) -> int:
         where = f"{client.service_client.config.target_host} (namespace {client.namespace})"
         log = structlog.get_logger("ensemble.worker")
         metrics = f"; metrics on http://{args.metrics_host}:{args.metrics_port}/metrics" if args.metrics_port else ""
+        if deployment:
+            metrics += f"; version {deployment.version.to_canonical_string()}"
         ready = lambda: log.info(f"worker polling task queue '{queue}' on {where}{metrics}; Ctrl-C to stop", task_queue=queue)  # noqa: E731
         try:
-            await serve(client, queue, workflows=not args.activities_only, on_ready=ready)
+            await serve(client, queue, workflows=not args.activities_only, on_ready=ready, deployment_config=deployment)
         finally:
             telemetry.flush()
         return 0

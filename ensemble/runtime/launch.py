@@ -8,7 +8,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from ensemble.runtime import telemetry
+from ensemble.runtime import telemetry, versioning
 from ensemble.spec import RunRequest, protocol
 from ensemble.spec.errors import EnsembleError
 
@@ -36,6 +36,7 @@ async def start_request(
                 search_attributes=TypedSearchAttributes(pairs),
                 static_summary=summary[:200],
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                versioning_override=versioning.start_override(request.flow),  # pinned or auto-upgrade (docs/deploy.md)
             )
     except WorkflowAlreadyStartedError:
         raise EnsembleError(f"a run with id '{run_id}' already exists; choose another id") from None

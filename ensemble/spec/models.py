@@ -413,6 +413,11 @@ class FlowSpec(_Strict):
         default_factory=dict, description="agent name -> the model-backed version of that function agent (see ENSEMBLE_LLM)"
     )
     budget: BudgetSpec | None = Field(None, description="a per-run limit on model tokens and/or money")
+    versioning: Literal["pinned", "auto_upgrade"] | None = Field(
+        None,
+        description="Worker Versioning: runs stay on the build they started on (pinned) or move to the current build "
+        "(auto_upgrade); default: pinned when the flow has an approval gate, else auto_upgrade",
+    )
 
     @field_validator("state")
     @classmethod
