@@ -24,11 +24,13 @@ from ensemble.cli import GROUPS
 from ensemble.cli.app import build_parser as _build_parser
 from ensemble.cli.app import worker_parser
 
-
-def build_parser():
-    return _build_parser(GROUPS)
 from ensemble.runtime import telemetry
 from tests.conftest import ROOT
+
+
+def build_parser():
+    """Every command the CLI has, as `starter.py` builds it."""
+    return _build_parser(GROUPS)
 
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILES = sorted((DEPLOY / "compose").glob("compose*.yaml"))
