@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import jsonschema
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -32,10 +33,12 @@ from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_fl
 from ensemble.cli.approvals import print_outcome
 from ensemble.runs.inbox import settle
 from ensemble.runs.history import describe_run, get_run, stalled
+from ensemble.runs.status import safe
 from ensemble.spec import WORKFLOW_NAME, RunRequest
 from ensemble.runtime.worker import build_worker, default_task_queue, serve
+from ensemble.runtime.payloads import INLINE_LIMIT, max_input_bytes
+from ensemble.authoring.reading import MAX_DEPTH, decode, depth_of, one_line, parse_json
 
-MAX_INPUT_BYTES = 2 * 1024 * 1024
 
 # Modules that add subcommands: each has `register(subparsers)` and sets `fn` on its parsers
 # (a plain function or a coroutine function taking the parsed arguments).
@@ -73,16 +76,20 @@ def read_input(raw: str | None, flow: LoadedFlow) -> Any:
             return json.loads(raw)
         except json.JSONDecodeError as err:
             raise InputError(f"--input is not valid JSON ({err.msg} at column {err.colno}); use --input @FILE for a file") from None
+        except RecursionError:
+            raise InputError(f"--input is nested too deeply (over {MAX_DEPTH} levels)") from None
     path = Path(raw[1:])
+    limit = max_input_bytes()
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read input file {path}: {getattr(err, 'strerror', None) or err}") from None
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(f"input file {path} is {size / 2**20:.1f} MiB; a run's input must stay under {limit / 2**20:.1f} MiB "
+                             "(ENSEMBLE_MAX_INPUT_MB, and a payload store: docs/operations.md)")  # fmt: skip
+        text = decode(path.read_bytes(), str(path))
+    except OSError as err:
+        raise InputError(f"cannot read input file {path}: {err.strerror or err}") from None
     if path.suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+        return parse_json(text, str(path))
     if takes_document(flow):
         return {"text": text, "filename": path.name}
     raise InputError(f"{path} is not a .json file and flow '{flow.spec.name}' does not take a plain-text document")
@@ -94,11 +101,17 @@ def takes_document(flow: LoadedFlow) -> bool:
 
 
 def check_input(value: Any, flow: LoadedFlow) -> None:
-    size = len(json.dumps(value).encode())
-    if size > MAX_INPUT_BYTES:
-        raise InputError(
-            f"input is {size / 2**20:.1f} MiB; a run's input must stay under 2 MiB: pass large documents by reference"
-        )
+    """Refuse, before a run starts, an input that no worker could carry through the run."""
+    if depth_of(value) > MAX_DEPTH:
+        raise InputError(f"input is nested more than {MAX_DEPTH} levels deep; flatten it")
+    try:
+        size = len(json.dumps(value).encode())
+    except (TypeError, ValueError, RecursionError) as err:
+        raise InputError(f"input cannot be sent as JSON: {one_line(str(err), 200)}") from None
+    limit = max_input_bytes()
+    if size > limit:
+        hint = "" if limit > INLINE_LIMIT else "; configure a payload store (ENSEMBLE_PAYLOAD_STORE, docs/operations.md) to pass large documents by reference"
+        raise InputError(f"input is {size / 2**20:.1f} MiB; a run's input must stay under {limit / 2**20:.1f} MiB{hint}")
     if flow.spec.input_schema:
         try:
             jsonschema.validate(value, flow.spec.input_schema)
@@ -269,7 +282,7 @@ def _print_result(outcome: dict[str, Any], as_json: bool) -> int:
         con = _console()
         con.print(f"run [bold]{outcome['run_id']}[/bold]: {outcome['status']}")
         if outcome.get("error"):
-            con.print(f"error: {outcome['error']}", markup=False)
+            con.print(f"error: {safe(outcome['error'])}", markup=False)
         if outcome.get("result") is not None:
             con.print_json(json.dumps(outcome["result"], default=str))
     return 0 if outcome["status"] == "completed" else 1
@@ -348,8 +361,16 @@ def _guard(fn) -> int:
         result = fn()
         return asyncio.run(result) if asyncio.iscoroutine(result) else result
     except EnsembleError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err), 2000)}", file=sys.stderr)
         return err.exit_code
+    except ValidationError as err:  # a value given on the command line that a shape refuses
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(value)"
+        print(f"error: invalid {where}: {one_line(first['msg'], 300)}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print(f"error: a value is nested too deeply (over {MAX_DEPTH} levels)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
