@@ -34,7 +34,9 @@ def decode(raw: bytes, where: str) -> str:
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         bad = raw[err.start : err.start + 1].hex()
-        raise InputError(f"{where}:{line}: not UTF-8 text (byte 0x{bad} at offset {err.start}); save the file as UTF-8") from None
+        raise InputError(
+            f"{where}:{line}: not UTF-8 text (byte 0x{bad} at offset {err.start}); save the file as UTF-8"
+        ) from None
 
 
 def read_text(path: Path, what: str = "flow file", limit: int = MAX_FLOW_BYTES) -> str:
@@ -42,7 +44,9 @@ def read_text(path: Path, what: str = "flow file", limit: int = MAX_FLOW_BYTES) 
     try:
         size = path.stat().st_size
         if size > limit:
-            raise InputError(f"{where}: the {what} is {size / 2**20:.1f} MiB; a {what} must be under {limit / 2**20:.0f} MiB")
+            raise InputError(
+                f"{where}: the {what} is {size / 2**20:.1f} MiB; a {what} must be under {limit / 2**20:.0f} MiB"
+            )
         with open(path, "rb") as fh:
             raw = fh.read(limit + 1)
     except OSError as err:
@@ -71,7 +75,9 @@ class BoundedLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             self.aliases += 1
             if self.aliases > MAX_ALIASES:
-                raise _Refused(f"more than {MAX_ALIASES} YAML aliases; a flow file needs few, if any", self.peek_event().start_mark)
+                raise _Refused(
+                    f"more than {MAX_ALIASES} YAML aliases; a flow file needs few, if any", self.peek_event().start_mark
+                )
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH + 1:
@@ -113,14 +119,17 @@ def _check_tree(root: yaml.Node) -> None:
         on_path.discard(id(node))
         sizes[id(node)] = 1 + sum(sizes[id(c)] for c in _children(node))
         if sizes[id(node)] > MAX_NODES:
-            raise _Refused(f"the document expands to more than {MAX_NODES} values (YAML aliases?); refused", node.start_mark)
+            raise _Refused(
+                f"the document expands to more than {MAX_NODES} values (YAML aliases?); refused", node.start_mark
+            )
 
 
 def yaml_error(err: yaml.YAMLError, where: str) -> InputError:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     line = f":{mark.line + 1}" if mark is not None else ""
     if isinstance(err, yaml.reader.ReaderError):
-        return InputError(f"{where}: not valid YAML: {one_line(str(err.reason))} (character {err.character!r} at offset {err.position})")
+        where_ = f"{where}: not valid YAML: {one_line(str(err.reason))}"
+        return InputError(f"{where_} (character {err.character!r} at offset {err.position})")
     problem = getattr(err, "problem", None) or str(err)
     context = getattr(err, "context", None)
     text = f"{problem} ({context})" if context and context not in problem else problem

@@ -36,6 +36,7 @@ from ensemble.runs.history import describe_run, get_run, stalled
 from ensemble.runs.status import safe
 from ensemble.spec import WORKFLOW_NAME, RunRequest
 from ensemble.runtime.worker import build_worker, default_task_queue, serve
+from ensemble.activities.threads import THREADS
 from ensemble.runtime.payloads import INLINE_LIMIT, max_input_bytes
 from ensemble.authoring.reading import MAX_DEPTH, decode, depth_of, one_line, parse_json
 
@@ -404,7 +405,9 @@ def worker_main(argv: list[str] | None = None) -> int:
     p.add_argument("--task-queue", default=None, help="queue to poll (default: $ENSEMBLE_TASK_QUEUE or 'ensemble')")
     p.add_argument("--activities-only", action="store_true", help="run agents only (for agents with their own queue)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://HOST:N/metrics")
-    p.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address the metrics endpoint binds (default 0.0.0.0)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST", help="address the metrics endpoint binds (default 127.0.0.1)")
+    p.add_argument("--health-port", type=int, default=None, metavar="N", help="serve http://127.0.0.1:N/health: 200 healthy, 503 degraded")
+    p.add_argument("--grace-s", type=float, default=10.0, metavar="S", help="on SIGTERM, let running agents finish for S seconds, then exit (default 10)")
     args = p.parse_args(argv)
     logs.setup(logging.INFO)
 
@@ -419,11 +422,18 @@ def worker_main(argv: list[str] | None = None) -> int:
         where = f"{client.service_client.config.target_host} (namespace {client.namespace})"
         log = structlog.get_logger("ensemble.worker")
         metrics = f"; metrics on http://{args.metrics_host}:{args.metrics_port}/metrics" if args.metrics_port else ""
-        ready = lambda: log.info(f"worker polling task queue '{queue}' on {where}{metrics}; Ctrl-C to stop", task_queue=queue)  # noqa: E731
+        health = f"; health on http://127.0.0.1:{args.health_port}/health" if args.health_port is not None else ""
+        ready = lambda: log.info(f"worker polling task queue '{queue}' on {where}{metrics}{health}; Ctrl-C to stop", task_queue=queue)  # noqa: E731
         try:
-            await serve(client, queue, workflows=not args.activities_only, on_ready=ready)
+            code = await serve(client, queue, workflows=not args.activities_only, on_ready=ready, grace_s=args.grace_s,
+                               health_port=args.health_port)  # fmt: skip
         finally:
             telemetry.flush()
+        if code or THREADS.state().busy:  # threads that never return would hold the interpreter's exit
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         return 0
 
     return _guard(run)

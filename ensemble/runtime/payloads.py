@@ -92,7 +92,9 @@ class FileStorageDriver(StorageDriver):
         digests = await asyncio.to_thread(lambda: [self._write(p.SerializeToString()) for p in payloads])
         return [StorageDriverClaim(claim_data={"sha256": d}) for d in digests]
 
-    async def retrieve(self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]) -> list[Payload]:
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
         blobs = await asyncio.to_thread(lambda: [self._read(c.claim_data["sha256"]) for c in claims])
         return [Payload.FromString(b) for b in blobs]
 
@@ -120,16 +122,22 @@ def _configured(setting: str, home: str, embedded: bool, threshold: int) -> Exte
         try:
             made = getattr(importlib.import_module(module), attr)()
         except Exception as err:
-            raise EnsembleError(f"ENSEMBLE_PAYLOAD_STORE={setting}: cannot build the store: {type(err).__name__}: {err}") from None
+            raise EnsembleError(
+                f"ENSEMBLE_PAYLOAD_STORE={setting}: cannot build the store: {type(err).__name__}: {err}"
+            ) from None
         if isinstance(made, StorageDriver):
             made = ExternalStorage(drivers=[made], payload_size_threshold=threshold)
         if not isinstance(made, ExternalStorage):
-            raise EnsembleError(f"ENSEMBLE_PAYLOAD_STORE={setting}: the function must return an ExternalStorage or a StorageDriver")
+            raise EnsembleError(
+                f"ENSEMBLE_PAYLOAD_STORE={setting}: the function must return an ExternalStorage or a StorageDriver"
+            )
         return made
     path = setting[len("file:") :] if setting.startswith("file:") else setting
     if path.startswith("//"):
         path = path[2:]
-    return ExternalStorage(drivers=[FileStorageDriver(Path(path).expanduser().resolve())], payload_size_threshold=threshold)
+    return ExternalStorage(
+        drivers=[FileStorageDriver(Path(path).expanduser().resolve())], payload_size_threshold=threshold
+    )
 
 
 def external_storage() -> ExternalStorage | None:

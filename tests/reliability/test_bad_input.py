@@ -20,9 +20,11 @@ pytestmark = pytest.mark.reliability
 SEED = 15
 MUTANTS = 320
 SOURCES = sorted((ROOT / "examples").glob("*/flow.yaml"))
-NOISE = [b"\xff", b"\xfe\xff", b"\x00", b"\t", b"&a ", b"*a", b"*b", b"[", b"{", b"]", b"}", b": ", b"- ", b"!!python/object:os.system ",
-         b"\x1b[31m", b"'", b'"', b"%YAML 1.1\n", b"---\n", b"? ", b"|", b">", b"@", b"`", b"$", b"$input.", b"\xc3", b"\xe2\x82",
-         b"\n  - agent: x\n", b"\n    input: ", b"steps: ", b"0x", b"1e999", b"-.inf", b"~", b"<<: *a\n"]  # fmt: skip
+NOISE = [b"\xff", b"\xfe\xff", b"\x00", b"\t", b"&a ", b"*a", b"*b", b"[", b"{", b"]", b"}", b": ", b"- ",
+         b"!!python/object:os.system ", b"\x1b[31m", b"'", b'"', b"%YAML 1.1\n", b"---\n", b"? ", b"|", b">", b"@", 
+         b"`",
+         b"$", b"$input.", b"\xc3", b"\xe2\x82", b"\n  - agent: x\n", b"\n    input: ", b"steps: ", b"0x", b"1e999",
+         b"-.inf", b"~", b"<<: *a\n"]  # fmt: skip
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
@@ -54,7 +56,9 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
             lines[i] = b" " * rng.randint(0, 7) + lines[i].lstrip()
             out = bytearray(b"\n".join(lines))
         else:  # an alias bomb or deep nesting spliced in
-            extra = rng.choice([alias_bomb(rng.randint(3, 9)), b"x: " + b"[" * 300 + b"]" * 300 + b"\n", b"y: " + b"{a: " * 200])
+            extra = rng.choice(
+                [alias_bomb(rng.randint(3, 9)), b"x: " + b"[" * 300 + b"]" * 300 + b"\n", b"y: " + b"{a: " * 200]
+            )
             out[pos:pos] = b"\n" + extra
     return bytes(out)
 
