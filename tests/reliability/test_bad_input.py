@@ -21,7 +21,7 @@ SEED = 15
 MUTANTS = 320
 SOURCES = sorted((ROOT / "examples").glob("*/flow.yaml"))
 NOISE = [b"\xff", b"\xfe\xff", b"\x00", b"\t", b"&a ", b"*a", b"*b", b"[", b"{", b"]", b"}", b": ", b"- ",
-         b"!!python/object:os.system ", b"\x1b[31m", b"'", b'"', b"%YAML 1.1\n", b"---\n", b"? ", b"|", b">", b"@", 
+         b"!!python/object:os.system ", b"\x1b[31m", b"'", b'"', b"%YAML 1.1\n", b"---\n", b"? ", b"|", b">", b"@",
          b"`",
          b"$", b"$input.", b"\xc3", b"\xe2\x82", b"\n  - agent: x\n", b"\n    input: ", b"steps: ", b"0x", b"1e999",
          b"-.inf", b"~", b"<<: *a\n"]  # fmt: skip
