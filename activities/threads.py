@@ -41,26 +41,34 @@ class ThreadState:
 
 
 class AgentThreads:
-    def __init__(self, slots: int = DEFAULT_SLOTS) -> None:
-        self.slots = slots
-        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="ensemble-agent")
+    def __init__(self) -> None:
+        self.slots = 0
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.busy = 0
         self.stuck = 0
         self.stuck_since: float | None = None
-        self.on_change: list[Callable[[ThreadState], None]] = []
 
     def resize(self, slots: int) -> None:
-        """At least `slots` threads (a process may run several workers; threads already running
-        finish on the pool they started on)."""
-        if slots > self.slots:
+        """One thread per activity slot. A process running several workers gets the largest of
+        their slot counts (threads already running finish on the pool they started on)."""
+        with self._lock:
+            if self._pool is not None and slots <= self.slots:
+                return
             self.slots, old = slots, self._pool
             self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="ensemble-agent")
+        if old is not None:
             old.shutdown(wait=False)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:  # an executor called outside a worker built by Ensemble
+            self.resize(DEFAULT_SLOTS)
+        assert self._pool is not None
+        return self._pool
 
     def state(self) -> ThreadState:
         with self._lock:
-            return ThreadState(self.slots, self.busy, self.stuck)
+            return ThreadState(self.slots or DEFAULT_SLOTS, self.busy, self.stuck)
 
     def _count(self, busy: int = 0, stuck: int = 0) -> None:
         with self._lock:
@@ -70,17 +78,13 @@ class AgentThreads:
                 self.stuck_since = time.monotonic()
             elif not self.stuck:
                 self.stuck_since = None
-        if stuck:
-            state = self.state()
-            for fn in list(self.on_change):
-                fn(state)
 
     async def run(self, fn: Callable[..., Any], *args: Any, who: str = "agent") -> Any:
         """`fn(*args)` on a pool thread. Returns or raises what it does; past the activity's
         start-to-close timeout, or when the activity is cancelled, waits on for the thread (the
         slot stays taken) and reports the worker degraded meanwhile."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        future = loop.run_in_executor(self._executor(), functools.partial(fn, *args))
         self._count(busy=1)
         timeout = _timeout_s()
         started = loop.time()

@@ -425,8 +425,9 @@ def worker_main(argv: list[str] | None = None) -> int:
         health = f"; health on http://127.0.0.1:{args.health_port}/health" if args.health_port is not None else ""
         ready = lambda: log.info(f"worker polling task queue '{queue}' on {where}{metrics}{health}; Ctrl-C to stop", task_queue=queue)  # noqa: E731
         try:
+            stuck_exit_s = float(os.environ.get("ENSEMBLE_STUCK_EXIT_S") or 30)
             code = await serve(client, queue, workflows=not args.activities_only, on_ready=ready, grace_s=args.grace_s,
-                               health_port=args.health_port)  # fmt: skip
+                               health_port=args.health_port, stuck_exit_s=stuck_exit_s)  # fmt: skip
         finally:
             telemetry.flush()
         if code or THREADS.state().busy:  # threads that never return would hold the interpreter's exit
