@@ -147,14 +147,20 @@ def cmd_server(args: argparse.Namespace) -> int:
         print(f"stopped the Temporal server at {info.address} (pid {info.pid})" if info else "the Temporal server was not running")
         return 0
     info = server.running()
+    trouble = asyncio.run(server.problem(info)) if info else None  # health (GetSystemInfo, database, disk), not just the pid
     if args.json:
-        _emit_json({"running": bool(info), "address": info.address if info else None, "ui": info.ui_url if info else None,
+        _emit_json({"running": bool(info), "healthy": bool(info) and not trouble, "problem": trouble or server.died(),
+                    "address": info.address if info else None, "ui": info.ui_url if info else None,
                     "pid": info.pid if info else None, "db": info.db if info else None})  # fmt: skip
+    elif info and trouble:
+        print(f"error: unhealthy: {trouble}", file=sys.stderr)
     elif info:
         print(f"running at {info.address} (pid {info.pid}); Web UI {info.ui_url}; data {info.db}")
+    elif server.died():
+        print(f"error: {server.died()}; `python starter.py server start` starts it again", file=sys.stderr)
     else:
         print(f"not running (state directory {server.state_dir()}); start it with `python starter.py server start`")
-    return 0 if info else 1
+    return 0 if info and not trouble else 1
 
 
 async def _register_attributes() -> None:

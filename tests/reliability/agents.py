@@ -50,3 +50,13 @@ def rel_measure(data: dict) -> dict:
 def attempts_file() -> Path | None:
     path = os.environ.get("RELIABILITY_RECORD")
     return Path(path) if path else None
+
+
+@agent(description="Holds for `hold` seconds, then records that it ran", timeout_s=30)
+def rel_hold(data: dict) -> dict:
+    time.sleep(float(data.get("hold", 1)))
+    record = os.environ.get("RELIABILITY_RECORD")
+    if record:
+        with open(record, "a") as fh:
+            fh.write(f"hold:{data.get('tag', '')}\n")
+    return {"held": True}
