@@ -46,7 +46,7 @@ def one_line_error(done: subprocess.CompletedProcess, code: int = 1) -> str:
 
 
 def spawn_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=open(log, "ab"),  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
 
 
@@ -81,8 +81,10 @@ async def test_restarted_server_keeps_its_address_and_workers_reconnect(
         worker = spawn_worker(env, tmp_path / "worker.log")  # finds the server through server.json
         client = await Client.connect(f"127.0.0.1:{port}", data_converter=data_converter())
         tags = [f"r{i}" for i in range(20)]
-        handles = [await start(client, request(TWO_STEPS, {"text": "abc", "tag": t, "hold": 3}, task_queue), f"rel-srv-{t}-{uuid.uuid4().hex[:4]}")
-                   for t in tags]  # fmt: skip
+        handles = [
+            await start(client, request(TWO_STEPS, {"text": "abc", "tag": t, "hold": 3}, task_queue), f"rel-srv-{t}-{uuid.uuid4().hex[:4]}")
+            for t in tags
+        ]
         # every first step finished and recorded by the server: the second step has started
         await until(lambda: record.exists() and len(record.read_text().splitlines()) >= len(tags), 60, "first steps")
         await asyncio.sleep(1.0)
@@ -128,8 +130,8 @@ def test_a_port_held_elsewhere_is_one_line_never_another_server(
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        (home / "server.json").write_text(json.dumps({"pid": 0, "port": taken, "ui_port": server.free_port(), "db": str(home / "temporal.db"),
-                                                      "log": str(home / "server.log")}))  # fmt: skip
+        recorded = {"pid": 0, "port": taken, "ui_port": server.free_port(), "db": str(home / "temporal.db")}
+        (home / "server.json").write_text(json.dumps({**recorded, "log": str(home / "server.log")}))
         env.pop("ENSEMBLE_SERVER_PORT")
         line = one_line_error(run_cli(["server", "start"], env, timeout=30))
         assert f"port {taken}" in line and "recorded" in line
