@@ -82,7 +82,7 @@ async def test_restarted_server_keeps_its_address_and_workers_reconnect(
         client = await Client.connect(f"127.0.0.1:{port}", data_converter=data_converter())
         tags = [f"r{i}" for i in range(20)]
         handles = [
-            await start(client, request(TWO_STEPS, {"text": "abc", "tag": t, "hold": 3}, task_queue), f"rel-srv-{t}-{uuid.uuid4().hex[:4]}")
+            await start(client, request(TWO_STEPS, dict(text="abc", tag=t, hold=3), task_queue), f"rel-{t}-{uuid.uuid4().hex[:4]}")
             for t in tags
         ]
         # every first step finished and recorded by the server: the second step has started
