@@ -81,10 +81,8 @@ async def test_restarted_server_keeps_its_address_and_workers_reconnect(
         worker = spawn_worker(env, tmp_path / "worker.log")  # finds the server through server.json
         client = await Client.connect(f"127.0.0.1:{port}", data_converter=data_converter())
         tags = [f"r{i}" for i in range(20)]
-        handles = [
-            await start(client, request(TWO_STEPS, dict(text="abc", tag=t, hold=3), task_queue), f"rel-{t}-{uuid.uuid4().hex[:4]}")
-            for t in tags
-        ]
+        req = lambda t: request(TWO_STEPS, {"text": "abc", "tag": t, "hold": 3}, task_queue)  # noqa: E731
+        handles = [await start(client, req(t), f"rel-{t}-{uuid.uuid4().hex[:4]}") for t in tags]
         # every first step finished and recorded by the server: the second step has started
         await until(lambda: record.exists() and len(record.read_text().splitlines()) >= len(tags), 60, "first steps")
         await asyncio.sleep(1.0)
