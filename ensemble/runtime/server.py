@@ -205,6 +205,9 @@ def command(info: ServerInfo) -> list[str]:
     return cmd
 
 
+STARTED: set[int] = set()  # pids of servers this process started (they may take a while to answer)
+
+
 def start(timeout_s: float = 60.0) -> ServerInfo:
     """Start the embedded server unless it already runs; return where it listens. A running
     server with a broken state directory (database deleted, disk full) is an error here, so every
@@ -241,6 +244,7 @@ def start(timeout_s: float = 60.0) -> ServerInfo:
         if proc.poll() is not None:  # the port answered, but not from our server
             raise EnsembleError(f"the embedded Temporal server exited at start (code {proc.returncode}): {_last_error(info)}; see {info.log}")
         _write_private(home / "server.json", json.dumps(asdict(info)))
+        STARTED.add(info.pid)
         return info
 
 

@@ -226,3 +226,26 @@ async def test_disk_full_is_one_line_and_accepted_runs_complete_after(
     finally:
         stop_process(worker)
         run_cli(["server", "stop"], env)
+
+
+def test_a_server_that_stops_answering_is_one_line_within_seconds(
+    dev_server: DevServer, tmp_path: Path, task_queue: str, figure
+) -> None:
+    """A frozen server (SIGSTOP: it accepts connections but never answers) never hangs the CLI."""
+    home = tmp_path / "home"
+    env = env_for(dev_server, home, task_queue, ENSEMBLE_SERVER_PORT=str(server.free_port()))
+    pid = None
+    try:
+        assert run_cli(["server", "start"], env).returncode == 0
+        pid = json.loads((home / "server.json").read_text())["pid"]
+        os.killpg(pid, signal.SIGSTOP)
+        for args in (["status", "some-run"], ["server", "status"], ["run", "hello", "--input", '{"name": "x"}']):
+            started = time.monotonic()
+            line = one_line_error(run_cli(args, env, timeout=60))
+            took = time.monotonic() - started
+            figure(f"frozen server: `{' '.join(args[:2])}` answered in (s)", f"{took:.1f}")
+            assert took < 10 and ("reach" in line or "answer" in line), (took, line)
+    finally:
+        if pid:
+            os.killpg(pid, signal.SIGCONT)
+        run_cli(["server", "stop"], env)
