@@ -1,19 +1,30 @@
 """The agent activity: one dynamic activity whose type is the agent's name, dispatching to the
-executor of the agent's kind. A new kind registers an executor here with `executor("kind")`."""
+executor of the agent's kind. A new kind registers an executor here with `executor("kind")`.
+
+Whatever an agent returns or raises leaves this activity in a shape Temporal can carry: an output
+that cannot be serialised, or is over what the payload store (or, without one, Temporal's 2 MB
+payload limit) accepts, fails the step at once and for good (retrying would return the same), and
+an error message is cut to a size that fits, so a run ends with a reason instead of retrying a
+workflow task forever."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Awaitable, Callable
 
 from temporalio import activity
 from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
 
 from ensemble.activities.errors import permanent
 from ensemble.activities.faults import inject as inject_faults
 from ensemble.spec import AgentCall, AgentResult
 from ensemble.runtime.telemetry import observe_agent
+from ensemble.runtime.payloads import INLINE_LIMIT, STORED_INPUT_LIMIT, external_storage
+
+MAX_ERROR_CHARS = 8 * 1024  # an error message travels in the run's history: keep it readable and small
 
 Executor = Callable[[AgentCall], Awaitable[AgentResult]]
 EXECUTORS: dict[str, Executor] = {}
@@ -40,5 +51,44 @@ async def run_agent(args: Sequence[RawValue]) -> AgentResult:
         if run is None:
             raise permanent(f"agent '{call.agent.name}': this worker has no executor for kind '{call.agent.kind}'")
         await inject_faults(call)  # ENSEMBLE_FAULTS: chaos tests and rehearsals only (activities/faults.py)
-        return observed.done(await run(call))
+        try:
+            result = await run(call)
+        except Exception as err:
+            bounded = _bounded(err)
+            if bounded is err:
+                raise
+            raise bounded from None
+        return observed.done(checked_output(call, result))
 
+
+def output_limit() -> int:
+    """The largest output an agent may return: what the payload store takes, or what fits inline."""
+    return STORED_INPUT_LIMIT if external_storage() is not None else INLINE_LIMIT - 64 * 1024
+
+
+def checked_output(call: AgentCall, result: AgentResult) -> AgentResult:
+    who = f"agent '{call.agent.name}'"
+    try:
+        size = len(json.dumps(result.model_dump(mode="json")).encode())
+    except (TypeError, ValueError, RecursionError) as err:  # the same output would fail the same way again
+        raise permanent(f"{who} returned an output that cannot be sent as JSON: {str(err)[:300]}", kind="UnserializableOutput") from None
+    limit = output_limit()
+    if size > limit:
+        hint = "; return a reference (a path or URL) instead" if external_storage() is not None else (
+            "; configure a payload store (ENSEMBLE_PAYLOAD_STORE, docs/operations.md) or return a reference")  # fmt: skip
+        raise permanent(f"{who} returned {size / 2**20:.1f} MiB, over the {limit / 2**20:.1f} MiB a step's output may be{hint}",
+                        kind="OutputTooLarge")  # fmt: skip
+    return result
+
+
+def _bounded(err: Exception) -> Exception:
+    """The same failure with its message cut to MAX_ERROR_CHARS (a 5 MB message would not fit in
+    the run's history, and the attempt would end as a timeout instead of with its reason)."""
+    message = err.message if isinstance(err, ApplicationError) else str(err)
+    cause = str(err.__cause__ or "")
+    if len(message) <= MAX_ERROR_CHARS and len(cause) <= MAX_ERROR_CHARS and len(repr(getattr(err, "details", ""))) <= MAX_ERROR_CHARS:
+        return err
+    cut = f"{message[:MAX_ERROR_CHARS]}… ({len(message)} characters, cut)" if len(message) > MAX_ERROR_CHARS else message
+    if isinstance(err, ApplicationError):
+        return ApplicationError(cut, type=err.type, non_retryable=err.non_retryable, next_retry_delay=err.next_retry_delay)
+    return ApplicationError(cut, type=type(err).__name__)

@@ -1,24 +1,24 @@
 """`function` agents: a Python callable named by import path.
 
-Async callables run on the worker's event loop; plain functions run in a thread so they never
-block it. A pydantic-annotated first parameter is validated from the step input, and a second
+Async callables run on the worker's event loop; plain functions run on the worker's bounded
+agent thread pool (activities/threads.py) so they never block it. A pydantic-annotated first parameter is validated from the step input, and a second
 parameter receives the `AgentContext`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import typing
 from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 from temporalio.exceptions import ApplicationError
 
 from ensemble.activities.errors import permanent
 from ensemble.activities.executors import executor
+from ensemble.activities.threads import THREADS
 from ensemble.authoring.agents import load_handler
 from ensemble.spec import AgentCall, AgentResult
 
@@ -55,7 +55,7 @@ async def run_function(call: AgentCall) -> AgentResult:
         if inspect.iscoroutinefunction(fn):
             out = await fn(*args)
         else:
-            out = await asyncio.to_thread(fn, *args)
+            out = await THREADS.run(fn, *args, who=call.agent.name)  # bounded, and a hung one is accounted for
     except ApplicationError:
         raise
     except ValidationError as err:
@@ -69,7 +69,10 @@ async def run_function(call: AgentCall) -> AgentResult:
             out = out_model.model_validate(out)
         except ValidationError as err:
             raise permanent(f"{who}: output does not match {out_model.__name__}: {_brief(err)}", kind="InvalidOutput") from None
-    return AgentResult(output=to_jsonable_python(out))
+    try:
+        return AgentResult(output=to_jsonable_python(out))
+    except (PydanticSerializationError, TypeError, ValueError, RecursionError) as err:  # the same output fails the same way again
+        raise permanent(f"{who} returned a value that cannot be sent as JSON: {str(err)[:300]}", kind="UnserializableOutput") from None
 
 
 def _brief(err: ValidationError) -> str:

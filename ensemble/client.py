@@ -12,27 +12,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
+import jsonschema
 from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow
-from ensemble.authoring.inputs import check_input
+from ensemble.authoring.reading import MAX_DEPTH, depth_of, one_line
 from ensemble.runs import inbox
 from ensemble.runs.history import get_run, stalled
 from ensemble.runs.view import describe_run
 from ensemble.runtime import connection
 from ensemble.runtime.launch import start_request
+from ensemble.runtime.payloads import INLINE_LIMIT, max_input_bytes
 from ensemble.runtime.worker import build_worker, default_task_queue
 from ensemble.spec import GateDecision, GateDecisionResult, RunRequest, RunStatusView, protocol
-from ensemble.spec.errors import EnsembleError
+from ensemble.spec.errors import EnsembleError, InputError
 
-__all__ = ["EnsembleClient", "FlowInfo", "RunOutcome", "StartedRun"]
+__all__ = ["EnsembleClient", "FlowInfo", "RunOutcome", "StartedRun", "check_input"]
+
+
+def check_input(value: Any, flow: LoadedFlow) -> None:
+    """Refuse, before a run starts, an input that no worker could carry through the run: too deep,
+    not JSON, over the size limit, or not what the flow's input schema says."""
+    if depth_of(value) > MAX_DEPTH:
+        raise InputError(f"input is nested more than {MAX_DEPTH} levels deep; flatten it")
+    try:
+        size = len(json.dumps(value).encode())
+    except (TypeError, ValueError, RecursionError) as err:
+        raise InputError(f"input cannot be sent as JSON: {one_line(str(err), 200)}") from None
+    limit = max_input_bytes()
+    if size > limit:
+        hint = "" if limit > INLINE_LIMIT else (
+            "; configure a payload store (ENSEMBLE_PAYLOAD_STORE, docs/operations.md) to pass large documents by reference"
+        )
+        raise InputError(f"input is {size / 2**20:.1f} MiB; a run's input must stay under {limit / 2**20:.1f} MiB{hint}")
+    if isinstance(flow.spec.input_schema, dict):
+        try:
+            jsonschema.validate(value, flow.spec.input_schema)
+        except jsonschema.ValidationError as err:
+            where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+            raise InputError(f"input does not match flow '{flow.spec.name}': at {where}: {err.message}") from None
+        except jsonschema.SchemaError as err:
+            raise InputError(f"flow '{flow.spec.name}' has an invalid input_schema: {err.message}") from None
 
 
 class FlowInfo(BaseModel):

@@ -147,7 +147,10 @@ def test_plain_text_input_needs_a_document_flow(env, tmp_path):
 def test_oversize_input_is_refused_before_starting(env, tmp_path):
     big = tmp_path / "big.txt"
     big.write_text("word " * 500_000)
-    refused(run_cli(["run", "document_pipeline", "--input", f"@{big}"], env), 2, "must stay under 2 MiB")
+    # without a payload store a run's input must fit inline; with one, ENSEMBLE_MAX_INPUT_MB bounds it
+    refused(run_cli(["run", "document_pipeline", "--input", f"@{big}"], {**env, "ENSEMBLE_PAYLOAD_STORE": "off"}), 2,
+            "must stay under 0.5 MiB", "payload store")  # fmt: skip
+    refused(run_cli(["run", "document_pipeline", "--input", f"@{big}"], {**env, "ENSEMBLE_MAX_INPUT_MB": "1"}), 2, "must stay under 1.0 MiB")
 
 
 def test_unreachable_server(env):

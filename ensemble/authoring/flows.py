@@ -10,7 +10,6 @@ Every error names the file, the path inside it (with its line when known) and wh
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from ensemble.spec import (
 )
 from ensemble.logic.state import reference_paths, references
 from ensemble.authoring.tools import attach_to_agents
+from ensemble.authoring.reading import load_document, one_line
 
 EXAMPLES_DIR = (Path(__file__).resolve().parent.parent / "examples").resolve()  # bundled with the package
 STEP_TAGS = set(STEP_KINDS)
@@ -128,7 +128,7 @@ class _Problems:
     def add(self, loc: tuple[Any, ...], message: str) -> None:
         line = _line_of(self.tree, loc) if self.tree is not None else None
         place = f"{self.where}:{line}" if line else self.where
-        self.items.append(f"{place}: {format_loc(loc)}: {message}")
+        self.items.append(one_line(f"{place}: {format_loc(loc)}: {message}", 1000))
 
     def raise_if_any(self) -> None:
         if self.items:
@@ -174,25 +174,8 @@ def parse_flow(data: Any, where: str, tree: yaml.Node | None = None, base: Path 
 
 def load_flow_file(path: str | Path) -> LoadedFlow:
     path = Path(path)
-    where = str(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise InputError(f"{where}: cannot read flow file: {err.strerror or err}") from None
-    tree = None
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            tree = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where}:{err.lineno}: not valid JSON: {err.msg}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        place = f"{where}:{mark.line + 1}" if mark else where
-        raise InputError(f"{place}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
-    return parse_flow(data, where, tree, path.resolve())
+    data, tree = load_document(path)  # size, encoding, YAML aliases and nesting checked (reading.py)
+    return parse_flow(data, str(path), tree, path.resolve())
 
 
 def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
@@ -398,8 +381,8 @@ def _name_in_file(path: Path) -> str | None:
     """The flow name a file declares; for a file that does not parse, the name its place implies
     (so asking for it by name reports the file's own error)."""
     try:
-        data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError):
+        data, _ = load_document(path)
+    except InputError:
         data = None
     if isinstance(data, dict) and isinstance(data.get("name"), str):
         return data["name"]

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
+from pydantic import ValidationError
 from temporalio.client import Client
 
 from ensemble.runtime import connection as temporal
@@ -25,12 +26,14 @@ from ensemble.runtime import telemetry
 from ensemble.runtime import versioning
 from ensemble.spec.errors import EnsembleError, InputError
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
-from ensemble.authoring.inputs import check_input
 from ensemble.client import EnsembleClient
 from ensemble.cli.output import console, emit_json, print_outcome, print_result
 from ensemble.runs.history import get_run
 from ensemble.spec import RunRequest
 from ensemble.runtime.worker import default_task_queue, serve
+from ensemble.activities.threads import THREADS
+from ensemble.authoring.reading import MAX_DEPTH, decode, one_line, parse_json
+from ensemble.runtime.payloads import max_input_bytes
 
 
 # A command group: `register(subparsers)` adds parsers that set `fn` (a plain function or a
@@ -56,16 +59,20 @@ def read_input(raw: str | None, flow: LoadedFlow) -> Any:
             return json.loads(raw)
         except json.JSONDecodeError as err:
             raise InputError(f"--input is not valid JSON ({err.msg} at column {err.colno}); use --input @FILE for a file") from None
+        except RecursionError:
+            raise InputError(f"--input is nested too deeply (over {MAX_DEPTH} levels)") from None
     path = Path(raw[1:])
+    limit = max_input_bytes()
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read input file {path}: {getattr(err, 'strerror', None) or err}") from None
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(f"input file {path} is {size / 2**20:.1f} MiB; a run's input must stay under {limit / 2**20:.1f} MiB "
+                             "(ENSEMBLE_MAX_INPUT_MB, and a payload store: docs/operations.md)")  # fmt: skip
+        text = decode(path.read_bytes(), str(path))
+    except OSError as err:
+        raise InputError(f"cannot read input file {path}: {err.strerror or err}") from None
     if path.suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+        return parse_json(text, str(path))
     if takes_document(flow):
         return {"text": text, "filename": path.name}
     raise InputError(f"{path} is not a .json file and flow '{flow.spec.name}' does not take a plain-text document")
@@ -100,14 +107,20 @@ def cmd_server(args: argparse.Namespace) -> int:
         print(f"stopped the Temporal server at {info.address} (pid {info.pid})" if info else "the Temporal server was not running")
         return 0
     info = server.running()
+    trouble = asyncio.run(server.problem(info)) if info else None  # health (GetSystemInfo, database, disk), not just the pid
     if args.json:
-        emit_json({"running": bool(info), "address": info.address if info else None, "ui": info.ui_url if info else None,
+        emit_json({"running": bool(info), "healthy": bool(info) and not trouble, "problem": trouble or server.died(),
+                    "address": info.address if info else None, "ui": info.ui_url if info else None,
                     "pid": info.pid if info else None, "db": info.db if info else None})  # fmt: skip
+    elif info and trouble:
+        print(f"error: unhealthy: {trouble}", file=sys.stderr)
     elif info:
         print(f"running at {info.address} (pid {info.pid}); Web UI {info.ui_url}; data {info.db}")
+    elif server.died():
+        print(f"error: {server.died()}; `python starter.py server start` starts it again", file=sys.stderr)
     else:
         print(f"not running (state directory {server.state_dir()}); start it with `python starter.py server start`")
-    return 0 if info else 1
+    return 0 if info and not trouble else 1
 
 
 async def _register_attributes() -> None:
@@ -290,8 +303,16 @@ def _guard(fn) -> int:
         result = fn()
         return asyncio.run(result) if asyncio.iscoroutine(result) else result
     except EnsembleError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err), 2000)}", file=sys.stderr)
         return err.exit_code
+    except ValidationError as err:  # a value given on the command line that a shape refuses
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(value)"
+        print(f"error: invalid {where}: {one_line(first['msg'], 300)}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print(f"error: a value is nested too deeply (over {MAX_DEPTH} levels)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -331,7 +352,9 @@ def worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-queue", default=None, help="queue to poll (default: $ENSEMBLE_TASK_QUEUE or 'ensemble')")
     p.add_argument("--activities-only", action="store_true", help="run agents only (for agents with their own queue)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://HOST:N/metrics")
-    p.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address the metrics endpoint binds (default 0.0.0.0)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST", help="address the metrics endpoint binds (default 127.0.0.1)")
+    p.add_argument("--health-port", type=int, default=None, metavar="N", help="serve http://127.0.0.1:N/health: 200 healthy, 503 degraded")
+    p.add_argument("--grace-s", type=float, default=10.0, metavar="S", help="on SIGTERM, let running agents finish for S seconds, then exit (default 10)")
     versioned = "Worker Versioning (docs/deploy.md): "
     p.add_argument("--deployment", metavar="NAME", help=versioned + "the Worker Deployment (default: $ENSEMBLE_DEPLOYMENT)")
     p.add_argument("--build-id", metavar="ID", help=versioned + "this build's id (default: $ENSEMBLE_BUILD_ID)")
@@ -356,11 +379,19 @@ def worker_main(argv: list[str] | None = None) -> int:
         metrics = f"; metrics on http://{args.metrics_host}:{args.metrics_port}/metrics" if args.metrics_port else ""
         if deployment:
             metrics += f"; version {deployment.version.to_canonical_string()}"
-        ready = lambda: log.info(f"worker polling task queue '{queue}' on {where}{metrics}; Ctrl-C to stop", task_queue=queue)  # noqa: E731
+        health = f"; health on http://127.0.0.1:{args.health_port}/health" if args.health_port is not None else ""
+        ready = lambda: log.info(f"worker polling task queue '{queue}' on {where}{metrics}{health}; Ctrl-C to stop", task_queue=queue)  # noqa: E731
         try:
-            await serve(client, queue, workflows=not args.activities_only, on_ready=ready, deployment_config=deployment)
+            stuck_exit_s = float(os.environ.get("ENSEMBLE_STUCK_EXIT_S") or 30)
+            code = await serve(client, queue, workflows=not args.activities_only, on_ready=ready, grace_s=args.grace_s,
+                               health_port=args.health_port, stuck_exit_s=stuck_exit_s, deployment_config=deployment)  # fmt: skip
         finally:
             telemetry.flush()
+        if code or THREADS.state().busy:  # threads that never return would hold the interpreter's exit
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         return 0
 
     return _guard(run)

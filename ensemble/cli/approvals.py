@@ -60,6 +60,12 @@ async def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def _person(value: str) -> str:
+    if not value.strip() or any(ord(c) < 32 for c in value):
+        raise argparse.ArgumentTypeError("a person's name: not empty, no control characters")
+    return value.strip()
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("pending", help="runs waiting on people, across the namespace")
     s.add_argument("--approver", help="only gates this user may decide now")
@@ -73,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         s = sub.add_parser(name, help=what)
         s.add_argument("run_id")
         s.add_argument("--gate", required=True, help="the gate's name")
-        s.add_argument("--by", required=True, help="who decides (must be an approver of the gate's current tier)")
+        s.add_argument("--by", required=True, type=_person, help="who decides (must be an approver of the gate's current tier)")
         s.add_argument("--comment", required=decision == "request_changes", help="why (required to request changes)")
         s.add_argument("--no-wait", action="store_true", help="return once the decision is recorded")
         s.add_argument("--json", action="store_true")

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from ensemble.authoring.inputs import check_input
+from ensemble.client import check_input
 from ensemble.cli.app import read_input
 from ensemble.runtime import connection as temporal
 from ensemble.runs import dlq

@@ -7,6 +7,8 @@ from typing import Any
 
 from rich.console import Console
 
+from ensemble.runs.status import safe
+
 
 def emit_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
@@ -26,7 +28,7 @@ def print_result(outcome: dict[str, Any], as_json: bool) -> int:
         con = console()
         con.print(f"run [bold]{outcome['run_id']}[/bold]: {outcome['status']}")
         if outcome.get("error"):
-            con.print(f"error: {outcome['error']}", markup=False)
+            con.print(f"error: {safe(outcome['error'])}", markup=False)
         if outcome.get("result") is not None:
             con.print_json(json.dumps(outcome["result"], default=str))
     return 0 if outcome["status"] == "completed" else 1

@@ -25,6 +25,16 @@ STATUS_STYLE = {
 }  # fmt: skip
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127, *range(0x80, 0xA0)] if c not in (9,)}
+_CONTROL[9] = " "
+
+
+def safe(text: object) -> str:
+    """Text shown on a terminal with control characters and escape sequences written out
+    (`\\x1b[31m`), so an agent's output can neither restyle, move nor rewrite the terminal."""
+    return str(text).translate(_CONTROL)
+
+
 def _clock(iso: str | None) -> str:
     return iso[11:23] if iso else ""
 
@@ -51,13 +61,13 @@ def progress_line(view: RunStatusView) -> str:
 
 
 def _step_cells(s: StepRecord) -> tuple[Text, Text]:
-    name, agent = Text(s.name), Text(s.agent)
+    name, agent = Text(safe(s.name)), Text(safe(s.agent))
     if s.kind == "gate":
         name.stylize("yellow")
-        agent = Text(f"⏸ {s.agent} (gate)", style="yellow")
+        agent = Text(f"⏸ {safe(s.agent)} (gate)", style="yellow")
     elif s.kind == "compensation":
-        name = Text(f"↩ {s.name}", style="italic")
-        agent = Text(f"{s.agent} (undo)", style="italic")
+        name = Text(f"↩ {safe(s.name)}", style="italic")
+        agent = Text(f"{safe(s.agent)} (undo)", style="italic")
     return name, agent
 
 
@@ -66,7 +76,7 @@ def steps_table(view: RunStatusView, width: int = 140) -> Table:
     for s in view.steps:
         name, agent = _step_cells(s)
         status = "waiting for approval" if s.status == "waiting" else s.status
-        detail = Text(s.error, style="red") if s.error else Text(s.summary or "")
+        detail = Text(safe(s.error), style="red") if s.error else Text(safe(s.summary or ""))
         if s.usage and s.usage.total_tokens:
             detail.append(f"  [{s.usage.total_tokens} tok]", style="dim")
         rows.append([name, agent, Text(status, style=STATUS_STYLE.get(s.status, "")), Text(str(s.attempts or "")),
@@ -96,14 +106,14 @@ def approvals_table(pending: list[dict[str, Any]]) -> Table:
         given = f"{p.get('approvals', 0)} of {p.get('quorum', 1)}"
         if p.get("approved_by"):
             given += f" ({', '.join(map(str, p['approved_by']))})"
-        table.add_row(str(p.get("gate") or p.get("path") or "?"), str(p.get("tier", "")),
-                      ", ".join(map(str, approvers)) if isinstance(approvers, list) else str(approvers),
-                      given, str(p.get("deadline") or "none"))  # fmt: skip
+        table.add_row(safe(p.get("gate") or p.get("path") or "?"), safe(p.get("tier", "")),
+                      safe(", ".join(map(str, approvers)) if isinstance(approvers, list) else approvers),
+                      safe(given), safe(p.get("deadline") or "none"))  # fmt: skip
     return table
 
 
 def render(view: RunStatusView, *, progress: bool = False, width: int = 140) -> RenderableType:
-    head = Text.assemble("run ", (view.run_id, "bold"), f" · flow {view.flow or '?'} · ",
+    head = Text.assemble("run ", (safe(view.run_id), "bold"), f" · flow {safe(view.flow or '?')} · ",
                          (view.status, STATUS_STYLE.get(view.status, "bold")))  # fmt: skip
     if view.started_at:
         head.append(f" · started {view.started_at[:19].replace('T', ' ')} UTC")
@@ -114,7 +124,7 @@ def render(view: RunStatusView, *, progress: bool = False, width: int = 140) -> 
     if usage and usage.total_tokens:
         parts.append(Text(f"tokens: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion = {usage.total_tokens}"))
     if view.error:
-        parts.append(Text(f"error: {view.error}", style="red"))
+        parts.append(Text(f"error: {safe(view.error)}", style="red"))
     if progress:
         parts.append(Text(progress_line(view), style="dim" if view.status in ENDED else "bold"))
     return Group(*parts)

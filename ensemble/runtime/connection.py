@@ -78,16 +78,17 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
     else:
         address, tls, api_key = os.environ["TEMPORAL_ADDRESS"], _tls(), os.environ.get("TEMPORAL_API_KEY")
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + (wait_s if embedded() else 5.0)
+    # a server this process just started may take a while; one already running answers at once or is broken
+    deadline = loop.time() + (wait_s if embedded() and info.pid in server.STARTED else 5.0)
     while True:
         try:
-            client = await Client.connect(
+            client = await asyncio.wait_for(Client.connect(
                 address, namespace=namespace(), tls=tls, api_key=api_key, data_converter=data_converter(),
                 runtime=runtime, plugins=telemetry.plugins(),
-            )
-            await client.workflow_service.get_system_info(GetSystemInfoRequest())
+            ), max(1.0, deadline - loop.time()))  # a server that accepts but never answers is not waited on forever
+            await asyncio.wait_for(client.workflow_service.get_system_info(GetSystemInfoRequest()), max(1.0, deadline - loop.time()))
             return client
-        except (RuntimeError, RPCError) as err:
+        except (RuntimeError, RPCError, asyncio.TimeoutError) as err:
             if loop.time() > deadline:
                 hint = "check TEMPORAL_ADDRESS" if not embedded() else f"see {server.state_dir() / 'server.log'}"
                 raise EnsembleError(f"cannot reach Temporal at {address} ({_first_line(err)}); {hint}") from None
@@ -95,7 +96,7 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err)
+    text = str(err) or ("timed out" if isinstance(err, asyncio.TimeoutError) else "")
     for needle, plain in (("Connection refused", "connection refused"), ("dns error", "unknown host"), ("timed out", "timed out")):
         if needle.lower() in text.lower():
             return plain

@@ -11,13 +11,18 @@ import asyncio
 import contextlib
 import os
 import signal
+from datetime import timedelta
 from typing import Any, Callable
+
+import structlog
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from ensemble.activities import approvals, faults, run_agent
+from ensemble.activities import threads
+from ensemble.runtime.health import HealthServer
 from ensemble.spec.errors import InputError
 from ensemble.runtime import logs
 from ensemble.runtime.sandbox import sandbox_runner
@@ -68,6 +73,8 @@ def build_worker(
     faults.check()  # a malformed ENSEMBLE_FAULTS stops the worker here, in one line
     logs.as_library()
     options.setdefault("workflow_runner", workflow_runner())
+    options.setdefault("max_concurrent_activities", activity_slots())
+    threads.configure(options["max_concurrent_activities"])  # one agent thread per activity slot
     return Worker(
         client,
         task_queue=task_queue,
@@ -77,6 +84,22 @@ def build_worker(
     )
 
 
+def activity_slots() -> int:
+    raw = os.environ.get("ENSEMBLE_ACTIVITY_SLOTS", "").strip()
+    if not raw:
+        return threads.DEFAULT_SLOTS
+    try:
+        value = int(raw)
+        if value < 1:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"ENSEMBLE_ACTIVITY_SLOTS={raw!r} is not a positive number of concurrent agents") from None
+    return value
+
+
+STUCK_EXIT_CODE = 3  # every agent thread is stuck: exit so that a supervisor restarts the worker
+
+
 async def serve(
     client: Client,
     task_queue: str,
@@ -84,15 +107,63 @@ async def serve(
     workflows: bool = True,
     activities: bool = True,
     on_ready: Callable[[], None] | None = None,
+    grace_s: float = 10.0,
+    health_port: int | None = None,
+    stuck_exit_s: float = 30.0,
     **options: Any,
-) -> None:
-    """Run a worker until SIGINT or SIGTERM, then drain it. `on_ready` runs once it polls."""
+) -> int:
+    """Run a worker until SIGINT or SIGTERM, then drain it for at most `grace_s` seconds (agents
+    still running then are cancelled; threads that will not end are left to the process exit).
+    `on_ready` runs once it polls. With `health_port`, http://127.0.0.1:PORT/health answers 200
+    while healthy, 503 while degraded. Returns 0 after a clean drain, 1 when the grace period ran
+    out, STUCK_EXIT_CODE when every agent thread stayed stuck for `stuck_exit_s` seconds: the
+    caller should then exit the process at once (`os._exit`), as stuck threads never end."""
+    log = structlog.get_logger("ensemble.worker")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with build_worker(client, task_queue, workflows=workflows, activities=activities, **options):
+    options.setdefault("graceful_shutdown_timeout", timedelta(seconds=max(0.0, grace_s - 1.0)))
+    worker = build_worker(client, task_queue, workflows=workflows, activities=activities, **options)
+    health = HealthServer(health_port).start() if health_port is not None else None
+    code = 0
+
+    async def watch_threads() -> None:
+        nonlocal code
+        while True:
+            await asyncio.sleep(1.0)
+            state, since = threads.THREADS.state(), threads.THREADS.stuck_since
+            if state.status == "stuck" and since is not None and loop.time() - since >= stuck_exit_s:
+                log.error(f"every agent thread ({state.slots}) is stuck past its timeout; exiting so the worker is restarted",
+                          stuck=state.stuck)  # fmt: skip
+                code = STUCK_EXIT_CODE
+                stop.set()
+                return
+
+    running = asyncio.create_task(worker.run())
+    watcher = asyncio.create_task(watch_threads())
+    stopping = asyncio.create_task(stop.wait())
+    try:
         if on_ready:
             on_ready()
-        await stop.wait()
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if running.done():
+            running.result()  # a worker that failed on its own: its error
+            return code
+        log.info(f"draining: finishing running agents for up to {grace_s:g}s", grace_s=grace_s)
+        shutdown = asyncio.create_task(worker.shutdown())
+        done, _ = await asyncio.wait({shutdown}, timeout=grace_s)
+        if not done:
+            state = threads.THREADS.state()
+            log.warning(f"grace period of {grace_s:g}s over; exiting with {state.busy} agent thread(s) still running",
+                        stuck=state.stuck)  # fmt: skip
+            return code or 1
+        with contextlib.suppress(Exception):
+            await running
+        return code
+    finally:
+        for task in (watcher, stopping):
+            task.cancel()
+        if health is not None:
+            health.stop()

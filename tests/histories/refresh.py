@@ -13,7 +13,8 @@ from pathlib import Path
 
 from temporalio.client import WorkflowHandle
 
-from ensemble.cli.app import check_input, read_input
+from ensemble.cli.app import read_input
+from ensemble.client import check_input
 from ensemble.runtime.connection import connect
 from ensemble.authoring.flows import all_flows, EXAMPLES_DIR
 from ensemble.spec import WORKFLOW_NAME, GateDecision, RunRequest

@@ -1,0 +1,158 @@
+"""Large values by reference: Temporal's external payload storage (`temporalio.converter.ExternalStorage`).
+
+A payload over the threshold (default 256 KiB) is written to a store and only a small reference
+enters the run's history, so a 20 MB document runs through a flow instead of failing every workflow
+task with PAYLOADS_TOO_LARGE. Which store, from `ENSEMBLE_PAYLOAD_STORE`:
+
+- unset: with the embedded server, a file store in the state directory (`$ENSEMBLE_HOME/payloads`);
+  on a cluster (TEMPORAL_ADDRESS set), none: every worker and client must see the same store;
+- `off`: none; a run's input is then limited to what fits inline;
+- `file:/PATH` (or a plain path): a file store at PATH, shared by every worker and client (a
+  shared volume);
+- `python:MODULE:FUNCTION`: FUNCTION() returns an `ExternalStorage`, e.g. with the SDK's S3 driver
+  (`temporalio.contrib.aws.s3driver`), see docs/operations.md.
+
+The file store is content-addressed (SHA-256 of the payload), written atomically, owner-only, and
+checked on read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import importlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import (
+    ExternalStorage,
+    StorageDriver,
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
+    StorageDriverStoreContext,
+)
+
+from ensemble.spec.errors import EnsembleError, InputError
+
+DEFAULT_THRESHOLD = 256 * 1024
+INLINE_LIMIT = 2 * 1024 * 1024  # Temporal refuses a payload over 2 MB
+INLINE_INPUT_LIMIT = 512 * 1024  # without a store: a run's input is copied into the state and step inputs
+STORED_INPUT_LIMIT = 64 * 1024 * 1024  # with a store: bounded by the worker's memory, not by Temporal
+
+
+class FileStorageDriver(StorageDriver):
+    """Payloads as files named by their SHA-256 under one directory (local or a shared volume)."""
+
+    def __init__(self, root: Path | str, name: str = "ensemble.file") -> None:
+        self.root = Path(root)
+        self._name = name
+
+    def name(self) -> str:
+        return self._name
+
+    def type(self) -> str:
+        return "ensemble.file"
+
+    def _path(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest
+
+    def _write(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._path(digest)
+        if path.exists():
+            return digest
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return digest
+
+    def _read(self, digest: str) -> bytes:
+        path = self._path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise RuntimeError(f"payload {digest[:12]} is missing from the payload store {self.root}") from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise RuntimeError(f"payload {digest[:12]} in the payload store {self.root} is corrupt")
+        return data
+
+    async def store(self, context: StorageDriverStoreContext, payloads: Sequence[Payload]) -> list[StorageDriverClaim]:
+        digests = await asyncio.to_thread(lambda: [self._write(p.SerializeToString()) for p in payloads])
+        return [StorageDriverClaim(claim_data={"sha256": d}) for d in digests]
+
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
+        blobs = await asyncio.to_thread(lambda: [self._read(c.claim_data["sha256"]) for c in claims])
+        return [Payload.FromString(b) for b in blobs]
+
+
+def _threshold() -> int:
+    raw = os.environ.get("ENSEMBLE_PAYLOAD_THRESHOLD_KB", "").strip()
+    if not raw:
+        return DEFAULT_THRESHOLD
+    try:
+        return max(0, int(raw)) * 1024
+    except ValueError:
+        raise InputError(f"ENSEMBLE_PAYLOAD_THRESHOLD_KB={raw!r} is not a number of KiB") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _configured(setting: str, home: str, embedded: bool, threshold: int) -> ExternalStorage | None:
+    if not setting:
+        if not embedded:
+            return None
+        return ExternalStorage(drivers=[FileStorageDriver(Path(home) / "payloads")], payload_size_threshold=threshold)
+    if setting.lower() in ("off", "none", "0", "false"):
+        return None
+    if setting.startswith("python:"):
+        module, _, attr = setting[len("python:") :].rpartition(":")
+        try:
+            made = getattr(importlib.import_module(module), attr)()
+        except Exception as err:
+            raise EnsembleError(
+                f"ENSEMBLE_PAYLOAD_STORE={setting}: cannot build the store: {type(err).__name__}: {err}"
+            ) from None
+        if isinstance(made, StorageDriver):
+            made = ExternalStorage(drivers=[made], payload_size_threshold=threshold)
+        if not isinstance(made, ExternalStorage):
+            raise EnsembleError(
+                f"ENSEMBLE_PAYLOAD_STORE={setting}: the function must return an ExternalStorage or a StorageDriver"
+            )
+        return made
+    path = setting[len("file:") :] if setting.startswith("file:") else setting
+    if path.startswith("//"):
+        path = path[2:]
+    return ExternalStorage(
+        drivers=[FileStorageDriver(Path(path).expanduser().resolve())], payload_size_threshold=threshold
+    )
+
+
+def external_storage() -> ExternalStorage | None:
+    """The payload store this process's environment configures (see the module docstring)."""
+    home = Path(os.environ.get("ENSEMBLE_HOME") or ".ensemble").resolve()
+    embedded = not os.environ.get("TEMPORAL_ADDRESS")
+    return _configured(os.environ.get("ENSEMBLE_PAYLOAD_STORE", "").strip(), str(home), embedded, _threshold())
+
+
+def max_input_bytes() -> int:
+    """The largest run input accepted before a run starts."""
+    raw = os.environ.get("ENSEMBLE_MAX_INPUT_MB", "").strip()
+    if raw:
+        try:
+            return int(float(raw) * 2**20)
+        except ValueError:
+            raise InputError(f"ENSEMBLE_MAX_INPUT_MB={raw!r} is not a number") from None
+    return STORED_INPUT_LIMIT if external_storage() is not None else INLINE_INPUT_LIMIT
