@@ -12,6 +12,7 @@ from temporalio.common import RawValue
 
 from ensemble.activities.errors import permanent
 from ensemble.activities.faults import inject as inject_faults
+from ensemble.activities.scrub import scrubbed_error
 from ensemble.spec import AgentCall, AgentResult
 from ensemble.runtime.telemetry import observe_agent
 
@@ -39,6 +40,10 @@ async def run_agent(args: Sequence[RawValue]) -> AgentResult:
     with observe_agent(call) as observed:  # span, start/end log lines, metrics
         if run is None:
             raise permanent(f"agent '{call.agent.name}': this worker has no executor for kind '{call.agent.kind}'")
-        await inject_faults(call)  # ENSEMBLE_FAULTS: chaos tests and rehearsals only (activities/faults.py)
-        return observed.done(await run(call))
+        try:
+            await inject_faults(call)  # ENSEMBLE_FAULTS: chaos tests and rehearsals only (activities/faults.py)
+            result = await run(call)
+        except Exception as err:  # every failure leaves scrubbed, without its cause chain
+            raise scrubbed_error(err) from None
+        return observed.done(result)
 

@@ -23,6 +23,8 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
+from ensemble.activities import egress
+from ensemble.activities import scrub as secrets
 from ensemble.runtime import connection as temporal
 from ensemble.runtime import logs
 from ensemble.runtime import server
@@ -383,9 +385,16 @@ def worker_main(argv: list[str] | None = None) -> int:
     p.add_argument("--task-queue", default=None, help="queue to poll (default: $ENSEMBLE_TASK_QUEUE or 'ensemble')")
     p.add_argument("--activities-only", action="store_true", help="run agents only (for agents with their own queue)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://HOST:N/metrics")
-    p.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address the metrics endpoint binds (default 0.0.0.0)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST", help="address the metrics endpoint binds (default 127.0.0.1)")
+    p.add_argument("--env-allow", default=None, metavar="NAME,...", help="environment variables flows may reference as ${env:NAME} (adds to $ENSEMBLE_ENV_ALLOW)")
+    p.add_argument("--egress-allow", default=None, metavar="HOST:PORT,...", help="hosts http agents and tools may call (adds to $ENSEMBLE_EGRESS_ALLOW)")
     args = p.parse_args(argv)
     logs.setup(logging.INFO)
+    for var, extra in ((secrets.ENV_ALLOW, args.env_allow), (egress.EGRESS_ALLOW, args.egress_allow)):
+        if extra:
+            os.environ[var] = ",".join(filter(None, (os.environ.get(var, ""), extra)))
+    if args.metrics_port:
+        egress.protect(f"{args.metrics_host}:{args.metrics_port}")
 
     async def run() -> int:
         import structlog

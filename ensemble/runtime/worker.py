@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from ensemble.activities import approvals, faults, run_agent
+from ensemble.activities import approvals, egress, faults, run_agent
 from ensemble.spec.errors import InputError
 from ensemble.runtime.sandbox import sandbox_runner
 from ensemble.spec import DEFAULT_TASK_QUEUE
@@ -65,6 +65,7 @@ def build_worker(
     **options: Any,
 ) -> Worker:
     faults.check()  # a malformed ENSEMBLE_FAULTS stops the worker here, in one line
+    egress.protect(client.service_client.config.target_host)  # agents never call the Temporal server
     options.setdefault("workflow_runner", workflow_runner())
     return Worker(
         client,
