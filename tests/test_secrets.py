@@ -11,9 +11,10 @@ import string
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -33,9 +34,9 @@ class Echo(BaseHTTPRequestHandler):
     """A service (and an OpenAI-compatible model server) that echoes the caller's key back in its
     failures, placed to straddle each place a message is cut (120, 200, 300 characters)."""
 
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
         key = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
         Echo.seen.append(key)
@@ -126,7 +127,9 @@ def assert_clean(where: str, data: str | bytes) -> None:
     text = data.decode("latin-1") if isinstance(data, bytes) else data
     for i in range(len(SENTINEL) - 7):
         piece = SENTINEL[i : i + 8]
-        assert piece not in text, f"{where}: holds {piece!r} of the sentinel at {text.find(piece)}: ...{text[max(0, text.find(piece) - 80) : text.find(piece) + 40]!r}"
+        assert piece not in text, (
+            f"{where}: holds {piece!r} of the sentinel at {text.find(piece)}: ...{text[max(0, text.find(piece) - 80) : text.find(piece) + 40]!r}"
+        )
 
 
 async def test_a_sentinel_key_never_leaves_the_worker(dev_server, task_queue, echo, tmp_path):
@@ -136,13 +139,17 @@ async def test_a_sentinel_key_never_leaves_the_worker(dev_server, task_queue, ec
                                 ENSEMBLE_ENV_ALLOW="CRM_API_KEY", ENSEMBLE_LOG_FORMAT="json")  # fmt: skip
     run_ids = []
     with worker_log.open("w") as log:
-        worker = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=worker_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        worker = subprocess.Popen(
+            [sys.executable, "worker.py"], cwd=ROOT, env=worker_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        )
         try:
             for name, (flow, text) in flows(echo).items():
                 path = tmp_path / f"{name}.flow.yaml"
                 path.write_text(yaml.safe_dump(flow))
                 run_id = f"leak-{name}-{task_queue}"
-                started = run_cli(["run", str(path), "--input", json.dumps({"text": text}), "--id", run_id, "--json"], env)
+                started = run_cli(
+                    ["run", str(path), "--input", json.dumps({"text": text}), "--id", run_id, "--json"], env
+                )
                 assert started.returncode == 0, started.stderr
                 run_ids.append(run_id)
             for run_id in run_ids:
@@ -157,12 +164,22 @@ async def test_a_sentinel_key_never_leaves_the_worker(dev_server, task_queue, ec
     temporal = str(Path(sys.executable).parent / "temporal")
     address = ["--address", dev_server.info.address, "--namespace", "default"]
     for run_id in run_ids:
-        shown = subprocess.run([temporal, "workflow", "show", "-w", run_id, "-o", "json", *address], capture_output=True, text=True, timeout=60)
+        shown = subprocess.run(
+            [temporal, "workflow", "show", "-w", run_id, "-o", "json", *address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert shown.returncode == 0, shown.stderr
         assert "Failed" in shown.stdout or "FAILED" in shown.stdout
         assert_clean(f"temporal workflow show {run_id}", shown.stdout)
         redacted += shown.stdout.count("[redacted]")
-        described = subprocess.run([temporal, "workflow", "describe", "-w", run_id, "-o", "json", *address], capture_output=True, text=True, timeout=60)
+        described = subprocess.run(
+            [temporal, "workflow", "describe", "-w", run_id, "-o", "json", *address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert_clean(f"temporal workflow describe {run_id}", described.stdout)
         for args in (["status", run_id, "--json"], ["status", run_id], ["dlq", "show", run_id, "--json"], ["dlq", "show", run_id],
                      ["history", run_id]):  # fmt: skip
@@ -174,7 +191,9 @@ async def test_a_sentinel_key_never_leaves_the_worker(dev_server, task_queue, ec
         assert_clean(f"timeline {run_id}", page.read_text())
     assert redacted >= len(run_ids), "the failures should say where a secret was taken out"
 
-    listed = subprocess.run([temporal, "workflow", "list", "-o", "json", *address], capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [temporal, "workflow", "list", "-o", "json", *address], capture_output=True, text=True, timeout=60
+    )
     assert_clean("temporal workflow list (visibility)", listed.stdout)
     assert_clean("dlq list", run_cli(["dlq", "list", "--json"], env).stdout)
     assert_clean("dlq list (table)", run_cli(["dlq", "list"], env).stdout)
@@ -215,7 +234,10 @@ async def test_env_references_outside_the_allow_list_are_refused(monkeypatch):
     with pytest.raises(ApplicationError) as refused:
         resolve_env_refs("Bearer ${env:OPENAI_API_KEY}", "agent 'a'")
     assert refused.value.non_retryable and refused.value.type == "EnvNotAllowed"
-    assert "agent 'a': ${env:OPENAI_API_KEY} is not on this worker's allow-list (ENSEMBLE_ENV_ALLOW allows only CRM_API_KEY)" in refused.value.message
+    assert (
+        "agent 'a': ${env:OPENAI_API_KEY} is not on this worker's allow-list (ENSEMBLE_ENV_ALLOW allows only CRM_API_KEY)"
+        in refused.value.message
+    )
     monkeypatch.delenv("ENSEMBLE_ENV_ALLOW")
     with pytest.raises(ApplicationError, match="ENSEMBLE_ENV_ALLOW is not set"):
         resolve_env_refs("${env:CRM_API_KEY}", "agent 'a'")

@@ -55,8 +55,15 @@ async def test_refused_address_classes(policy, url, why):
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080/x", "http://0x7f000001:8080/x", "http://2130706433:8080/", "http://127.1:8080/", "http://[::1]:9090/",
-            "http://localhost:5000/"],  # fmt: skip
+    "url",
+    [
+        "http://127.0.0.1:8080/x",
+        "http://0x7f000001:8080/x",
+        "http://2130706433:8080/",
+        "http://127.1:8080/",
+        "http://[::1]:9090/",
+        "http://localhost:5000/",
+    ],  # fmt: skip
 )
 async def test_listed_hosts_are_allowed_in_any_spelling(policy, url):
     await egress.check_url(url, "agent 'a'")
@@ -79,7 +86,10 @@ async def test_an_http_agent_pointed_at_the_metadata_service_fails_once_with_a_c
     handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {})
     assert outcome is None
     view = await describe_run(dev_server.client, handle.id)
-    assert "egress to http://169.254.169.254/latest/meta-data/iam refused: 169.254.169.254 (169.254.169.254) is a cloud metadata service" in view.error
+    assert (
+        "egress to http://169.254.169.254/latest/meta-data/iam refused: 169.254.169.254 (169.254.169.254) is a cloud metadata service"
+        in view.error
+    )
     history = await handle.fetch_history()
     attempts = [e for e in history.events if e.HasField("activity_task_started_event_attributes")]
     assert [e.activity_task_started_event_attributes.attempt for e in attempts] == [1]  # non-retryable
@@ -87,7 +97,13 @@ async def test_an_http_agent_pointed_at_the_metadata_service_fails_once_with_a_c
 
 async def test_an_http_agent_pointed_at_the_temporal_server_is_refused(dev_server, task_queue):
     url = f"http://{dev_server.info.address}/api/v1/namespaces"
-    flow = {"name": "pivot", "agents": [{"name": "poke", "kind": "http", "url": url}], "steps": [{"agent": "poke", "input": {}}]}
+    flow = {
+        "name": "pivot",
+        "agents": [{"name": "poke", "kind": "http", "url": url}],
+        "steps": [{"agent": "poke", "input": {}}],
+    }
     handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {})
     assert outcome is None
-    assert "is a port of the Temporal server or of this worker" in (await describe_run(dev_server.client, handle.id)).error
+    assert (
+        "is a port of the Temporal server or of this worker" in (await describe_run(dev_server.client, handle.id)).error
+    )
