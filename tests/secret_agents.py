@@ -19,3 +19,8 @@ def leak_in_cause(data: dict) -> dict:
         raise ConnectionError(f"refused: {os.environ['CRM_API_KEY']}")
     except ConnectionError as err:
         raise PermissionError("the CRM refused the login") from err
+
+
+def fail_with_text(data: dict) -> dict:
+    """Fails with the run's input in its message (encrypted failures, tests/test_codec.py)."""
+    raise RuntimeError(f"order {data['text']} could not be placed")

@@ -14,6 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from ensemble.spec import protocol as attributes
 from ensemble.runtime.connection import FLOW_ATTRIBUTE
+from ensemble.runtime.converter import decode_failure, decode_payload
 from ensemble.spec.errors import EnsembleError
 from ensemble.spec import RunStatusView, StepRecord, ToolRefusal, Usage
 
@@ -51,6 +52,7 @@ _WRAPPERS = ("activity task failed", "activity error", "child workflow execution
 def failure_text(failure: Failure) -> str:
     """A failure's message with the causes that add something, outermost first."""
     parts: list[str] = []
+    failure = decode_failure(failure)  # encrypted message and stack trace (runtime/converter.py)
     while failure is not None:
         message = failure.message.strip()
         if message and message.lower() not in _WRAPPERS and not any(message in p for p in parts):
@@ -232,7 +234,7 @@ async def _local_activity(client: Client, attrs: Any, when: datetime) -> StepRec
     if attrs.marker_name != "core_local_activity" or "data" not in attrs.details:
         return None
     try:
-        data = json.loads(attrs.details["data"].payloads[0].data)
+        data = json.loads(decode_payload(attrs.details["data"].payloads[0]).data)
     except (ValueError, IndexError):
         return None
     rec = StepRecord(name=str(data.get("activity_id", "?")).split("#")[0], agent=str(data.get("activity_type", "?")),
