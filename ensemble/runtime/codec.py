@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from ensemble.spec.errors import InputError
+from ensemble.spec.errors import EnsembleError, InputError
 
 KEYS_ENV = "ENSEMBLE_CODEC_KEYS"
 KEY_FILE_ENV = "ENSEMBLE_CODEC_KEY_FILE"
@@ -33,9 +33,22 @@ ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 CIPHER = "encryption-cipher"
 CIPHER_NAME = b"AES256-GCM"
+ENDPOINT_ENV = "ENSEMBLE_CODEC_ENDPOINT"
+DEFAULT_ENDPOINT_PORT = 8234
 
 
-class CodecError(Exception):
+def endpoint_port() -> int:
+    """The port `starter.py codec-server` serves on by default."""
+    raw = os.environ.get("ENSEMBLE_CODEC_PORT", "").strip()
+    return int(raw) if raw.isdigit() else DEFAULT_ENDPOINT_PORT
+
+
+def endpoint() -> str:
+    """Where the codec endpoint is (ENSEMBLE_CODEC_ENDPOINT, else `codec-server`'s default)."""
+    return os.environ.get(ENDPOINT_ENV, "").strip() or f"http://127.0.0.1:{endpoint_port()}"
+
+
+class CodecError(EnsembleError):
     """A payload this process cannot decrypt (no key with its id, or tampered data)."""
 
 
