@@ -2,7 +2,8 @@
 
 Transient failures (timeouts, connection errors, 429, 5xx) are retryable and honour a server's
 Retry-After. Validation, permission and contract failures are non-retryable, with a message a
-person can act on. Messages never include credentials.
+person can act on. Messages never include credentials: every message leaving an activity passes
+`scrub` (activities/scrub.py), and `run_agent` scrubs whatever an executor raises once more.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 
 from temporalio.exceptions import ApplicationError
+
+from ensemble.activities.scrub import scrub as _scrub
 
 
 def transient(message: str, *, kind: str = "TransientError", retry_after_s: float | None = None) -> ApplicationError:
@@ -69,8 +72,6 @@ def retry_after_of(headers: Mapping[str, str]) -> str | None:
     return headers.get("retry-after")
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret value in it replaced, for messages built from a service's reply."""
-    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, "[redacted]")
-    return text
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` through the one redaction step (activities/scrub.py), `secrets` counted as well."""
+    return _scrub(text, secrets)

@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 from ensemble.activities.errors import permanent
 from ensemble.activities.faults import inject as inject_faults
+from ensemble.activities.scrub import scrubbed_error
 from ensemble.spec import AgentCall, AgentResult
 from ensemble.runtime.telemetry import observe_agent
 from ensemble.runtime.payloads import INLINE_LIMIT, STORED_INPUT_LIMIT, external_storage
@@ -50,14 +51,11 @@ async def run_agent(args: Sequence[RawValue]) -> AgentResult:
     with observe_agent(call) as observed:  # span, start/end log lines, metrics
         if run is None:
             raise permanent(f"agent '{call.agent.name}': this worker has no executor for kind '{call.agent.kind}'")
-        await inject_faults(call)  # ENSEMBLE_FAULTS: chaos tests and rehearsals only (activities/faults.py)
         try:
+            await inject_faults(call)  # ENSEMBLE_FAULTS: chaos tests and rehearsals only (activities/faults.py)
             result = await run(call)
-        except Exception as err:
-            bounded = _bounded(err)
-            if bounded is err:
-                raise
-            raise bounded from None
+        except Exception as err:  # every failure leaves bounded and scrubbed, without its cause chain
+            raise scrubbed_error(_bounded(err)) from None
         return observed.done(checked_output(call, result))
 
 

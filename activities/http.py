@@ -1,23 +1,22 @@
 """`http` agents: POST the step input as JSON to an existing service; its JSON reply is the output.
 
-Header values may reference the worker's environment as `${env:NAME}`, so credentials stay on
-the worker. Each request carries `X-Ensemble-Run-Id`, `X-Ensemble-Step` and `X-Ensemble-Attempt`, and
+Header values may reference the worker's environment as `${env:NAME}` (NAME on the worker's
+allow-list, see activities/scrub.py), so credentials stay on the worker; the URL must pass the
+worker's egress policy (activities/egress.py). Each request carries `X-Ensemble-Run-Id`, `X-Ensemble-Step` and `X-Ensemble-Attempt`, and
 an agent declared `effect: irreversible` also sends `Idempotency-Key` (stable across retries).
 """
 
 from __future__ import annotations
 
-import os
-import re
-
 import httpx
 import jsonschema
 
 from ensemble.activities.errors import classify_status, permanent, transient
+from ensemble.activities.egress import check_url
 from ensemble.activities.executors import executor
+from ensemble.activities.scrub import clip, resolve_env_refs
 from ensemble.spec import AgentCall, AgentResult
 
-_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 _client: httpx.AsyncClient | None = None
 
 
@@ -29,13 +28,7 @@ def _http() -> httpx.AsyncClient:
 
 
 def _headers(call: AgentCall) -> dict[str, str]:
-    def env(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise permanent(f"agent '{call.agent.name}': the worker's environment has no {name}", kind="MissingSecret")
-        return os.environ[name]
-
-    headers = {k: _ENV_REF.sub(env, v) for k, v in call.agent.headers.items()}
+    headers = {k: resolve_env_refs(v, f"agent '{call.agent.name}'") for k, v in call.agent.headers.items()}
     headers.update(
         {
             "X-Ensemble-Run-Id": call.context.run_id,
@@ -63,18 +56,20 @@ async def run_http(call: AgentCall) -> AgentResult:
     agent = call.agent
     who = f"agent '{agent.name}' ({agent.url})"
     _check(agent.input_schema, call.input, who, "input")
+    headers = _headers(call)
+    await check_url(agent.url or "", who)
     try:
-        response = await _http().post(agent.url or "", json=call.input, headers=_headers(call), timeout=agent.timeout_s)
+        response = await _http().post(agent.url or "", json=call.input, headers=headers, timeout=agent.timeout_s)
     except httpx.TimeoutException:
         raise transient(f"{who} timed out", kind="Timeout") from None
     except httpx.TransportError as err:
         raise transient(f"{who} is unreachable: {type(err).__name__}", kind="Unreachable") from None
     if 300 <= response.status_code < 400:
-        where = response.headers.get("location", "?")
+        where = clip(response.headers.get("location", "?"), 200, headers.values())
         raise permanent(f"{who} redirected (HTTP {response.status_code}) to {where}: point the agent at the final URL", kind="BadRequest")
     if response.status_code >= 400:
         raise classify_status(
-            response.status_code, who=who, detail=response.text[:200].strip(), retry_after=response.headers.get("retry-after")
+            response.status_code, who=who, detail=clip(response.text, 200, headers.values()), retry_after=response.headers.get("retry-after")
         )
     try:
         output = response.json() if response.content else None

@@ -29,6 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # sandbox checks that code at run time; workers started through the CLI (`DevServer.env`) run with
 # the shipped default, `trusted`. Both modes are also tested side by side (test_worker_sandbox.py).
 os.environ.setdefault("ENSEMBLE_SANDBOX", "strict")
+# The tests' own services (model servers, http agents and tools) listen on loopback ports: every
+# worker a test starts may call them (never the Temporal server's ports; docs/security.md, Egress).
+TEST_EGRESS = "127.0.0.1,localhost"
+os.environ.setdefault("ENSEMBLE_EGRESS_ALLOW", TEST_EGRESS)
 
 
 @dataclass
@@ -40,7 +44,7 @@ class DevServer:
     def env(self, **extra: str) -> dict[str, str]:
         """The environment a CLI or worker subprocess needs to use this server."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "ENSEMBLE_"))}
-        env.update({"ENSEMBLE_HOME": str(self.home), "PYTHONPATH": str(ROOT), **extra})
+        env.update({"ENSEMBLE_HOME": str(self.home), "PYTHONPATH": str(ROOT), "ENSEMBLE_EGRESS_ALLOW": TEST_EGRESS, **extra})
         return env
 
 

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 
 from ensemble.activities.errors import permanent
+from ensemble.activities.scrub import clip
 from ensemble.activities.llm.providers import Endpoint, Reply, Request, complete
 from ensemble.activities.llm.tools import Outcome, run_tool
 from ensemble.spec import OUTPUT_TOOL, AgentResult, LlmSpec, ToolRefusal, ToolSpec, Usage
@@ -237,7 +238,7 @@ class Loop:
         cp["calls"] += 1
         if reply.finish == "refusal":
             self.beat()
-            raise permanent(f"{job.who}: the model refused to answer: {(reply.refusal or '')[:300]}", kind="ContentRefused")
+            raise permanent(f"{job.who}: the model refused to answer: {clip(reply.refusal or '', 300)}", kind="ContentRefused")
         if reply.finish == "length" and not reply.tool_calls:
             self.beat()
             raise permanent(f"{job.who}: the reply was cut off at llm.max_tokens={job.llm.max_tokens}; raise it", kind="OutputTruncated")

@@ -19,8 +19,9 @@ from typing import Any
 
 import httpx
 
-from ensemble.activities.errors import classify_status, parse_retry_after, permanent, retry_after_of, scrub, transient
-from ensemble.runtime.logs import secret_values
+from ensemble.activities.egress import check_url
+from ensemble.activities.errors import classify_status, parse_retry_after, permanent, retry_after_of, transient
+from ensemble.activities.scrub import clip, scrub
 from ensemble.spec import LLM_PROVIDERS, OUTPUT_TOOL, ToolSpec, Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -54,7 +55,7 @@ class Endpoint:
 
     def secrets(self) -> list[str]:
         """What must never appear in a message: the key, and every credential-like env value."""
-        return [*([self.key] if self.key else []), *secret_values()]
+        return [self.key] if self.key else []  # with every value the worker holds (scrub.secret_values)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -258,25 +259,25 @@ _CONTEXT = re.compile(r"context[_ ]length|context window|maximum context|prompt 
 _FILTERED = re.compile(r"content[_ ]?(filter|policy|management)|safety system|responsibleaipolicy", re.I)
 
 
-def _error_detail(response: httpx.Response) -> tuple[str, str]:
-    """(code, message) of a provider's error reply, whatever its shape."""
+def _error_detail(response: httpx.Response, secrets: list[str]) -> tuple[str, str]:
+    """(code, message) of a provider's error reply, whatever its shape: scrubbed, then cut."""
     try:
         data = response.json()
     except ValueError:
-        return "", response.text[:300].strip()
+        return "", clip(response.text, 300, secrets)
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
-        return str(err.get("code") or err.get("type") or ""), str(err.get("message") or "")[:300]
+        return clip(str(err.get("code") or err.get("type") or ""), 100, secrets), clip(str(err.get("message") or ""), 300, secrets)
     if isinstance(err, str):
-        return "", err[:300]
-    return "", json.dumps(data)[:300]
+        return "", clip(err, 300, secrets)
+    return "", clip(json.dumps(data), 300, secrets)
 
 
 def classify(ep: Endpoint, response: httpx.Response, who: str) -> Exception:
     """A provider's error reply as a retryable or non-retryable failure (never with a key in it)."""
     status = response.status_code
-    code, message = _error_detail(response)
-    detail = scrub(message, ep.secrets())
+    code, message = _error_detail(response, ep.secrets())
+    detail = message
     if status in (401, 403):
         where = f"check {ep.key_env} in the worker's environment" if ep.key_env else "check the worker's environment"
         return permanent(f"{who}: {ep.provider} refused the request (HTTP {status}): {where}", kind="PermissionDenied")
@@ -298,6 +299,7 @@ def classify(ep: Endpoint, response: httpx.Response, who: str) -> Exception:
 async def complete(ep: Endpoint, req: Request, who: str) -> Reply:
     """One model call: the request in the provider's format, its reply parsed, failures classified."""
     body = anthropic_body(ep, req) if ep.wire == "anthropic" else openai_body(ep, req)
+    await check_url(ep.url, who)
     try:
         response = await http().post(ep.url, json=body, headers=ep.headers, timeout=httpx.Timeout(req.timeout_s, connect=10.0))
     except httpx.TimeoutException:
@@ -310,5 +312,5 @@ async def complete(ep: Endpoint, req: Request, who: str) -> Reply:
         data = response.json()
         return parse_anthropic(data) if ep.wire == "anthropic" else parse_openai(data)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        snippet = scrub(response.text[:120].strip(), ep.secrets())
+        snippet = clip(response.text, 120, ep.secrets())
         raise transient(f"{who}: {ep.provider} sent a reply that is not a {ep.wire} completion: {snippet!r}", kind="MalformedReply") from None

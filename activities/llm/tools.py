@@ -23,14 +23,14 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from temporalio.exceptions import ApplicationError
 
-from ensemble.activities.errors import parse_retry_after, permanent, retry_after_of, scrub, transient
+from ensemble.activities.egress import check_url
+from ensemble.activities.errors import parse_retry_after, permanent, retry_after_of, transient
 from ensemble.activities.llm.providers import http
-from ensemble.runtime.logs import secret_values
+from ensemble.activities.scrub import clip, resolve_env_refs, scrub
 from ensemble.spec import ToolSpec
 from ensemble.authoring.tools import Signature, ToolContext, ToolError, load_signature
 
 MAX_RESULT_CHARS = 16_000
-_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass
@@ -60,7 +60,7 @@ def _brief(err: ValidationError) -> str:
 async def run_tool(spec: ToolSpec, arguments: Any, ctx: ToolContext, who: str) -> Outcome:
     """Run one allowed tool call. Raises ApplicationError when the attempt should fail."""
     if not isinstance(arguments, dict):
-        return Outcome(f"error: the arguments of {spec.name} must be a JSON object, got: {str(arguments)[:200]}", True)
+        return Outcome(f"error: the arguments of {spec.name} must be a JSON object, got: {clip(str(arguments), 200)}", True)
     if spec.input_schema:
         try:
             jsonschema.validate(arguments, spec.input_schema)
@@ -89,25 +89,19 @@ async def _run_function(spec: ToolSpec, arguments: dict[str, Any], ctx: ToolCont
         else:
             value = await asyncio.wait_for(asyncio.to_thread(sig.fn, **kwargs), spec.timeout_s)
     except ToolError as err:
-        return Outcome(f"error: {err}", True)
+        return Outcome(f"error: {scrub(str(err))}", True)
     except asyncio.TimeoutError:
         raise transient(f"{who}: tool '{spec.name}' took longer than {spec.timeout_s:g}s", kind="ToolTimeout") from None
     except ApplicationError:
         raise
     except Exception as err:  # not meant for the model: the attempt fails and is retried
-        message = scrub(f"{who}: tool '{spec.name}' raised {type(err).__name__}: {err}", secret_values())
+        message = scrub(f"{who}: tool '{spec.name}' raised {type(err).__name__}: {err}")
         raise ApplicationError(message, type=type(err).__name__) from None
     return Outcome(_text(value))
 
 
 def _headers(spec: ToolSpec, ctx: ToolContext, who: str) -> dict[str, str]:
-    def env(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise permanent(f"{who}: tool '{spec.name}': the worker's environment has no {name}", kind="MissingSecret")
-        return os.environ[name]
-
-    headers = {k: _ENV_REF.sub(env, v) for k, v in spec.headers.items()}
+    headers = {k: resolve_env_refs(v, f"{who}: tool '{spec.name}'") for k, v in spec.headers.items()}
     headers.update({"X-Ensemble-Run-Id": ctx.run_id, "X-Ensemble-Step": ctx.step, "X-Ensemble-Tool": spec.name})
     if ctx.idempotency_key:
         headers["Idempotency-Key"] = ctx.idempotency_key
@@ -117,14 +111,14 @@ def _headers(spec: ToolSpec, ctx: ToolContext, who: str) -> dict[str, str]:
 async def _run_http(spec: ToolSpec, arguments: dict[str, Any], ctx: ToolContext, who: str) -> Outcome:
     headers = _headers(spec, ctx, who)
     label = f"{who}: tool '{spec.name}'"
+    await check_url(spec.url or "", label)
     try:
         response = await http().post(spec.url or "", json=arguments, headers=headers, timeout=spec.timeout_s)
     except httpx.TimeoutException:
         raise transient(f"{label} timed out", kind="ToolTimeout") from None
     except httpx.TransportError as err:
         raise transient(f"{label} is unreachable: {type(err).__name__}", kind="Unreachable") from None
-    secrets = [*headers.values(), *secret_values()]
-    body = scrub(response.text, secrets)
+    body = scrub(response.text)
     status = response.status_code
     if status == 429 or status >= 500 or status in (408, 425):
         raise transient(f"{label} failed with HTTP {status}: {body[:200].strip()}", kind="ToolUnavailable",

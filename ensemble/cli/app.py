@@ -19,6 +19,8 @@ from typing import Any, Callable, NoReturn, Sequence
 from pydantic import ValidationError
 from temporalio.client import Client
 
+from ensemble.activities import egress
+from ensemble.activities import scrub as secrets
 from ensemble.runtime import connection as temporal
 from ensemble.runtime import logs
 from ensemble.runtime import server
@@ -355,6 +357,8 @@ def worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST", help="address the metrics endpoint binds (default 127.0.0.1)")
     p.add_argument("--health-port", type=int, default=None, metavar="N", help="serve http://127.0.0.1:N/health: 200 healthy, 503 degraded")
     p.add_argument("--grace-s", type=float, default=10.0, metavar="S", help="on SIGTERM, let running agents finish for S seconds, then exit (default 10)")
+    p.add_argument("--env-allow", default=None, metavar="NAME,...", help="environment variables flows may reference as ${env:NAME} (adds to $ENSEMBLE_ENV_ALLOW)")
+    p.add_argument("--egress-allow", default=None, metavar="HOST:PORT,...", help="hosts http agents and tools may call (adds to $ENSEMBLE_EGRESS_ALLOW)")
     versioned = "Worker Versioning (docs/deploy.md): "
     p.add_argument("--deployment", metavar="NAME", help=versioned + "the Worker Deployment (default: $ENSEMBLE_DEPLOYMENT)")
     p.add_argument("--build-id", metavar="ID", help=versioned + "this build's id (default: $ENSEMBLE_BUILD_ID)")
@@ -364,6 +368,11 @@ def worker_parser() -> argparse.ArgumentParser:
 def worker_main(argv: list[str] | None = None) -> int:
     args = worker_parser().parse_args(argv)
     logs.setup(logging.INFO)
+    for var, extra in ((secrets.ENV_ALLOW, args.env_allow), (egress.EGRESS_ALLOW, args.egress_allow)):
+        if extra:
+            os.environ[var] = ",".join(filter(None, (os.environ.get(var, ""), extra)))
+    if args.metrics_port:
+        egress.protect(f"{args.metrics_host}:{args.metrics_port}")
 
     async def run() -> int:
         import structlog

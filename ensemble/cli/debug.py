@@ -16,7 +16,7 @@ from google.protobuf.json_format import ParseError
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
-from ensemble.runtime.converter import data_converter
+from ensemble.runtime.converter import data_converter, decode_payload
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
@@ -115,7 +115,7 @@ def recorded_run_id(events: list[HistoryEvent]) -> str | None:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             payloads = e.activity_task_scheduled_event_attributes.input.payloads
             try:
-                value = data_converter().payload_converter.from_payload(payloads[0]) if payloads else None
+                value = data_converter().payload_converter.from_payload(decode_payload(payloads[0])) if payloads else None
             except Exception:  # not a payload Ensemble wrote
                 continue
             run_id = value.get("context", {}).get("run_id") if isinstance(value, dict) else None

@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError, RPCStatusCode
 
 from ensemble.authoring.flows import walk_steps
+from ensemble.runtime.converter import decode_failure
 from ensemble.spec import AgentStep, RunRequest, protocol
 from ensemble.spec.errors import EnsembleError
 
@@ -53,7 +54,7 @@ def iso(dt: datetime | None) -> str | None:
 def failure_text(failure: Failure) -> str:
     """A failure's message with the causes that add something, outermost first."""
     parts: list[str] = []
-    current: Failure | None = failure
+    current: Failure | None = decode_failure(failure)  # encrypted message and stack trace (runtime/converter.py)
     while current is not None:
         message = current.message.strip()
         if message and message.lower() not in _WRAPPERS and not any(message in p for p in parts):

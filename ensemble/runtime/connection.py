@@ -90,14 +90,28 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
             return client
         except (RuntimeError, RPCError, asyncio.TimeoutError) as err:
             if loop.time() > deadline:
-                hint = "check TEMPORAL_ADDRESS" if not embedded() else f"see {server.state_dir() / 'server.log'}"
+                hint = "check TEMPORAL_ADDRESS, TEMPORAL_API_KEY and the TEMPORAL_TLS_* settings" if not embedded() else f"see {server.state_dir() / 'server.log'}"
                 raise EnsembleError(f"cannot reach Temporal at {address} ({_first_line(err)}); {hint}") from None
             await asyncio.sleep(0.25)
 
 
 def _first_line(err: BaseException) -> str:
     text = str(err) or ("timed out" if isinstance(err, asyncio.TimeoutError) else "")
-    for needle, plain in (("Connection refused", "connection refused"), ("dns error", "unknown host"), ("timed out", "timed out")):
+    for needle, plain in (
+        ("Connection refused", "connection refused"),
+        ("dns error", "unknown host"),
+        ("timed out", "timed out"),
+        ("UnknownIssuer", "the server's TLS certificate is not signed by a trusted CA: set TEMPORAL_TLS_CA"),
+        ("NotValidForName", "the server's TLS certificate is for another name: set TEMPORAL_TLS_SERVER_NAME"),
+        ("InvalidCertificate", "the server's TLS certificate is invalid"),
+        ("CertificateRequired", "the server requires a client certificate: set TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY"),
+        ("invalid compression", "the server refused this client: its client certificate or API key is missing or not accepted"),
+        ("H2NotNegotiated", "the server did not negotiate HTTP/2 over TLS (not a gRPC endpoint?)"),
+        ("h2 protocol error", "the server closed the connection (does it need TLS? set TEMPORAL_TLS=true)"),
+        ("operation was canceled", "the server closed the connection (does it need TLS? set TEMPORAL_TLS=true)"),
+        ("HandshakeFailure", "the TLS handshake failed"),
+        ("InvalidContentType", "the server does not speak TLS: unset TEMPORAL_TLS and TEMPORAL_TLS_*"),
+    ):
         if needle.lower() in text.lower():
             return plain
     lines = text.strip().splitlines()

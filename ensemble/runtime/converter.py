@@ -1,21 +1,81 @@
 """The data converter every Ensemble client, worker and replayer uses: pydantic models on the
 wire. One place, so that payload encoding (encryption, large payloads by reference) is the same
-for every process that reads or writes a run."""
+for every process that reads or writes a run.
+
+With encryption keys configured (ENSEMBLE_CODEC_KEYS or ENSEMBLE_CODEC_KEY_FILE, see codec.py)
+every payload is encrypted by the AES-256-GCM codec, and failure messages and stack traces are
+moved into an encoded payload too (Temporal's `DefaultFailureConverterWithEncodedAttributes`), so
+the server stores neither inputs, outputs nor error text in the clear. Search attributes are never
+encrypted: Ensemble puts only ids and names there.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
+from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 
+from ensemble.runtime.codec import KEY_FILE_ENV, KEYS_ENV, AesGcmCodec, configured_keys
 from ensemble.runtime.payloads import external_storage
+
+_cache: dict[tuple[str, str], DataConverter] = {}
+
+
+def codec() -> AesGcmCodec | None:
+    """The payload codec of this process, or None when encryption is off."""
+    codec = data_converter().payload_codec
+    return codec if isinstance(codec, AesGcmCodec) else None
 
 
 def data_converter() -> DataConverter:
     """The converter for this process, as its environment configures it."""
-    converter = pydantic_data_converter
+    config = (os.environ.get(KEYS_ENV, ""), os.environ.get(KEY_FILE_ENV, ""))
+    if config not in _cache:
+        keys = configured_keys()
+        _cache[config] = pydantic_data_converter if not keys else dataclasses.replace(
+            pydantic_data_converter,
+            payload_codec=AesGcmCodec(keys),
+            failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+        )
+    converter = _cache[config]
     store = external_storage()  # large values by reference (ensemble/runtime/payloads.py)
     if store is not None:
         converter = dataclasses.replace(converter, external_storage=store)
     return converter
+
+
+def encrypted() -> bool:
+    return codec() is not None
+
+
+def decode_payload(payload: Payload) -> Payload:
+    """One payload as written by the payload converter (decrypted when it is encrypted)."""
+    c = codec()
+    return c.decode_one(payload) if c is not None else payload
+
+
+def decode_failure(failure: Failure) -> Failure:
+    """A failure (and its causes) with an encoded message and stack trace restored, read from a
+    history without a client (the CLI's readers, exported files)."""
+    if not failure.HasField("encoded_attributes") and not failure.HasField("cause"):
+        return failure
+    plain = Failure()
+    plain.CopyFrom(failure)
+    node: Failure | None = plain
+    while node is not None:
+        if node.HasField("encoded_attributes"):
+            try:
+                attrs = json.loads(decode_payload(node.encoded_attributes).data)
+            except Exception:  # a key this process lacks: keep what the server shows
+                attrs = None
+            if isinstance(attrs, dict):
+                node.message = str(attrs.get("message", node.message))
+                node.stack_trace = str(attrs.get("stack_trace", node.stack_trace))
+                node.ClearField("encoded_attributes")
+        node = node.cause if node.HasField("cause") else None
+    return plain

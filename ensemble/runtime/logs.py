@@ -7,8 +7,9 @@ so do an agent's `structlog.get_logger()` calls: while an agent runs, every line
 run_id, flow, step, agent and attempt it belongs to (see telemetry.observe_agent).
 
 No tracebacks unless ENSEMBLE_DEBUG is set: a failure becomes one `error` field. No secrets:
-fields named like credentials are redacted, and so is any value of a credential-like environment
-variable (`*_KEY`, `*TOKEN*`, `*SECRET*`, `*PASSWORD*`, ...) wherever it appears in a line.
+fields named like credentials are redacted, and every string value passes the same redaction step
+as activity errors (ensemble.activities.scrub): the secret values the worker holds and common token
+shapes, wherever they appear in a line.
 """
 
 from __future__ import annotations
@@ -22,30 +23,16 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-REDACTED = "[redacted]"
+from ensemble.activities.scrub import REDACTED, scrub, secret_values
+
 _SECRET_FIELD = re.compile(r"(^|_)(secret|password|passwd|api_?key|authorization|credentials?|access_?token|refresh_?token|bearer|cookie)s?($|_)", re.I)
-_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
-_NOT_SECRET_ENV = re.compile(r"^(PATH|PWD|HOME|.*_(PATH|DIR|FILE|HOST|PORT|ADDRESS|URL|ENDPOINT|NAME))$", re.I)
-
-
-def secret_values() -> list[str]:
-    """Values of this process's credential-like environment variables, longest first."""
-    values = {
-        v for k, v in os.environ.items() if _SECRET_ENV.search(k) and not _NOT_SECRET_ENV.match(k) and len(v) >= 6
-    }
-    return sorted(values, key=len, reverse=True)
+__all__ = ["REDACTED", "secret_values", "setup"]
 
 
 class _Redactor:
-    def __init__(self) -> None:
-        self.values = secret_values()
-
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self.values:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
+            return scrub(value)
         if isinstance(value, dict):
             return {k: REDACTED if _SECRET_FIELD.search(str(k)) else self.scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):

@@ -30,6 +30,7 @@ from typing import Iterator
 
 from ensemble.spec import protocol as attributes
 from ensemble.spec.errors import EnsembleError
+from ensemble.runtime import codec, converter
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 7233
@@ -195,6 +196,8 @@ def command(info: ServerInfo) -> list[str]:
         "--ui-disable-news-fetch",
         "--log-level", "warn",
     ]  # fmt: skip
+    if converter.encrypted():  # the Web UI decodes through `starter.py codec-server` (docs/security.md)
+        cmd += ["--ui-codec-endpoint", codec.endpoint()]
     for key, value in SQLITE_PRAGMAS.items():
         cmd += ["--sqlite-pragma", f"{key}={value}"]
     for key, value in DYNAMIC_CONFIG.items():

@@ -161,7 +161,7 @@ def plugins() -> list[SimplePlugin]:
 # ---------------------------------------------------------------- metrics
 
 
-def worker_runtime(metrics_port: int | None = None, host: str = "0.0.0.0") -> Runtime:
+def worker_runtime(metrics_port: int | None = None, host: str = "127.0.0.1") -> Runtime:
     """The Temporal runtime of a worker process: the SDK core's own log lines go through Python
     logging (so they are structured like every other line), and with `metrics_port` Prometheus
     metrics are served on http://HOST:PORT/metrics: the SDK's (`temporal_*`) and Ensemble's

@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from ensemble.activities import approvals, faults, run_agent
+from ensemble.activities import approvals, egress, faults, run_agent
 from ensemble.activities import threads
 from ensemble.runtime.health import HealthServer
 from ensemble.spec.errors import InputError
@@ -72,6 +72,7 @@ def build_worker(
 ) -> Worker:
     faults.check()  # a malformed ENSEMBLE_FAULTS stops the worker here, in one line
     logs.as_library()
+    egress.protect(client.service_client.config.target_host)  # agents never call the Temporal server
     options.setdefault("workflow_runner", workflow_runner())
     options.setdefault("max_concurrent_activities", activity_slots())
     threads.configure(options["max_concurrent_activities"])  # one agent thread per activity slot

@@ -77,6 +77,7 @@ async def run(dev_server, task_queue, flow_data, run_input) -> tuple[Any, Any]:
 async def test_posts_input_and_returns_json_with_secret_from_worker_env(dev_server, task_queue, service, monkeypatch):
     svc, url = service
     monkeypatch.setenv("CRM_TOKEN", SECRET)
+    monkeypatch.setenv("ENSEMBLE_ENV_ALLOW", "CRM_TOKEN")
     data = flow(url, "/enrich", headers={"Authorization": "Bearer ${env:CRM_TOKEN}"})
     handle, outcome = await run(dev_server, task_queue, data, {"customer": "C-1"})
     assert outcome.output == {"crm": {"echo": {"customer": "C-1"}}}
@@ -143,6 +144,7 @@ async def test_reply_is_checked_against_the_output_schema(dev_server, task_queue
 async def test_missing_secret_is_a_clear_permanent_failure(dev_server, task_queue, service, monkeypatch):
     _, url = service
     monkeypatch.delenv("CRM_TOKEN", raising=False)
+    monkeypatch.setenv("ENSEMBLE_ENV_ALLOW", "CRM_TOKEN")
     data = flow(url, "/enrich", headers={"Authorization": "Bearer ${env:CRM_TOKEN}"})
     handle, outcome = await run(dev_server, task_queue, data, {"customer": "C-5"})
     assert outcome is None
