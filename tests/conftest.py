@@ -24,6 +24,7 @@ from ensemble.runtime.connection import connect, ensure_search_attributes
 from ensemble.runtime.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
+TEST_AGENT_MODULES = "tests.agents,tests.failure_agents,tests.llm_agents,tests.chat_agents"
 
 # Workers built inside the test process re-import Ensemble's workflow modules for every run, so the
 # sandbox checks that code at run time; workers started through the CLI (`DevServer.env`) run with
@@ -40,7 +41,8 @@ class DevServer:
     def env(self, **extra: str) -> dict[str, str]:
         """The environment a CLI or worker subprocess needs to use this server."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "ENSEMBLE_"))}
-        env.update({"ENSEMBLE_HOME": str(self.home), "PYTHONPATH": str(ROOT), **extra})
+        # Only deployed code runs: worker processes are deployed with the tests' agent modules.
+        env.update({"ENSEMBLE_HOME": str(self.home), "PYTHONPATH": str(ROOT), "ENSEMBLE_FLOWS": TEST_AGENT_MODULES, **extra})
         return env
 
 

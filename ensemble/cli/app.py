@@ -174,14 +174,20 @@ def cmd_flows(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     import_flow_modules()
+    if args.do_import:
+        print(f"note: importing the modules and handlers {args.file} names (runs their code)")
     try:
-        flow = load_flow_file(args.file)
+        flow = load_flow_file(args.file, trusted=args.do_import)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         for line in err.details[1:]:  # validate is where a person asks for every problem
             print(f"  also: {line}", file=sys.stderr)
         return err.exit_code
     print(f"{args.file}: valid flow '{flow.spec.name}' (agents: {', '.join(flow.agent_order)})")
+    for line in flow.unchecked:
+        print(f"  not checked: {line}")
+    if flow.unchecked:
+        print("  (nothing was imported; `validate --import FILE` imports and checks these)")
     return 0
 
 
@@ -315,8 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_flows)
 
-    s = sub.add_parser("validate", help="check a flow file")
+    s = sub.add_parser("validate", help="check a flow file (without running its code; --import to import it)")
     s.add_argument("file")
+    s.add_argument("--import", dest="do_import", action="store_true", help="import the modules and handlers it names, to check them too")
     s.set_defaults(fn=cmd_validate)
 
     s = sub.add_parser("run", help="start a run of a flow")
@@ -384,7 +391,13 @@ def worker_main(argv: list[str] | None = None) -> int:
     p.add_argument("--activities-only", action="store_true", help="run agents only (for agents with their own queue)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://HOST:N/metrics")
     p.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address the metrics endpoint binds (default 0.0.0.0)")
+    p.add_argument(
+        "--flows", action="append", default=[], metavar="PATH_OR_MODULE",
+        help="also run this flow file, directory of flows or module's agents (repeatable; adds to $ENSEMBLE_FLOWS)",
+    )  # fmt: skip
     args = p.parse_args(argv)
+    if args.flows:
+        os.environ["ENSEMBLE_FLOWS"] = ",".join(filter(None, [os.environ.get("ENSEMBLE_FLOWS", ""), *args.flows]))
     logs.setup(logging.INFO)
 
     async def run() -> int:

@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from ensemble.activities import approvals, faults, run_agent
+from ensemble.authoring.flows import load_worker_flows
 from ensemble.spec.errors import InputError
 from ensemble.runtime.sandbox import sandbox_runner
 from ensemble.spec import DEFAULT_TASK_QUEUE
@@ -65,6 +66,8 @@ def build_worker(
     **options: Any,
 ) -> Worker:
     faults.check()  # a malformed ENSEMBLE_FAULTS stops the worker here, in one line
+    if activities:
+        load_worker_flows()  # only deployed code runs: what this worker may run, loaded once
     options.setdefault("workflow_runner", workflow_runner())
     return Worker(
         client,
