@@ -39,7 +39,7 @@ MAX_INPUT_BYTES = 2 * 1024 * 1024
 
 # Modules that add subcommands: each has `register(subparsers)` and sets `fn` on its parsers
 # (a plain function or a coroutine function taking the parsed arguments).
-COMMAND_MODULES: list[str] = ["ensemble.cli.approvals", "ensemble.cli.dlq", "ensemble.cli.debug"]
+COMMAND_MODULES: list[str] = ["ensemble.cli.approvals", "ensemble.cli.dlq", "ensemble.cli.debug", "ensemble.cli.keys", "ensemble.cli.audit"]
 
 
 class _Parser(argparse.ArgumentParser):

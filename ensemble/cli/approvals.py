@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ensemble.runtime import connection as temporal
 from ensemble.runs import inbox
 from ensemble.runs.history import get_run
 from ensemble.spec import GateDecision
+from ensemble.spec.errors import InputError
 
 
 def _waiting_line(run_id: str, gate: dict[str, Any]) -> str:
@@ -66,7 +68,7 @@ async def cmd_decide(args: argparse.Namespace) -> int:
     decision = GateDecision(gate=args.gate, decision=args.decision, by=args.by, comment=args.comment or "")
     # A decision is validated by the run itself, so some worker must serve it while we wait.
     async with keep_running(client, args.run_id, desc.task_queue, quiet=True):
-        result = await inbox.decide(client, args.run_id, decision)
+        result = await inbox.decide(client, args.run_id, decision, _token(args))
         if not args.json:
             verb = {"approve": "approval", "reject": "rejection", "request_changes": "change request"}[args.decision]
             print(f"{verb} by {args.by} recorded on gate '{result.gate}' of run {args.run_id}: "
@@ -80,6 +82,19 @@ async def cmd_decide(args: argparse.Namespace) -> int:
         _emit_json({"run_id": args.run_id, **result.model_dump(), "run": outcome})
         return 0 if outcome["status"] in ("completed", "waiting_for_approval") else 1
     return print_outcome(outcome, False)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--token TOKEN, or --token @FILE (a token from the identity provider)."""
+    raw = getattr(args, "token", None)
+    if not raw:
+        return None
+    if raw.startswith("@"):
+        try:
+            return Path(raw[1:]).read_text().strip()
+        except OSError as err:
+            raise InputError(f"cannot read token file {raw[1:]}: {err.strerror or err}") from None
+    return raw
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,6 +112,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         s.add_argument("--gate", required=True, help="the gate's name")
         s.add_argument("--by", required=True, help="who decides (must be an approver of the gate's current tier)")
         s.add_argument("--comment", required=decision == "request_changes", help="why (required to request changes)")
+        s.add_argument(
+            "--token", metavar="TOKEN|@FILE",
+            help="the decision's proof from your identity provider (default: signed with --by's key from `keys init`)",
+        )  # fmt: skip
         s.add_argument("--no-wait", action="store_true", help="return once the decision is recorded")
         s.add_argument("--json", action="store_true")
         s.set_defaults(fn=cmd_decide, decision=decision)

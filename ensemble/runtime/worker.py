@@ -32,6 +32,9 @@ WORKFLOWS: tuple[type, ...] = (EnsembleFlow, EnsembleChat)
 
 # Every subpackage of Ensemble but the workflows themselves.
 SHARED_MODULES = ("ensemble.spec", "ensemble.logic", "ensemble.authoring", "ensemble.runtime", "ensemble.runs")
+# The libraries the update validator checks decision proofs with (ensemble.logic.proofs): pure,
+# imported once per process.
+PROOF_MODULES = ("jwt", "cryptography")
 
 
 def default_task_queue() -> str:
@@ -51,7 +54,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
         raise InputError(f"ENSEMBLE_SANDBOX={mode!r} is not a sandbox mode: use trusted (the default) or strict")
     # Ensemble's shapes and pure logic are one copy per process in either mode, so a model built
     # inside a run is the same class the worker decodes and encodes.
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(*SHARED_MODULES)
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*SHARED_MODULES, *PROOF_MODULES)
     if mode == "trusted":
         restrictions = restrictions.with_passthrough_modules("ensemble.workflows")
     return sandbox_runner(restrictions)

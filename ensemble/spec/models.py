@@ -404,6 +404,9 @@ class FlowSpec(_Strict):
         default_factory=dict, description="agent name -> the model-backed version of that function agent (see ENSEMBLE_LLM)"
     )
     budget: BudgetSpec | None = Field(None, description="a per-run limit on model tokens and/or money")
+    identity: Literal["proven", "asserted"] = Field(
+        "proven", description="proven: decisions carry a signed proof (docs/security.md); asserted: a name is believed (demos)"
+    )
 
     @field_validator("state")
     @classmethod
