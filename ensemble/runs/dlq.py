@@ -37,6 +37,8 @@ COMPENSATE = "#compensate"
 FALLBACK = "#fallback"
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
 _STEP_IN_ERROR = re.compile(r"step '([^']+)'")
+# How workflows/gate.py fails a run that people rejected: final, never redriven or forked past.
+_REJECTED = re.compile(r"gate '([^']+)' rejected by (.+?)(?:: (.*))?$", re.S)
 _CLOSED = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: ("activity_task_completed_event_attributes", "completed"),
     EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: ("activity_task_failed_event_attributes", "failed"),
@@ -77,6 +79,7 @@ class RunRecord:
     activities: list[Activity] = field(default_factory=list)  # reused ones first, then in schedule order
     failed_children: list[tuple[str, str]] = field(default_factory=list)  # (child id, error)
     error: str | None = None
+    error_type: str | None = None
     ended_at: str | None = None
 
     def compensated(self) -> set[str]:
@@ -130,13 +133,23 @@ async def read_run(client: Client, run_id: str) -> RunRecord:
             attrs = event.child_workflow_execution_failed_event_attributes
             record.failed_children.append((attrs.workflow_execution.workflow_id, failure_text(attrs.failure)))
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-            record.error = failure_text(event.workflow_execution_failed_event_attributes.failure)
+            failure = event.workflow_execution_failed_event_attributes.failure
+            record.error = failure_text(failure)
+            record.error_type = _failure_type(failure)
             record.ended_at = event.event_time.ToDatetime().replace(tzinfo=timezone.utc).isoformat(timespec="seconds")
     for act in record.activities:  # a local activity's marker does not record its input: derive the key as the engine does
         spec = request.agents.get(act.agent)
         if act.key is None and act.status != "reused" and spec is not None and spec.effect == "irreversible":
             act.key = request.idempotency_keys.get(act.activity_id) or f"{run_id}/{act.activity_id}"
     return record
+
+
+def _failure_type(failure: Any) -> str | None:
+    while failure is not None:
+        if failure.HasField("application_failure_info") and failure.application_failure_info.type:
+            return failure.application_failure_info.type
+        failure = failure.cause if failure.HasField("cause") else None
+    return None
 
 
 async def _local_activity(client: Client, attrs: Any) -> Activity | None:
@@ -185,9 +198,10 @@ class DeadLetter:
     completed_steps: list[str] = field(default_factory=list)
     compensations: list[dict[str, Any]] = field(default_factory=list)
     redriven_as: str | None = None
+    rejected: dict[str, Any] | None = None  # {gate, by, why, at}: people rejected the run, for good
 
     def brief(self) -> dict[str, Any]:
-        keep = ("run_id", "flow", "failed_step", "agent", "error", "attempts", "input", "failed_at")
+        keep = ("run_id", "flow", "failed_step", "agent", "error", "attempts", "input", "failed_at", "rejected")
         return {k: v for k, v in asdict(self).items() if k in keep}
 
 
@@ -220,6 +234,10 @@ async def dead_letter(client: Client, run_id: str, *, record: RunRecord | None =
         except EnsembleError:
             pass
     compensated = record.compensated()
+    rejected = None
+    if record.error_type == "GateRejected" and (m := _REJECTED.search(record.error or "")):
+        rejected = {"gate": m.group(1), "by": m.group(2), "why": m.group(3) or "", "at": record.ended_at}
+        step, agent, attempts = m.group(1), "(people)", 0
     return DeadLetter(
         run_id=run_id,
         flow=record.request.flow.name,
@@ -234,7 +252,16 @@ async def dead_letter(client: Client, run_id: str, *, record: RunRecord | None =
                          and a.activity_id not in compensated],  # fmt: skip
         compensations=[{"step": a.step, "agent": a.agent, "status": a.status, "error": a.error} for a in record.activities if a.compensation],
         redriven_as=await redriven_as(client, run_id) if look_up_redrive else None,
+        rejected=rejected,
     )
+
+
+def refuse_rejected(record: RunRecord, what: str) -> None:
+    """A run people rejected is final: no redrive or fork asks its gate again."""
+    if record.error_type == "GateRejected" and (m := _REJECTED.search(record.error or "")):
+        why = f" ({m.group(3)})" if m.group(3) else ""
+        raise EnsembleError(f"run '{record.run_id}' was rejected at gate '{m.group(1)}' by {m.group(2)}{why}: a rejection is final and "
+                            f"{what} would ask again; start a new run instead (`starter.py run {record.request.flow.name} --input ...`)")  # fmt: skip
 
 
 async def redriven_as(client: Client, run_id: str) -> str | None:
@@ -358,6 +385,7 @@ def redrive_id(run_id: str) -> str:
 async def redrive(client: Client, run_id: str) -> tuple[str, RunRequest]:
     """Resume a failed run from its failed step in a new, seeded run; its id and request."""
     record = await read_run(client, run_id)
+    refuse_rejected(record, "a redrive")
     letter = await dead_letter(client, run_id, record=record)
     if letter.redriven_as:
         raise EnsembleError(f"run '{run_id}' was already redriven as '{letter.redriven_as}': follow that run, or redrive it if it failed")
@@ -375,6 +403,7 @@ async def fork(client: Client, run_id: str, step: str, *, new_input: Any = None,
                new_id: str | None = None) -> tuple[str, RunRequest]:  # fmt: skip
     """A new run that reuses what `run_id` recorded before STEP and runs from STEP on."""
     record = await read_run(client, run_id)
+    refuse_rejected(record, "a fork")
     reuse, keys = seed(record, fork_point(record, step))
     update: dict[str, Any] = {"reuse": reuse, "idempotency_keys": keys, "origin": run_id}
     if has_input:
