@@ -395,7 +395,13 @@ def worker_main(argv: list[str] | None = None) -> int:
         "--flows", action="append", default=[], metavar="PATH_OR_MODULE",
         help="also run this flow file, directory of flows or module's agents (repeatable; adds to $ENSEMBLE_FLOWS)",
     )  # fmt: skip
+    p.add_argument("--approvers", metavar="FILE", help="the approvers file (groups) gates resolve against (sets $ENSEMBLE_APPROVERS)")
+    p.add_argument("--approver-keys", metavar="FILE", help="the public keys and identity providers decisions are verified with (sets $ENSEMBLE_APPROVER_KEYS)")
     args = p.parse_args(argv)
+    if args.approvers:
+        os.environ["ENSEMBLE_APPROVERS"] = str(Path(args.approvers).resolve())
+    if args.approver_keys:
+        os.environ["ENSEMBLE_APPROVER_KEYS"] = str(Path(args.approver_keys).resolve())
     if args.flows:
         os.environ["ENSEMBLE_FLOWS"] = ",".join(filter(None, [os.environ.get("ENSEMBLE_FLOWS", ""), *args.flows]))
     logs.setup(logging.INFO)

@@ -42,7 +42,8 @@ async def cmd_pending(args: argparse.Namespace) -> int:
     await temporal.ensure_search_attributes(client)  # a cluster that has never seen Ensemble has an empty inbox
     rows = await inbox.pending(client, args.approver)
     if args.json:
-        _emit_json([{k: r.get(k) for k in ("run_id", "flow", "gate", "approvers", "tier", "opened_at", "deadline", "quorum", "approvals")}
+        _emit_json([{k: r.get(k) for k in ("run_id", "flow", "gate", "approvers", "tier", "opened_at", "deadline", "quorum", "approvals",
+                                           "round", "identity", "digest")}
                     for r in rows])  # fmt: skip
         return 0
     if not rows:
