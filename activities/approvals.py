@@ -15,11 +15,14 @@ from temporalio import activity
 
 from ensemble.activities.errors import classify_status, permanent, transient
 from ensemble.authoring import approvers
+from ensemble.identity import keys
 from ensemble.spec.errors import InputError
 from ensemble.spec import GateEvent
 from ensemble.spec import protocol
+from ensemble.spec.gate import TierTrust
 
 RESOLVE = protocol.RESOLVE_APPROVERS
+RESOLVE_TRUST = protocol.RESOLVE_APPROVER_KEYS
 NOTIFY = protocol.NOTIFY
 WEBHOOK_ENV = "ENSEMBLE_APPROVAL_WEBHOOK"
 log = logging.getLogger("ensemble.approvals")
@@ -32,6 +35,27 @@ async def resolve_approvers(names: list[str]) -> list[str]:
         return approvers.resolve(names)
     except InputError as err:
         raise permanent(str(err), kind="ApproversNotFound") from None
+
+
+@activity.defn(name=RESOLVE_TRUST)
+async def resolve_trust(tier: dict) -> TierTrust:
+    """A tier's people (users and group members) and the public keys that prove them, as configured
+    on this worker; refused for good when the tier's quorum cannot be met."""
+    names, quorum = list(tier["approvers"]), int(tier.get("quorum", 1))
+    try:
+        groups = approvers.load_groups()
+        people = approvers.resolve(names, groups)
+        trust = keys.tier_trust(people, approvers.tier_groups(names, groups), str(approvers.config_path()))
+    except InputError as err:
+        raise permanent(str(err), kind="ApproversNotFound") from None
+    by_claim = any(i.groups_claim for i in trust.issuers) and bool(trust.groups)
+    if quorum > len(people) and not by_claim:
+        raise permanent(
+            f"quorum {quorum} cannot be met: approvers {', '.join(names)} resolve to {len(people)} "
+            f"({', '.join(people)}) in {approvers.config_path()}; add people or lower the quorum",
+            kind="QuorumUnreachable",
+        )
+    return trust
 
 
 @activity.defn(name=NOTIFY)
@@ -56,4 +80,4 @@ async def notify(event: GateEvent) -> bool:
     return True
 
 
-ACTIVITIES = [resolve_approvers, notify]
+ACTIVITIES = [resolve_approvers, resolve_trust, notify]

@@ -1,4 +1,4 @@
-"""`function` agents: a Python callable named by import path.
+"""`function` agents: a Python callable deployed to this worker, named by its import path.
 
 Async callables run on the worker's event loop; plain functions run on the worker's bounded
 agent thread pool (activities/threads.py) so they never block it. A pydantic-annotated first parameter is validated from the step input, and a second
@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from ensemble.activities.errors import permanent
 from ensemble.activities.executors import executor
 from ensemble.activities.threads import THREADS
-from ensemble.authoring.agents import load_handler
+from ensemble.authoring.agents import NotDeployed, check_agent, load_handler
 from ensemble.spec import AgentCall, AgentResult
 
 
@@ -39,6 +39,10 @@ def _handler(path: str) -> tuple[Callable[..., Any], type[BaseModel] | None, typ
 @executor("function")
 async def run_function(call: AgentCall) -> AgentResult:
     who = f"agent '{call.agent.name}'"
+    try:
+        check_agent(call.agent)  # only deployed code runs: nothing named by the run is imported
+    except NotDeployed as err:
+        raise permanent(f"{who}: {err}", kind="AgentNotDeployed") from None
     try:
         fn, in_model, out_model, wants_context = _handler(call.agent.handler or "")
     except (ImportError, AttributeError, TypeError, ValueError) as err:

@@ -64,6 +64,7 @@ def gate_flow() -> dict[str, Any]:
     """A run that parks at an approval gate, then runs one agent."""
     return {
         "name": "bench_parked",
+        "identity": "asserted",  # decided by a plain name: the benchmark measures parking, not proofs
         "agents": agents_block(),
         "steps": [
             {"name": "approve", "gate": {"approvers": ["bench"], "timeout": "30d"}},

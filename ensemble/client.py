@@ -185,15 +185,19 @@ class EnsembleClient:
         *,
         by: str,
         comment: str = "",
+        token: str | None = None,
         serve: bool = False,
     ) -> GateDecisionResult:
         """Send a person's decision on an open gate; the run itself validates it (EnsembleError
-        with the run's reason when refused; nothing is recorded then)."""
+        with the run's reason when refused; nothing is recorded then). The decision carries its
+        proof: `token` (a signed token from the organisation's identity provider, bound to this
+        decision), else a proof signed with `by`'s local key when this machine holds one
+        (`starter.py keys init`); a gate of a flow with `identity: asserted` takes the name."""
         _, desc = await get_run(self.temporal, run_id)
         request = GateDecision(gate=gate, decision=decision, by=by, comment=comment)
         serving = self.serving(run_id, desc.task_queue) if serve else contextlib.nullcontext()
         async with serving:  # a decision is validated by the run, so some worker must serve it
-            return await inbox.decide(self.temporal, run_id, request)
+            return await inbox.decide(self.temporal, run_id, request, token)
 
     async def approve(self, run_id: str, gate: str, *, by: str, comment: str = "") -> GateDecisionResult:
         return await self.decide(run_id, gate, "approve", by=by, comment=comment)

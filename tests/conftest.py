@@ -19,11 +19,15 @@ from ensemble.runtime.converter import data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from ensemble.authoring import approvers
+from ensemble.identity import keys
 from ensemble.runtime import server
 from ensemble.runtime.connection import connect, ensure_search_attributes
 from ensemble.runtime.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
+TEST_AGENT_MODULES = "tests.agents,tests.failure_agents,tests.llm_agents,tests.chat_agents"
+TEST_APPROVERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "finance")
 
 # Workers built inside the test process re-import Ensemble's workflow modules for every run, so the
 # sandbox checks that code at run time; workers started through the CLI (`DevServer.env`) run with
@@ -44,7 +48,9 @@ class DevServer:
     def env(self, **extra: str) -> dict[str, str]:
         """The environment a CLI or worker subprocess needs to use this server."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "ENSEMBLE_"))}
-        env.update({"ENSEMBLE_HOME": str(self.home), "PYTHONPATH": str(ROOT), "ENSEMBLE_EGRESS_ALLOW": TEST_EGRESS, **extra})
+        # Only deployed code runs: worker processes are deployed with the tests' agent modules.
+        env.update({"ENSEMBLE_HOME": str(self.home), "PYTHONPATH": str(ROOT), "ENSEMBLE_EGRESS_ALLOW": TEST_EGRESS,
+                    "ENSEMBLE_FLOWS": TEST_AGENT_MODULES, **extra})  # fmt: skip
         return env
 
 
@@ -63,6 +69,9 @@ async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
         await ensure_search_attributes(client)
         info = server.running()
         assert info is not None
+        # Local approver keys in the server's state directory (`starter.py keys init`), so the CLI
+        # signs decisions of the bundled approvers and the test names, as a user's would.
+        keys.init_keys(sorted({m for ms in approvers.load_groups().values() for m in ms} | set(TEST_APPROVERS)))
         yield DevServer(home=home, client=client, info=info)
     finally:
         server.stop()

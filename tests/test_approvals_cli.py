@@ -17,6 +17,7 @@ from temporalio.client import Client
 
 from ensemble.runtime import server
 from ensemble.runs.view import describe_run
+from ensemble.runs.inbox import prove
 from ensemble.spec import GateDecision
 from tests.conftest import ROOT, run_cli, running_worker
 from tests.flowkit import request, start
@@ -168,7 +169,7 @@ async def test_gate_events_are_posted_to_the_webhook_with_retries(dev_server, ta
                 if await handle.query("pending"):
                     break
                 await asyncio.sleep(0.05)
-            await handle.execute_update("decide", GateDecision(gate="ok", decision="approve", by="alice"))
+            await handle.execute_update("decide", await prove(handle, GateDecision(gate="ok", decision="approve", by="alice")))
             await handle.result()
     finally:
         hook.shutdown()

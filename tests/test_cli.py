@@ -104,7 +104,10 @@ def test_validate(env, tmp_path):
     assert good.returncode == 0 and "valid flow 'document_pipeline'" in good.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nimports: [tests.agents]\nsteps:\n  - agent: shout\n  - agent: nobody\n")
-    refused(run_cli(["validate", str(bad)], env), 2, f"{bad}:5: steps[1].agent: unknown agent 'nobody'")
+    refused(run_cli(["validate", "--import", str(bad)], env), 2, f"{bad}:5: steps[1].agent: unknown agent 'nobody'")
+    # Without --import nothing is imported, so agents that may come from the imports are not checked.
+    unchecked = run_cli(["validate", str(bad)], env)
+    assert unchecked.returncode == 0 and "not checked" in unchecked.stdout and "'nobody'" in unchecked.stdout
 
 
 @pytest.mark.parametrize(
@@ -168,7 +171,7 @@ def test_worker_with_unreachable_server_exits_cleanly(env):
 def test_validate_lists_every_problem(env, tmp_path):
     bad = tmp_path / "two.yaml"
     bad.write_text("name: two\nimports: [tests.agents]\nsteps:\n  - agent: nobody\n  - agent: shout\n    output: input\n")
-    result = run_cli(["validate", str(bad)], env)
+    result = run_cli(["validate", "--import", str(bad)], env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith(f"error: {bad}:4: steps[0].agent: unknown agent 'nobody'")

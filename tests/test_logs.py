@@ -58,7 +58,7 @@ def agents_dir(tmp_path, monkeypatch) -> Path:
 
 
 def worker_lines(dev_server, task_queue: str, agents_dir: Path, log: Path, **env: str) -> subprocess.Popen:
-    environment = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ACME_API_KEY=SENTINEL, **env)
+    environment = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ACME_API_KEY=SENTINEL, ENSEMBLE_FLOWS="logged_agents,tests.agents", **env)
     environment["PYTHONPATH"] = f"{ROOT}:{agents_dir}"
     return subprocess.Popen(
         [sys.executable, "worker.py"], cwd=ROOT, env=environment, stdout=subprocess.DEVNULL,

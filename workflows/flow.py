@@ -57,22 +57,23 @@ class EnsembleFlow:
 
     @decide.validator
     def _check_decision(self, decision: GateDecision) -> None:
-        """Refused decisions never reach the history: unknown or closed gate, not an approver of
-        the current tier, a second decision by the same person."""
+        """Refused decisions never reach the history: over the size caps, unknown or closed gate, a
+        proof that does not verify (wrong signer, run, gate, round, tier or digest; expired;
+        used before), not an approver of the current tier, a second decision by the same person."""
         try:
-            self._run.gates.check(decision)
+            self._run.gates.check(decision, workflow.now())
         except GateRefused as err:
             raise ApplicationError(str(err), type="GateRefused", non_retryable=True) from None
 
     @workflow.signal
     def decision(self, decision: GateDecision) -> None:
-        """Fire-and-forget form of `decide`, validated the same way; a refused one is logged and kept
-        on the run's record under `refused`."""
+        """Fire-and-forget form of `decide`, checked the same way (the proof too). A refused one is
+        dropped: counted and logged in one line, its content never kept."""
         try:
             self._run.gates.apply(decision, workflow.now())
         except GateRefused as err:
-            workflow.logger.warning("decision refused: %s", err)
-            self._run.gates.refused.append({**decision.model_dump(), "reason": str(err)})
+            self._run.gates.refused += 1
+            workflow.logger.warning("decision signal refused (%d so far): %s", self._run.gates.refused, str(err)[:300])
 
     @workflow.query
     def pending(self) -> list[dict[str, Any]]:

@@ -26,10 +26,16 @@ with workflow.unsafe.imports_passed_through():
     from ensemble.spec import protocol as attributes
     from ensemble.spec import protocol
     from ensemble.logic.gates import OpenGate
+    from ensemble.logic.proofs import digest
+    from ensemble.spec.gate import TierTrust
     from ensemble.spec import GateEvent, GateSpec, GateStep, GateWhen
     from ensemble.logic.state import StateError, resolve
 
 RESOLVE = protocol.RESOLVE_APPROVERS
+RESOLVE_TRUST = protocol.RESOLVE_APPROVER_KEYS
+# Runs started before proven decisions existed replay without it: their gates believe names and
+# take min(quorum, people) as before.
+PROVEN_PATCH = "ensemble-proven-decisions"
 NOTIFY = protocol.NOTIFY
 _RESOLVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5)
 _NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=6)
@@ -66,7 +72,8 @@ def _notify(run: FlowRun, gate: OpenGate, event: str) -> None:
         event=event, run_id=workflow.info().workflow_id, flow=run.flow.name, gate=gate.name, path=gate.path,
         tier=gate.tier, approvers=gate.approvers, quorum=gate.quorum, opened_at=gate.opened_at.isoformat(timespec="seconds"),
         deadline=gate.deadline.isoformat(timespec="seconds") if gate.deadline else None,
-        show=_shown(run, gate), status=gate.outcome or "open", decisions=gate.decisions,
+        show=_shown(run, gate), status=gate.outcome or "open",
+        decisions=[{k: v for k, v in d.items() if k != "proof"} for d in gate.decisions],  # proofs stay in the history
     )  # fmt: skip
 
     activity_id = f"{gate.path}@{event}{len(run.notifications) + 1}"
@@ -102,15 +109,31 @@ async def run_gate(run: FlowRun, step: GateStep, path: str) -> Any:
         run.completed.append(path)
         return record
     gate = run.gates.start(step, path)
+    proven = workflow.patched(PROVEN_PATCH)
+    if proven:
+        gate.identity = run.flow.identity
+        gate.run_id = workflow.info().workflow_id
+        gate.digest = digest(_shown(run, gate))  # what approvers are shown, as their proofs must bind it
     for index, tier in enumerate(spec.tiers):
-        people = await workflow.execute_activity(
-            RESOLVE, tier.approvers, result_type=list[str], activity_id=f"{path}@approvers{gate.round}.{index + 1}",
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=_RESOLVE_RETRY,
-            summary=f"approvers · gate {step.name} tier {index + 1}",
-        )  # fmt: skip
+        trust: TierTrust | None = None
+        if proven:  # the people and their public keys, recorded in history; an unmeetable quorum fails here
+            trust = await workflow.execute_activity(
+                RESOLVE_TRUST, {"approvers": tier.approvers, "quorum": tier.quorum, "gate": path, "round": gate.round,
+                                "tier": index + 1, "digest": gate.digest}, result_type=TierTrust,
+                activity_id=f"{path}@approvers{gate.round}.{index + 1}", start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=_RESOLVE_RETRY, summary=f"approvers · gate {step.name} tier {index + 1}",
+            )  # fmt: skip
+            people, quorum = trust.people, tier.quorum
+        else:
+            people = await workflow.execute_activity(
+                RESOLVE, tier.approvers, result_type=list[str], activity_id=f"{path}@approvers{gate.round}.{index + 1}",
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=_RESOLVE_RETRY,
+                summary=f"approvers · gate {step.name} tier {index + 1}",
+            )  # fmt: skip
+            quorum = min(tier.quorum, len(people))
         now = workflow.now()
         deadline = now + timedelta(seconds=tier.timeout) if tier.timeout else None
-        gate.enter_tier(index + 1, people, min(tier.quorum, len(people)), now, deadline)
+        gate.enter_tier(index + 1, people, quorum, now, deadline, trust)
         publish(run)
         _notify(run, gate, "opened" if index == 0 else "escalated")
         try:

@@ -1,7 +1,9 @@
 """Approver configuration: groups of people who may decide on gates.
 
-The file is YAML, `groups: {NAME: [user, ...]}`, found at $ENSEMBLE_APPROVERS, else ./approvers.yaml,
-else the bundled examples/approvers.yaml. It is read on the worker, when a gate's tier opens.
+The file is YAML, `groups: {NAME: [user, ...]}`, found at $ENSEMBLE_APPROVERS (`worker.py
+--approvers FILE` sets it), else the bundled examples/approvers.yaml: never a file in the worker's
+working directory. It is read on the worker when a gate's tier opens, and what it resolved is
+recorded in the run's history.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ BUNDLED = (Path(__file__).resolve().parent.parent / "examples" / "approvers.yaml
 
 def config_path() -> Path:
     if os.environ.get("ENSEMBLE_APPROVERS"):
-        return Path(os.environ["ENSEMBLE_APPROVERS"])
-    local = Path("approvers.yaml")
-    return local if local.exists() else BUNDLED
+        return Path(os.environ["ENSEMBLE_APPROVERS"]).resolve()
+    return BUNDLED
 
 
 def load_groups(path: Path | None = None) -> dict[str, list[str]]:
@@ -40,6 +41,13 @@ def load_groups(path: Path | None = None) -> dict[str, list[str]]:
     ):
         raise InputError(f"{path}: the approvers file needs `groups: {{NAME: [user, ...]}}`")
     return {str(name): list(members) for name, members in groups.items()}
+
+
+def tier_groups(approvers: list[str], groups: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """The groups a tier names, with their members."""
+    groups = load_groups() if groups is None else groups
+    names = [a[len(GROUP_PREFIX):] for a in approvers if a.startswith(GROUP_PREFIX)]
+    return {n: list(groups.get(n, [])) for n in names}
 
 
 def resolve(approvers: list[str], groups: dict[str, list[str]] | None = None) -> list[str]:

@@ -4,6 +4,11 @@ A flow comes from a flow file (YAML or JSON), or from Python via `register_flow(
 Bundled flows live in `examples/<name>/flow.yaml`; more are found in the directories listed in
 `ENSEMBLE_FLOW_PATH` (os.pathsep-separated) and the modules listed in `ENSEMBLE_FLOW_MODULES`
 (comma-separated), which may register flows and agents when imported.
+
+Loading a flow to run it (`trusted=True`, the default) imports the modules it lists and the
+handlers its agents name, and deploys them to this process: a worker runs only code deployed that
+way (docs/security.md). `validate` loads with `trusted=False`: nothing is imported, and what
+cannot be checked without importing is reported as not checked.
 Every error names the file, the path inside it (with its line when known) and what is wrong.
 """
 
@@ -11,14 +16,14 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 from pydantic import ValidationError
 
-from ensemble.authoring.agents import get_agent, load_handler
+from ensemble.authoring.agents import deploy_agent, deploy_handler, deploy_module, get_agent, is_deployed
 from ensemble.spec.errors import InputError
 from ensemble.spec import (
     STEP_KINDS, AgentSpec, AgentStep, ChatStep, FlowSpec, GateStep, GateWhen, ParallelStep, SequenceStep, SupervisorStep, agent_refs,
@@ -40,6 +45,7 @@ class LoadedFlow:
     spec: FlowSpec
     agents: dict[str, AgentSpec]
     source: Path | None = None
+    unchecked: list[str] = field(default_factory=list)  # what a load without imports could not check
 
     @property
     def example_input(self) -> Path | None:
@@ -124,6 +130,12 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 class _Problems:
     def __init__(self, where: str, tree: yaml.Node | None) -> None:
         self.where, self.tree, self.items = where, tree, []
+        self.trusted, self.unchecked = True, []
+
+    def not_checked(self, loc: tuple[Any, ...], message: str) -> None:
+        line = _line_of(self.tree, loc) if self.tree is not None else None
+        place = f"{self.where}:{line}" if line else self.where
+        self.unchecked.append(f"{place}: {format_loc(loc)}: {message}")
 
     def add(self, loc: tuple[Any, ...], message: str) -> None:
         line = _line_of(self.tree, loc) if self.tree is not None else None
@@ -150,9 +162,11 @@ def plain_message(msg: str) -> str:
     return msg
 
 
-def parse_flow(data: Any, where: str, tree: yaml.Node | None = None, base: Path | None = None) -> LoadedFlow:
-    """Validate flow data (already parsed) and resolve its agents."""
+def parse_flow(data: Any, where: str, tree: yaml.Node | None = None, base: Path | None = None, *, trusted: bool = True) -> LoadedFlow:
+    """Validate flow data (already parsed) and resolve its agents. `trusted=False` imports
+    nothing (validating a file someone else wrote) and lists what it could not check."""
     problems = _Problems(where, tree)
+    problems.trusted = trusted
     if not isinstance(data, dict):
         problems.add((), "a flow file holds a mapping with at least 'name' and 'steps'")
         problems.raise_if_any()
@@ -166,42 +180,82 @@ def parse_flow(data: Any, where: str, tree: yaml.Node | None = None, base: Path 
     agents = resolve_agents(spec, problems)
     if isinstance(spec.input_schema, str):
         spec.input_schema = _model_schema(spec.input_schema, problems)
-    loaded = LoadedFlow(spec=spec, agents=agents, source=base)
+    loaded = LoadedFlow(spec=spec, agents=agents, source=base, unchecked=problems.unchecked)
     check_flow(loaded, problems)
     problems.raise_if_any()
+    if trusted:
+        _deploy(loaded, problems)
+        problems.raise_if_any()
     return loaded
 
 
-def load_flow_file(path: str | Path) -> LoadedFlow:
+def _deploy(loaded: LoadedFlow, problems: _Problems) -> None:
+    """Allow runs of this process to use the code this flow names (its agents' handlers, tools
+    and models): the flow was loaded on purpose, by the process's own configuration or user."""
+    by_name = {a.name: i for i, a in enumerate(loaded.spec.agents)}
+    for name, agent in loaded.agents.items():
+        try:
+            deploy_agent(agent)
+            for tool in agent.tool_specs:
+                if tool.kind == "function" and tool.handler:
+                    deploy_handler(tool.handler)
+            if agent.llm and agent.llm.output_model:
+                deploy_handler(agent.llm.output_model)
+        except Exception as err:  # an unimportable handler is the flow file's problem to report
+            where = ("agents", by_name[name], "handler") if name in by_name else ("steps",)
+            problems.add(where, f"cannot load handler of agent '{name}': {type(err).__name__}: {err}")
+
+
+def load_flow_file(path: str | Path, *, trusted: bool = True) -> LoadedFlow:
     path = Path(path)
     data, tree = load_document(path)  # size, encoding, YAML aliases and nesting checked (reading.py)
-    return parse_flow(data, str(path), tree, path.resolve())
+    return parse_flow(data, str(path), tree, path.resolve(), trusted=trusted)
 
 
 def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
     for i, module in enumerate(spec.imports):
+        if not problems.trusted and not module.startswith("ensemble."):  # Ensemble's own bundled modules are installed code
+            problems.not_checked(("imports", i), f"module '{module}' not imported (validate --import imports it)")
+            continue
         try:
             importlib.import_module(module)
+            if problems.trusted:
+                deploy_module(module)
         except Exception as err:  # any import failure is the flow file's problem to report
             problems.add(("imports", i), f"cannot import module '{module}': {type(err).__name__}: {err}")
     inline = {a.name: a for a in spec.agents}
     agents: dict[str, AgentSpec] = {}
     refs: dict[str, tuple[Any, ...]] = {}
+    skipped: set[str] = set()
     for path, step in _steps_with_loc(spec.steps, ("steps",)):
         for rel, name in agent_refs(step):
             refs.setdefault(name, (*path, *rel))
             found = agents.get(name) or inline.get(name) or get_agent(name)
-            if found is None:
+            if found is None and not problems.trusted and problems.unchecked:
+                problems.not_checked((*path, *rel), f"agent '{name}' not checked: it would come from an imported module")
+                skipped.add(name)
+            elif found is None:
                 problems.add((*path, *rel), f"unknown agent '{name}': define it under 'agents' or import its module under 'imports'")
             else:
                 agents[name] = found.model_copy(deep=True)  # a flow never shares the registry's objects
+    if not problems.trusted:  # a tool's handler is not imported to read its signature
+        for i, tool in enumerate(spec.tools):
+            if tool.kind == "function" and tool.input_schema is None and not is_deployed(tool.handler or ""):
+                problems.not_checked(("tools", i, "handler"), f"tool handler '{tool.handler}' not imported")
+                tool.input_schema = {"type": "object"}
+    llm = spec.llm
+    spec.llm = {k: v for k, v in llm.items() if k not in skipped}
     attach_to_agents(spec, agents, refs, problems.add)  # tool declarations and llm: sections (ensemble/tools.py)
+    spec.llm = llm
     return agents
 
 
 def _model_schema(path: str, problems: _Problems) -> dict[str, Any] | None:
+    if not problems.trusted and not is_deployed(path) and not path.startswith("ensemble."):
+        problems.not_checked(("input_schema",), f"model '{path}' not imported")
+        return None
     try:
-        model = load_handler(path)
+        model = deploy_handler(path)
         return model.model_json_schema()
     except Exception as err:  # an unimportable or non-model path is the flow file's problem
         problems.add(("input_schema",), f"cannot use '{path}' as a schema: {type(err).__name__}: {err}")
@@ -361,10 +415,41 @@ def _flow_dirs() -> list[Path]:
     return dirs
 
 
+_WORKER_FLOWS_LOADED = False
+
+
+def load_worker_flows(extra: list[str] | None = None) -> None:
+    """What a worker runs: the bundled flows, flows in ENSEMBLE_FLOW_PATH, modules in
+    ENSEMBLE_FLOW_MODULES, and the allow-list ENSEMBLE_FLOWS / `worker.py --flows` (flow files,
+    directories of flows, or modules; comma-separated). Loaded once per process."""
+    global _WORKER_FLOWS_LOADED
+    entries = [e.strip() for e in os.environ.get("ENSEMBLE_FLOWS", "").split(",") if e.strip()] + list(extra or [])
+    for entry in entries:
+        path = Path(entry)
+        if path.is_dir():
+            for pattern in ("*/flow.yaml", "*/flow.yml", "*/flow.json", "*.flow.yaml", "*.flow.yml", "*.flow.json"):
+                for file in sorted(path.glob(pattern)):
+                    load_flow_file(file)
+        elif path.suffix in (".yaml", ".yml", ".json") or os.sep in entry:
+            if not path.exists():
+                raise InputError(f"ENSEMBLE_FLOWS/--flows: flow file not found: {entry}")
+            load_flow_file(path)
+        else:
+            try:
+                importlib.import_module(entry)
+                deploy_module(entry)
+            except Exception as err:
+                raise InputError(f"ENSEMBLE_FLOWS/--flows: cannot import '{entry}': {type(err).__name__}: {err}") from None
+    if not _WORKER_FLOWS_LOADED:
+        all_flows()
+        _WORKER_FLOWS_LOADED = True
+
+
 def import_flow_modules() -> None:
     for module in filter(None, (m.strip() for m in os.environ.get("ENSEMBLE_FLOW_MODULES", "").split(","))):
         try:
             importlib.import_module(module)
+            deploy_module(module)
         except Exception as err:
             raise InputError(f"ENSEMBLE_FLOW_MODULES: cannot import '{module}': {type(err).__name__}: {err}") from None
 

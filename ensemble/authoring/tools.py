@@ -21,7 +21,7 @@ from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel, ConfigDict, create_model
 
-from ensemble.authoring.agents import load_handler
+from ensemble.authoring.agents import deploy, load_handler
 from ensemble.spec import Effect, ToolSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -123,6 +123,7 @@ def tool(
             timeout_s=timeout_s,
         )
         register_tool(spec)
+        deploy(spec.handler, fn)
         fn.__ensemble_tool__ = spec  # type: ignore[attr-defined]
         return fn
 

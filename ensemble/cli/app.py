@@ -156,14 +156,20 @@ def cmd_flows(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     import_flow_modules()
+    if args.do_import:
+        print(f"note: importing the modules and handlers {args.file} names (runs their code)")
     try:
-        flow = load_flow_file(args.file)
+        flow = load_flow_file(args.file, trusted=args.do_import)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         for line in err.details[1:]:  # validate is where a person asks for every problem
             print(f"  also: {line}", file=sys.stderr)
         return err.exit_code
     print(f"{args.file}: valid flow '{flow.spec.name}' (agents: {', '.join(flow.agent_order)})")
+    for line in flow.unchecked:
+        print(f"  not checked: {line}")
+    if flow.unchecked:
+        print("  (nothing was imported; `validate --import FILE` imports and checks these)")
     return 0
 
 
@@ -266,8 +272,9 @@ def build_parser(groups: Sequence[Register] = ()) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_flows)
 
-    s = sub.add_parser("validate", help="check a flow file")
+    s = sub.add_parser("validate", help="check a flow file (without running its code; --import to import it)")
     s.add_argument("file")
+    s.add_argument("--import", dest="do_import", action="store_true", help="import the modules and handlers it names, to check them too")
     s.set_defaults(fn=cmd_validate)
 
     s = sub.add_parser("run", help="start a run of a flow")
@@ -359,6 +366,12 @@ def worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-s", type=float, default=10.0, metavar="S", help="on SIGTERM, let running agents finish for S seconds, then exit (default 10)")
     p.add_argument("--env-allow", default=None, metavar="NAME,...", help="environment variables flows may reference as ${env:NAME} (adds to $ENSEMBLE_ENV_ALLOW)")
     p.add_argument("--egress-allow", default=None, metavar="HOST:PORT,...", help="hosts http agents and tools may call (adds to $ENSEMBLE_EGRESS_ALLOW)")
+    p.add_argument(
+        "--flows", action="append", default=[], metavar="PATH_OR_MODULE",
+        help="also run this flow file, directory of flows or module's agents (repeatable; adds to $ENSEMBLE_FLOWS)",
+    )  # fmt: skip
+    p.add_argument("--approvers", metavar="FILE", help="the approvers file (groups) gates resolve against (sets $ENSEMBLE_APPROVERS)")
+    p.add_argument("--approver-keys", metavar="FILE", help="the public keys and identity providers decisions are verified with (sets $ENSEMBLE_APPROVER_KEYS)")
     versioned = "Worker Versioning (docs/deploy.md): "
     p.add_argument("--deployment", metavar="NAME", help=versioned + "the Worker Deployment (default: $ENSEMBLE_DEPLOYMENT)")
     p.add_argument("--build-id", metavar="ID", help=versioned + "this build's id (default: $ENSEMBLE_BUILD_ID)")
@@ -367,6 +380,12 @@ def worker_parser() -> argparse.ArgumentParser:
 
 def worker_main(argv: list[str] | None = None) -> int:
     args = worker_parser().parse_args(argv)
+    if args.approvers:
+        os.environ["ENSEMBLE_APPROVERS"] = str(Path(args.approvers).resolve())
+    if args.approver_keys:
+        os.environ["ENSEMBLE_APPROVER_KEYS"] = str(Path(args.approver_keys).resolve())
+    if args.flows:
+        os.environ["ENSEMBLE_FLOWS"] = ",".join(filter(None, [os.environ.get("ENSEMBLE_FLOWS", ""), *args.flows]))
     logs.setup(logging.INFO)
     for var, extra in ((secrets.ENV_ALLOW, args.env_allow), (egress.EGRESS_ALLOW, args.egress_allow)):
         if extra:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ensemble.cli.output import console, emit_json, print_outcome
@@ -18,7 +19,7 @@ async def cmd_pending(args: argparse.Namespace) -> int:
     # connect() registers the search attributes: a cluster that has never seen Ensemble has an empty inbox
     rows = await (await EnsembleClient.connect()).pending(args.approver)
     if args.json:
-        keep = ("run_id", "flow", "gate", "approvers", "tier", "opened_at", "deadline", "quorum", "approvals")
+        keep = ("run_id", "flow", "gate", "approvers", "tier", "opened_at", "deadline", "quorum", "approvals", "round", "identity", "digest")
         emit_json([{k: r.get(k) for k in keep} for r in rows])
         return 0
     if not rows:
@@ -41,7 +42,7 @@ async def cmd_decide(args: argparse.Namespace) -> int:
     _, desc = await get_run(ensemble.temporal, args.run_id)
     # A decision is validated by the run itself, so some worker must serve it while we wait.
     async with ensemble.serving(args.run_id, desc.task_queue):
-        result = await ensemble.decide(args.run_id, args.gate, args.decision, by=args.by, comment=args.comment or "")
+        result = await ensemble.decide(args.run_id, args.gate, args.decision, by=args.by, comment=args.comment or "", token=_token(args))
         if not args.json:
             verb = {"approve": "approval", "reject": "rejection", "request_changes": "change request"}[args.decision]
             print(f"{verb} by {args.by} recorded on gate '{result.gate}' of run {args.run_id}: "
@@ -66,6 +67,19 @@ def _person(value: str) -> str:
     return value.strip()
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """--token TOKEN, or --token @FILE (a token from the identity provider)."""
+    raw = getattr(args, "token", None)
+    if not raw:
+        return None
+    if raw.startswith("@"):
+        try:
+            return Path(raw[1:]).read_text().strip()
+        except OSError as err:
+            raise InputError(f"cannot read token file {raw[1:]}: {err.strerror or err}") from None
+    return raw
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("pending", help="runs waiting on people, across the namespace")
     s.add_argument("--approver", help="only gates this user may decide now")
@@ -81,6 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         s.add_argument("--gate", required=True, help="the gate's name")
         s.add_argument("--by", required=True, type=_person, help="who decides (must be an approver of the gate's current tier)")
         s.add_argument("--comment", required=decision == "request_changes", help="why (required to request changes)")
+        s.add_argument(
+            "--token", metavar="TOKEN|@FILE",
+            help="the decision's proof from your identity provider (default: signed with --by's key from `keys init`)",
+        )  # fmt: skip
         s.add_argument("--no-wait", action="store_true", help="return once the decision is recorded")
         s.add_argument("--json", action="store_true")
         s.set_defaults(fn=cmd_decide, decision=decision)

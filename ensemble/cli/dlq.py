@@ -90,7 +90,8 @@ async def cmd_list(args: argparse.Namespace) -> int:
     table = Table("run", "flow", "failed step", "agent", "attempts", "failed at", "error")
     table.columns[0].no_wrap = True
     for d in letters:
-        table.add_row(d.run_id, d.flow, d.failed_step or "?", d.agent or "", str(d.attempts), (d.failed_at or "")[:19], _short(d.error))
+        error = f"REJECTED by {d.rejected['by']}: {d.rejected['why'] or '(no comment)'}" if d.rejected else _short(d.error)
+        table.add_row(d.run_id, d.flow, d.failed_step or "?", d.agent or "", str(d.attempts), (d.failed_at or "")[:19], error)
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 160))
@@ -116,6 +117,9 @@ async def cmd_show(args: argparse.Namespace) -> int:
         ("step input", _short(letter.step_input, 200) if letter.step_input is not None else "-"),
         ("redrive reuses", ", ".join(letter.completed_steps) or "-"),
     ]
+    if letter.rejected:
+        r = letter.rejected
+        rows.insert(2, ("rejected", f"at gate '{r['gate']}' by {r['by']} at {r['at']}: {r['why'] or '(no comment)'} (final: not redriven)"))
     for c in letter.compensations:
         rows.append(("compensation", f"{c['step']}: {c['agent']} {c['status']}" + (f" ({c['error']})" if c["error"] else "")))
     rows.append(("redriven as", letter.redriven_as or "- (`python starter.py dlq redrive RUN_ID` resumes it from the failed step)"))

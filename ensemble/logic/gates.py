@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterator
 
+from ensemble.logic.proofs import ProofRefused, Verified, binding, verify
 from ensemble.spec import GateDecision, GateDecisionResult, GateSpec, GateStep, child_steps
+from ensemble.spec.gate import TierTrust
 
 
 class GateRefused(ValueError):
@@ -47,13 +49,28 @@ class OpenGate:
     decided_by: str | None = None  # who settled it ("timeout" when the ladder ran out)
     decided_at: datetime | None = None
     comment: str = ""
+    # Proven decisions (docs/security.md): "proven" gates take only decisions whose proof verifies
+    # against `trust` (the keys recorded when the tier opened), bound to this run, gate, round,
+    # tier and the digest of what the gate shows. "asserted": a name is believed (demos, and runs
+    # recorded before proofs existed).
+    identity: str = "asserted"
+    trust: TierTrust | None = None
+    digest: str | None = None
+    run_id: str = ""
 
-    def enter_tier(self, tier: int, people: list[str], quorum: int, now: datetime, deadline: datetime | None) -> None:
+    def enter_tier(
+        self, tier: int, people: list[str], quorum: int, now: datetime, deadline: datetime | None, trust: TierTrust | None = None
+    ) -> None:
         if self.tier:
             self.escalations.append({"from_tier": self.tier, "to_tier": tier, "at": _iso(now), "approvers": people})
         self.opened_at = self.opened_at or now
         self.tier, self.approvers, self.quorum = tier, people, quorum
         self.tier_opened_at, self.deadline = now, deadline
+        self.trust = trust
+
+    def expected(self, d: GateDecision) -> dict[str, Any]:
+        """What a proof of decision `d` on this gate must bind."""
+        return binding(self.run_id, self.path, self.round, self.tier, d, self.digest or "")
 
     def approvals(self) -> list[str]:
         return [d["by"] for d in self.decisions if d["decision"] == "approve" and d["tier"] == self.tier]
@@ -73,6 +90,8 @@ class OpenGate:
             "opened_at": _iso(self.opened_at),
             "deadline": _iso(self.deadline),
             "round": self.round,
+            "identity": self.identity,
+            "digest": self.digest,
         }
 
     def record(self) -> dict[str, Any]:
@@ -86,6 +105,8 @@ class OpenGate:
             "comment": self.comment,
             "round": self.round,
             "tier": self.tier,
+            "identity": self.identity,
+            "digest": self.digest,
             "opened_at": _iso(self.opened_at),
             "decisions": list(self.decisions),
             "escalations": list(self.escalations),
@@ -100,7 +121,8 @@ class GateBook:
         self.open: dict[str, OpenGate] = {}
         self.rounds: dict[str, int] = {}
         self.records: list[dict[str, Any]] = []
-        self.refused: list[dict[str, Any]] = []
+        self.refused = 0  # refused signals: counted, never kept (a flood must not grow memory)
+        self.seen_proofs: set[str] = set()  # jti of every proof accepted on this run
 
     def start(self, step: GateStep, path: str) -> OpenGate:
         gate = OpenGate(name=step.name, path=path, spec=step.gate, round=self.rounds.get(path, 0) + 1)
@@ -135,8 +157,31 @@ class GateBook:
             raise GateRefused(f"gate '{name}' is not open: it was {last['status'].replace('_', ' ')} by {last['decided_by']}")
         raise GateRefused(f"gate '{name}' is not open (the run has not reached it, or its condition did not hold)")
 
-    def check(self, d: GateDecision) -> OpenGate:
+    def check(self, d: GateDecision, now: datetime | None = None) -> OpenGate:
         """The gate a decision is for, or GateRefused saying why it cannot be taken."""
+        self.check_proof(d, now)
+        return self._gate_for(d)
+
+    def check_proof(self, d: GateDecision, now: datetime | None) -> Verified | None:
+        """The verified proof of `d` (None on a gate that believes names), or GateRefused."""
+        if why := d.too_big():
+            raise GateRefused(why)
+        gate = self._gate_for(d)
+        if gate.identity != "proven":
+            return None
+        if not d.proof:
+            raise GateRefused(
+                f"gate '{gate.name}' takes proven decisions only: sign it (`starter.py approve ... --by {d.by}` signs with "
+                f"{d.by}'s key from `starter.py keys init`, or pass a token from your identity provider with --token)"
+            )
+        if gate.trust is None or now is None:
+            raise GateRefused(f"gate '{gate.name}' has no keys recorded to check a proof against")
+        try:
+            return verify(d.proof, d, gate.expected(d), gate.trust, now, self.seen_proofs)
+        except ProofRefused as err:
+            raise GateRefused(f"the proof of {d.by}'s decision is refused: {err}") from None
+
+    def _gate_for(self, d: GateDecision) -> OpenGate:
         gate = self.find(d.gate)
         if gate.outcome is not None or not gate.tier:
             raise GateRefused(f"gate '{gate.name}' is not open: it was just {(gate.outcome or 'opened').replace('_', ' ')}")
@@ -157,8 +202,16 @@ class GateBook:
         return gate
 
     def apply(self, d: GateDecision, now: datetime) -> GateDecisionResult:
-        gate = self.check(d)
-        gate.decisions.append({"by": d.by, "decision": d.decision, "comment": d.comment, "at": _iso(now), "tier": gate.tier})
+        proof = self.check_proof(d, now)
+        gate = self._gate_for(d)
+        entry: dict[str, Any] = {"by": d.by, "decision": d.decision, "comment": d.comment, "at": _iso(now), "tier": gate.tier}
+        if gate.identity == "proven" and proof is not None:
+            self.seen_proofs.add(proof.jti)
+            entry.update(identity="proven", verified=True, subject=proof.subject, key_id=proof.key_id, issuer=proof.issuer,
+                         digest=gate.digest, round=gate.round, proof=d.proof)  # fmt: skip  (the evidence `audit` re-checks)
+        elif gate.trust is not None:  # a run that declares `identity: asserted`: the record says so
+            entry.update(identity="asserted", verified=False, digest=gate.digest, round=gate.round)
+        gate.decisions.append(entry)
         if d.decision == "reject":
             gate.settle("rejected", d.by, now, d.comment)
         elif d.decision == "request_changes":

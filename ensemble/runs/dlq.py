@@ -32,6 +32,8 @@ from ensemble.runtime.launch import start_request
 from ensemble.spec import WORKFLOW_NAME, AgentResult, AgentStep, RunRequest
 
 _STEP_IN_ERROR = re.compile(r"step '([^']+)'")
+# How workflows/gate.py fails a run that people rejected: final, never redriven or forked past.
+_REJECTED = re.compile(r"gate '([^']+)' rejected by (.+?)(?:: (.*))?$", re.S)
 
 
 async def read_run(client: Client, run_id: str) -> RunHistory:
@@ -59,9 +61,10 @@ class DeadLetter:
     completed_steps: list[str] = field(default_factory=list)
     compensations: list[dict[str, Any]] = field(default_factory=list)
     redriven_as: str | None = None
+    rejected: dict[str, Any] | None = None  # {gate, by, why, at}: people rejected the run, for good
 
     def brief(self) -> dict[str, Any]:
-        keep = ("run_id", "flow", "failed_step", "agent", "error", "attempts", "input", "failed_at")
+        keep = ("run_id", "flow", "failed_step", "agent", "error", "attempts", "input", "failed_at", "rejected")
         return {k: v for k, v in asdict(self).items() if k in keep}
 
 
@@ -94,6 +97,11 @@ async def dead_letter(client: Client, run_id: str, *, record: RunHistory | None 
         except EnsembleError:
             pass
     compensated = record.compensated()
+    rejected = None
+    if record.error_type == "GateRejected" and (m := _REJECTED.search(record.error or "")):
+        at = record.ended_at.isoformat(timespec="seconds") if record.ended_at else None
+        rejected = {"gate": m.group(1), "by": m.group(2), "why": m.group(3) or "", "at": at}
+        step, agent, attempts = m.group(1), "(people)", 0
     return DeadLetter(
         run_id=run_id,
         flow=record.run_request.flow.name,
@@ -108,7 +116,16 @@ async def dead_letter(client: Client, run_id: str, *, record: RunHistory | None 
                          and a.activity_id not in compensated],  # fmt: skip
         compensations=[{"step": a.step, "agent": a.agent, "status": a.status, "error": a.error} for a in record.calls if a.compensation],
         redriven_as=await redriven_as(client, run_id) if look_up_redrive else None,
+        rejected=rejected,
     )
+
+
+def refuse_rejected(record: RunHistory, what: str) -> None:
+    """A run people rejected is final: no redrive or fork asks its gate again."""
+    if record.error_type == "GateRejected" and (m := _REJECTED.search(record.error or "")):
+        why = f" ({m.group(3)})" if m.group(3) else ""
+        raise EnsembleError(f"run '{record.run_id}' was rejected at gate '{m.group(1)}' by {m.group(2)}{why}: a rejection is final and "
+                            f"{what} would ask again; start a new run instead (`starter.py run {record.run_request.flow.name} --input ...`)")  # fmt: skip
 
 
 async def redriven_as(client: Client, run_id: str) -> str | None:
@@ -214,6 +231,7 @@ def redrive_id(run_id: str) -> str:
 async def redrive(client: Client, run_id: str) -> tuple[str, RunRequest]:
     """Resume a failed run from its failed step in a new, seeded run; its id and request."""
     record = await read_run(client, run_id)
+    refuse_rejected(record, "a redrive")
     letter = await dead_letter(client, run_id, record=record)
     if letter.redriven_as:
         raise EnsembleError(f"run '{run_id}' was already redriven as '{letter.redriven_as}': follow that run, or redrive it if it failed")
@@ -232,6 +250,7 @@ async def fork(client: Client, run_id: str, step: str, *, new_input: Any = None,
                new_id: str | None = None) -> tuple[str, RunRequest]:  # fmt: skip
     """A new run that reuses what `run_id` recorded before STEP and runs from STEP on."""
     record = await read_run(client, run_id)
+    refuse_rejected(record, "a fork")
     reuse, keys = seed(record, fork_point(record, step))
     update: dict[str, Any] = {"reuse": reuse, "idempotency_keys": keys, "origin": run_id}
     if has_input:

@@ -63,6 +63,16 @@ def failure_text(failure: Failure) -> str:
     return ": ".join(parts)
 
 
+def failure_type(failure: Failure) -> str | None:
+    """The application error type of a failure or of its first cause that has one."""
+    current: Failure | None = failure
+    while current is not None:
+        if current.HasField("application_failure_info") and current.application_failure_info.type:
+            return current.application_failure_info.type
+        current = current.cause if current.HasField("cause") else None
+    return None
+
+
 @dataclass
 class Call:
     """One agent call (an activity, or a fast agent's local activity) as the history recorded it,
@@ -136,6 +146,7 @@ class RunHistory:
     decisions: list[Decision] = field(default_factory=list)
     children: list[Child] = field(default_factory=list)
     error: str | None = None
+    error_type: str | None = None  # the failure's application error type (GateRejected, BudgetExhausted, ...)
     started_at: datetime | None = None
     ended_at: datetime | None = None
 
@@ -290,7 +301,8 @@ async def _fold(client: Client, h: RunHistory, events: list[Any], *, first: bool
                 value = await _decode_one(client, attrs.input)
                 h.decisions.append(Decision(when, "signal", value if isinstance(value, dict) else {}))
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-            h.error, h.ended_at = failure_text(event.workflow_execution_failed_event_attributes.failure), when
+            failure = event.workflow_execution_failed_event_attributes.failure
+            h.error, h.error_type, h.ended_at = failure_text(failure), failure_type(failure), when
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
             h.error, h.ended_at = "the run exceeded its execution timeout", when
         elif etype in (

@@ -15,6 +15,8 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError, WorkflowQueryRejectedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from ensemble.identity import keys
+from ensemble.logic.proofs import binding
 from ensemble.spec import protocol as attributes
 from ensemble.spec.errors import EnsembleError, InputError
 from ensemble.runs.history import STATUS_NAMES, get_run, wait_result
@@ -47,12 +49,30 @@ async def pending(client: Client, approver: str | None = None) -> list[dict[str,
     return sorted(rows, key=lambda r: (r.get("opened_at") or "", r["run_id"]))
 
 
-async def decide(client: Client, run_id: str, decision: GateDecision) -> GateDecisionResult:
-    """Send a decision; EnsembleError with the run's reason when it is refused."""
+async def prove(handle: WorkflowHandle, decision: GateDecision, token: str | None = None) -> GateDecision:
+    """The decision with its proof: `token` (from an identity provider, its nonce or `ensemble`
+    claim binding this decision), else signed with the approver's local key when one exists. A
+    gate that believes names (`identity: asserted`) gets the decision as it is."""
+    if token:
+        return decision.model_copy(update={"proof": token})
+    try:
+        open_gates = await handle.query("pending")
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+        return decision  # the run answers for itself in the update
+    gate = next((g for g in open_gates if decision.gate in (g.get("gate"), g.get("path"))), None)
+    if gate is None or gate.get("identity") != "proven" or not keys.has_local_key(decision.by):
+        return decision  # the validator says what is missing
+    bound = binding(handle.id, gate["path"], gate["round"], gate["tier"], decision, gate.get("digest") or "")
+    return decision.model_copy(update={"proof": keys.sign_local(decision.by, bound)})
+
+
+async def decide(client: Client, run_id: str, decision: GateDecision, token: str | None = None) -> GateDecisionResult:
+    """Send a decision (with its proof, see `prove`); EnsembleError with the run's reason when it is refused."""
     handle, desc = await get_run(client, run_id)
     status = STATUS_NAMES.get(desc.status, "running") if desc.status else "running"
     if status != "running":
         raise EnsembleError(f"run '{run_id}' is {status}: it takes no more decisions")
+    decision = await prove(handle, decision, token)
     try:
         return await handle.execute_update("decide", decision, result_type=GateDecisionResult)
     except WorkflowUpdateFailedError as err:

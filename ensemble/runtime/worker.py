@@ -22,6 +22,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from ensemble.activities import approvals, egress, faults, run_agent
 from ensemble.activities import threads
+from ensemble.authoring.flows import load_worker_flows
 from ensemble.runtime.health import HealthServer
 from ensemble.spec.errors import InputError
 from ensemble.runtime import logs
@@ -37,6 +38,9 @@ WORKFLOWS: tuple[type, ...] = (EnsembleFlow, EnsembleChat)
 
 # Every subpackage of Ensemble but the workflows themselves.
 SHARED_MODULES = ("ensemble.spec", "ensemble.logic", "ensemble.authoring", "ensemble.runtime", "ensemble.runs")
+# The libraries the update validator checks decision proofs with (ensemble.logic.proofs): pure,
+# imported once per process.
+PROOF_MODULES = ("jwt", "cryptography")
 
 
 def default_task_queue() -> str:
@@ -56,7 +60,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
         raise InputError(f"ENSEMBLE_SANDBOX={mode!r} is not a sandbox mode: use trusted (the default) or strict")
     # Ensemble's shapes and pure logic are one copy per process in either mode, so a model built
     # inside a run is the same class the worker decodes and encodes.
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(*SHARED_MODULES)
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*SHARED_MODULES, *PROOF_MODULES)
     if mode == "trusted":
         restrictions = restrictions.with_passthrough_modules("ensemble.workflows")
     return sandbox_runner(restrictions)
@@ -73,6 +77,8 @@ def build_worker(
     faults.check()  # a malformed ENSEMBLE_FAULTS stops the worker here, in one line
     logs.as_library()
     egress.protect(client.service_client.config.target_host)  # agents never call the Temporal server
+    if activities:
+        load_worker_flows()  # only deployed code runs: what this worker may run, loaded once
     options.setdefault("workflow_runner", workflow_runner())
     options.setdefault("max_concurrent_activities", activity_slots())
     threads.configure(options["max_concurrent_activities"])  # one agent thread per activity slot

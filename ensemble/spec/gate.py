@@ -142,13 +142,55 @@ class GateStep(_Strict):
 Decision = Literal["approve", "reject", "request_changes"]
 
 
+# Caps on one decision, checked by the update validator (and the signal handler) before anything
+# is kept: a decision is a few lines, and a proof a signed token of a few kilobytes.
+MAX_COMMENT_CHARS = 4000
+MAX_PROOF_CHARS = 16000
+MAX_NAME_CHARS = 200
+
+
 class GateDecision(_Strict):
-    """A person's decision on an open gate: the argument of the `decide` update (and signal)."""
+    """A person's decision on an open gate: the argument of the `decide` update (and signal).
+    `proof` is a signed token (JWT) binding the decision to the run, gate, round, tier and the
+    digest of what the gate shows (docs/security.md); flows with `identity: asserted` take none."""
 
     gate: str
     decision: Decision
     by: str = Field(min_length=1)
     comment: str = ""
+    proof: str | None = None
+
+    def too_big(self) -> str | None:
+        """Why this decision is over the caps, or None."""
+        if len(self.comment) > MAX_COMMENT_CHARS:
+            return f"a comment is at most {MAX_COMMENT_CHARS} characters (this one has {len(self.comment)})"
+        if len(self.by) > MAX_NAME_CHARS or len(self.gate) > MAX_NAME_CHARS:
+            return f"gate and approver names are at most {MAX_NAME_CHARS} characters"
+        if self.proof is not None and len(self.proof) > MAX_PROOF_CHARS:
+            return f"a proof is at most {MAX_PROOF_CHARS} characters"
+        return None
+
+
+class IssuerTrust(_Strict):
+    """An identity provider whose tokens prove approvers (OIDC/JWT): its public keys (a JWKS)."""
+
+    issuer: str
+    audience: str
+    jwks: dict[str, Any]
+    subject_claim: str = "sub"
+    groups_claim: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
+
+
+class TierTrust(_Strict):
+    """What the worker resolved when a tier opened, recorded in the history: the people who may
+    decide, and the public keys that prove them (per-approver keys, and identity providers)."""
+
+    people: list[str]
+    keys: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    issuers: list[IssuerTrust] = Field(default_factory=list)
+    groups: dict[str, list[str]] = Field(default_factory=dict, description="the tier's groups as the approvers file resolved them")
+    source: str = ""
 
 
 GateEventKind = Literal["opened", "escalated", "decided"]

@@ -418,6 +418,9 @@ class FlowSpec(_Strict):
         description="Worker Versioning: runs stay on the build they started on (pinned) or move to the current build "
         "(auto_upgrade); default: pinned when the flow has an approval gate, else auto_upgrade",
     )
+    identity: Literal["proven", "asserted"] = Field(
+        "proven", description="proven: decisions carry a signed proof (docs/security.md); asserted: a name is believed (demos)"
+    )
 
     @field_validator("state")
     @classmethod

@@ -28,8 +28,9 @@ FLOW_WORKFLOW = "EnsembleFlow"
 CHAT_WORKFLOW = "EnsembleChat"
 # Activities a gate runs for itself: resolving its approvers, notifying people.
 RESOLVE_APPROVERS = "ensemble.approvers"
+RESOLVE_APPROVER_KEYS = "ensemble.approvers.trust"
 NOTIFY = "ensemble.notify"
-GATE_ACTIVITIES = frozenset({RESOLVE_APPROVERS, NOTIFY})
+GATE_ACTIVITIES = frozenset({RESOLVE_APPROVERS, RESOLVE_APPROVER_KEYS, NOTIFY})
 # Activity id suffixes: `STEP#compensate` undoes STEP (workflows/saga.py), `STEP#fallback` runs its
 # fallback agent, `STEP#N` is the Nth run of STEP in a loop (a request-changes round).
 COMPENSATE_SUFFIX = "#compensate"

@@ -233,6 +233,7 @@ async def test_an_exhausted_budget_with_approvers_waits_at_the_budget_gate(dev_s
     server = llm_server([answer(usage=(40, 20)), answer(usage=(40, 20))])
     use_server(monkeypatch, server)
     flow = _two_agent_flow({"tokens": 50, "approvers": ["finance"], "raise_tokens": 100})
+    flow["identity"] = "asserted"  # decided by a plain name here; proofs are tested in tests/trust/
     async with running_worker(dev_server.client, task_queue):
         handle = await start(dev_server.client, request(flow, {"text": "?"}, task_queue))
         for _ in range(200):
