@@ -6,8 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
 from temporalio.client import WorkflowHistory
 
+from ensemble.cli.output import console, emit_json
 from ensemble.runs.audit import AuditReport, audit_history, audit_run
 from ensemble.runtime import connection as temporal
 from ensemble.runtime.converter import data_converter
@@ -15,8 +18,6 @@ from ensemble.spec.errors import InputError
 
 
 async def cmd_audit(args: argparse.Namespace) -> int:
-    from ensemble.cli.app import _console, _emit_json
-
     path = Path(args.run)
     if path.suffix == ".json" and path.exists():  # an exported history (`temporal workflow show --output json`)
         try:
@@ -28,26 +29,24 @@ async def cmd_audit(args: argparse.Namespace) -> int:
     else:
         report = await audit_run(await temporal.connect(), args.run)
     if args.json:
-        _emit_json(report.as_dict())
+        emit_json(report.as_dict())
     else:
-        _print(report, _console())
+        _print(report, console())
     return 0 if report.ok else 1
 
 
-def _print(report: AuditReport, console) -> None:
-    from rich.table import Table
-
-    console.print(f"run [bold]{report.run_id}[/bold] (flow {report.flow}, identity {report.identity}): "
+def _print(report: AuditReport, out: Console) -> None:
+    out.print(f"run [bold]{report.run_id}[/bold] (flow {report.flow}, identity {report.identity}): "
                   + ("[green]every decision verified[/green]" if report.ok else "[red]VERIFICATION FAILED[/red]"))  # fmt: skip
     if not report.decisions:
-        console.print("no decisions on record")
+        out.print("no decisions on record")
         return
     table = Table("gate", "round", "tier", "by", "decision", "at", "via", "verified", "key", "digest", "problem")
     for d in report.decisions:
         verdict = "yes" if d.verified else ("asserted" if d.identity == "asserted" else "NO")
         table.add_row(d.gate, str(d.round or ""), str(d.tier or ""), d.by, d.decision, d.at, d.via, verdict, d.key_id or "",
                       (d.digest or "")[:19], d.problem or "")  # fmt: skip
-    console.print(table)
+    out.print(table)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from ensemble.activities import egress
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from tests.flowkit import run_to_end
 
 

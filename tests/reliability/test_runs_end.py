@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from temporalio.api.enums.v1 import EventType
 
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from tests.conftest import DevServer, running_worker
 from tests.flowkit import request, start
 

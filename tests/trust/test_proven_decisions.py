@@ -18,7 +18,7 @@ from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from ensemble.logic.gates import GateBook, GateRefused
 from ensemble.logic.proofs import ProofRefused, binding, digest, verify
 from ensemble.runs.audit import audit_history, audit_run
-from ensemble.runs.history import describe_run
+from ensemble.runs.view import describe_run
 from ensemble.runtime.converter import data_converter
 from ensemble.spec import GateDecision, GateStep
 from ensemble.spec.gate import TierTrust
