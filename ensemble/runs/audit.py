@@ -11,19 +11,16 @@ edited after the fact (alice's approval rewritten to bob, a digest changed) fail
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DataConverter
 
 from ensemble.logic.proofs import ProofRefused, binding, verify
+from ensemble.runs.history import RunHistory, fold_history, read_history
 from ensemble.spec import GateDecision, RunRequest
 from ensemble.spec.gate import TierTrust
-
-RESOLVE_TRUST = "ensemble.approvers.trust"
-
 
 @dataclass
 class AuditedDecision:
@@ -67,75 +64,41 @@ class _Tier:
     trust: TierTrust | None = None
 
 
-async def _decode_one(converter: DataConverter, payloads: Any, type_hint: Any) -> Any:
-    values = await converter.decode(list(payloads), [type_hint] if type_hint else None)
-    return values[0] if values else None
-
-
 async def audit_history(history: WorkflowHistory, converter: DataConverter) -> AuditReport:
-    run_id = history.workflow_id
-    request: RunRequest | None = None
-    scheduled: dict[int, _Tier] = {}
-    tiers: dict[str, _Tier] = {}  # gate path -> its current tier
+    """Audit an exported history (no server needed)."""
+    folded = await fold_history(history, converter)
+    return audit(folded, run_id=folded.recorded_run_id or history.workflow_id)
+
+
+async def audit_run(client: Client, run_id: str) -> AuditReport:
+    return audit(await read_history(client, run_id), run_id=run_id)
+
+
+def audit(h: RunHistory, *, run_id: str) -> AuditReport:
+    """Every decision of the run, checked again against the keys its tiers recorded."""
+    request = h.request
+    if request is None:
+        raise ValueError(f"the history of {run_id} has no flow run's start event")
+    report = AuditReport(run_id=run_id, flow=request.flow.name, identity=request.flow.identity)
+    opened = sorted([(k.at, k) for k in h.tier_keys], key=lambda pair: pair[0])
     seen: set[str] = set()
-    clock: datetime | None = None
-    report: AuditReport | None = None
-    for event in history.events:
-        kind = event.event_type
-        when = event.event_time.ToDatetime().replace(tzinfo=None) if event.HasField("event_time") else None
-        if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-            attrs = event.workflow_execution_started_event_attributes
-            request = await _decode_one(converter, attrs.input.payloads, RunRequest)
-            run_id = attrs.workflow_id or _recorded_run_id(history.events, converter) or run_id
-            report = AuditReport(run_id=run_id, flow=request.flow.name, identity=request.flow.identity)
-        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-            clock = event.event_time.ToDatetime().replace(tzinfo=timezone.utc)
-        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name == RESOLVE_TRUST:
-                spec = await _decode_one(converter, attrs.input.payloads, dict)
-                scheduled[event.event_id] = _Tier(spec.get("gate", ""), int(spec.get("round", 0)), int(spec.get("tier", 0)), spec.get("digest"))
-        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            attrs = event.activity_task_completed_event_attributes
-            tier = scheduled.get(attrs.scheduled_event_id)
-            if tier is not None:
-                tier.trust = await _decode_one(converter, attrs.result.payloads, TierTrust)
-                tiers[tier.gate] = tier
-        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
-            attrs = event.workflow_execution_update_accepted_event_attributes
-            req = attrs.accepted_request
-            if req.input.name == "decide":
-                d = await _decode_one(converter, req.input.args.payloads, GateDecision)
-                report.decisions.append(_check(run_id, d, "update", when, clock, tiers, seen, request))
-        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
-            attrs = event.workflow_execution_signaled_event_attributes
-            if attrs.signal_name == "decision":
-                try:
-                    d = await _decode_one(converter, attrs.input.payloads, GateDecision)
-                except Exception:  # a malformed signal was dropped by the run too
-                    continue
-                checked = _check(run_id, d, "signal", when, clock, tiers, seen, request)
-                if checked.verified or checked.identity == "asserted":
-                    report.decisions.append(checked)  # refused signals were dropped by the run: not decisions
-    if report is None:
-        raise ValueError(f"the history of {run_id} has no start event")
+    for d in h.decisions:
+        tiers: dict[str, _Tier] = {}  # gate path -> its tier open when the decision came
+        for at, keys in opened:
+            if at > d.at:
+                break
+            spec = keys.spec
+            trust = TierTrust.model_validate(keys.trust) if isinstance(keys.trust, dict) else None
+            tiers[spec.get("gate", "")] = _Tier(spec.get("gate", ""), int(spec.get("round", 0)), int(spec.get("tier", 0)),
+                                                spec.get("digest"), trust)  # fmt: skip
+        try:
+            decision = GateDecision.model_validate(d.decision)
+        except ValueError:
+            continue  # not a decision the run could take either
+        checked = _check(run_id, decision, d.via, d.at.replace(tzinfo=None), d.clock, tiers, seen, request)
+        if d.via == "update" or checked.verified or checked.identity == "asserted":
+            report.decisions.append(checked)  # refused signals were dropped by the run: not decisions
     return report
-
-
-def _recorded_run_id(events: list[Any], converter: DataConverter) -> str | None:
-    """The run id an exported history (which may not name it) was recorded under: every agent call
-    carries it in its context."""
-    for e in events:
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            payloads = e.activity_task_scheduled_event_attributes.input.payloads
-            try:
-                value = converter.payload_converter.from_payload(payloads[0]) if payloads else None
-            except Exception:  # not a payload Ensemble wrote
-                continue
-            run_id = value.get("context", {}).get("run_id") if isinstance(value, dict) else None
-            if isinstance(run_id, str) and run_id:
-                return run_id
-    return None
 
 
 def _check(run_id: str, d: GateDecision, via: str, when: datetime | None, clock: datetime | None, tiers: dict[str, _Tier],
@@ -163,8 +126,3 @@ def _check(run_id: str, d: GateDecision, via: str, when: datetime | None, clock:
     seen.add(proof.jti)
     out.verified, out.subject, out.key_id = True, proof.subject, proof.key_id
     return out
-
-
-async def audit_run(client: Client, run_id: str) -> AuditReport:
-    history = await client.get_workflow_handle(run_id).fetch_history()
-    return await audit_history(history, client.data_converter)

@@ -17,7 +17,8 @@ from typing import Any
 
 from temporalio.api.enums.v1 import EventType, PendingActivityState, PendingWorkflowTaskState
 from temporalio.api.failure.v1 import Failure
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle, WorkflowHistory
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 
 from ensemble.authoring.flows import walk_steps
@@ -39,6 +40,14 @@ _CLOSED = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: ("activity_task_failed_event_attributes", "failed"),
     EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: ("activity_task_timed_out_event_attributes", "timed_out"),
     EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED: ("activity_task_canceled_event_attributes", "canceled"),
+}
+_CLOSE_STATUS = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: "completed",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: "failed",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED: "canceled",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: "terminated",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: "timed_out",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: "running",
 }
 _WRAPPERS = ("activity task failed", "activity error", "child workflow execution failed")
 
@@ -121,6 +130,17 @@ class Decision:
     decision: dict[str, Any]
     result: dict[str, Any] | None = None  # the update's answer (GateDecisionResult), when it completed
     refused: str | None = None
+    clock: datetime | None = None  # the workflow's clock when it took the decision (its task's start)
+
+
+@dataclass
+class TierKeys:
+    """What a gate tier's opening resolved for verifying decisions: the gate, round, tier and the
+    digest of what it showed (the activity's input), and the people and keys (its result)."""
+
+    at: datetime
+    spec: dict[str, Any]
+    trust: Any = None
 
 
 @dataclass
@@ -143,9 +163,11 @@ class RunHistory:
     request: RunRequest | None = None
     calls: list[Call] = field(default_factory=list)  # reused ones first, then in schedule order
     gate_notes: list[GateNote] = field(default_factory=list)
+    tier_keys: list[TierKeys] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     children: list[Child] = field(default_factory=list)
     error: str | None = None
+    recorded_run_id: str | None = None  # the run id its agent calls carry (an exported history may not name it)
     error_type: str | None = None  # the failure's application error type (GateRejected, BudgetExhausted, ...)
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -190,10 +212,10 @@ async def _chain(client: Client, workflow_id: str, execution: str | None) -> lis
         current = previous
 
 
-async def _decode_one(client: Client, payloads: Any) -> Any:
+async def _decode_one(converter: DataConverter, payloads: Any) -> Any:
     if not payloads.payloads:
         return None
-    values = await client.data_converter.decode(payloads.payloads)
+    values = await converter.decode(payloads.payloads)
     return values[0] if len(values) == 1 else values
 
 
@@ -212,20 +234,39 @@ async def read_history(client: Client, run_id: str, execution: str | None = None
     )
     chain = await _chain(client, run_id, execution)
     for index, events in enumerate(chain):
-        await _fold(client, history, events, first=index == 0)
+        await _fold(client.data_converter, history, events, first=index == 0)
     _derive_keys(history)
     return history
 
 
-async def _fold(client: Client, h: RunHistory, events: list[Any], *, first: bool) -> None:
+async def fold_history(history: WorkflowHistory, converter: DataConverter) -> RunHistory:
+    """What an exported history (one execution, no server needed) says about its run."""
+    events = list(history.events)
+    started = events[0].workflow_execution_started_event_attributes if events else None
+    folded = RunHistory(
+        run_id=history.workflow_id,
+        workflow_type=started.workflow_type.name if started is not None else "",
+        status=_CLOSE_STATUS.get(events[-1].event_type, "running") if events else "running",
+        description=None,
+    )
+    await _fold(converter, folded, events, first=True)
+    _derive_keys(folded)
+    return folded
+
+
+async def _fold(converter: DataConverter, h: RunHistory, events: list[Any], *, first: bool) -> None:
     by_event: dict[int, Call] = {}
+    keys_by_event: dict[int, TierKeys] = {}
     children: dict[int, Child] = {}
     updates: dict[str, Decision] = {}
+    clock: datetime | None = None
     for event in events:
         etype, when = event.event_type, _when(event)
+        if etype == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            clock = when  # what workflow.now() reads in that task
         if etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED and first:
             h.started_at = when
-            h.raw_input = await _decode_one(client, event.workflow_execution_started_event_attributes.input)
+            h.raw_input = await _decode_one(converter, event.workflow_execution_started_event_attributes.input)
             if h.workflow_type == protocol.FLOW_WORKFLOW and isinstance(h.raw_input, dict):
                 try:
                     h.request = RunRequest.model_validate(h.raw_input)
@@ -239,15 +280,20 @@ async def _fold(client: Client, h: RunHistory, events: list[Any], *, first: bool
             name = attrs.activity_type.name
             if name in protocol.GATE_ACTIVITIES:  # a gate's bookkeeping: read back as the gate
                 if name == protocol.NOTIFY:
-                    note = await _decode_one(client, attrs.input)
+                    note = await _decode_one(converter, attrs.input)
                     if isinstance(note, dict):
                         h.gate_notes.append(GateNote(when, note))
+                elif name == protocol.RESOLVE_APPROVER_KEYS:
+                    spec = await _decode_one(converter, attrs.input)
+                    keys_by_event[event.event_id] = TierKeys(when, spec if isinstance(spec, dict) else {})
                 continue
-            call_input = await _decode_one(client, attrs.input)
+            call_input = await _decode_one(converter, attrs.input)
             call = Call(attrs.activity_id, name, scheduled_at=when)
             if isinstance(call_input, dict):
+                context = call_input.get("context") or {}
                 call.input = call_input.get("input")
-                call.key = (call_input.get("context") or {}).get("idempotency_key")
+                call.key = context.get("idempotency_key")
+                h.recorded_run_id = h.recorded_run_id or context.get("run_id")
             by_event[event.event_id] = call
             h.calls.append(call)
         elif etype == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
@@ -257,16 +303,20 @@ async def _fold(client: Client, h: RunHistory, events: list[Any], *, first: bool
         elif etype in _CLOSED:
             field_name, status = _CLOSED[etype]
             attrs = getattr(event, field_name)
+            resolved = keys_by_event.get(attrs.scheduled_event_id)
+            if resolved is not None and status == "completed":
+                resolved.trust = await _decode_one(converter, attrs.result)
+                h.tier_keys.append(resolved)
             closed = by_event.get(attrs.scheduled_event_id)
             if closed is None:
                 continue
             closed.status, closed.ended_at = status, when
             if status == "completed":
-                closed.result = await _decode_one(client, attrs.result)
+                closed.result = await _decode_one(converter, attrs.result)
             elif status in ("failed", "timed_out"):
                 closed.error = failure_text(attrs.failure)
         elif etype == EventType.EVENT_TYPE_MARKER_RECORDED:
-            local = await _local_call(client, event.marker_recorded_event_attributes, when)
+            local = await _local_call(converter, event.marker_recorded_event_attributes, when)
             if local is not None:
                 h.calls.append(local)
         elif etype == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
@@ -284,22 +334,25 @@ async def _fold(client: Client, h: RunHistory, events: list[Any], *, first: bool
             attrs = event.workflow_execution_update_accepted_event_attributes
             request = attrs.accepted_request
             if request.input.name == protocol.DECIDE_UPDATE:
-                value = await _decode_one(client, request.input.args)
-                updates[request.meta.update_id] = d = Decision(when, "update", value if isinstance(value, dict) else {})
+                value = await _decode_one(converter, request.input.args)
+                updates[request.meta.update_id] = d = Decision(when, "update", value if isinstance(value, dict) else {}, clock=clock)
                 h.decisions.append(d)
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
             attrs = event.workflow_execution_update_completed_event_attributes
             if answered := updates.get(attrs.meta.update_id):
                 if attrs.outcome.HasField("success"):
-                    value = await _decode_one(client, attrs.outcome.success)
+                    value = await _decode_one(converter, attrs.outcome.success)
                     answered.result = value if isinstance(value, dict) else None
                 else:
                     answered.refused = failure_text(attrs.outcome.failure)
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             attrs = event.workflow_execution_signaled_event_attributes
             if attrs.signal_name == protocol.DECISION_SIGNAL:
-                value = await _decode_one(client, attrs.input)
-                h.decisions.append(Decision(when, "signal", value if isinstance(value, dict) else {}))
+                try:
+                    value = await _decode_one(converter, attrs.input)
+                except Exception:  # a malformed signal: the run dropped it too
+                    continue
+                h.decisions.append(Decision(when, "signal", value if isinstance(value, dict) else {}, clock=clock))
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
             failure = event.workflow_execution_failed_event_attributes.failure
             h.error, h.error_type, h.ended_at = failure_text(failure), failure_type(failure), when
@@ -313,13 +366,13 @@ async def _fold(client: Client, h: RunHistory, events: list[Any], *, first: bool
             h.ended_at = when
 
 
-async def _local_call(client: Client, attrs: Any, when: datetime) -> Call | None:
+async def _local_call(converter: DataConverter, attrs: Any, when: datetime) -> Call | None:
     """A `fast` agent's call from its local-activity marker: id, type, attempt, when its workflow
     task recorded it and its result (or failure). Temporal records no start time for it."""
     if attrs.marker_name != protocol.LOCAL_ACTIVITY_MARKER or "data" not in attrs.details:
         return None
     try:
-        data = await _decode_one(client, attrs.details["data"])
+        data = await _decode_one(converter, attrs.details["data"])
     except Exception:  # a marker this reader does not understand is not an agent call
         return None
     if not isinstance(data, dict) or "activity_id" not in data:
@@ -329,7 +382,7 @@ async def _local_call(client: Client, attrs: Any, when: datetime) -> Call | None
     if attrs.HasField("failure"):
         call.status, call.error = "failed", failure_text(attrs.failure)
     elif "result" in attrs.details:
-        call.result = await _decode_one(client, attrs.details["result"])
+        call.result = await _decode_one(converter, attrs.details["result"])
     return call
 
 

@@ -20,7 +20,7 @@ def test_keys_init_then_approve_and_audit_through_the_cli(dev_server, task_queue
     parked = run_cli(["run", "contract_review", "--input", f"@{CONTRACT}", "--wait", "--json"], env)
     assert parked.returncode == 0, parked.stderr
     first = json.loads(parked.stdout)
-    assert first["status"] == "waiting_for_approval" and first["pending"][0]["identity"] == "proven"
+    assert first["status"] == "waiting_for_approval" and first["pending_approvals"][0]["identity"] == "proven"
     refused = run_cli(["approve", first["run_id"], "--gate", "legal", "--by", "alice"], env)
     assert refused.returncode == 1 and "takes proven decisions only" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
