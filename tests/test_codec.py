@@ -126,6 +126,12 @@ async def test_encrypted_runs_leave_no_plain_text_at_rest_and_read_back_for_a_ke
     assert marker not in exported.read_text()  # exported as stored: encrypted
     replayed = run_cli(["replay", str(exported), "--json"], env)
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    plain = tmp_path / "plain.json"
+    assert run_cli(["history", failed_id, "--decode", "--out", str(plain)], env).returncode == 0
+    assert marker in decoded_payloads(json.loads(plain.read_text())) and "Encoded failure" not in plain.read_text()
+    assert f"order {marker} could not be placed" in plain.read_text()
+    replayed = run_cli(["replay", str(plain), "--json"], dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue))  # no key needed
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
 
     without = run_cli(
         ["status", run_id, "--json"], dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_CODEC_KEYS=f"b:{KEY_B}")
