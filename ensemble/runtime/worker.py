@@ -19,6 +19,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from ensemble.activities import approvals, egress, faults, run_agent
 from ensemble.spec.errors import InputError
+from ensemble.runtime import codec, server
 from ensemble.runtime.sandbox import sandbox_runner
 from ensemble.spec import DEFAULT_TASK_QUEUE
 from ensemble.workflows.chat import EnsembleChat
@@ -65,7 +66,12 @@ def build_worker(
     **options: Any,
 ) -> Worker:
     faults.check()  # a malformed ENSEMBLE_FAULTS stops the worker here, in one line
-    egress.protect(client.service_client.config.target_host)  # agents never call the Temporal server
+    # Agents never call the Temporal server, its Web UI or the codec endpoint (docs/security.md, Egress).
+    egress.protect(client.service_client.config.target_host)
+    egress.protect(codec.endpoint())
+    info = server.running() if not os.environ.get("TEMPORAL_ADDRESS") else None
+    if info is not None:
+        egress.protect(info.ui_url)
     options.setdefault("workflow_runner", workflow_runner())
     return Worker(
         client,
