@@ -21,6 +21,7 @@ import asyncio
 import ipaddress
 import os
 import socket
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -112,11 +113,24 @@ async def _resolve(host: str, port: int) -> set[IP]:
     return {ip for ip in (_ip(str(info[4][0])) for info in infos) if ip is not None}
 
 
+_resolved: dict[str, tuple[float, set[IP]]] = {}
+_TTL_S = 30.0
+
+
 async def _addresses(entry: Entry) -> set[IP]:
-    try:
-        return await _resolve(entry.host, entry.port or 80)
-    except OSError:
-        return set()
+    """The addresses an allow-list entry names (a name's answer kept for 30 s)."""
+    literal = _ip(entry.host)
+    if literal is not None:
+        return {literal}
+    now = time.monotonic()
+    cached = _resolved.get(entry.host)
+    if cached is None or now - cached[0] > _TTL_S:
+        try:
+            found = await _resolve(entry.host, entry.port or 80)
+        except OSError:
+            found = set()
+        cached = _resolved[entry.host] = (now, found)
+    return cached[1]
 
 
 def _special(host: str, ip: IP, port: int) -> str | None:
@@ -176,7 +190,7 @@ async def check_url(url: str, who: str) -> None:
         candidates = [e for e in allow if e.port in (None, port)]
         if any(e.host == host for e in candidates):
             continue
-        for entry in candidates:
+        for entry in sorted(candidates, key=lambda e: _ip(e.host) is None):  # addresses first, then names
             if ip in await _addresses(entry):
                 break
         else:
