@@ -13,6 +13,10 @@ names. Even when a host is listed, these are refused unless that exact host and 
 link-local addresses (169.254.0.0/16, fe80::/10), cloud metadata services, unspecified, multicast
 and broadcast addresses, the Temporal server's ports and the worker's own ports (metrics). A
 refusal is non-retryable (`EgressRefused`): retrying cannot change the policy.
+
+Written here rather than taken from a library: the check needs this worker's own facts (its
+providers' base URLs, the Temporal server's and its own ports) and runs on httpx's URL parsing
+and the event loop's resolver, a few dozen lines over the standard `ipaddress` module.
 """
 
 from __future__ import annotations
