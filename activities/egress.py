@@ -13,6 +13,10 @@ names. Even when a host is listed, these are refused unless that exact host and 
 link-local addresses (169.254.0.0/16, fe80::/10), cloud metadata services, unspecified, multicast
 and broadcast addresses, the Temporal server's ports and the worker's own ports (metrics). A
 refusal is non-retryable (`EgressRefused`): retrying cannot change the policy.
+
+Written here rather than taken from a library: the check needs this worker's own facts (its
+providers' base URLs, the Temporal server's and its own ports) and runs on httpx's URL parsing
+and the event loop's resolver, a few dozen lines over the standard `ipaddress` module.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import ipaddress
 import os
 import socket
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -112,11 +117,24 @@ async def _resolve(host: str, port: int) -> set[IP]:
     return {ip for ip in (_ip(str(info[4][0])) for info in infos) if ip is not None}
 
 
+_resolved: dict[str, tuple[float, set[IP]]] = {}
+_TTL_S = 30.0
+
+
 async def _addresses(entry: Entry) -> set[IP]:
-    try:
-        return await _resolve(entry.host, entry.port or 80)
-    except OSError:
-        return set()
+    """The addresses an allow-list entry names (a name's answer kept for 30 s)."""
+    literal = _ip(entry.host)
+    if literal is not None:
+        return {literal}
+    now = time.monotonic()
+    cached = _resolved.get(entry.host)
+    if cached is None or now - cached[0] > _TTL_S:
+        try:
+            found = await _resolve(entry.host, entry.port or 80)
+        except OSError:
+            found = set()
+        cached = _resolved[entry.host] = (now, found)
+    return cached[1]
 
 
 def _special(host: str, ip: IP, port: int) -> str | None:
@@ -176,7 +194,7 @@ async def check_url(url: str, who: str) -> None:
         candidates = [e for e in allow if e.port in (None, port)]
         if any(e.host == host for e in candidates):
             continue
-        for entry in candidates:
+        for entry in sorted(candidates, key=lambda e: _ip(e.host) is None):  # addresses first, then names
             if ip in await _addresses(entry):
                 break
         else:

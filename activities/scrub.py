@@ -37,7 +37,11 @@ _NOT_SECRET_ENV = re.compile(r"^(PATH|PWD|HOME|.*_(PATH|DIR|FILE|HOST|PORT|ADDRE
 _LIST_ENV = ("ENSEMBLE_CODEC_KEYS",)  # `kid:secret,kid:secret`: each secret counts on its own
 
 _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1\2{REDACTED}"),
+    (re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1\2{REDACTED}"),
+    (
+        re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)((?:basic|bearer|token|digest)\s+)?[^\s\"',;]{6,}"),
+        rf"\1\2{REDACTED}",
+    ),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{12,}"), REDACTED),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*"), REDACTED),
     (re.compile(r"\b(AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b"), REDACTED),

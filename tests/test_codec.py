@@ -113,10 +113,24 @@ async def test_encrypted_runs_leave_no_plain_text_at_rest_and_read_back_for_a_ke
     assert marker not in decoded_payloads(json.loads(shown.stdout))
     assert "binary/encrypted" in decoded_payloads(json.loads(shown.stdout))
 
+    # fork reads the recorded results back through the codec; its new run is encrypted too
+    forked = run_cli(["fork", run_id, "--from-step", "analyse", "--json"], env)
+    assert forked.returncode == 0, forked.stderr
+    fork_id = json.loads(forked.stdout)["run_id"]
+    result = run_cli(["result", fork_id, "--json"], env)
+    assert result.returncode == 0 and marker in result.stdout, result.stderr
+    assert marker not in raw_text(dev_server)
+
     exported = tmp_path / "history.json"
     assert run_cli(["history", run_id, "--out", str(exported)], env).returncode == 0
     assert marker not in exported.read_text()  # exported as stored: encrypted
     replayed = run_cli(["replay", str(exported), "--json"], env)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    plain = tmp_path / "plain.json"
+    assert run_cli(["history", failed_id, "--decode", "--out", str(plain)], env).returncode == 0
+    assert marker in decoded_payloads(json.loads(plain.read_text())) and "Encoded failure" not in plain.read_text()
+    assert f"order {marker} could not be placed" in plain.read_text()
+    replayed = run_cli(["replay", str(plain), "--json"], dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue))  # no key needed
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
 
     without = run_cli(

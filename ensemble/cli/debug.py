@@ -16,7 +16,7 @@ from google.protobuf.json_format import ParseError
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
-from ensemble.runtime.converter import data_converter, decode_payload
+from ensemble.runtime.converter import data_converter, decode_message, decode_payload
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
@@ -38,6 +38,9 @@ async def cmd_history(args: argparse.Namespace) -> int:
         if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
             raise EnsembleError(f"run '{args.run_id}' has no execution '{args.run}'") from None
         raise
+    if args.decode:  # plain payloads and failure messages, for a holder of the encryption keys
+        for event in history.events:
+            decode_message(event)
     text = history.to_json()
     if args.out:
         try:
@@ -280,6 +283,7 @@ def register(sub: Any) -> None:
     s.add_argument("run_id")
     s.add_argument("--out", metavar="FILE", help="write it to FILE (default: stdout)")
     s.add_argument("--run", metavar="EXECUTION", default=None, help="one execution of a run that continued as new (default: the latest)")
+    s.add_argument("--decode", action="store_true", help="decrypt payloads and failure messages (encryption at rest; default: as stored)")
     s.set_defaults(fn=cmd_history)
 
     s = sub.add_parser("replay", help="replay histories against this code; exit 1 when one diverges (nondeterminism)")

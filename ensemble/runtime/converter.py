@@ -15,6 +15,8 @@ import dataclasses
 import json
 import os
 
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -79,3 +81,32 @@ def decode_failure(failure: Failure) -> Failure:
                 node.ClearField("encoded_attributes")
         node = node.cause if node.HasField("cause") else None
     return plain
+
+
+_PAYLOAD = Payload.DESCRIPTOR.full_name
+_FAILURE = Failure.DESCRIPTOR.full_name
+
+
+def decode_message(message: Message) -> None:
+    """Decrypt, in place, every payload and encoded failure inside a protobuf message (a history
+    event, a whole history): what `history --decode` exports for a key holder."""
+    for field, value in message.ListFields():
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            inner = field.message_type.fields_by_name["value"]
+            if inner.type == FieldDescriptor.TYPE_MESSAGE:
+                for key in list(value):
+                    _decode_item(value[key], inner.message_type.full_name)
+            continue
+        for item in value if field.is_repeated else [value]:
+            _decode_item(item, field.message_type.full_name)
+
+
+def _decode_item(item: Message, type_name: str) -> None:
+    if type_name == _PAYLOAD:
+        item.CopyFrom(decode_payload(item))  # type: ignore[arg-type]
+        return
+    if type_name == _FAILURE:
+        item.CopyFrom(decode_failure(item))  # type: ignore[arg-type]
+    decode_message(item)

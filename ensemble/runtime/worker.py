@@ -25,7 +25,7 @@ from ensemble.activities import threads
 from ensemble.authoring.flows import load_worker_flows
 from ensemble.runtime.health import HealthServer
 from ensemble.spec.errors import InputError
-from ensemble.runtime import logs
+from ensemble.runtime import codec, logs, server
 from ensemble.runtime.sandbox import sandbox_runner
 from ensemble.spec import DEFAULT_TASK_QUEUE
 from ensemble.workflows.chat import EnsembleChat
@@ -76,7 +76,12 @@ def build_worker(
 ) -> Worker:
     faults.check()  # a malformed ENSEMBLE_FAULTS stops the worker here, in one line
     logs.as_library()
-    egress.protect(client.service_client.config.target_host)  # agents never call the Temporal server
+    # Agents never call the Temporal server, its Web UI or the codec endpoint (docs/security.md, Egress).
+    egress.protect(client.service_client.config.target_host)
+    egress.protect(codec.endpoint())
+    info = server.running() if not os.environ.get("TEMPORAL_ADDRESS") else None
+    if info is not None:
+        egress.protect(info.ui_url)
     if activities:
         load_worker_flows()  # only deployed code runs: what this worker may run, loaded once
     options.setdefault("workflow_runner", workflow_runner())

@@ -95,15 +95,10 @@ async def test_an_http_agent_pointed_at_the_metadata_service_fails_once_with_a_c
     assert [e.activity_task_started_event_attributes.attempt for e in attempts] == [1]  # non-retryable
 
 
-async def test_an_http_agent_pointed_at_the_temporal_server_is_refused(dev_server, task_queue):
-    url = f"http://{dev_server.info.address}/api/v1/namespaces"
-    flow = {
-        "name": "pivot",
-        "agents": [{"name": "poke", "kind": "http", "url": url}],
-        "steps": [{"agent": "poke", "input": {}}],
-    }
+@pytest.mark.parametrize("target", ["frontend", "web UI"])
+async def test_an_http_agent_pointed_at_the_temporal_server_is_refused(dev_server, task_queue, target):
+    url = f"http://{dev_server.info.address}/api/v1/namespaces" if target == "frontend" else f"{dev_server.info.ui_url}/api/v1/namespaces"
+    flow = {"name": "pivot", "agents": [{"name": "poke", "kind": "http", "url": url}], "steps": [{"agent": "poke", "input": {}}]}
     handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {})
     assert outcome is None
-    assert (
-        "is a port of the Temporal server or of this worker" in (await describe_run(dev_server.client, handle.id)).error
-    )
+    assert "is a port of the Temporal server or of this worker" in (await describe_run(dev_server.client, handle.id)).error
