@@ -94,7 +94,9 @@ async def audit_history(history: WorkflowHistory, converter: DataConverter) -> A
             attrs = event.activity_task_scheduled_event_attributes
             if attrs.activity_type.name == RESOLVE_TRUST:
                 spec = await _decode_one(converter, attrs.input.payloads, dict)
-                scheduled[event.event_id] = _Tier(spec.get("gate", ""), int(spec.get("round", 0)), int(spec.get("tier", 0)), spec.get("digest"))
+                scheduled[event.event_id] = _Tier(
+                    spec.get("gate", ""), int(spec.get("round", 0)), int(spec.get("tier", 0)), spec.get("digest")
+                )
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             attrs = event.activity_task_completed_event_attributes
             tier = scheduled.get(attrs.scheduled_event_id)
@@ -138,8 +140,16 @@ def _recorded_run_id(events: list[Any], converter: DataConverter) -> str | None:
     return None
 
 
-def _check(run_id: str, d: GateDecision, via: str, when: datetime | None, clock: datetime | None, tiers: dict[str, _Tier],
-           seen: set[str], request: RunRequest | None) -> AuditedDecision:  # fmt: skip
+def _check(
+    run_id: str,
+    d: GateDecision,
+    via: str,
+    when: datetime | None,
+    clock: datetime | None,
+    tiers: dict[str, _Tier],
+    seen: set[str],
+    request: RunRequest | None,
+) -> AuditedDecision:
     tier = tiers.get(d.gate) or next((t for path, t in tiers.items() if path.rsplit(".", 1)[-1] == d.gate), None)
     identity = request.flow.identity if request and tier is not None else "asserted"
     out = AuditedDecision(gate=d.gate, round=tier.round if tier else None, tier=tier.tier if tier else None, by=d.by,
