@@ -355,36 +355,6 @@ def _flow_dirs() -> list[Path]:
     return dirs
 
 
-_WORKER_FLOWS_LOADED = False
-
-
-def load_worker_flows(extra: list[str] | None = None) -> None:
-    """What a worker runs: the bundled flows, flows in ENSEMBLE_FLOW_PATH, modules in
-    ENSEMBLE_FLOW_MODULES, and the allow-list ENSEMBLE_FLOWS / `worker.py --flows` (flow files,
-    directories of flows, or modules; comma-separated). Loaded once per process."""
-    global _WORKER_FLOWS_LOADED
-    entries = [e.strip() for e in os.environ.get("ENSEMBLE_FLOWS", "").split(",") if e.strip()] + list(extra or [])
-    for entry in entries:
-        path = Path(entry)
-        if path.is_dir():
-            for pattern in ("*/flow.yaml", "*/flow.yml", "*/flow.json", "*.flow.yaml", "*.flow.yml", "*.flow.json"):
-                for file in sorted(path.glob(pattern)):
-                    load_flow_file(file)
-        elif path.suffix in (".yaml", ".yml", ".json") or os.sep in entry:
-            if not path.exists():
-                raise InputError(f"ENSEMBLE_FLOWS/--flows: flow file not found: {entry}")
-            load_flow_file(path)
-        else:
-            try:
-                importlib.import_module(entry)
-                deploy_module(entry)
-            except Exception as err:
-                raise InputError(f"ENSEMBLE_FLOWS/--flows: cannot import '{entry}': {type(err).__name__}: {err}") from None
-    if not _WORKER_FLOWS_LOADED:
-        all_flows()
-        _WORKER_FLOWS_LOADED = True
-
-
 def import_flow_modules() -> None:
     for module in filter(None, (m.strip() for m in os.environ.get("ENSEMBLE_FLOW_MODULES", "").split(","))):
         try:

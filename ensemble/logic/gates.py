@@ -207,8 +207,10 @@ class GateBook:
         entry: dict[str, Any] = {"by": d.by, "decision": d.decision, "comment": d.comment, "at": _iso(now), "tier": gate.tier}
         if gate.identity == "proven" and proof is not None:
             self.seen_proofs.add(proof.jti)
+            # The token itself stays in the update's history event (the evidence `audit` re-checks),
+            # out of the run's state, result and notifications.
             entry.update(identity="proven", verified=True, subject=proof.subject, key_id=proof.key_id, issuer=proof.issuer,
-                         digest=gate.digest, round=gate.round, proof=d.proof)  # fmt: skip  (the evidence `audit` re-checks)
+                         jti=proof.jti, digest=gate.digest, round=gate.round)  # fmt: skip
         elif gate.trust is not None:  # a run that declares `identity: asserted`: the record says so
             entry.update(identity="asserted", verified=False, digest=gate.digest, round=gate.round)
         gate.decisions.append(entry)

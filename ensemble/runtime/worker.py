@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from ensemble.activities import approvals, faults, run_agent
-from ensemble.authoring.flows import load_worker_flows
+from ensemble.authoring.deploy import load_worker_flows
 from ensemble.spec.errors import InputError
 from ensemble.runtime.sandbox import sandbox_runner
 from ensemble.spec import DEFAULT_TASK_QUEUE
