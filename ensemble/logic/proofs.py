@@ -111,6 +111,20 @@ def _keys_for(token: str, trust: TierTrust) -> tuple[list[dict[str, Any]], dict[
     return keys, options, kid, algorithms
 
 
+def recorded(token: str) -> Verified:
+    """What an already-verified proof says (read back from history, not checked again). The subject
+    is the decision's `by`, which the verified proof named."""
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return Verified(
+        subject=str(claims.get("sub") or ""),
+        key_id=str(header.get("kid") or ""),
+        issuer=str(claims.get("iss") or ""),
+        jti=str(claims.get("jti") or ""),
+        expires=int(claims.get("exp") or 0),
+    )
+
+
 def verify(
     token: str, decision: GateDecision, expected: dict[str, Any], trust: TierTrust, now: datetime, seen: set[str]
 ) -> Verified:
