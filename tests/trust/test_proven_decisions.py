@@ -252,3 +252,16 @@ def test_refused_signals_are_counted_not_kept():
             datetime.now(timezone.utc),
         )
     assert isinstance(book.refused, int) and not gate.decisions
+
+
+async def test_a_flow_declaring_identity_asserted_believes_names_and_says_so(dev_server, task_queue):
+    async with running_worker(dev_server.client, task_queue):
+        handle, gate = await parked(dev_server, task_queue, {**FLOW, "identity": "asserted"})
+        assert gate["identity"] == "asserted"
+        await handle.execute_update("decide", GateDecision(gate="legal", decision="approve", by="alice"))
+        outcome = await handle.result()
+    [record] = outcome.approvals
+    assert record["identity"] == "asserted" and record["decisions"][0]["verified"] is False
+    report = await audit_run(dev_server.client, handle.id)
+    assert report.ok and report.identity == "asserted" and report.decisions[0].identity == "asserted"
+    assert "asserted" in report.decisions[0].problem
