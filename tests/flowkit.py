@@ -12,10 +12,11 @@ from ensemble.authoring.flows import parse_flow
 from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest
 
 
-def request(flow: str | dict, run_input: Any, task_queue: str, *, inbox: bool = True) -> RunRequest:
-    """A run request; `inbox=False` for the time-skipping server, which has no custom search attributes."""
+def request(flow: str | dict, run_input: Any, task_queue: str, *, inbox: bool = True, trusted: bool = True) -> RunRequest:
+    """A run request; `inbox=False` for the time-skipping server, which has no custom search attributes;
+    `trusted=False` builds it without deploying its code to this process (as another machine would)."""
     data = yaml.safe_load(flow) if isinstance(flow, str) else flow
-    loaded = parse_flow(data, "test flow")
+    loaded = parse_flow(data, "test flow", trusted=trusted)
     return RunRequest(flow=loaded.spec, agents=loaded.agents, input=run_input, task_queue=task_queue, inbox=inbox)
 
 

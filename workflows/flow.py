@@ -51,7 +51,8 @@ class EnsembleFlow:
     async def decide(self, decision: GateDecision) -> GateDecisionResult:
         """A person approves, rejects or requests changes on an open gate."""
         try:
-            return self._run.gates.apply(decision, workflow.now())
+            # Replaying, the update is one the validator accepted: its proof is read back, not re-verified.
+            return self._run.gates.apply(decision, workflow.now(), accepted=workflow.unsafe.is_replaying())
         except GateRefused as err:  # lost a race with another decision after validation
             raise ApplicationError(str(err), type="GateRefused", non_retryable=True) from None
 

@@ -73,7 +73,7 @@ def _notify(run: FlowRun, gate: OpenGate, event: str) -> None:
         tier=gate.tier, approvers=gate.approvers, quorum=gate.quorum, opened_at=gate.opened_at.isoformat(timespec="seconds"),
         deadline=gate.deadline.isoformat(timespec="seconds") if gate.deadline else None,
         show=_shown(run, gate), status=gate.outcome or "open",
-        decisions=[{k: v for k, v in d.items() if k != "proof"} for d in gate.decisions],  # proofs stay in the history
+        decisions=gate.decisions,
     )  # fmt: skip
 
     activity_id = f"{gate.path}@{event}{len(run.notifications) + 1}"

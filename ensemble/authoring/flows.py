@@ -238,14 +238,27 @@ def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
                 problems.add((*path, *rel), f"unknown agent '{name}': define it under 'agents' or import its module under 'imports'")
             else:
                 agents[name] = found.model_copy(deep=True)  # a flow never shares the registry's objects
-    if not problems.trusted:  # a tool's handler is not imported to read its signature
-        for i, tool in enumerate(spec.tools):
-            if tool.kind == "function" and tool.input_schema is None and not is_deployed(tool.handler or ""):
-                problems.not_checked(("tools", i, "handler"), f"tool handler '{tool.handler}' not imported")
-                tool.input_schema = {"type": "object"}
+    for i, tool in enumerate(spec.tools):
+        if tool.kind != "function" or tool.input_schema is not None or is_deployed(tool.handler or ""):
+            continue
+        if not problems.trusted:  # a tool's handler is not imported to read its signature
+            problems.not_checked(("tools", i, "handler"), f"tool handler '{tool.handler}' not imported")
+            tool.input_schema = {"type": "object"}
+            continue
+        try:
+            deploy_handler(tool.handler or "")  # a flow this process loads on purpose: its tools are deployed
+        except Exception as err:  # an unimportable handler is the flow file's problem to report
+            problems.add(("tools", i, "handler"), f"cannot load tool handler '{tool.handler}': {type(err).__name__}: {err}")
+            tool.input_schema = {"type": "object"}
     llm = spec.llm
     spec.llm = {k: v for k, v in llm.items() if k not in skipped}
-    attach_to_agents(spec, agents, refs, problems.add)  # tool declarations and llm: sections (ensemble/tools.py)
+    def report(loc: tuple[Any, ...], message: str) -> None:
+        if not problems.trusted and problems.unchecked and "unknown tool" in message:  # may be registered by an import
+            problems.not_checked(loc, f"{message.split(':')[0]} (not checked: it may come from an imported module)")
+        else:
+            problems.add(loc, message)
+
+    attach_to_agents(spec, agents, refs, report)  # tool declarations and llm: sections (ensemble/tools.py)
     spec.llm = llm
     return agents
 
@@ -413,36 +426,6 @@ def _flow_dirs() -> list[Path]:
     dirs = [EXAMPLES_DIR]
     dirs += [Path(p) for p in os.environ.get("ENSEMBLE_FLOW_PATH", "").split(os.pathsep) if p]
     return dirs
-
-
-_WORKER_FLOWS_LOADED = False
-
-
-def load_worker_flows(extra: list[str] | None = None) -> None:
-    """What a worker runs: the bundled flows, flows in ENSEMBLE_FLOW_PATH, modules in
-    ENSEMBLE_FLOW_MODULES, and the allow-list ENSEMBLE_FLOWS / `worker.py --flows` (flow files,
-    directories of flows, or modules; comma-separated). Loaded once per process."""
-    global _WORKER_FLOWS_LOADED
-    entries = [e.strip() for e in os.environ.get("ENSEMBLE_FLOWS", "").split(",") if e.strip()] + list(extra or [])
-    for entry in entries:
-        path = Path(entry)
-        if path.is_dir():
-            for pattern in ("*/flow.yaml", "*/flow.yml", "*/flow.json", "*.flow.yaml", "*.flow.yml", "*.flow.json"):
-                for file in sorted(path.glob(pattern)):
-                    load_flow_file(file)
-        elif path.suffix in (".yaml", ".yml", ".json") or os.sep in entry:
-            if not path.exists():
-                raise InputError(f"ENSEMBLE_FLOWS/--flows: flow file not found: {entry}")
-            load_flow_file(path)
-        else:
-            try:
-                importlib.import_module(entry)
-                deploy_module(entry)
-            except Exception as err:
-                raise InputError(f"ENSEMBLE_FLOWS/--flows: cannot import '{entry}': {type(err).__name__}: {err}") from None
-    if not _WORKER_FLOWS_LOADED:
-        all_flows()
-        _WORKER_FLOWS_LOADED = True
 
 
 def import_flow_modules() -> None:

@@ -22,6 +22,8 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("keys", help="approver keys that sign decisions (offline default)")
     ks = s.add_subparsers(dest="keys_command", required=True, parser_class=type(s))
-    i = ks.add_parser("init", help="make a local Ed25519 key for each approver (default: everyone in the approvers file)")
+    i = ks.add_parser(
+        "init", help="make a local Ed25519 key for each approver (default: everyone in the approvers file)"
+    )
     i.add_argument("names", nargs="*", help="approver names (default: every member of the approvers file's groups)")
     i.set_defaults(fn=cmd_keys_init)

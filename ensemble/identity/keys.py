@@ -60,8 +60,12 @@ def read_trust(path: Path | None = None) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read the approver keys file {path}: {err}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("keys", {}), dict) or not isinstance(data.get("issuers", []), list):
-        raise InputError(f"{path}: the approver keys file needs {{\"keys\": {{NAME: [JWK...]}}, \"issuers\": [...]}}")
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("keys", {}), dict)
+        or not isinstance(data.get("issuers", []), list)
+    ):
+        raise InputError(f'{path}: the approver keys file needs {{"keys": {{NAME: [JWK...]}}, "issuers": [...]}}')
     data.setdefault("keys", {})
     data.setdefault("issuers", [])
     return data
@@ -86,7 +90,12 @@ def init_keys(names: list[str]) -> list[tuple[str, str, bool]]:
         created = not pem.exists()
         if created:
             key = Ed25519PrivateKey.generate()
-            _write_private(pem, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            _write_private(
+                pem,
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ),
+            )
         else:
             key = _load_private(name)
         jwk = OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
@@ -117,7 +126,15 @@ def sign_local(name: str, bound: dict[str, Any], ttl_s: int = PROOF_TTL_S) -> st
     key = _load_private(name)
     jwk = OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
     now = int(time.time())
-    claims = {"iss": LOCAL_ISSUER, "aud": LOCAL_AUDIENCE, "sub": name, "iat": now, "exp": now + ttl_s, "jti": uuid.uuid4().hex, "ensemble": bound}
+    claims = {
+        "iss": LOCAL_ISSUER,
+        "aud": LOCAL_AUDIENCE,
+        "sub": name,
+        "iat": now,
+        "exp": now + ttl_s,
+        "jti": uuid.uuid4().hex,
+        "ensemble": bound,
+    }
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": _key_id(name, jwk)})
 
 

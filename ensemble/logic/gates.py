@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterator
 
-from ensemble.logic.proofs import ProofRefused, Verified, binding, verify
+from ensemble.logic.proofs import ProofRefused, Verified, binding, recorded, verify
 from ensemble.spec import GateDecision, GateDecisionResult, GateSpec, GateStep, child_steps
 from ensemble.spec.gate import TierTrust
 
@@ -201,14 +201,23 @@ class GateBook:
                 raise GateRefused(f"gate '{gate.name}' has had its {gate.spec.max_rounds} rounds of changes: approve or reject")
         return gate
 
-    def apply(self, d: GateDecision, now: datetime) -> GateDecisionResult:
-        proof = self.check_proof(d, now)
+    def apply(self, d: GateDecision, now: datetime, *, accepted: bool = False) -> GateDecisionResult:
+        """Count a decision. `accepted`: an update the validator already accepted, replayed from
+        history: its proof is read back, not verified again, so a replay never depends on the
+        verifying library behaving as it did when the decision was taken."""
+        if accepted and d.proof and self._gate_for(d).identity == "proven":
+            proof: Verified | None = recorded(d.proof)
+            proof.subject = d.by  # the verified proof named `by` (whatever its subject claim)
+        else:
+            proof = self.check_proof(d, now)
         gate = self._gate_for(d)
         entry: dict[str, Any] = {"by": d.by, "decision": d.decision, "comment": d.comment, "at": _iso(now), "tier": gate.tier}
         if gate.identity == "proven" and proof is not None:
             self.seen_proofs.add(proof.jti)
+            # The token itself stays in the update's history event (the evidence `audit` re-checks),
+            # out of the run's state, result and notifications.
             entry.update(identity="proven", verified=True, subject=proof.subject, key_id=proof.key_id, issuer=proof.issuer,
-                         digest=gate.digest, round=gate.round, proof=d.proof)  # fmt: skip  (the evidence `audit` re-checks)
+                         jti=proof.jti, digest=gate.digest, round=gate.round)  # fmt: skip
         elif gate.trust is not None:  # a run that declares `identity: asserted`: the record says so
             entry.update(identity="asserted", verified=False, digest=gate.digest, round=gate.round)
         gate.decisions.append(entry)

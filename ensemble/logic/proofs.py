@@ -42,7 +42,9 @@ def digest(value: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical(value).encode()).hexdigest()
 
 
-def binding(run_id: str, gate: str, round_: int, tier: int, decision: GateDecision | dict[str, Any], shown_digest: str) -> dict[str, Any]:
+def binding(
+    run_id: str, gate: str, round_: int, tier: int, decision: GateDecision | dict[str, Any], shown_digest: str
+) -> dict[str, Any]:
     """The fields a proof binds a decision to."""
     d = decision if isinstance(decision, dict) else decision.model_dump()
     return {
@@ -77,14 +79,17 @@ def _keys_for(token: str, trust: TierTrust) -> tuple[list[dict[str, Any]], dict[
     except jwt.PyJWTError as err:
         raise ProofRefused(f"the proof is not a signed token: {err}") from None
     if header.get("alg") not in ALGORITHMS:
-        raise ProofRefused(f"the proof's algorithm {header.get('alg')!r} is not accepted (use one of {', '.join(ALGORITHMS)})")
+        raise ProofRefused(
+            f"the proof's algorithm {header.get('alg')!r} is not accepted (use one of {', '.join(ALGORITHMS)})"
+        )
     kid = header.get("kid")
     iss = claims.get("iss")
     if iss == LOCAL_ISSUER:
         subject = claims.get("sub")
         keys = trust.keys.get(str(subject), [])
         if not keys:
-            raise ProofRefused(f"no key is recorded for '{subject}' at this tier (approvers with keys: {', '.join(sorted(trust.keys)) or 'none'})")
+            with_keys = ", ".join(sorted(trust.keys)) or "none"
+            raise ProofRefused(f"no key is recorded for '{subject}' at this tier (approvers with keys: {with_keys})")
         options = {"issuer": LOCAL_ISSUER, "audience": LOCAL_AUDIENCE, "subject_claim": "sub", "groups_claim": None}
         algorithms = ["EdDSA"]
     else:
@@ -92,7 +97,12 @@ def _keys_for(token: str, trust: TierTrust) -> tuple[list[dict[str, Any]], dict[
         if issuer is None:
             raise ProofRefused(f"the proof's issuer {iss!r} is not trusted by this run's workers")
         keys = list(issuer.jwks.get("keys", []))
-        options = {"issuer": issuer.issuer, "audience": issuer.audience, "subject_claim": issuer.subject_claim, "groups_claim": issuer.groups_claim}
+        options = {
+            "issuer": issuer.issuer,
+            "audience": issuer.audience,
+            "subject_claim": issuer.subject_claim,
+            "groups_claim": issuer.groups_claim,
+        }
         algorithms = [a for a in issuer.algorithms if a in ALGORITHMS]
     if kid is not None:
         keys = [k for k in keys if k.get("kid") == kid]
@@ -101,7 +111,23 @@ def _keys_for(token: str, trust: TierTrust) -> tuple[list[dict[str, Any]], dict[
     return keys, options, kid, algorithms
 
 
-def verify(token: str, decision: GateDecision, expected: dict[str, Any], trust: TierTrust, now: datetime, seen: set[str]) -> Verified:
+def recorded(token: str) -> Verified:
+    """What an already-verified proof says (read back from history, not checked again). The subject
+    is the decision's `by`, which the verified proof named."""
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return Verified(
+        subject=str(claims.get("sub") or ""),
+        key_id=str(header.get("kid") or ""),
+        issuer=str(claims.get("iss") or ""),
+        jti=str(claims.get("jti") or ""),
+        expires=int(claims.get("exp") or 0),
+    )
+
+
+def verify(
+    token: str, decision: GateDecision, expected: dict[str, Any], trust: TierTrust, now: datetime, seen: set[str]
+) -> Verified:
     """Check `token` proves `decision` as bound by `expected` (see `binding`); ProofRefused if not."""
     keys, options, kid, algorithms = _keys_for(token, trust)
     claims: dict[str, Any] | None = None
@@ -110,7 +136,11 @@ def verify(token: str, decision: GateDecision, expected: dict[str, Any], trust: 
         try:
             key = jwt.PyJWK(jwk).key
             claims = jwt.decode(
-                token, key, algorithms=algorithms, audience=options["audience"], issuer=options["issuer"],
+                token,
+                key,
+                algorithms=algorithms,
+                audience=options["audience"],
+                issuer=options["issuer"],
                 options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "require": ["exp", "jti"]},
             )  # fmt: skip  (the clock is the workflow's, checked below)
             used = jwk
@@ -140,9 +170,17 @@ def verify(token: str, decision: GateDecision, expected: dict[str, Any], trust: 
             if bound.get(field) != expected[field]:
                 raise ProofRefused(f"the proof is for another {field}: {bound.get(field)!r}, not {expected[field]!r}")
     elif claims.get("nonce") != binding_hash(expected):
-        raise ProofRefused("the proof does not bind this decision (no 'ensemble' claim, and its nonce is not this decision's hash)")
+        raise ProofRefused(
+            "the proof does not bind this decision (no 'ensemble' claim, and its nonce is not this decision's hash)"
+        )
     if subject not in trust.people:
         groups = claims.get(options["groups_claim"]) if options["groups_claim"] else None
         if not (isinstance(groups, list) and any(g in trust.groups for g in groups)):
             raise ProofRefused(f"'{subject}' is not an approver of this tier")
-    return Verified(subject=subject, key_id=str(used.get("kid") or kid or ""), issuer=options["issuer"], jti=jti, expires=int(claims["exp"]))
+    return Verified(
+        subject=subject,
+        key_id=str(used.get("kid") or kid or ""),
+        issuer=options["issuer"],
+        jti=jti,
+        expires=int(claims["exp"]),
+    )

@@ -22,7 +22,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from ensemble.activities import approvals, egress, faults, run_agent
 from ensemble.activities import threads
-from ensemble.authoring.flows import load_worker_flows
+from ensemble.authoring.deploy import load_worker_flows
 from ensemble.runtime.health import HealthServer
 from ensemble.spec.errors import InputError
 from ensemble.runtime import codec, logs, server

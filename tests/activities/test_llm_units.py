@@ -137,7 +137,7 @@ def test_prices_and_spending():
 def test_flow_files_with_llm_mistakes_get_one_line_naming_the_place(tmp_path, body, expected):
     path = tmp_path / "flow.yaml"
     path.write_text("name: llm_check\nimports: [tests.agents, tests.llm_agents]\n" + textwrap.dedent(body).lstrip("\n"))
-    result = run_cli(["validate", str(path)], env=_env())
+    result = run_cli(["validate", "--import", str(path)], env=_env())  # the mistakes need the imports to be seen
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {path.parent}/{expected}"), line

@@ -14,8 +14,12 @@ CONTRACT = "examples/contract_review/contract.txt"
 
 def test_keys_init_then_approve_and_audit_through_the_cli(dev_server, task_queue, tmp_path):
     home = tmp_path / "home"
-    env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_HOME=str(home), TEMPORAL_ADDRESS=dev_server.info.address,
-                         TEMPORAL_NAMESPACE="default")  # fmt: skip
+    env = dev_server.env(
+        ENSEMBLE_TASK_QUEUE=task_queue,
+        ENSEMBLE_HOME=str(home),
+        TEMPORAL_ADDRESS=dev_server.info.address,
+        TEMPORAL_NAMESPACE="default",
+    )
     # Without keys, a proven gate refuses a bare name, in one line.
     parked = run_cli(["run", "contract_review", "--input", f"@{CONTRACT}", "--wait", "--json"], env)
     assert parked.returncode == 0, parked.stderr

@@ -29,7 +29,9 @@ def raw_request(handler: str, step_input: str, task_queue: str, agent: str = "x"
 
 
 async def run_raw(client, task_queue: str, payload: dict) -> str:
-    handle = await client.start_workflow(WORKFLOW_NAME, payload, id=f"lpe-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+    handle = await client.start_workflow(
+        WORKFLOW_NAME, payload, id=f"lpe-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+    )
     with pytest.raises(WorkflowFailureError) as info:
         await asyncio.wait_for(handle.result(), 60)
     err: BaseException | None = info.value
@@ -44,10 +46,14 @@ async def run_raw(client, task_queue: str, payload: dict) -> str:
     ("handler", "command"),
     [("os:system", "touch {marker}"), ("builtins:eval", "open({marker!r}, 'w').write('pwned')")],
 )
-async def test_request_naming_an_undeployed_handler_is_refused_and_runs_nothing(dev_server, task_queue, tmp_path, handler, command):
+async def test_request_naming_an_undeployed_handler_is_refused_and_runs_nothing(
+    dev_server, task_queue, tmp_path, handler, command
+):
     marker = tmp_path / "pwned.txt"
     async with running_worker(dev_server.client, task_queue):
-        message = await run_raw(dev_server.client, task_queue, raw_request(handler, command.format(marker=str(marker)), task_queue))
+        message = await run_raw(
+            dev_server.client, task_queue, raw_request(handler, command.format(marker=str(marker)), task_queue)
+        )
     assert "not deployed to this worker" in message, message
     assert not marker.exists()
 
@@ -66,7 +72,9 @@ async def test_a_deployed_agent_name_cannot_be_given_another_handler(dev_server,
     import tests.agents  # noqa: F401  deploys `echo` (tests.agents:echo) to this process
 
     async with running_worker(dev_server.client, task_queue):
-        message = await run_raw(dev_server.client, task_queue, raw_request("tests.agents:broken", "hi", task_queue, agent="echo"))
+        message = await run_raw(
+            dev_server.client, task_queue, raw_request("tests.agents:broken", "hi", task_queue, agent="echo")
+        )
     assert "agent 'echo' is deployed to this worker with handler tests.agents:echo" in message
 
 
@@ -107,18 +115,20 @@ steps:
 
 
 async def test_worker_runs_a_flow_file_only_when_started_with_it(dev_server, task_queue, tmp_path):
-    (tmp_path / "allowed_agents.py").write_text(textwrap.dedent("""
+    (tmp_path / "allowed_agents.py").write_text(
+        textwrap.dedent("""
         def shout(text):
             return str(text).upper()
-    """))
+    """)
+    )
     flow = tmp_path / "allowed.yaml"
     flow.write_text(ALLOWED_FLOW)
     env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_FLOWS="")
     env["PYTHONPATH"] = f"{env['PYTHONPATH']}:{tmp_path}"
 
     async def with_worker(*flags: str) -> subprocess.CompletedProcess:
-        worker = subprocess.Popen([sys.executable, "worker.py", *flags], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)  # fmt: skip
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "stdin": subprocess.DEVNULL}
+        worker = subprocess.Popen([sys.executable, "worker.py", *flags], cwd=ROOT, env=env, **quiet)
         try:
             for _ in range(600):  # the CLI below must find this worker polling, not start its own
                 if await has_pollers(dev_server.client, task_queue, activities=True):

@@ -49,7 +49,11 @@ async def parked(dev_server, task_queue, flow=FLOW):
 
 
 async def accepted_updates(handle) -> int:
-    return sum(1 for e in (await handle.fetch_history()).events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED)
+    return sum(
+        1
+        for e in (await handle.fetch_history()).events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    )
 
 
 async def refused(handle, decision: GateDecision) -> str:
@@ -142,7 +146,10 @@ async def test_audit_fails_a_history_rewritten_from_alice_to_bob(dev_server, tas
     async with running_worker(dev_server.client, task_queue):
         handle, gate = await parked(dev_server, task_queue)
         d = GateDecision(gate="legal", decision="approve", by="alice")
-        await handle.execute_update("decide", d.model_copy(update={"proof": token("alice", d, run=handle.id, gate="legal", digest=gate["digest"])}))
+        await handle.execute_update(
+            "decide",
+            d.model_copy(update={"proof": token("alice", d, run=handle.id, gate="legal", digest=gate["digest"])}),
+        )
         await handle.result()
     history = await handle.fetch_history()
     clean = tmp_path / "clean.json"
@@ -162,7 +169,11 @@ async def test_audit_fails_a_history_rewritten_from_alice_to_bob(dev_server, tas
     from temporalio.client import WorkflowHistory
 
     report = await audit_history(WorkflowHistory.from_json(handle.id, data), data_converter())
-    assert not report.ok and report.decisions[0].by == "bob" and "signed for 'alice', not 'bob'" in report.decisions[0].problem
+    assert (
+        not report.ok
+        and report.decisions[0].by == "bob"
+        and "signed for 'alice', not 'bob'" in report.decisions[0].problem
+    )
     env = dev_server.env()
     ok = await asyncio.to_thread(run_cli, ["audit", str(clean), "--json"], env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -176,14 +187,19 @@ async def test_a_decision_signal_without_proof_is_dropped_and_the_run_stays_park
     async with running_worker(dev_server.client, task_queue):
         handle, gate = await parked(dev_server, task_queue)
         for _ in range(5):
-            await handle.signal("decision", GateDecision(gate="legal", decision="approve", by="alice", comment="x" * 3000))
+            await handle.signal(
+                "decision", GateDecision(gate="legal", decision="approve", by="alice", comment="x" * 3000)
+            )
         await handle.signal("decision", GateDecision(gate="legal", decision="reject", by="bob", comment="y" * 5000))
         [still] = await handle.query("pending")  # answered after the signals were handled, in order
         assert still["approvals"] == 0
         too_long = await refused(handle, GateDecision(gate="legal", decision="approve", by="alice", comment="z" * 5000))
         assert "a comment is at most 4000 characters" in too_long
         d = GateDecision(gate="legal", decision="approve", by="alice")
-        await handle.signal("decision", d.model_copy(update={"proof": token("alice", d, run=handle.id, gate="legal", digest=gate["digest"])}))
+        await handle.signal(
+            "decision",
+            d.model_copy(update={"proof": token("alice", d, run=handle.id, gate="legal", digest=gate["digest"])}),
+        )
         outcome = await handle.result()
     assert outcome.approvals[0]["status"] == "approved"
 
@@ -199,3 +215,53 @@ async def test_a_quorum_that_cannot_be_met_fails_the_run_at_the_tier(dev_server,
             await asyncio.wait_for(handle.result(), 60)
     error = (await describe_run(dev_server.client, handle.id)).error
     assert "quorum 2 cannot be met" in error and "resolve to 1 (alice)" in error
+
+
+async def test_a_flood_of_unproven_decision_signals_leaves_the_run_parked_and_decidable(dev_server, task_queue):
+    """35 refused signals with large comments (100 KB here, to keep the test bounded; Temporal
+    records every signal, see docs/security.md): the run stays parked, counts them without keeping
+    them, and a proven decision still ends it."""
+    ensure_keys("alice", "bob")
+    async with running_worker(dev_server.client, task_queue, max_cached_workflows=0):  # every task replays the flood
+        handle, gate = await parked(dev_server, task_queue)
+        for i in range(35):
+            await handle.signal(
+                "decision", GateDecision(gate="legal", decision="approve", by="mallory", comment=f"{i}" + "x" * 100_000)
+            )
+        [still] = await handle.query("pending")
+        assert still["approvals"] == 0
+        assert (await handle.describe()).status.name == "RUNNING"
+        d = GateDecision(gate="legal", decision="approve", by="alice")
+        await handle.execute_update(
+            "decide",
+            d.model_copy(update={"proof": token("alice", d, run=handle.id, gate="legal", digest=gate["digest"])}),
+        )
+        outcome = await handle.result()
+    assert outcome.approvals[0]["status"] == "approved" and outcome.approvals[0]["decided_by"] == "alice"
+    assert "refused" not in outcome.approvals[0]
+
+
+def test_refused_signals_are_counted_not_kept():
+    book = GateBook({"legal"})
+    gate = book.start(GateStep(name="legal", gate={"approvers": ["alice"]}), "legal")
+    gate.identity = "proven"
+    gate.enter_tier(1, ["alice"], 1, datetime.now(timezone.utc), None, TierTrust(people=["alice"]))
+    with pytest.raises(GateRefused, match="at most 4000 characters"):
+        book.apply(
+            GateDecision(gate="legal", decision="approve", by="alice", comment="x" * 1_500_000),
+            datetime.now(timezone.utc),
+        )
+    assert isinstance(book.refused, int) and not gate.decisions
+
+
+async def test_a_flow_declaring_identity_asserted_believes_names_and_says_so(dev_server, task_queue):
+    async with running_worker(dev_server.client, task_queue):
+        handle, gate = await parked(dev_server, task_queue, {**FLOW, "identity": "asserted"})
+        assert gate["identity"] == "asserted"
+        await handle.execute_update("decide", GateDecision(gate="legal", decision="approve", by="alice"))
+        outcome = await handle.result()
+    [record] = outcome.approvals
+    assert record["identity"] == "asserted" and record["decisions"][0]["verified"] is False
+    report = await audit_run(dev_server.client, handle.id)
+    assert report.ok and report.identity == "asserted" and report.decisions[0].identity == "asserted"
+    assert "asserted" in report.decisions[0].problem

@@ -128,7 +128,7 @@ async def test_bad_run_fails_cleanly_and_the_worker_carries_on(dev_server, task_
     }
     async with running_worker(dev_server.client, task_queue):
         h1 = await start(dev_server.client, request(bad, {"txt": "typo"}, task_queue))
-        h2 = await start(dev_server.client, request(ghost, {}, task_queue))
+        h2 = await start(dev_server.client, request(ghost, {}, task_queue, trusted=False))
         h3 = await start(dev_server.client, request(bad, {"text": "fine"}, task_queue))
         for h in (h1, h2):
             with pytest.raises(WorkflowFailureError):
@@ -137,7 +137,7 @@ async def test_bad_run_fails_cleanly_and_the_worker_carries_on(dev_server, task_
     v1 = await describe_run(dev_server.client, h1.id)
     assert "step 'shout': '$input.text' is not in the run state" in v1.error
     v2 = await describe_run(dev_server.client, h2.id)
-    assert "cannot load handler 'tests.no_such_module:fn'" in v2.error
+    assert "handler 'tests.no_such_module:fn' is not deployed to this worker" in v2.error
     assert v2.steps[0].attempts == 1  # a missing handler is not retried
 
 
