@@ -26,7 +26,6 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 
 from ensemble.runtime import connection as temporal
 from ensemble.runtime import logs
-from ensemble.runtime import server
 from ensemble.runtime import telemetry
 from ensemble.spec.errors import EnsembleError, InputError
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
@@ -43,7 +42,7 @@ from ensemble.authoring.reading import MAX_DEPTH, decode, depth_of, one_line, pa
 
 # Modules that add subcommands: each has `register(subparsers)` and sets `fn` on its parsers
 # (a plain function or a coroutine function taking the parsed arguments).
-COMMAND_MODULES: list[str] = ["ensemble.cli.approvals", "ensemble.cli.dlq", "ensemble.cli.debug"]
+COMMAND_MODULES: list[str] = ["ensemble.cli.server", "ensemble.cli.approvals", "ensemble.cli.dlq", "ensemble.cli.debug"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,39 +131,6 @@ def _rel(path: Path | None) -> str:
 
 
 # ---------------------------------------------------------------- commands
-
-
-def cmd_server(args: argparse.Namespace) -> int:
-    if not temporal.embedded():
-        raise InputError(f"TEMPORAL_ADDRESS is set ({os.environ['TEMPORAL_ADDRESS']}): Ensemble uses that cluster and manages no server")
-    if args.action == "start":
-        info = server.start()
-        asyncio.run(_register_attributes())
-        print(f"Temporal server running at {info.address} (pid {info.pid}); Web UI {info.ui_url}; data {info.db}")
-        return 0
-    if args.action == "stop":
-        info = server.stop()
-        print(f"stopped the Temporal server at {info.address} (pid {info.pid})" if info else "the Temporal server was not running")
-        return 0
-    info = server.running()
-    trouble = asyncio.run(server.problem(info)) if info else None  # health (GetSystemInfo, database, disk), not just the pid
-    if args.json:
-        _emit_json({"running": bool(info), "healthy": bool(info) and not trouble, "problem": trouble or server.died(),
-                    "address": info.address if info else None, "ui": info.ui_url if info else None,
-                    "pid": info.pid if info else None, "db": info.db if info else None})  # fmt: skip
-    elif info and trouble:
-        print(f"error: unhealthy: {trouble}", file=sys.stderr)
-    elif info:
-        print(f"running at {info.address} (pid {info.pid}); Web UI {info.ui_url}; data {info.db}")
-    elif server.died():
-        print(f"error: {server.died()}; `python starter.py server start` starts it again", file=sys.stderr)
-    else:
-        print(f"not running (state directory {server.state_dir()}); start it with `python starter.py server start`")
-    return 0 if info and not trouble else 1
-
-
-async def _register_attributes() -> None:
-    await temporal.ensure_search_attributes(await temporal.connect())
 
 
 def cmd_flows(args: argparse.Namespace) -> int:
@@ -325,11 +291,6 @@ async def cmd_result(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="starter.py", description="Launch and steer Ensemble runs on Temporal.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    s = sub.add_parser("server", help="manage the embedded Temporal server")
-    s.add_argument("action", choices=["start", "stop", "status"])
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(fn=cmd_server)
 
     s = sub.add_parser("flows", help="list bundled and registered flows")
     s.add_argument("--json", action="store_true")
