@@ -26,6 +26,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 
 from ensemble.runtime import connection as temporal
 from ensemble.runtime import logs
+from ensemble.runtime import server
 from ensemble.runtime import telemetry
 from ensemble.spec.errors import EnsembleError, InputError
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
@@ -184,32 +185,58 @@ async def keep_running(client: Client, run_id: str, queue: str, agent_queues: se
     for q in sorted(agent_queues):
         if not quiet and not await temporal.has_pollers(client, q, activities=True):
             print(f"note: no worker polls task queue '{q}' that some agents need: start `python worker.py --task-queue {q} --activities-only`", file=sys.stderr)
-    async with contextlib.AsyncExitStack() as stack:
-        serving = False
+    stack = contextlib.AsyncExitStack()
+    serving = False
 
-        async def serve_queue(why: str) -> None:
-            nonlocal serving
-            if not quiet:
-                print(f"note: {why} on task queue '{queue}'; running a worker in this process until the run ends", file=sys.stderr)
-            await stack.enter_async_context(build_worker(client, queue, identity=temporal.cli_worker_identity()))
-            serving = True
+    async def serve_queue(why: str) -> None:
+        nonlocal serving
+        if not quiet:
+            print(f"note: {why} on task queue '{queue}'; running a worker in this process until the run ends", file=sys.stderr)
+        await stack.enter_async_context(build_worker(client, queue, identity=temporal.cli_worker_identity()))
+        serving = True
 
-        if not await temporal.has_pollers(client, queue):
-            await serve_queue("no worker polls")
+    if not await temporal.has_pollers(client, queue):
+        await serve_queue("no worker polls")
 
-        async def watchdog() -> None:
-            while not serving:
-                await asyncio.sleep(1.0)
-                if await stalled(client, run_id, queue):
-                    await serve_queue("the run's work is not being picked up")
+    async def watchdog() -> None:
+        while not serving:
+            await asyncio.sleep(1.0)
+            if await stalled(client, run_id, queue):
+                await serve_queue("the run's work is not being picked up")
 
-        watch = asyncio.create_task(watchdog())
-        try:
-            yield
-        finally:
-            watch.cancel()
+    broken: list[str] = []
+    waiting = asyncio.current_task()
+
+    async def sentinel() -> None:  # an embedded server that dies or breaks ends the wait in one line
+        while temporal.embedded():
+            await asyncio.sleep(1.0)
+            trouble = await asyncio.to_thread(server.state_problem)
+            if trouble:
+                broken.append(trouble)
+                if waiting is not None:
+                    waiting.cancel()
+                return
+
+    watch, guard = asyncio.create_task(watchdog()), asyncio.create_task(sentinel())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if broken:  # an in-process worker cannot hand anything to a dead server: say so and leave now,
+            # rather than after its ~10 s of retries (the run is kept on the server)
+            print(f"error: {one_line(broken[0], 1000)}; the run is kept and goes on once the server is back", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        raise
+    finally:
+        for task in (watch, guard):
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await watch
+                await task
+        # The in-process worker drains; with the server gone, or an agent thread that never
+        # returns, that cannot finish: give it a bound (main() then exits without them).
+        with contextlib.suppress(asyncio.TimeoutError, Exception):
+            await asyncio.wait_for(stack.aclose(), 1.0 if broken else 30.0)
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -357,9 +384,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(logging.ERROR if getattr(args, "json", False) else logging.WARNING)
     try:
-        return _guard(lambda: _traced(args))
+        code = _guard(lambda: _traced(args))
     finally:
         telemetry.flush()
+    if THREADS.state().busy:  # an in-process worker's agent thread still running would hold the exit
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _traced(args: argparse.Namespace) -> Any:

@@ -249,3 +249,42 @@ def test_a_server_that_stops_answering_is_one_line_within_seconds(
         if pid:
             os.killpg(pid, signal.SIGCONT)
         run_cli(["server", "stop"], env)
+
+
+async def test_a_server_dying_under_run_wait_ends_the_wait_in_one_line(
+    dev_server: DevServer, tmp_path: Path, task_queue: str, figure
+) -> None:
+    home = tmp_path / "home"
+    env = env_for(dev_server, home, task_queue, ENSEMBLE_SERVER_PORT=str(server.free_port()))
+    flow = tmp_path / "slow.flow.yaml"
+    flow.write_text(
+        "name: slow\nimports: [tests.reliability.agents]\nsteps:\n  - agent: rel_hold\n    input: {hold: 60}\n"
+    )
+    waiting = None
+    try:
+        assert run_cli(["server", "start"], env).returncode == 0
+        pid = json.loads((home / "server.json").read_text())["pid"]
+        waiting = subprocess.Popen([sys.executable, "starter.py", "run", str(flow), "--input", "{}", "--wait"], cwd=ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+        await asyncio.sleep(6)  # started, its in-process worker running the agent
+        assert waiting.poll() is None, waiting.communicate()
+        killed = time.monotonic()
+        os.killpg(pid, signal.SIGKILL)
+        out, err = await asyncio.wait_for(asyncio.to_thread(waiting.communicate), 30)
+        took = time.monotonic() - killed
+        figure("server killed under `run --wait`: the wait ended after (s)", f"{took:.1f}")
+        line = one_line_error(
+            subprocess.CompletedProcess(
+                waiting.args,
+                waiting.returncode,
+                out,
+                "\n".join(ln for ln in err.splitlines() if not ln.startswith(("note:", "started run", "{"))),
+            )
+        )  # fmt: skip (its worker's log lines)
+        assert "died" in line, line
+        assert took < 10, took
+    finally:
+        if waiting is not None and waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+        run_cli(["server", "stop"], env)
