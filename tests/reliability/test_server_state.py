@@ -85,7 +85,16 @@ async def test_restarted_server_keeps_its_address_and_workers_reconnect(
         handles = [await start(client, req(t), f"rel-{t}-{uuid.uuid4().hex[:4]}") for t in tags]
         # every first step finished and recorded by the server: the second step has started
         await until(lambda: record.exists() and len(record.read_text().splitlines()) >= len(tags), 60, "first steps")
-        await asyncio.sleep(1.0)
+
+        async def second_steps_running() -> bool:
+            described = [await h.describe() for h in handles]
+            pending = [d.raw_description.pending_activities for d in described]
+            return all(p and p[0].activity_type.name == "rel_hold" for p in pending)
+
+        for _ in range(100):
+            if await second_steps_running():
+                break
+            await asyncio.sleep(0.1)
         os.killpg(info["pid"], signal.SIGKILL)
         await until(lambda: not server.port_open(port), 10, "server down")
         again = run_cli(["server", "start"], env)  # no port given: the recorded one
@@ -264,9 +273,16 @@ async def test_a_server_dying_under_run_wait_ends_the_wait_in_one_line(
     try:
         assert run_cli(["server", "start"], env).returncode == 0
         pid = json.loads((home / "server.json").read_text())["pid"]
-        waiting = subprocess.Popen([sys.executable, "starter.py", "run", str(flow), "--input", "{}", "--wait"], cwd=ROOT, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
-        await asyncio.sleep(6)  # started, its in-process worker running the agent
+        run_id = f"slow-{uuid.uuid4().hex[:6]}"
+        args = [sys.executable, "starter.py", "run", str(flow), "--input", "{}", "--wait", "--id", run_id]
+        waiting = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   stdin=subprocess.DEVNULL)  # fmt: skip
+        client = await Client.connect(f"127.0.0.1:{json.loads((home / 'server.json').read_text())['port']}")
+        for _ in range(300):  # until its in-process worker runs the agent
+            with contextlib.suppress(Exception):
+                if (await client.get_workflow_handle(run_id).describe()).raw_description.pending_activities:
+                    break
+            await asyncio.sleep(0.1)
         assert waiting.poll() is None, waiting.communicate()
         killed = time.monotonic()
         os.killpg(pid, signal.SIGKILL)
