@@ -185,58 +185,75 @@ async def keep_running(client: Client, run_id: str, queue: str, agent_queues: se
     for q in sorted(agent_queues):
         if not quiet and not await temporal.has_pollers(client, q, activities=True):
             print(f"note: no worker polls task queue '{q}' that some agents need: start `python worker.py --task-queue {q} --activities-only`", file=sys.stderr)
-    stack = contextlib.AsyncExitStack()
-    serving = False
+    async with contextlib.AsyncExitStack() as stack:
+        serving = False
 
-    async def serve_queue(why: str) -> None:
-        nonlocal serving
-        if not quiet:
-            print(f"note: {why} on task queue '{queue}'; running a worker in this process until the run ends", file=sys.stderr)
-        await stack.enter_async_context(build_worker(client, queue, identity=temporal.cli_worker_identity()))
-        serving = True
+        async def serve_queue(why: str) -> None:
+            nonlocal serving
+            if not quiet:
+                print(f"note: {why} on task queue '{queue}'; running a worker in this process until the run ends", file=sys.stderr)
+            await stack.enter_async_context(_drained_within(build_worker(client, queue, identity=temporal.cli_worker_identity()), 30.0))
+            serving = True
 
-    if not await temporal.has_pollers(client, queue):
-        await serve_queue("no worker polls")
+        if not await temporal.has_pollers(client, queue):
+            await serve_queue("no worker polls")
 
-    async def watchdog() -> None:
-        while not serving:
-            await asyncio.sleep(1.0)
-            if await stalled(client, run_id, queue):
-                await serve_queue("the run's work is not being picked up")
+        async def watchdog() -> None:
+            while not serving:
+                await asyncio.sleep(1.0)
+                if await stalled(client, run_id, queue):
+                    await serve_queue("the run's work is not being picked up")
 
-    broken: list[str] = []
-    waiting = asyncio.current_task()
+        broken: list[str] = []
+        waiting = asyncio.current_task()
 
-    async def sentinel() -> None:  # an embedded server that dies or breaks ends the wait in one line
-        while temporal.embedded():
-            await asyncio.sleep(1.0)
-            trouble = await asyncio.to_thread(server.state_problem)
-            if trouble:
-                broken.append(trouble)
-                if waiting is not None:
-                    waiting.cancel()
-                return
+        async def sentinel() -> None:  # an embedded server that dies or breaks ends the wait in one line
+            while temporal.embedded():
+                await asyncio.sleep(1.0)
+                trouble = await asyncio.to_thread(server.state_problem)
+                if trouble:
+                    broken.append(trouble)
+                    if waiting is not None:
+                        waiting.cancel()
+                    return
 
-    watch, guard = asyncio.create_task(watchdog()), asyncio.create_task(sentinel())
+        watch, guard = asyncio.create_task(watchdog()), asyncio.create_task(sentinel())
+        try:
+            yield
+        except asyncio.CancelledError:
+            if broken:  # an in-process worker cannot hand anything to a dead server: say so and leave now,
+                # rather than after its ~10 s of retries (the run is kept on the server)
+                print(f"error: {one_line(broken[0], 1000)}; the run is kept and goes on once the server is back", file=sys.stderr)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)
+            raise
+        finally:
+            for task in (watch, guard):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+@contextlib.asynccontextmanager
+async def _drained_within(worker: Any, seconds: float):
+    """A worker run for the length of a block; on leaving, it drains for at most `seconds` (an
+    agent thread that never returns must not hold the command; main() then exits without it)."""
+    await worker.__aenter__()
     try:
-        yield
-    except asyncio.CancelledError:
-        if broken:  # an in-process worker cannot hand anything to a dead server: say so and leave now,
-            # rather than after its ~10 s of retries (the run is kept on the server)
-            print(f"error: {one_line(broken[0], 1000)}; the run is kept and goes on once the server is back", file=sys.stderr)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(1)
-        raise
+        yield worker
     finally:
-        for task in (watch, guard):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        # The in-process worker drains; with the server gone, or an agent thread that never
-        # returns, that cannot finish: give it a bound (main() then exits without them).
-        with contextlib.suppress(asyncio.TimeoutError, Exception):
-            await asyncio.wait_for(stack.aclose(), 1.0 if broken else 30.0)
+        drain = asyncio.ensure_future(worker.__aexit__(None, None, None))
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not drain.done() and asyncio.get_running_loop().time() < deadline:
+            state = THREADS.state()
+            if state.busy and state.busy == state.stuck:  # only threads that will not return are left
+                break
+            await asyncio.wait({drain}, timeout=0.2)
+        if not drain.done():
+            drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await drain
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
