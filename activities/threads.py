@@ -82,7 +82,8 @@ class AgentThreads:
     async def run(self, fn: Callable[..., Any], *args: Any, who: str = "agent") -> Any:
         """`fn(*args)` on a pool thread. Returns or raises what it does; past the activity's
         start-to-close timeout, or when the activity is cancelled, waits on for the thread (the
-        slot stays taken) and reports the worker degraded meanwhile."""
+        slot stays taken) and reports the worker degraded meanwhile. A cancellation once stuck (the
+        worker shutting down) stops the wait; the thread is then left to the process's exit."""
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor(), functools.partial(fn, *args))
         self._count(busy=1)
@@ -98,7 +99,7 @@ class AgentThreads:
                     if future.done():
                         return future.result()
                 except asyncio.CancelledError:
-                    if future.done():
+                    if future.done() or stuck:  # cancelled while already stuck: the worker is going away
                         raise
                     cancelled = True
                 if not stuck:

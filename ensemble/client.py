@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +28,8 @@ from ensemble.authoring.reading import MAX_DEPTH, depth_of, one_line
 from ensemble.runs import inbox
 from ensemble.runs.history import get_run, stalled
 from ensemble.runs.view import describe_run
-from ensemble.runtime import connection
+from ensemble.activities.threads import THREADS
+from ensemble.runtime import connection, server
 from ensemble.runtime.launch import start_request
 from ensemble.runtime.payloads import INLINE_LIMIT, max_input_bytes
 from ensemble.runtime.worker import build_worker, default_task_queue
@@ -240,8 +241,12 @@ class EnsembleClient:
     async def serving(self, run_id: str, queue: str, on_note: Any = None) -> AsyncIterator[None]:
         """While the caller waits on a run, make sure some worker serves its task queue: run one in
         this process when nobody polls it, or when the run's work sits untaken (a worker that
-        died still shows as a poller for a while). `on_note(text)` hears why one was started."""
+        died still shows as a poller for a while). `on_note(text)` hears why one was started.
+        An embedded server that dies or breaks meanwhile ends the wait with EnsembleError (the
+        run is kept on the server); leaving, the worker drains for at most 30 s and never waits
+        on agent threads that will not return."""
         client = self.temporal
+        broken: list[str] = []
         async with contextlib.AsyncExitStack() as stack:
             started = False
 
@@ -249,7 +254,8 @@ class EnsembleClient:
                 nonlocal started
                 if on_note:
                     on_note(f"{why} on task queue '{queue}'; running a worker in this process until the run ends")
-                await stack.enter_async_context(build_worker(client, queue, identity=connection.cli_worker_identity()))
+                worker = build_worker(client, queue, identity=connection.cli_worker_identity())
+                await stack.enter_async_context(_drained_within(worker, lambda: 0.0 if broken else 30.0))
                 started = True
 
             if not await connection.has_pollers(client, queue):
@@ -261,10 +267,49 @@ class EnsembleClient:
                     if await stalled(client, run_id, queue):
                         await serve_queue("the run's work is not being picked up")
 
-            watch = asyncio.create_task(watchdog())
+            waiting = asyncio.current_task()
+
+            async def sentinel() -> None:  # an embedded server that dies or breaks ends the wait
+                while connection.embedded():
+                    await asyncio.sleep(1.0)
+                    trouble = await asyncio.to_thread(server.state_problem)
+                    if trouble:
+                        broken.append(trouble)
+                        if waiting is not None:
+                            waiting.cancel()
+                        return
+
+            tasks = [asyncio.create_task(watchdog()), asyncio.create_task(sentinel())]
             try:
                 yield
+            except asyncio.CancelledError:
+                if broken:
+                    raise EnsembleError(f"{one_line(broken[0], 1000)}; the run is kept and goes on once the server is back") from None
+                raise
             finally:
-                watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
+                for task in tasks:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+
+@contextlib.asynccontextmanager
+async def _drained_within(worker: Any, seconds: Callable[[], float]) -> AsyncIterator[Any]:
+    """A worker run for the length of a block; on leaving, it drains for at most `seconds()` (an
+    agent thread that never returns must not hold the caller)."""
+    await worker.__aenter__()
+    try:
+        yield worker
+    finally:
+        drain = asyncio.ensure_future(worker.__aexit__(None, None, None))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds()
+        while not drain.done() and loop.time() < deadline:
+            state = THREADS.state()
+            if state.busy and state.busy == state.stuck:  # only threads that will not return are left
+                break
+            await asyncio.wait({drain}, timeout=0.2)
+        if not drain.done():
+            drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await drain

@@ -124,10 +124,11 @@ def _check_tree(root: yaml.Node) -> None:
             )
 
 
-def yaml_error(err: yaml.YAMLError, where: str) -> InputError:
+def yaml_error(err: yaml.YAMLError, where: str, text: str = "") -> InputError:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     line = f":{mark.line + 1}" if mark is not None else ""
     if isinstance(err, yaml.reader.ReaderError):
+        where = f"{where}:{text[: err.position].count(chr(10)) + 1}" if text else where
         where_ = f"{where}: not valid YAML: {one_line(str(err.reason))}"
         return InputError(f"{where_} (character {err.character!r} at offset {err.position})")
     problem = getattr(err, "problem", None) or str(err)
@@ -147,7 +148,7 @@ def parse_yaml(text: str, where: str) -> tuple[Any, yaml.Node | None]:
         _check_tree(tree)
         return loader.construct_document(tree), tree
     except yaml.YAMLError as err:
-        raise yaml_error(err, where) from None
+        raise yaml_error(err, where, text) from None
     except RecursionError:
         raise InputError(f"{where}: nested too deeply to read (over {MAX_DEPTH} levels)") from None
     finally:

@@ -96,39 +96,6 @@ def _rel(path: Path | None) -> str:
 # ---------------------------------------------------------------- commands
 
 
-def cmd_server(args: argparse.Namespace) -> int:
-    if not temporal.embedded():
-        raise InputError(f"TEMPORAL_ADDRESS is set ({os.environ['TEMPORAL_ADDRESS']}): Ensemble uses that cluster and manages no server")
-    if args.action == "start":
-        info = server.start()
-        asyncio.run(_register_attributes())
-        print(f"Temporal server running at {info.address} (pid {info.pid}); Web UI {info.ui_url}; data {info.db}")
-        return 0
-    if args.action == "stop":
-        info = server.stop()
-        print(f"stopped the Temporal server at {info.address} (pid {info.pid})" if info else "the Temporal server was not running")
-        return 0
-    info = server.running()
-    trouble = asyncio.run(server.problem(info)) if info else None  # health (GetSystemInfo, database, disk), not just the pid
-    if args.json:
-        emit_json({"running": bool(info), "healthy": bool(info) and not trouble, "problem": trouble or server.died(),
-                    "address": info.address if info else None, "ui": info.ui_url if info else None,
-                    "pid": info.pid if info else None, "db": info.db if info else None})  # fmt: skip
-    elif info and trouble:
-        print(f"error: unhealthy: {trouble}", file=sys.stderr)
-    elif info:
-        print(f"running at {info.address} (pid {info.pid}); Web UI {info.ui_url}; data {info.db}")
-    elif server.died():
-        print(f"error: {server.died()}; `python starter.py server start` starts it again", file=sys.stderr)
-    else:
-        print(f"not running (state directory {server.state_dir()}); start it with `python starter.py server start`")
-    return 0 if info and not trouble else 1
-
-
-async def _register_attributes() -> None:
-    await temporal.ensure_search_attributes(await temporal.connect())
-
-
 def cmd_flows(args: argparse.Namespace) -> int:
     flows = all_flows()
     rows = [
@@ -263,11 +230,6 @@ def build_parser(groups: Sequence[Register] = ()) -> argparse.ArgumentParser:
     p = _Parser(prog="starter.py", description="Launch and steer Ensemble runs on Temporal.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    s = sub.add_parser("server", help="manage the embedded Temporal server")
-    s.add_argument("action", choices=["start", "stop", "status"])
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(fn=cmd_server)
-
     s = sub.add_parser("flows", help="list bundled and registered flows")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_flows)
@@ -340,9 +302,14 @@ def main(argv: list[str] | None = None, groups: Sequence[Register] = ()) -> int:
     args = build_parser(groups).parse_args(argv)
     logs.setup(logging.ERROR if getattr(args, "json", False) else logging.WARNING)
     try:
-        return _guard(lambda: _traced(args))
+        code = _guard(lambda: _traced(args))
     finally:
         telemetry.flush()
+    if THREADS.state().busy:  # an in-process worker's agent thread still running would hold the exit
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _announce(info: server.ServerInfo) -> None:

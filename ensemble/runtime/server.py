@@ -261,9 +261,9 @@ def _last_error(info: ServerInfo) -> str:
     except OSError:
         return "no log"
     for line in reversed(lines):
-        if "error" in line.lower() or "fatal" in line.lower() or "in use" in line:
+        if "error" in line.lower() or "fatal" in line.lower() or "in use" in line or "panic" in line:
             return line.strip()[:200]
-    return lines[-1].strip()[:200] if lines else "no output"
+    return "no error in its log (killed?)"
 
 
 def died() -> str | None:
@@ -275,6 +275,16 @@ def died() -> str | None:
     why = _last_error(info)
     disk = _disk_problem(state_dir())
     return f"the embedded Temporal server (pid {info.pid}) died: {disk or why}; see {info.log}"
+
+
+def state_problem() -> str | None:
+    """While a command waits on a run: one line when this state directory's server died or its
+    state broke (cheap: no network), else None."""
+    gone = died()
+    if gone:
+        return gone
+    info = running()
+    return local_problem(info) if info else None
 
 
 def _disk_problem(home: Path) -> str | None:

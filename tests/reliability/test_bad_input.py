@@ -133,7 +133,7 @@ CASES = {
     "3 MB flow": (b"name: x\nsteps: []\ndescription: '" + b"x" * 3_000_000 + b"'\n", "must be under"),
     "two-line YAML error": (b"name: x\nsteps:\n  - agent: a\n - b\n", ":4: not valid YAML"),
     "tab indent": (b"name: x\nsteps:\n\t- agent: a\n", ":3: not valid YAML"),
-    "NUL byte": (b"name: x\x00\nsteps: []\n", "not valid YAML"),
+    "NUL byte": (b"name: x\x00\nsteps: []\n", "flow.yaml:1: not valid YAML"),
     "self-referencing alias": (b"name: x\nsteps: &s [*s]\n", "not valid YAML"),
 }
 

@@ -94,7 +94,12 @@ async def test_permanent_failures_end_the_run_with_a_reason(
     assert not wft_failed
     if kind != "RuntimeError":  # permanent: one attempt, although the agent's policy allows two
         assert view.steps[0].attempts == 1, view.steps[0]
+    from ensemble.runs.dlq import dead_letter
+
+    letter = await dead_letter(dev_server.client, view.run_id)  # in the dead-letter queue, with its reason
+    assert letter.agent == agent and letter.error and len(letter.error) < 20_000, letter
     figure(f"{agent}: ended failed in (s)", f"{took:.1f}")
+    figure(f"{agent}: dead letter", letter.error[:120])
     figure(f"{agent}: attempts", view.steps[0].attempts)
 
 

@@ -85,7 +85,16 @@ async def test_restarted_server_keeps_its_address_and_workers_reconnect(
         handles = [await start(client, req(t), f"rel-{t}-{uuid.uuid4().hex[:4]}") for t in tags]
         # every first step finished and recorded by the server: the second step has started
         await until(lambda: record.exists() and len(record.read_text().splitlines()) >= len(tags), 60, "first steps")
-        await asyncio.sleep(1.0)
+
+        async def second_steps_running() -> bool:
+            described = [await h.describe() for h in handles]
+            pending = [d.raw_description.pending_activities for d in described]
+            return all(p and p[0].activity_type.name == "rel_hold" for p in pending)
+
+        for _ in range(100):
+            if await second_steps_running():
+                break
+            await asyncio.sleep(0.1)
         os.killpg(info["pid"], signal.SIGKILL)
         await until(lambda: not server.port_open(port), 10, "server down")
         again = run_cli(["server", "start"], env)  # no port given: the recorded one
@@ -248,4 +257,50 @@ def test_a_server_that_stops_answering_is_one_line_within_seconds(
     finally:
         if pid:
             os.killpg(pid, signal.SIGCONT)
+        run_cli(["server", "stop"], env)
+
+
+async def test_a_server_dying_under_run_wait_ends_the_wait_in_one_line(
+    dev_server: DevServer, tmp_path: Path, task_queue: str, figure
+) -> None:
+    home = tmp_path / "home"
+    env = env_for(dev_server, home, task_queue, ENSEMBLE_SERVER_PORT=str(server.free_port()))
+    flow = tmp_path / "slow.flow.yaml"
+    flow.write_text(
+        "name: slow\nimports: [tests.reliability.agents]\nsteps:\n  - agent: rel_hold\n    input: {hold: 60}\n"
+    )
+    waiting = None
+    try:
+        assert run_cli(["server", "start"], env).returncode == 0
+        pid = json.loads((home / "server.json").read_text())["pid"]
+        run_id = f"slow-{uuid.uuid4().hex[:6]}"
+        args = [sys.executable, "starter.py", "run", str(flow), "--input", "{}", "--wait", "--id", run_id]
+        waiting = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   stdin=subprocess.DEVNULL)  # fmt: skip
+        client = await Client.connect(f"127.0.0.1:{json.loads((home / 'server.json').read_text())['port']}")
+        for _ in range(300):  # until its in-process worker runs the agent
+            with contextlib.suppress(Exception):
+                if (await client.get_workflow_handle(run_id).describe()).raw_description.pending_activities:
+                    break
+            await asyncio.sleep(0.1)
+        assert waiting.poll() is None, waiting.communicate()
+        killed = time.monotonic()
+        os.killpg(pid, signal.SIGKILL)
+        out, err = await asyncio.wait_for(asyncio.to_thread(waiting.communicate), 30)
+        took = time.monotonic() - killed
+        figure("server killed under `run --wait`: the wait ended after (s)", f"{took:.1f}")
+        line = one_line_error(
+            subprocess.CompletedProcess(
+                waiting.args,
+                waiting.returncode,
+                out,
+                "\n".join(ln for ln in err.splitlines() if not ln.startswith(("note:", "started run", "{"))),
+            )
+        )  # fmt: skip (its worker's log lines)
+        assert "died" in line, line
+        assert took < 10, took
+    finally:
+        if waiting is not None and waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
         run_cli(["server", "stop"], env)
