@@ -184,6 +184,8 @@ async def gate_binding(run_id: str, gate: str, who: Caller, svc: Svc,
     g = await _open(svc, run_id, gate)
     if g is None:
         raise ServiceError(409, "refused", f"run '{run_id}' has no open gate '{gate}'")
+    if who.subject not in (g.get("approvers") or []):
+        raise ServiceError(403, "forbidden", f"'{who.subject}' is not an approver of gate '{gate}'")
     bound = binding(run_id, g.get("path") or gate, int(g.get("round") or 0), int(g.get("tier") or 0),
                     {"decision": decision, "comment": comment}, g.get("digest") or "")  # fmt: skip
     return {"binding": bound, "nonce": binding_hash(bound)}
@@ -216,6 +218,7 @@ async def run_events(
     last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
 ) -> StreamingResponse:  # fmt: skip
     await may_read(svc, who, run_id)
+    await svc.client.temporal.get_workflow_handle(run_id).describe()  # 404 for an unknown run, before the stream opens
     after = int(last_event_id) if last_event_id and last_event_id.strip().isdigit() else 0
 
     async def stream() -> Any:
