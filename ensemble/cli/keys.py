@@ -6,6 +6,7 @@ import argparse
 
 from ensemble.authoring import approvers
 from ensemble.identity import keys
+from ensemble.service.auth import local_token
 from ensemble.spec.errors import InputError
 
 
@@ -21,8 +22,6 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_token(args: argparse.Namespace) -> int:
-    from ensemble.service.auth import local_token
-
     if args.ttl <= 0:
         raise InputError(f"--ttl {args.ttl} must be a positive number of seconds")
     print(local_token(args.name, args.ttl))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from typing import Annotated, Any, Literal
@@ -12,8 +11,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from ensemble.client import EnsembleClient, FlowInfo, RunOutcome, StartedRun
+from ensemble.logic.proofs import binding, binding_hash
 from ensemble.service import events
 from ensemble.service.auth import Principal, RateLimiter, Roles, ServiceError, verify_bearer
+from ensemble.spec import RunStatusView
 
 RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
@@ -23,7 +24,9 @@ MAX_WAIT_S = 60.0
 class StartRequest(BaseModel):
     flow: str = Field(pattern=NAME, description="a flow name (`GET /api/flows`)")
     input: Any = Field(description="the run's input, as the flow's input schema says")
-    run_id: str | None = Field(None, pattern=RUN_ID, description="a client-chosen id: starting twice with it is idempotent")
+    run_id: str | None = Field(
+        None, pattern=RUN_ID, description="a client-chosen id: starting twice with it is idempotent"
+    )
 
 
 class StartAnswer(StartedRun):
@@ -33,7 +36,9 @@ class StartAnswer(StartedRun):
 class DecisionRequest(BaseModel):
     decision: Literal["approve", "reject", "request_changes"]
     comment: str = Field("", max_length=4000)
-    proof: str | None = Field(None, max_length=16000, description="an identity provider's token binding this decision (its nonce)")
+    proof: str | None = Field(
+        None, max_length=16000, description="an identity provider's token binding this decision (its nonce)"
+    )
 
 
 class CancelRequest(BaseModel):
@@ -83,14 +88,17 @@ Svc = Annotated[Service, Depends(service)]
 router = APIRouter(prefix="/api", responses=ERRORS)
 
 
-async def may_read(svc: Service, who: Principal, run_id: str) -> None:
-    """Readers read every run; an approver reads the runs waiting on them."""
+async def may_read(svc: Service, who: Principal, run_id: str) -> RunStatusView | None:
+    """Readers read every run; an approver reads the runs waiting on them (the run's status when
+    it had to be read to know)."""
     if svc.roles.may(who, "read"):
-        return
+        return None
     view = await svc.client.status(run_id)
     if any(who.subject in (g.get("approvers") or []) for g in view.pending_approvals):
-        return
-    raise ServiceError(403, "forbidden", f"'{who.subject}' may not read run '{run_id}': the roles file grants no 'read'")
+        return view
+    raise ServiceError(
+        403, "forbidden", f"'{who.subject}' may not read run '{run_id}': the roles file grants no 'read'"
+    )
 
 
 async def _open(svc: Service, run_id: str, gate: str) -> dict[str, Any] | None:
@@ -108,11 +116,19 @@ async def list_flows(who: Caller, svc: Svc) -> list[FlowInfo]:
     return svc.client.flows()
 
 
-@router.post("/runs", summary="Start a run (idempotent with a client-chosen run_id)", status_code=201,
-             responses={200: {"model": StartAnswer, "description": "the run this id already names (same flow and input)"}})  # fmt: skip
+@router.post(
+    "/runs",
+    summary="Start a run (idempotent with a client-chosen run_id)",
+    status_code=201,
+    responses={200: {"model": StartAnswer, "description": "the run this id already names (same flow and input)"}},
+)
 async def start_run(body: StartRequest, who: Caller, svc: Svc) -> Any:
     if not svc.roles.may_start(who, body.flow):
-        raise ServiceError(403, "forbidden", f"'{who.subject}' may not start flow '{body.flow}': the roles file grants no 'start:{body.flow}'")
+        raise ServiceError(
+            403,
+            "forbidden",
+            f"'{who.subject}' may not start flow '{body.flow}': the roles file grants no 'start:{body.flow}'",
+        )
     svc.start_limit.take(who.subject, "start")
     run_id = body.run_id or f"{body.flow}-{uuid.uuid4().hex[:8]}"
     started, created = await svc.client.start_once(body.flow, body.input, run_id=run_id)
@@ -122,8 +138,8 @@ async def start_run(body: StartRequest, who: Caller, svc: Svc) -> Any:
 
 @router.get("/runs/{run_id}", summary="A run's status: steps, gates, decisions, usage")
 async def run_status(run_id: str, who: Caller, svc: Svc) -> dict[str, Any]:
-    await may_read(svc, who, run_id)
-    return (await svc.client.status(run_id)).model_dump(mode="json")
+    view = await may_read(svc, who, run_id) or await svc.client.status(run_id)
+    return view.model_dump(mode="json")
 
 
 @router.get("/runs/{run_id}/result", summary="Wait for the run's end (or its next gate) up to `timeout` seconds")
@@ -148,20 +164,31 @@ async def my_approvals(who: Caller, svc: Svc) -> list[dict[str, Any]]:
     return await svc.client.pending(who.subject)
 
 
-@router.post("/runs/{run_id}/gates/{gate}/decision", summary="Approve, reject or request changes at a gate, as the caller")
+@router.post(
+    "/runs/{run_id}/gates/{gate}/decision", summary="Approve, reject or request changes at a gate, as the caller"
+)
 async def decide(run_id: str, gate: str, body: DecisionRequest, who: Caller, svc: Svc) -> dict[str, Any]:
     svc.decide_limit.take(who.subject, "decision")
     open_gate = await _open(svc, run_id, gate)
     if open_gate is None:
         raise ServiceError(409, "refused", f"run '{run_id}' has no open gate '{gate}'")
     if who.subject not in (open_gate.get("approvers") or []):
-        raise ServiceError(403, "forbidden", f"'{who.subject}' is not an approver of gate '{gate}' (approvers: {', '.join(open_gate.get('approvers') or [])})")
+        raise ServiceError(
+            403,
+            "forbidden",
+            f"'{who.subject}' is not an approver of gate '{gate}' "
+            f"(approvers: {', '.join(open_gate.get('approvers') or [])})",
+        )
     if body.decision == "request_changes" and not body.comment.strip():
         raise ServiceError(400, "invalid_input", "request_changes needs a comment saying what to change")
     token = body.proof
     if token is None and not who.local:
-        raise ServiceError(400, "proof_required", "a decision with an identity provider's token needs `proof`: a token whose nonce binds it "
-                           f"(GET /api/runs/{run_id}/gates/{gate}/binding)")  # fmt: skip
+        raise ServiceError(
+            400,
+            "proof_required",
+            "a decision with an identity provider's token needs `proof`: a token whose nonce binds it "
+            f"(GET /api/runs/{run_id}/gates/{gate}/binding)",
+        )
     result = await svc.client.decide(run_id, gate, body.decision, by=who.subject, comment=body.comment, token=token)
     return result.model_dump(mode="json")
 
@@ -172,15 +199,24 @@ async def gate_view(run_id: str, gate: str, who: Caller, svc: Svc) -> dict[str, 
     if found is None:
         raise ServiceError(404, "not_found", f"run '{run_id}' has no open gate '{gate}'")
     if who.subject not in (found.get("approvers") or []) and not svc.roles.may(who, "read"):
-        raise ServiceError(403, "forbidden", f"'{who.subject}' is not an approver of gate '{gate}' and may not read runs")
+        raise ServiceError(
+            403, "forbidden", f"'{who.subject}' is not an approver of gate '{gate}' and may not read runs"
+        )
     return found
 
 
-@router.get("/runs/{run_id}/gates/{gate}/binding", summary="What a decision's proof must bind (the nonce for an identity provider)")
-async def gate_binding(run_id: str, gate: str, who: Caller, svc: Svc,
-                       decision: Literal["approve", "reject", "request_changes"] = "approve", comment: str = "") -> dict[str, Any]:  # fmt: skip
-    from ensemble.logic.proofs import binding, binding_hash
-
+@router.get(
+    "/runs/{run_id}/gates/{gate}/binding",
+    summary="What a decision's proof must bind (the nonce for an identity provider)",
+)
+async def gate_binding(
+    run_id: str,
+    gate: str,
+    who: Caller,
+    svc: Svc,
+    decision: Literal["approve", "reject", "request_changes"] = "approve",
+    comment: str = "",
+) -> dict[str, Any]:
     g = await _open(svc, run_id, gate)
     if g is None:
         raise ServiceError(409, "refused", f"run '{run_id}' has no open gate '{gate}'")
@@ -221,17 +257,11 @@ async def run_events(
     await svc.client.temporal.get_workflow_handle(run_id).describe()  # 404 for an unknown run, before the stream opens
     after = int(last_event_id) if last_event_id and last_event_id.strip().isdigit() else 0
 
-    async def stream() -> Any:
-        yield ": following run " + run_id + "\n\n"
-        try:
-            async for event_id, kind, data in events.follow(svc.client.temporal, run_id, after):
-                yield events.frame(event_id, kind, data)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # the stream is already open: say so as an event, not a traceback
-            yield events.frame(None, "error", {"message": str(err).splitlines()[0][:300] if str(err) else type(err).__name__})
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events.stream(svc.client.temporal, run_id, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/dlq", summary="Failed runs (the dead-letter queue)")

@@ -103,7 +103,10 @@ def create_app(client: EnsembleClient | None = None, *, roles: Roles | None = No
         title="Ensemble",
         version="0.1.0",
         summary="Start, follow and decide Ensemble runs",
-        description="Bearer tokens from `python starter.py keys token USER` offline, or an identity provider's. See docs/service.md.",
+        description=(
+            "Bearer tokens from `python starter.py keys token USER` offline, or an identity provider's. "
+            "See docs/service.md."
+        ),
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,

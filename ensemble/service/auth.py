@@ -26,6 +26,7 @@ import yaml
 
 from ensemble.identity import keys
 from ensemble.logic.proofs import ALGORITHMS, LOCAL_ISSUER, MAX_CLOCK_SKEW_S
+from ensemble.spec.errors import InputError
 
 AUDIENCE_ENV = "ENSEMBLE_SERVICE_AUDIENCE"
 ROLES_ENV = "ENSEMBLE_SERVICE_ROLES"
@@ -49,11 +50,18 @@ def audience() -> str:
 def local_token(name: str, ttl_s: int = TOKEN_TTL_S) -> str:
     """A bearer token for `name`, signed with their local key (`starter.py keys token NAME`)."""
     if not keys.has_local_key(name):
-        from ensemble.spec.errors import InputError
-
-        raise InputError(f"'{name}' has no local key in {keys.private_dir()}: run `python starter.py keys init {name}` first")
+        raise InputError(
+            f"'{name}' has no local key in {keys.private_dir()}: run `python starter.py keys init {name}` first"
+        )
     now = int(time.time())
-    claims = {"iss": LOCAL_ISSUER, "aud": audience(), "sub": name, "iat": now, "exp": now + ttl_s, "jti": uuid.uuid4().hex}
+    claims = {
+        "iss": LOCAL_ISSUER,
+        "aud": audience(),
+        "sub": name,
+        "iat": now,
+        "exp": now + ttl_s,
+        "jti": uuid.uuid4().hex,
+    }
     return keys.sign_claims(name, claims)
 
 
@@ -76,7 +84,9 @@ def _unauthorized(message: str) -> ServiceError:
 def verify_bearer(header: str | None) -> Principal:
     """The caller named by an `Authorization: Bearer TOKEN` header; 401 when it proves nobody."""
     if not header:
-        raise _unauthorized("no bearer token: send `Authorization: Bearer TOKEN` (`python starter.py keys token USER` offline)")
+        raise _unauthorized(
+            "no bearer token: send `Authorization: Bearer TOKEN` (`python starter.py keys token USER` offline)"
+        )
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("the Authorization header must be `Bearer TOKEN`")
@@ -107,15 +117,24 @@ def verify_bearer(header: str | None) -> Principal:
     claims = None
     for jwk in candidates:
         try:
-            claims = jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=algorithms, audience=audience(), issuer=iss,
-                                leeway=MAX_CLOCK_SKEW_S, options={"require": ["exp", "sub" if subject_claim == "sub" else "exp"]})  # fmt: skip
+            claims = jwt.decode(
+                token,
+                jwt.PyJWK(jwk).key,
+                algorithms=algorithms,
+                audience=audience(),
+                issuer=iss,
+                leeway=MAX_CLOCK_SKEW_S,
+                options={"require": ["exp"]},
+            )
             break
         except jwt.InvalidSignatureError:
             continue
         except jwt.ExpiredSignatureError:
             raise _unauthorized("the bearer token has expired: get a new one") from None
         except jwt.InvalidAudienceError:
-            raise _unauthorized(f"the bearer token is not for this service (its audience must be '{audience()}')") from None
+            raise _unauthorized(
+                f"the bearer token is not for this service (its audience must be '{audience()}')"
+            ) from None
         except jwt.PyJWTError as err:
             raise _unauthorized(f"the bearer token is not valid: {err}") from None
     if claims is None:
@@ -124,7 +143,12 @@ def verify_bearer(header: str | None) -> Principal:
     if not isinstance(subject, str) or not subject:
         raise _unauthorized(f"the bearer token has no '{subject_claim}' claim naming the caller")
     groups = claims.get(groups_claim) if groups_claim else None
-    return Principal(subject=subject, issuer=str(iss), groups=[str(g) for g in groups] if isinstance(groups, list) else [], token=token)
+    return Principal(
+        subject=subject,
+        issuer=str(iss),
+        groups=[str(g) for g in groups] if isinstance(groups, list) else [],
+        token=token,
+    )
 
 
 class Roles:
@@ -151,7 +175,9 @@ class Roles:
             try:
                 data = yaml.safe_load(path.read_text()) or {}
             except (OSError, yaml.YAMLError) as err:
-                raise ServiceError(500, "roles_file", f"cannot read the roles file {path}: {str(err).splitlines()[0]}") from None
+                raise ServiceError(
+                    500, "roles_file", f"cannot read the roles file {path}: {str(err).splitlines()[0]}"
+                ) from None
             if not isinstance(data, dict):
                 raise ServiceError(500, "roles_file", f"{path}: the roles file needs `users:` and `groups:` mappings")
             self._data = {"users": dict(data.get("users") or {}), "groups": dict(data.get("groups") or {})}
@@ -174,7 +200,11 @@ class Roles:
 
     def require(self, who: Principal, permission: str, what: str) -> None:
         if not self.may(who, permission):
-            raise ServiceError(403, "forbidden", f"'{who.subject}' may not {what}: the roles file ({self.file()}) grants no '{permission}'")
+            raise ServiceError(
+                403,
+                "forbidden",
+                f"'{who.subject}' may not {what}: the roles file ({self.file()}) grants no '{permission}'",
+            )
 
 
 class RateLimiter:
@@ -195,6 +225,6 @@ class RateLimiter:
             if tokens < 1.0:
                 wait = (1.0 - tokens) / self.refill
                 self._buckets[key] = (tokens, now)
-                raise ServiceError(429, "rate_limited", f"too many {action} requests from '{key}': retry in {wait:.0f} s",
-                                   {"Retry-After": str(max(1, int(wait + 0.999)))})  # fmt: skip
+                message = f"too many {action} requests from '{key}': retry in {wait:.0f} s"
+                raise ServiceError(429, "rate_limited", message, {"Retry-After": str(max(1, int(wait + 0.999)))})
             self._buckets[key] = (tokens - 1.0, now)

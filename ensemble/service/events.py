@@ -11,6 +11,8 @@ run answered), `subtask_started`, `run_ended`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import timezone
@@ -57,7 +59,9 @@ class _Follower:
         at = event.event_time.ToDatetime().replace(tzinfo=timezone.utc).isoformat(timespec="milliseconds")
         out: list[tuple[str, dict[str, Any]]] = []
         if etype == E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-            out.append(("run_started", {"workflow": event.workflow_execution_started_event_attributes.workflow_type.name}))
+            out.append(
+                ("run_started", {"workflow": event.workflow_execution_started_event_attributes.workflow_type.name})
+            )
         elif etype == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
             name = attrs.activity_type.name
@@ -73,7 +77,9 @@ class _Follower:
         elif etype == E.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             attrs = event.activity_task_started_event_attributes
             if (known := self.scheduled.get(attrs.scheduled_event_id)) and attrs.attempt > 1:
-                out.append(("step_retried", {"step": protocol.step_of(known[0]), "agent": known[1], "attempt": attrs.attempt}))
+                out.append(
+                    ("step_retried", {"step": protocol.step_of(known[0]), "agent": known[1], "attempt": attrs.attempt})
+                )
         elif etype in _CLOSED:
             field, status = _CLOSED[etype]
             attrs = getattr(event, field)
@@ -91,22 +97,36 @@ class _Follower:
                 if data.get("usage"):
                     out.append(("tokens", {"step": data["step"], "agent": known[1], **data["usage"]}))
         elif etype == E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
-            out.append(("subtask_started", {"workflow_id": event.start_child_workflow_execution_initiated_event_attributes.workflow_id}))
+            out.append(
+                (
+                    "subtask_started",
+                    {"workflow_id": event.start_child_workflow_execution_initiated_event_attributes.workflow_id},
+                )
+            )
         elif etype == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
             if request.input.name == protocol.DECIDE_UPDATE:
                 value = await _decode(self.client, request.input.args)
                 d = value if isinstance(value, dict) else {}
-                self.updates[request.meta.update_id] = brief = {k: d.get(k) for k in ("gate", "decision", "by", "comment")}
+                self.updates[request.meta.update_id] = brief = {
+                    k: d.get(k) for k in ("gate", "decision", "by", "comment")
+                }
         elif etype == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
             attrs = event.workflow_execution_update_completed_event_attributes
             brief = self.updates.get(attrs.meta.update_id)
             if brief is not None:
                 if attrs.outcome.HasField("success"):
                     answer = await _decode(self.client, attrs.outcome.success)
-                    out.append(("decision", {**brief, "accepted": True, "result": answer if isinstance(answer, dict) else None}))
+                    out.append(
+                        (
+                            "decision",
+                            {**brief, "accepted": True, "result": answer if isinstance(answer, dict) else None},
+                        )
+                    )
                 else:
-                    out.append(("decision", {**brief, "accepted": False, "refused": failure_text(attrs.outcome.failure)}))
+                    out.append(
+                        ("decision", {**brief, "accepted": False, "refused": failure_text(attrs.outcome.failure)})
+                    )
         elif etype in _ENDED:
             data = {"status": _ENDED[etype]}
             if etype == E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
@@ -126,6 +146,42 @@ async def follow(client: Client, run_id: str, after: int = 0) -> AsyncIterator[t
             continue
         for kind, data in items:
             yield event.event_id, kind, data
+
+
+KEEPALIVE_S = 15.0
+
+
+async def stream(client: Client, run_id: str, after: int = 0, keepalive_s: float = KEEPALIVE_S) -> AsyncIterator[str]:
+    """The SSE body: the run's events (see `follow`), a comment line every `keepalive_s` seconds
+    while the run is quiet (so proxies keep the connection), an `error` event if reading fails."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=256)
+
+    async def produce() -> None:
+        try:
+            async for event_id, kind, data in follow(client, run_id, after):
+                await queue.put(frame(event_id, kind, data))
+        except Exception as err:  # the stream is already open: say so as an event, never a traceback
+            text = " ".join(str(err).split())[:300] or type(err).__name__
+            await queue.put(frame(None, "error", {"message": text}))
+        finally:
+            await queue.put(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        yield f": following run {run_id}\n\n"
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), keepalive_s)
+            except asyncio.TimeoutError:
+                yield ": keepalive\n\n"
+                continue
+            if item is None:
+                return
+            yield item
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
 
 
 def frame(event_id: int | None, kind: str, data: dict[str, Any]) -> str:

@@ -38,11 +38,17 @@ def _page(title: str, body: str, data: dict[str, str]) -> HTMLResponse:
 <title>{html.escape(title)} · Ensemble</title><link rel="stylesheet" href="/static/style.css"></head>
 <body {attrs}>
 <header><a href="/inbox" class="brand">Ensemble</a> <nav><a href="/inbox">Inbox</a> <a href="/docs">API</a></nav>
-<form id="signin"><input id="token" type="password" placeholder="bearer token (python starter.py keys token USER)" autocomplete="off">
-<button type="submit">Sign in</button></form><span id="who"></span> <button id="signout" hidden>Sign out</button></header>
+<form id="signin"><input id="token" type="password" autocomplete="off"
+ placeholder="bearer token (python starter.py keys token USER)"><button type="submit">Sign in</button></form>
+<span id="who"></span> <button id="signout" hidden>Sign out</button></header>
 <main>{body}</main>
 <script src="/static/app.js"></script></body></html>"""
     return HTMLResponse(text, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
+
+
+def _table(name: str, *columns: str) -> str:
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    return f'<table id="{name}"><thead><tr>{head}</tr></thead><tbody></tbody></table>'
 
 
 @router.get("/")
@@ -63,12 +69,13 @@ async def run_page(run_id: str, request: Request) -> HTMLResponse:
     ns = service.client.temporal.namespace
     link = f"{temporal_ui()}/namespaces/{ns}/workflows/{run_id}"
     body = f"""<h1>Run <code>{html.escape(run_id)}</code></h1>
-<p><a id="temporal-link" href="{html.escape(link, quote=True)}" target="_blank" rel="noopener">Open in Temporal's Web UI</a></p>
+<p><a id="temporal-link" href="{html.escape(link, quote=True)}" target="_blank" rel="noopener">
+Open in Temporal's Web UI</a></p>
 <p id="status" role="status">Sign in to see this run.</p>
 <section id="gate"></section>
-<h2>Steps</h2><table id="steps"><thead><tr><th>step</th><th>agent</th><th>status</th><th>attempts</th><th>latency</th><th>summary</th></tr></thead><tbody></tbody></table>
+<h2>Steps</h2>{_table("steps", "step", "agent", "status", "attempts", "latency", "summary")}
 <h2>Timeline</h2><div id="timeline"></div>
-<h2>Decisions</h2><table id="decisions"><thead><tr><th>gate</th><th>decision</th><th>by</th><th>comment</th><th>verified</th></tr></thead><tbody></tbody></table>
+<h2>Decisions</h2>{_table("decisions", "gate", "decision", "by", "at", "verified")}
 <h2>Live</h2><ol id="events"></ol>"""
     return _page(f"Run {run_id}", body, {"page": "run", "run": run_id, "gate": request.query_params.get("gate", "")})
 

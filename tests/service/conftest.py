@@ -53,12 +53,24 @@ class Service:
 
 def expired_token(who: str) -> str:
     now = int(time.time())
-    return keys.sign_claims(who, {"iss": LOCAL_ISSUER, "aud": audience(), "sub": who, "iat": now - 4000, "exp": now - 3600, "jti": uuid.uuid4().hex})
+    return keys.sign_claims(
+        who,
+        {
+            "iss": LOCAL_ISSUER,
+            "aud": audience(),
+            "sub": who,
+            "iat": now - 4000,
+            "exp": now - 3600,
+            "jti": uuid.uuid4().hex,
+        },
+    )
 
 
 def wrong_audience_token(who: str) -> str:
     now = int(time.time())
-    return keys.sign_claims(who, {"iss": LOCAL_ISSUER, "aud": "ensemble", "sub": who, "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex})
+    return keys.sign_claims(
+        who, {"iss": LOCAL_ISSUER, "aud": "ensemble", "sub": who, "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex}
+    )
 
 
 @contextlib.asynccontextmanager
@@ -90,7 +102,10 @@ async def service(dev_server, tmp_path_factory) -> AsyncIterator[Service]:
     mp.setenv("ENSEMBLE_SERVICE_ROLES", str(roles_file))
     try:
         client = EnsembleClient(dev_server.client)
-        async with running_worker(dev_server.client, queue), serving(create_app(client, roles=Roles(roles_file))) as url:
+        async with (
+            running_worker(dev_server.client, queue),
+            serving(create_app(client, roles=Roles(roles_file))) as url,
+        ):
             yield Service(url=url, client=client, roles_file=roles_file, task_queue=queue)
     finally:
         mp.undo()
@@ -111,7 +126,9 @@ async def wait_for(check, timeout: float = 60.0, every: float = 0.2):
 async def park(svc: Service, flow: str, run_input, run_id: str | None = None) -> str:
     """Start a run as ops and wait until it waits at its gate."""
     async with svc.http("ops") as http:
-        r = await http.post("/api/runs", json={"flow": flow, "input": run_input, "run_id": run_id or f"{flow}-{uuid.uuid4().hex[:8]}"})
+        r = await http.post(
+            "/api/runs", json={"flow": flow, "input": run_input, "run_id": run_id or f"{flow}-{uuid.uuid4().hex[:8]}"}
+        )
         assert r.status_code == 201, r.text
         run_id = r.json()["run_id"]
         r = await http.get(f"/api/runs/{run_id}/result", params={"until": "gate", "timeout": 60})

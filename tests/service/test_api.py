@@ -57,11 +57,15 @@ async def test_start_follow_decide_and_complete_through_http(service: Service):
         assert row["gate"] == "legal" and "alice" in row["approvers"]
         gate = (await alice.get(f"/api/runs/{run_id}/gates/legal")).json()
         assert gate["show"], gate  # what the lawyer is asked to decide
-        assert not [g for g in (await carol.get("/api/approvals")).json() if g["run_id"] == run_id]  # carol's tier is later
+        assert not [
+            g for g in (await carol.get("/api/approvals")).json() if g["run_id"] == run_id
+        ]  # carol's tier is later
         refused = await carol.post(f"/api/runs/{run_id}/gates/legal/decision", json={"decision": "approve"})
         assert refused.status_code == 403 and "carol" in refused.json()["error"]["message"]
 
-        decided = await alice.post(f"/api/runs/{run_id}/gates/legal/decision", json={"decision": "approve", "comment": "fine"})
+        decided = await alice.post(
+            f"/api/runs/{run_id}/gates/legal/decision", json={"decision": "approve", "comment": "fine"}
+        )
         assert decided.status_code == 200, decided.text
         assert decided.json()["status"] == "approved"
         done = await ops.get(f"/api/runs/{run_id}/result", params={"timeout": 60})
@@ -104,7 +108,11 @@ async def test_live_events_latency(service: Service):
     now_wall, now_mono = time.time(), time.monotonic()
     lags = [(now_wall - (now_mono - mono)) - recorded[int(i)] for i, _, _, mono in events if i]
     lags = sorted(lags)
-    print(f"\nSSE latency after the history records an event: median {lags[len(lags) // 2] * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms over {len(lags)} events")
+    median, top = lags[len(lags) // 2] * 1000, lags[-1] * 1000
+    print(
+        f"\nSSE latency after the history records an event: "
+        f"median {median:.0f} ms, max {top:.0f} ms over {len(lags)} events"
+    )
     assert lags[-1] < 5.0
 
 
@@ -117,7 +125,11 @@ async def test_reject_lands_in_the_dlq_and_is_not_redriven(service: Service):
         assert done["status"] == "failed"
 
         async def listed():
-            return [d for d in (await ops.get("/api/dlq", params={"flow": "contract_review"})).json() if d["run_id"] == run_id]
+            return [
+                d
+                for d in (await ops.get("/api/dlq", params={"flow": "contract_review"})).json()
+                if d["run_id"] == run_id
+            ]
 
         [letter] = await wait_for(listed)
         assert letter["rejected"]["by"] == "bob"
@@ -142,7 +154,9 @@ async def test_errors_are_one_line_json_with_the_cli_messages(service: Service):
     async with service.http("ops") as ops:
         missing = await ops.get("/api/runs/no-such-run")
         assert missing.status_code == 404
-        assert missing.json() == {"error": {"code": "not_found", "message": "no run with id 'no-such-run' in namespace 'default'"}}
+        assert missing.json() == {
+            "error": {"code": "not_found", "message": "no run with id 'no-such-run' in namespace 'default'"}
+        }
         bad = await ops.post("/api/runs", json={"flow": "hello", "input": {"nom": 1}})
         assert bad.status_code == 400 and bad.json()["error"]["message"].startswith("input does not match flow 'hello'")
         unknown = await ops.post("/api/runs", json={"flow": "nope", "input": {}})
@@ -155,7 +169,11 @@ async def test_errors_are_one_line_json_with_the_cli_messages(service: Service):
         doc = (await anonymous.get("/openapi.json")).json()
         assert doc["openapi"].startswith("3.1")
         page = await anonymous.get("/docs")
-        assert page.status_code == 200 and "/static/app.js" in page.text and "http" not in page.text.split("<main>")[1].split("</main>")[0].replace("/openapi.json", "")
+        assert (
+            page.status_code == 200
+            and "/static/app.js" in page.text
+            and "http" not in page.text.split("<main>")[1].split("</main>")[0].replace("/openapi.json", "")
+        )
         js = await anonymous.get("/static/app.js")
         assert js.status_code == 200 and "https://" not in js.text and "cdn" not in js.text.lower()
 
@@ -167,7 +185,10 @@ async def test_start_and_decide_are_rate_limited(service: Service, monkeypatch):
     async with serving(app) as url:
         headers = {"Authorization": f"Bearer {local_token('ticketing')}"}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as bot:
-            codes = [(await bot.post("/api/runs", json={"flow": "hello", "input": {"name": "x"}})).status_code for _ in range(3)]
+            codes = [
+                (await bot.post("/api/runs", json={"flow": "hello", "input": {"name": "x"}})).status_code
+                for _ in range(3)
+            ]
             assert codes == [201, 201, 429]
             last = await bot.post("/api/runs", json={"flow": "hello", "input": {"name": "x"}})
             assert last.json()["error"]["code"] == "rate_limited" and int(last.headers["Retry-After"]) >= 1
@@ -176,3 +197,19 @@ async def test_start_and_decide_are_rate_limited(service: Service, monkeypatch):
             first = await frank.post("/api/runs/no-such-run/gates/g/decision", json={"decision": "approve"})
             second = await frank.post("/api/runs/no-such-run/gates/g/decision", json={"decision": "approve"})
             assert (first.status_code, second.status_code) == (404, 429)
+
+
+async def test_a_quiet_stream_keeps_the_connection_with_comments(service: Service):
+    from ensemble.service import events
+
+    run_id = await park(service, "procurement", PROCUREMENT)  # waits at its gate: nothing happens
+    frames = []
+    stream = events.stream(service.client.temporal, run_id, keepalive_s=0.3)
+    try:
+        async for text in stream:
+            frames.append(text)
+            if text == ": keepalive\n\n":
+                break
+    finally:
+        await stream.aclose()
+    assert frames[0].startswith(": following run") and any("event: gate_opened" in f for f in frames)

@@ -34,7 +34,9 @@ ENDPOINTS = [
     Endpoint("POST", "/api/runs/{victim}/cancel", "ops", "alice", {"reason": "matrix"}, (202,)),
     Endpoint("GET", "/api/runs/{run}/gates/committee", "erin", "carol"),
     Endpoint("GET", "/api/runs/{run}/gates/committee/binding", "erin", "alice"),
-    Endpoint("POST", "/api/runs/{run}/gates/committee/decision", "dave", "bob", {"decision": "approve", "comment": "ok"}),
+    Endpoint(
+        "POST", "/api/runs/{run}/gates/committee/decision", "dave", "bob", {"decision": "approve", "comment": "ok"}
+    ),
     Endpoint("GET", "/api/runs/{run}/decisions", "ops", "carol"),
     Endpoint("GET", "/api/runs/{run}/timeline.svg", "ops", "carol"),
     Endpoint("GET", "/api/runs/{run}/history", "ops", "carol"),
@@ -47,7 +49,10 @@ CALLERS = ["no token", "expired", "wrong audience", "wrong role", "right role"]
 
 @pytest.fixture(scope="module")
 async def runs(service: Service) -> dict[str, str]:
-    return {"run": await park(service, "procurement", PROCUREMENT), "victim": await park(service, "procurement", PROCUREMENT)}
+    return {
+        "run": await park(service, "procurement", PROCUREMENT),
+        "victim": await park(service, "procurement", PROCUREMENT),
+    }
 
 
 async def call(service: Service, e: Endpoint, token: str | None, runs: dict[str, str]) -> httpx.Response:

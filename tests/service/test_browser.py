@@ -14,12 +14,20 @@ from ensemble.service.auth import local_token
 from tests.service.conftest import CONTRACT, PROCUREMENT, Service, park
 
 CHROMIUM = os.environ.get("ENSEMBLE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 async def test_alice_approves_in_the_inbox_and_bob_is_refused(service: Service, tmp_path: Path):
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`, as .ci/run does)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`, as .ci/run does)"
+        )
     from playwright.async_api import async_playwright, expect
 
     contract = await park(service, "contract_review", {"text": CONTRACT})
@@ -53,7 +61,9 @@ async def test_alice_approves_in_the_inbox_and_bob_is_refused(service: Service, 
             await bob.fill("#token", local_token("bob"))
             await bob.click("#signin button")
             await bob.locator("#gate button.approve").click(timeout=30_000)
-            await expect(bob.locator("#gate p.result")).to_contain_text("Refused: 'bob' is not an approver", timeout=30_000)
+            await expect(bob.locator("#gate p.result")).to_contain_text(
+                "Refused: 'bob' is not an approver", timeout=30_000
+            )
             await bob.screenshot(path=str(tmp_path / "bob-refused.png"), full_page=True)
         finally:
             await browser.close()

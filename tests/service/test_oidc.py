@@ -20,7 +20,15 @@ ISSUER = "https://idp.example.test"
 
 def idp_token(key, kid: str, audience: str, **claims) -> str:
     now = int(time.time())
-    body = {"iss": ISSUER, "aud": audience, "iat": now, "exp": now + 300, "jti": uuid.uuid4().hex, "sub": "u-1", **claims}
+    body = {
+        "iss": ISSUER,
+        "aud": audience,
+        "iat": now,
+        "exp": now + 300,
+        "jti": uuid.uuid4().hex,
+        "sub": "u-1",
+        **claims,
+    }
     return jwt.encode(body, key, algorithm="ES256", headers={"kid": kid})
 
 
@@ -44,12 +52,18 @@ async def test_identity_provider_tokens_roles_and_proven_decisions(service: Serv
         assert (await bob.get(f"/api/runs/{run_id}")).status_code == 200  # read, through the group
         unproven = await bob.post(f"/api/runs/{run_id}/gates/legal/decision", json={"decision": "approve"})
         assert unproven.status_code == 400 and unproven.json()["error"]["code"] == "proof_required"
-        bound = (await bob.get(f"/api/runs/{run_id}/gates/legal/binding", params={"decision": "approve", "comment": "ok"})).json()
+        bound = (
+            await bob.get(f"/api/runs/{run_id}/gates/legal/binding", params={"decision": "approve", "comment": "ok"})
+        ).json()
         stranger = idp_token(key, "idp-1", "ensemble", preferred_username="mallory", nonce=bound["nonce"])
-        wrong = await bob.post(f"/api/runs/{run_id}/gates/legal/decision", json={"decision": "approve", "comment": "ok", "proof": stranger})
+        wrong = await bob.post(
+            f"/api/runs/{run_id}/gates/legal/decision", json={"decision": "approve", "comment": "ok", "proof": stranger}
+        )
         assert wrong.status_code == 409 and "mallory" in wrong.json()["error"]["message"]  # the run refuses it
         proof = idp_token(key, "idp-1", "ensemble", preferred_username="bob", nonce=bound["nonce"])
-        ok = await bob.post(f"/api/runs/{run_id}/gates/legal/decision", json={"decision": "approve", "comment": "ok", "proof": proof})
+        ok = await bob.post(
+            f"/api/runs/{run_id}/gates/legal/decision", json={"decision": "approve", "comment": "ok", "proof": proof}
+        )
         assert ok.status_code == 200 and ok.json()["status"] == "approved", ok.text
         audit = (await bob.get(f"/api/runs/{run_id}/decisions")).json()
         [decision] = [d for d in audit["decisions"] if d["verified"]]

@@ -18,7 +18,9 @@ def test_keys_token_prints_a_short_lived_bearer_token(dev_server):
     done = run_cli(["keys", "token", "alice", "--ttl", "120"], env)
     assert done.returncode == 0, done.stderr
     claims = jwt.decode(done.stdout.strip(), options={"verify_signature": False})
-    assert claims["sub"] == "alice" and claims["aud"] == "ensemble-service" and 100 <= claims["exp"] - claims["iat"] <= 120
+    assert (
+        claims["sub"] == "alice" and claims["aud"] == "ensemble-service" and 100 <= claims["exp"] - claims["iat"] <= 120
+    )
     missing = run_cli(["keys", "token", "nobody-here"], env)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "keys init nobody-here" in missing.stderr
 
@@ -35,7 +37,9 @@ def test_serve_starts_the_service(dev_server):
                 health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
                 break
             except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    proc.stdout.read() if proc.poll() is not None else "timeout"
+                )
                 time.sleep(0.2)
         assert health.json() == {"status": "ok"}
         token = run_cli(["keys", "token", "alice"], env).stdout.strip()

@@ -142,7 +142,7 @@ async function renderRun() {
     $("#timeline").innerHTML = svg;  // rendered and escaped by the service
     const audit = await api(`/api/runs/${encodeURIComponent(runId)}/decisions`);
     const dec = $("#decisions tbody"); dec.textContent = "";
-    for (const d of audit.decisions) dec.append(el("tr", {}, el("td", {}, d.gate), el("td", {}, d.decision), el("td", {}, d.by), el("td", {}, d.comment || ""),
+    for (const d of audit.decisions) dec.append(el("tr", {}, el("td", {}, d.gate), el("td", {}, d.decision), el("td", {}, d.by), el("td", {}, d.at || ""),
       el("td", { class: d.verified ? "ok" : "error" }, d.verified ? `verified (${d.key_id || d.subject})` : (d.identity === "asserted" ? "asserted" : "NOT verified: " + (d.problem || "")))));
     return view;
   };
