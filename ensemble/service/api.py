@@ -18,11 +18,12 @@ from ensemble.spec import RunStatusView
 
 RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
+FLOW = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # a flow's name: never a path on the service's machine
 MAX_WAIT_S = 60.0
 
 
 class StartRequest(BaseModel):
-    flow: str = Field(pattern=NAME, description="a flow name (`GET /api/flows`)")
+    flow: str = Field(pattern=FLOW, description="a flow name (`GET /api/flows`)")
     input: Any = Field(description="the run's input, as the flow's input schema says")
     run_id: str | None = Field(
         None, pattern=RUN_ID, description="a client-chosen id: starting twice with it is idempotent"
@@ -129,6 +130,9 @@ async def start_run(body: StartRequest, who: Caller, svc: Svc) -> Any:
             "forbidden",
             f"'{who.subject}' may not start flow '{body.flow}': the roles file grants no 'start:{body.flow}'",
         )
+    known = sorted(f.name for f in svc.client.flows())
+    if body.flow not in known:  # by name only: a request never makes the service read a file it names
+        raise ServiceError(400, "invalid_input", f"unknown flow '{body.flow}' (known flows: {', '.join(known)})")
     svc.start_limit.take(who.subject, "start")
     run_id = body.run_id or f"{body.flow}-{uuid.uuid4().hex[:8]}"
     started, created = await svc.client.start_once(body.flow, body.input, run_id=run_id)
@@ -265,7 +269,7 @@ async def run_events(
 
 
 @router.get("/dlq", summary="Failed runs (the dead-letter queue)")
-async def dlq_list(who: Caller, svc: Svc, flow: Annotated[str | None, Query(pattern=NAME)] = None,
+async def dlq_list(who: Caller, svc: Svc, flow: Annotated[str | None, Query(pattern=FLOW)] = None,
                    limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:  # fmt: skip
     svc.roles.require(who, "read", "list failed runs")
     return await svc.client.dead_letters(flow=flow, limit=limit)

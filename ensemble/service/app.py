@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
 from ensemble.client import EnsembleClient, RunConflict
+from ensemble.runtime.payloads import max_input_bytes
 from ensemble.service import api, pages
 from ensemble.service.auth import Roles, ServiceError
 from ensemble.spec.errors import EnsembleError, InputError
@@ -114,6 +115,18 @@ def create_app(client: EnsembleClient | None = None, *, roles: Roles | None = No
     if client is not None:
         app.state.service = api.Service(client, roles)
     install_errors(app)
+
+    @app.middleware("http")
+    async def _body_limit(request: Request, call_next: Any) -> Any:
+        """Refuse a body larger than any run input may be before reading it (413)."""
+        size = request.headers.get("content-length")
+        limit = max_input_bytes() + 64 * 1024
+        if size is not None and (not size.isdigit() or int(size) > limit):
+            return _error(
+                413, "too_large", f"the request body is over {limit / 2**20:.1f} MiB, the limit for a run's input"
+            )
+        return await call_next(request)
+
     app.include_router(api.router)
     app.include_router(pages.router)
 

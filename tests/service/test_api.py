@@ -161,6 +161,22 @@ async def test_errors_are_one_line_json_with_the_cli_messages(service: Service):
         assert bad.status_code == 400 and bad.json()["error"]["message"].startswith("input does not match flow 'hello'")
         unknown = await ops.post("/api/runs", json={"flow": "nope", "input": {}})
         assert unknown.status_code in (400, 403) and "nope" in unknown.json()["error"]["message"]
+        for path in (
+            "examples/hello/flow.yaml",
+            "hello.yaml",
+            "../hello",
+        ):  # a name, never a file on the service's machine
+            named = await ops.post("/api/runs", json={"flow": path, "input": {"name": "x"}})
+            assert named.status_code in (400, 422) and named.json()["error"]["code"] in (
+                "invalid_input",
+                "invalid_request",
+            )
+        from ensemble.runtime.payloads import max_input_bytes
+
+        huge = await ops.post(
+            "/api/runs", content=b"x" * (max_input_bytes() * 2), headers={"content-type": "application/json"}
+        )
+        assert huge.status_code == 413 and huge.json()["error"]["code"] == "too_large"
         shape = await ops.post("/api/runs", content=b"{not json", headers={"content-type": "application/json"})
         assert shape.status_code == 422 and shape.json()["error"]["code"] == "invalid_request"
         flows = (await ops.get("/api/flows")).json()
