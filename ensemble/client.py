@@ -159,15 +159,15 @@ class EnsembleClient:
         except EnsembleError as err:
             if "already exists" not in str(err):
                 raise
-        record = await read_history(self.temporal, run_id)
+        recorded = (await read_history(self.temporal, run_id)).request
         same = (
-            record.request is not None
-            and record.request.flow.name == loaded.spec.name
-            and json.dumps(record.request.input, sort_keys=True) == json.dumps(run_input, sort_keys=True)
+            recorded is not None
+            and recorded.flow.name == loaded.spec.name
+            and json.dumps(recorded.input, sort_keys=True) == json.dumps(run_input, sort_keys=True)
         )
-        if not same:
+        if recorded is None or not same:
             raise RunConflict(f"a run with id '{run_id}' already exists with another flow or input; choose another id")
-        return StartedRun(run_id=run_id, flow=loaded.spec.name, task_queue=record.request.task_queue), False
+        return StartedRun(run_id=run_id, flow=loaded.spec.name, task_queue=recorded.task_queue), False
 
     async def open_gate(self, run_id: str, gate: str) -> dict[str, Any] | None:
         """An open gate of the run (its name or path) as `pending` lists it, with what it shows its

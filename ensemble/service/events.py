@@ -108,12 +108,10 @@ class _Follower:
             if request.input.name == protocol.DECIDE_UPDATE:
                 value = await _decode(self.client, request.input.args)
                 d = value if isinstance(value, dict) else {}
-                self.updates[request.meta.update_id] = brief = {
-                    k: d.get(k) for k in ("gate", "decision", "by", "comment")
-                }
+                self.updates[request.meta.update_id] = {k: d.get(k) for k in ("gate", "decision", "by", "comment")}
         elif etype == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
             attrs = event.workflow_execution_update_completed_event_attributes
-            brief = self.updates.get(attrs.meta.update_id)
+            brief: dict[str, Any] | None = self.updates.get(attrs.meta.update_id)
             if brief is not None:
                 if attrs.outcome.HasField("success"):
                     answer = await _decode(self.client, attrs.outcome.success)
