@@ -229,3 +229,33 @@ async def test_a_quiet_stream_keeps_the_connection_with_comments(service: Servic
     finally:
         await stream.aclose()
     assert frames[0].startswith(": following run") and any("event: gate_opened" in f for f in frames)
+
+
+async def test_retries_and_failures_are_followed_live_and_redriven(service: Service):
+    import tests.service.agents  # noqa: F401  (registers the agents in this process, where the worker runs)
+    from ensemble.runtime.launch import start_request
+    from tests.flowkit import request
+
+    flow = {"name": "shaky_then_broken", "imports": ["tests.service.agents"],
+            "steps": [{"agent": "shaky", "input": {}}, {"agent": "broken", "input": {}}]}  # fmt: skip
+    run_id = f"shaky-{uuid.uuid4().hex[:8]}"
+    await start_request(service.client.temporal, request(flow, {}, service.task_queue), run_id, summary="test")
+    events: list = []
+    async with service.http("ops") as ops:
+        await asyncio.wait_for(read_events(ops, run_id, events), 60)
+        seen = [(kind, data.get("step"), data.get("attempt") or data.get("status")) for _, kind, data, _ in events]
+        assert ("step_retried", "shaky", 3) in seen and ("step_finished", "shaky", "completed") in seen
+        assert ("step_retried", "broken", 2) in seen and ("step_finished", "broken", "failed") in seen
+        assert events[-1][1] == "run_ended" and events[-1][2]["status"] == "failed"
+
+        async def listed():
+            letters = (await ops.get("/api/dlq", params={"flow": "shaky_then_broken"})).json()
+            return [d for d in letters if d["run_id"] == run_id]
+
+        [letter] = await wait_for(listed)
+        assert letter["failed_step"] == "broken"
+        redriven = await ops.post(f"/api/dlq/{run_id}/redrive")
+        assert redriven.status_code == 201, redriven.text
+        assert redriven.json()["run_id"] == f"{run_id}.redrive-1" and redriven.json()["reused"] == ["shaky"]
+        again = await ops.post(f"/api/dlq/{run_id}/redrive")
+        assert again.status_code == 409 and "already redriven" in again.json()["error"]["message"]
