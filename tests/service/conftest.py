@@ -23,6 +23,7 @@ from ensemble.runtime import server
 from ensemble.service import create_app
 from ensemble.service.auth import Roles, audience, local_token
 from tests.conftest import ROOT, running_worker
+from tests.llm_agents import llm_server  # noqa: F401  (the loopback model server fixture)
 
 CONTRACT = (ROOT / "examples/contract_review/contract.txt").read_text()
 PROCUREMENT = json.loads((ROOT / "examples/procurement/request.json").read_text())  # a split vote: parks at `committee`

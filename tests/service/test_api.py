@@ -259,3 +259,27 @@ async def test_retries_and_failures_are_followed_live_and_redriven(service: Serv
         assert redriven.json()["run_id"] == f"{run_id}.redrive-1" and redriven.json()["reused"] == ["shaky"]
         again = await ops.post(f"/api/dlq/{run_id}/redrive")
         assert again.status_code == 409 and "already redriven" in again.json()["error"]["message"]
+
+
+async def test_model_tokens_are_followed_live(service: Service, llm_server, monkeypatch):
+    from ensemble.runtime.launch import start_request
+    from tests.flowkit import request
+    from tests.llm_agents import answer, llm_flow, use_server
+
+    use_server(monkeypatch, llm_server([answer("billing", 2, usage=(50, 12))]))
+    run_id = f"llm-{uuid.uuid4().hex[:8]}"
+    flow = llm_flow("openai:test-model")
+    await start_request(
+        service.client.temporal, request(flow, {"text": "Where is A-7?"}, service.task_queue), run_id, summary="t"
+    )
+    events: list = []
+    async with service.http("ops") as ops:
+        await asyncio.wait_for(read_events(ops, run_id, events), 60)
+    [tokens] = [data for _, kind, data, _ in events if kind == "tokens"]
+    assert (tokens["step"], tokens["prompt_tokens"], tokens["completion_tokens"], tokens["total_tokens"]) == (
+        "support",
+        50,
+        12,
+        62,
+    )
+    assert events[-1][2]["status"] == "completed"
