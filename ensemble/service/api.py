@@ -15,6 +15,7 @@ from ensemble.logic.proofs import binding, binding_hash
 from ensemble.service import events
 from ensemble.service.auth import Principal, RateLimiter, Roles, ServiceError, verify_bearer
 from ensemble.spec import RunStatusView
+from ensemble.spec.errors import EnsembleError
 
 RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$"
@@ -94,8 +95,11 @@ async def may_read(svc: Service, who: Principal, run_id: str) -> RunStatusView |
     it had to be read to know)."""
     if svc.roles.may(who, "read"):
         return None
-    view = await svc.client.status(run_id)
-    if any(who.subject in (g.get("approvers") or []) for g in view.pending_approvals):
+    try:
+        view = await svc.client.status(run_id)
+    except EnsembleError:  # whether a run exists is not for a caller who may not read it
+        view = None
+    if view is not None and any(who.subject in (g.get("approvers") or []) for g in view.pending_approvals):
         return view
     raise ServiceError(
         403, "forbidden", f"'{who.subject}' may not read run '{run_id}': the roles file grants no 'read'"

@@ -92,3 +92,12 @@ async def test_authorization_matrix(service: Service, runs, e: Endpoint, caller:
         assert r.headers["www-authenticate"].startswith("Bearer")
         expected = {"no token": "no bearer token", "expired": "expired", "wrong audience": "audience"}[caller]
         assert expected in body["error"]["message"]
+
+
+async def test_a_caller_who_may_not_read_cannot_tell_which_runs_exist(service: Service, runs):
+    async with service.http("carol") as carol:
+        real = await carol.get(f"/api/runs/{runs['run']}")
+        missing = await carol.get("/api/runs/no-such-run")
+    assert real.status_code == missing.status_code == 403
+    assert real.json()["error"]["code"] == missing.json()["error"]["code"] == "forbidden"
+
