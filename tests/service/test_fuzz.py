@@ -29,7 +29,7 @@ async def test_fuzz_the_openapi_document(service: Service, tmp_path: Path):
         "--request-timeout", "70", "--generation-allow-x00", "false",
         "-H", f"Authorization: Bearer {local_token('ops')}",
         "--report", "junit", "--report-dir", str(tmp_path),
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 280)
     text = out.decode(errors="replace")
