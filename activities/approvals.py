@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from urllib.parse import quote
 
 import httpx
 from temporalio import activity
@@ -25,6 +26,7 @@ RESOLVE = protocol.RESOLVE_APPROVERS
 RESOLVE_TRUST = protocol.RESOLVE_APPROVER_KEYS
 NOTIFY = protocol.NOTIFY
 WEBHOOK_ENV = "ENSEMBLE_APPROVAL_WEBHOOK"
+SERVICE_URL_ENV = "ENSEMBLE_SERVICE_URL"  # the service's public address: notifications link to the gate's page
 log = logging.getLogger("ensemble.approvals")
 
 
@@ -69,7 +71,7 @@ async def notify(event: GateEvent) -> bool:
     who = "the approval webhook"
     try:
         async with httpx.AsyncClient(follow_redirects=False, timeout=10.0) as http:
-            response = await http.post(url, json=event.model_dump(mode="json"), headers={"X-Ensemble-Run-Id": event.run_id})
+            response = await http.post(url, json=_posted(event), headers={"X-Ensemble-Run-Id": event.run_id})
     except httpx.TimeoutException:
         raise transient(f"{who} timed out", kind="Timeout") from None
     except httpx.TransportError as err:
@@ -78,6 +80,15 @@ async def notify(event: GateEvent) -> bool:
         raise classify_status(response.status_code, who=who, retry_after=response.headers.get("retry-after"))
     log.info("%s; posted", what)
     return True
+
+
+def _posted(event: GateEvent) -> dict:
+    """The event as posted, with `link` to the gate's page on the service when ENSEMBLE_SERVICE_URL is set."""
+    body = event.model_dump(mode="json")
+    base = (os.environ.get(SERVICE_URL_ENV) or "").rstrip("/")
+    if base:
+        body["link"] = f"{base}/ui/runs/{quote(event.run_id, safe='')}?gate={quote(event.gate, safe='')}"
+    return body
 
 
 ACTIVITIES = [resolve_approvers, resolve_trust, notify]

@@ -33,6 +33,7 @@ _API: dict[str, str] = {
     "EnsembleClient": "ensemble.client",
     "FlowInfo": "ensemble.client",
     "RunOutcome": "ensemble.client",
+    "RunConflict": "ensemble.client",
     "StartedRun": "ensemble.client",
 }
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from ensemble.authoring.flows import register_flow, load_flow_file
     from ensemble.spec import AgentContext, AgentSpec, FlowSpec, RetrySpec, GateDecision, GateDecisionResult, RunStatusView, StepRecord, Usage
     from ensemble.spec.errors import EnsembleError, InputError
-    from ensemble.client import EnsembleClient, FlowInfo, RunOutcome, StartedRun
+    from ensemble.client import EnsembleClient, FlowInfo, RunConflict, RunOutcome, StartedRun
 
 
 def __getattr__(name: str) -> Any:

@@ -25,8 +25,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow
 from ensemble.authoring.reading import MAX_DEPTH, depth_of, one_line
-from ensemble.runs import inbox
-from ensemble.runs.history import get_run, stalled
+from ensemble.runs import dlq, inbox, timeline
+from ensemble.runs.audit import audit_run
+from ensemble.runs.history import get_run, read_history, stalled
 from ensemble.runs.view import describe_run
 from ensemble.activities.threads import THREADS
 from ensemble.runtime import connection, server
@@ -36,7 +37,11 @@ from ensemble.runtime.worker import build_worker, default_task_queue
 from ensemble.spec import GateDecision, GateDecisionResult, RunRequest, RunStatusView, protocol
 from ensemble.spec.errors import EnsembleError, InputError
 
-__all__ = ["EnsembleClient", "FlowInfo", "RunOutcome", "StartedRun", "check_input"]
+__all__ = ["EnsembleClient", "FlowInfo", "RunConflict", "RunOutcome", "StartedRun", "check_input"]
+
+
+class RunConflict(EnsembleError):
+    """A run id already names a run of another flow or with another input."""
 
 
 def check_input(value: Any, flow: LoadedFlow) -> None:
@@ -145,6 +150,60 @@ class EnsembleClient:
         run_id = run_id or f"{name}-{uuid.uuid4().hex[:8]}"
         await start_request(self.temporal, request, run_id, summary=f"{name}: {request.flow.description}")
         return StartedRun(run_id=run_id, flow=name, task_queue=request.task_queue)
+
+    async def start_once(self, flow: str | Path | LoadedFlow, run_input: Any, *, run_id: str) -> tuple[StartedRun, bool]:
+        """Idempotent start under a caller-chosen id: `(run, created)`. Starting again with the same
+        flow and input answers the run already started; another flow or input raises RunConflict."""
+        loaded = flow if isinstance(flow, LoadedFlow) else find_flow(str(flow))
+        try:
+            return await self.start(loaded, run_input, run_id=run_id), True
+        except EnsembleError as err:
+            if "already exists" not in str(err):
+                raise
+        recorded = (await read_history(self.temporal, run_id)).request
+        same = (
+            recorded is not None
+            and recorded.flow.name == loaded.spec.name
+            and json.dumps(recorded.input, sort_keys=True) == json.dumps(run_input, sort_keys=True)
+        )
+        if recorded is None or not same:
+            raise RunConflict(f"a run with id '{run_id}' already exists with another flow or input; choose another id")
+        return StartedRun(run_id=run_id, flow=loaded.spec.name, task_queue=recorded.task_queue), False
+
+    async def open_gate(self, run_id: str, gate: str) -> dict[str, Any] | None:
+        """An open gate of the run (its name or path) as `pending` lists it, with what it shows its
+        approvers (`show`, as the gate's last notification carried it); None when it is not open."""
+        view = await self.status(run_id)
+        found = next((g for g in view.pending_approvals if gate in (g.get("gate"), g.get("path"))), None)
+        if found is None:
+            return None
+        record = await read_history(self.temporal, run_id)
+        notes = [n.note for n in record.gate_notes if n.note.get("path") == found.get("path")]
+        return {"run_id": run_id, "flow": view.flow, **found, "show": notes[-1].get("show") if notes else None}
+
+    async def history_json(self, run_id: str) -> str:
+        """The run's event history (its latest execution) as Temporal's JSON, as `starter.py history` writes it."""
+        await get_run(self.temporal, run_id)  # a clear error for an unknown run
+        history = await self.temporal.get_workflow_handle(run_id).fetch_history()
+        return history.to_json()
+
+    async def timeline_svg(self, run_id: str) -> str:
+        """A Gantt picture of the run as SVG (`starter.py timeline`)."""
+        return timeline.render_svg(await self.status(run_id))
+
+    async def dead_letters(self, *, flow: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Failed runs (`starter.py dlq list --json`)."""
+        letters = await dlq.dead_letters(self.temporal, flow=flow, limit=limit)
+        return [json.loads(json.dumps(letter.brief(), default=str)) for letter in letters]
+
+    async def redrive(self, run_id: str) -> dict[str, Any]:
+        """Resume a failed run from its failed step in a new run (`starter.py dlq redrive --json`)."""
+        new_id, request = await dlq.redrive(self.temporal, run_id)
+        return {"run_id": new_id, "redrive_of": run_id, "reused": list(request.reuse)}
+
+    async def audit(self, run_id: str) -> dict[str, Any]:
+        """Every decision of the run re-verified from its history (`starter.py audit --json`)."""
+        return (await audit_run(self.temporal, run_id)).as_dict()
 
     async def status(self, run_id: str) -> RunStatusView:
         """Every step, gate round and decision of the run so far, read from its history."""

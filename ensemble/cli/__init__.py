@@ -6,10 +6,20 @@ from __future__ import annotations
 import os
 import sys
 
-from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, server, upgrade
+from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, serve, server, upgrade
 
-# Every command group beyond app's own (run, status, result, flows, validate, server).
-GROUPS: tuple[app.Register, ...] = (server.register, approvals.register, keys.register, audit.register, dlq.register, debug.register, codec.register, upgrade.register)
+# Every command group beyond app's own (run, status, result, cancel, flows, validate).
+GROUPS: tuple[app.Register, ...] = (
+    server.register,
+    approvals.register,
+    keys.register,
+    audit.register,
+    dlq.register,
+    debug.register,
+    codec.register,
+    upgrade.register,
+    serve.register,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,6 +138,13 @@ def sign_local(name: str, bound: dict[str, Any], ttl_s: int = PROOF_TTL_S) -> st
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": _key_id(name, jwk)})
 
 
+def sign_claims(name: str, claims: dict[str, Any]) -> str:
+    """A token with `claims`, signed with `name`'s local key (the service's bearer tokens)."""
+    key = _load_private(name)
+    jwk = OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": _key_id(name, jwk)})
+
+
 def tier_trust(people: list[str], groups: dict[str, list[str]], source: str) -> TierTrust:
     """What a worker trusts for one tier: the keys of its people, and every identity provider."""
     trust = read_trust()

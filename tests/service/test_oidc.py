@@ -1,0 +1,74 @@
+"""An organisation's identity provider: its tokens (ES256, keys from a JWKS file named in the
+trusted keys file) are the service's bearer tokens, their groups claim grants roles, and a decision
+carries a second token from it whose nonce binds the decision (GET .../binding), verified in the run."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from ensemble.identity import keys
+from tests.service.conftest import CONTRACT, Service, park
+
+ISSUER = "https://idp.example.test"
+
+
+def idp_token(key, kid: str, audience: str, **claims) -> str:
+    now = int(time.time())
+    body = {
+        "iss": ISSUER,
+        "aud": audience,
+        "iat": now,
+        "exp": now + 300,
+        "jti": uuid.uuid4().hex,
+        "sub": "u-1",
+        **claims,
+    }
+    return jwt.encode(body, key, algorithm="ES256", headers={"kid": kid})
+
+
+async def test_identity_provider_tokens_roles_and_proven_decisions(service: Service, tmp_path, monkeypatch):
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
+    jwk["kid"] = "idp-1"
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    trust = keys.read_trust()
+    trust["issuers"] = [{"issuer": ISSUER, "audience": "ensemble", "jwks_file": str(tmp_path / "jwks.json"),
+                         "subject_claim": "preferred_username", "groups_claim": "groups"}]  # fmt: skip
+    (tmp_path / "trust.json").write_text(json.dumps(trust))
+    monkeypatch.setenv("ENSEMBLE_APPROVER_KEYS", str(tmp_path / "trust.json"))  # the service's and the worker's
+    service.roles_file.write_text(service.roles_file.read_text() + "groups:\n  legal-team: [read]\n")
+    run_id = await park(service, "contract_review", {"text": CONTRACT})
+
+    bearer = idp_token(key, "idp-1", "ensemble-service", preferred_username="bob", groups=["legal-team"])
+    async with service.http(token=bearer) as bob:
+        me = (await bob.get("/api/whoami")).json()
+        assert me == {"subject": "bob", "issuer": ISSUER, "groups": ["legal-team"], "grants": ["read"]}
+        assert (await bob.get(f"/api/runs/{run_id}")).status_code == 200  # read, through the group
+        unproven = await bob.post(f"/api/runs/{run_id}/gates/legal/decision", json={"decision": "approve"})
+        assert unproven.status_code == 400 and unproven.json()["error"]["code"] == "proof_required"
+        bound = (
+            await bob.get(f"/api/runs/{run_id}/gates/legal/binding", params={"decision": "approve", "comment": "ok"})
+        ).json()
+        stranger = idp_token(key, "idp-1", "ensemble", preferred_username="mallory", nonce=bound["nonce"])
+        wrong = await bob.post(
+            f"/api/runs/{run_id}/gates/legal/decision", json={"decision": "approve", "comment": "ok", "proof": stranger}
+        )
+        assert wrong.status_code == 409 and "mallory" in wrong.json()["error"]["message"]  # the run refuses it
+        proof = idp_token(key, "idp-1", "ensemble", preferred_username="bob", nonce=bound["nonce"])
+        ok = await bob.post(
+            f"/api/runs/{run_id}/gates/legal/decision", json={"decision": "approve", "comment": "ok", "proof": proof}
+        )
+        assert ok.status_code == 200 and ok.json()["status"] == "approved", ok.text
+        audit = (await bob.get(f"/api/runs/{run_id}/decisions")).json()
+        [decision] = [d for d in audit["decisions"] if d["verified"]]
+        assert decision["by"] == "bob" and decision["subject"] == "bob"
+    wrong_aud = idp_token(key, "idp-1", "ensemble", preferred_username="bob")  # a proof's audience is no bearer token
+    async with service.http(token=wrong_aud) as http:
+        r = await http.get("/api/whoami")
+        assert r.status_code == 401 and "audience" in r.json()["error"]["message"]
