@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import threading
 import time
@@ -85,7 +86,9 @@ class AgentThreads:
         slot stays taken) and reports the worker degraded meanwhile. A cancellation once stuck (the
         worker shutting down) stops the wait; the thread is then left to the process's exit."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor(), functools.partial(fn, *args))
+        # The agent's thread sees the activity's context (its log bindings, its trace span).
+        context = contextvars.copy_context()
+        future = loop.run_in_executor(self._executor(), functools.partial(context.run, fn, *args))
         self._count(busy=1)
         timeout = _timeout_s()
         started = loop.time()
