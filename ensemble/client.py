@@ -297,13 +297,20 @@ class EnsembleClient:
             yield
 
     @contextlib.asynccontextmanager
-    async def serving(self, run_id: str, queue: str, on_note: Any = None) -> AsyncIterator[None]:
+    async def serving(
+        self,
+        run_id: str,
+        queue: str,
+        on_note: Callable[[str], None] | None = None,
+        on_broken: Callable[[str], None] | None = None,
+    ) -> AsyncIterator[None]:
         """While the caller waits on a run, make sure some worker serves its task queue: run one in
         this process when nobody polls it, or when the run's work sits untaken (a worker that
         died still shows as a poller for a while). `on_note(text)` hears why one was started.
-        An embedded server that dies or breaks meanwhile ends the wait with EnsembleError (the
-        run is kept on the server); leaving, the worker drains for at most 30 s and never waits
-        on agent threads that will not return."""
+        An embedded server that dies or breaks meanwhile ends the wait: `on_broken(reason)` is
+        called at once (the CLI exits there), else EnsembleError is raised (the run is kept on
+        the server). Leaving, the worker drains for at most 30 s and never waits on agent threads
+        that will not return."""
         client = self.temporal
         broken: list[str] = []
         async with contextlib.AsyncExitStack() as stack:
@@ -334,6 +341,8 @@ class EnsembleClient:
                     trouble = await asyncio.to_thread(server.state_problem)
                     if trouble:
                         broken.append(trouble)
+                        if on_broken is not None:
+                            on_broken(f"{one_line(trouble, 1000)}; the run is kept and goes on once the server is back")
                         if waiting is not None:
                             waiting.cancel()
                         return
@@ -370,5 +379,7 @@ async def _drained_within(worker: Any, seconds: Callable[[], float]) -> AsyncIte
             await asyncio.wait({drain}, timeout=0.2)
         if not drain.done():
             drain.cancel()
+            if seconds() <= 0:
+                return  # its server is gone: nothing to hand back, nothing to wait for
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await drain

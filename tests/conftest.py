@@ -26,7 +26,7 @@ from ensemble.runtime.connection import connect, ensure_search_attributes
 from ensemble.runtime.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_AGENT_MODULES = "tests.agents,tests.failure_agents,tests.llm_agents,tests.chat_agents"
+TEST_AGENT_MODULES = "tests.agents,tests.failure_agents,tests.llm_agents,tests.chat_agents,tests.reliability.agents,tests.service.agents"
 TEST_APPROVERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "finance")
 
 # Workers built inside the test process re-import Ensemble's workflow modules for every run, so the

@@ -58,6 +58,7 @@ def test_a_project_with_its_own_workflows_and_activities_runs_a_flow(wheel, dev_
         (project / pkg / "__init__.py").write_text(f"OWNER = 'user-{pkg}'\n")
     (project / "main.py").write_text(USER_MAIN)
     env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, PYTHONPATH=str(site))  # the installed copy, not the checkout
+    env.pop("ENSEMBLE_FLOWS")  # the project runs a bundled flow: nothing of the test suite is deployed to it
     result = subprocess.run([sys.executable, "main.py"], cwd=project, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["user-workflows", "user-activities", "completed", "Hello,", "Grace!"]

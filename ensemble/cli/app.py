@@ -148,6 +148,15 @@ def note(text: str) -> None:
     print(f"note: {text}", file=sys.stderr)
 
 
+def server_broke(reason: str) -> None:
+    """The embedded server died or broke while a command waited: one line, and leave now (an
+    in-process worker cannot hand anything to a dead server)."""
+    print(f"error: {reason}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
 # Settings read by whichever worker runs the run: given to the CLI, they apply only to the worker
 # the CLI runs in-process, never to a worker that is already running.
 WORKER_SETTINGS = ("ENSEMBLE_LLM", "ENSEMBLE_FAULTS", "ENSEMBLE_SANDBOX", "ENSEMBLE_APPROVERS", "ENSEMBLE_APPROVAL_WEBHOOK")
@@ -184,7 +193,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
             if not await temporal.has_pollers(ensemble.temporal, q, activities=True):
                 note(f"no worker polls task queue '{q}' that some agents need: start `python worker.py --task-queue {q} --activities-only`")
         print(f"started run {started.run_id} of flow '{started.flow}'; waiting for it to end", file=sys.stderr)
-    async with ensemble.serving(started.run_id, started.task_queue, on_note=None if quiet else note):
+    async with ensemble.serving(started.run_id, started.task_queue, on_note=None if quiet else note, on_broken=server_broke):
         outcome = await ensemble.wait(started.run_id)
     return print_outcome(outcome.model_dump(), args.json)
 
@@ -208,7 +217,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 async def cmd_result(args: argparse.Namespace) -> int:
     ensemble = EnsembleClient(await temporal.connect())
     _, desc = await get_run(ensemble.temporal, args.run_id)  # a clear error for an unknown run before waiting
-    async with ensemble.serving(args.run_id, desc.task_queue, on_note=None if args.json else note):
+    async with ensemble.serving(args.run_id, desc.task_queue, on_note=None if args.json else note, on_broken=server_broke):
         outcome = await ensemble.wait(args.run_id)
     return print_outcome(outcome.model_dump(), args.json)
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ensemble.cli.app import server_broke
 from ensemble.cli.output import console, emit_json, print_outcome
 from rich.table import Table
 
@@ -41,7 +42,7 @@ async def cmd_decide(args: argparse.Namespace) -> int:
     ensemble = EnsembleClient(await temporal.connect())
     _, desc = await get_run(ensemble.temporal, args.run_id)
     # A decision is validated by the run itself, so some worker must serve it while we wait.
-    async with ensemble.serving(args.run_id, desc.task_queue):
+    async with ensemble.serving(args.run_id, desc.task_queue, on_broken=server_broke):
         result = await ensemble.decide(args.run_id, args.gate, args.decision, by=args.by, comment=args.comment or "", token=_token(args))
         if not args.json:
             verb = {"approve": "approval", "reject": "rejection", "request_changes": "change request"}[args.decision]

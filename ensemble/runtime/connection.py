@@ -67,11 +67,10 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
     used, started first when `start_server` (and left running). `runtime` carries metrics
     settings (see telemetry.worker_runtime); tracing plugins are added when tracing is on."""
     if embedded():
-        info = server.running()
-        if info is None and start_server:
-            info = server.start()
-            if on_server_start is not None:
-                on_server_start(info)
+        was_running = server.running() is not None
+        info = server.start() if start_server else server.running()  # start() refuses a broken state directory
+        if info is not None and not was_running and on_server_start is not None:
+            on_server_start(info)
         if info is None:
             raise EnsembleError("the embedded Temporal server is not running: start it with `python starter.py server start`")
         address, tls, api_key = info.address, False, None
