@@ -1,0 +1,81 @@
+"""llm agents calling tools of real MCP servers (tests/mcp_server.py, written with the `mcp` SDK) over
+stdio and streamable HTTP, driven by the loopback model server, on the dev server: a round trip,
+allow-list refusals, idempotency keys in `_meta`, servers killed and restarted, and a tool that
+disappeared."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ensemble.runs.view import describe_run
+from tests.flowkit import run_to_end
+from tests.llm_agents import calls, llm_server, use_server  # noqa: F401
+from tests.mcp_kit import free_port, http_server, ledger, mcp_flow, start_http, stdio_server, text
+
+MODEL = "openai:test-model"
+TOOLS = [
+    {"name": "add", "kind": "mcp", "server": "calc"},
+    {"name": "pay", "kind": "mcp", "server": "calc", "effect": "irreversible"},
+]
+
+
+def tool_messages(request: dict) -> list[str]:
+    return [m["content"] for m in request["body"]["messages"] if m["role"] == "tool"]
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_mcp_tool_round_trip_with_idempotency_key(dev_server, task_queue, llm_server, monkeypatch, tmp_path, transport):
+    book = tmp_path / "ledger.jsonl"
+    proc = None
+    if transport == "stdio":
+        server = stdio_server("calc", book)
+    else:
+        port = free_port()
+        proc = start_http(book, port)
+        server = http_server("calc", port)
+    try:
+        model = llm_server([calls(("add", {"a": 2, "b": 40}), ("pay", {"to": "bob", "amount": 5})), text("done: 42")])
+        use_server(monkeypatch, model)
+        handle, outcome = await run_to_end(dev_server.client, task_queue, mcp_flow(MODEL, [server], TOOLS, ["add", "pay"]), {"text": "sum"})
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+    assert outcome is not None and outcome.output == {"clerk": "done: 42"}
+    first, second = model.requests()
+    offered = {t["function"]["name"]: t["function"] for t in first["body"]["tools"]}
+    assert offered["add"]["description"] == "Adds two integers"  # from the server's listing
+    assert offered["add"]["parameters"]["required"] == ["a", "b"]
+    results = tool_messages(second)
+    assert json.loads(results[0]) == {"sum": 42}
+    assert json.loads(results[1])["paid"] == 5
+    add, pay = ledger(book)
+    assert add["key"] is None  # read tools get no key
+    assert pay["key"] and pay["key"].startswith(handle.id) and pay["status"] == "paid"
+
+
+async def test_a_tool_not_on_the_agents_list_is_refused_and_recorded(dev_server, task_queue, llm_server, monkeypatch, tmp_path):
+    book = tmp_path / "ledger.jsonl"
+    model = llm_server([calls(("pay", {"to": "eve", "amount": 1000})), text("ok")])
+    use_server(monkeypatch, model)
+    flow = mcp_flow(MODEL, [stdio_server("calc", book)], TOOLS, ["add"])
+    handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {"text": "pay eve"})
+    assert outcome is not None
+    assert tool_messages(model.requests()[1]) == ["refused: agent 'clerk' may not call tool 'pay' (its tools: add)"]
+    assert ledger(book) == []  # the server never saw the call
+    [step] = (await describe_run(dev_server.client, handle.id)).steps
+    assert [(r.tool, r.turn) for r in step.refusals] == [("pay", 1)]
+
+
+async def test_a_tool_the_server_no_longer_offers_fails_the_step_naming_server_and_tool(dev_server, task_queue, llm_server, monkeypatch, tmp_path):
+    book = tmp_path / "ledger.jsonl"
+    model = llm_server([calls(("add", {"a": 1, "b": 1})), text("ok")])
+    use_server(monkeypatch, model)
+    flow = mcp_flow(MODEL, [stdio_server("gone", book, "--without", "add")], [{"name": "add", "kind": "mcp", "server": "gone"}], ["add"])
+    handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {"text": "add"})
+    assert outcome is None
+    view = await describe_run(dev_server.client, handle.id)
+    assert "MCP server 'gone' does not offer tool 'add'" in (view.error or "")
+    assert model.requests() == []  # failed before paying the model, and not retried
