@@ -27,6 +27,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 from temporalio.exceptions import ApplicationError
 
 from ensemble.activities.egress import check_url
@@ -201,8 +202,14 @@ async def call(server: str, remote: str, arguments: dict[str, Any], meta: dict[s
         except asyncio.TimeoutError:
             await pool().drop(session)  # a hung server gets a fresh session next time
             raise transient(f"{label} took longer than {timeout_s:g}s", kind="ToolTimeout") from None
-        except MCPError as err:  # the server answered with a protocol error (bad arguments...): the model may act on it
-            return f"error: {clip(scrub(str(err)), 2000)}", True
+        except MCPError as err:
+            if err.code != CONNECTION_CLOSED:  # the server answered with a protocol error (bad arguments...): the model may act on it
+                return f"error: {clip(scrub(err.message), 2000)}", True
+            await pool().drop(session)
+            if attempt == 2:
+                raise transient(f"{label} is unreachable: the connection closed", kind="ToolUnavailable") from None
+            log.warning("%s: the connection closed under the call; reconnecting", label)
+            continue
         except Exception as err:  # the session broke under the call
             await pool().drop(session)
             if attempt == 2:

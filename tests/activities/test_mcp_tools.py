@@ -79,3 +79,52 @@ async def test_a_tool_the_server_no_longer_offers_fails_the_step_naming_server_a
     view = await describe_run(dev_server.client, handle.id)
     assert "MCP server 'gone' does not offer tool 'add'" in (view.error or "")
     assert model.requests() == []  # failed before paying the model, and not retried
+
+
+async def _until(predicate, timeout: float = 60.0) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_mcp_server_killed_mid_call_and_restarted_the_run_goes_on(dev_server, task_queue, llm_server, monkeypatch, tmp_path, transport):
+    import asyncio
+    import os
+    import signal
+
+    from tests.conftest import running_worker
+    from tests.flowkit import request, start
+
+    book, gate = tmp_path / "ledger.jsonl", tmp_path / "go"
+    port = free_port()
+    proc = start_http(book, port) if transport == "http" else None
+    server = http_server("calc", port) if proc else stdio_server("calc", book)
+    tools = [*TOOLS, {"name": "slow", "kind": "mcp", "server": "calc", "timeout_s": 60}]
+    model = llm_server([calls(("slow", {"gate": str(gate)})), calls(("add", {"a": 1, "b": 2})), text("done")])
+    use_server(monkeypatch, model)
+    try:
+        async with running_worker(dev_server.client, task_queue):
+            handle = await start(dev_server.client, request(mcp_flow(MODEL, [server], tools, ["slow", "add"]), {"text": "x"}, task_queue))
+            await _until(lambda: any(e["tool"] == "slow" for e in ledger(book)))
+            first_pid = ledger(book)[0]["pid"]
+            os.kill(first_pid, signal.SIGKILL)  # the server dies with the call in flight
+            gate.write_text("open")
+            if proc is not None:
+                proc.wait(10)
+                proc = start_http(book, port)  # restarted on the same address
+            outcome = await asyncio.wait_for(handle.result(), 120)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+    assert outcome.output == {"clerk": "done"}
+    entries = ledger(book)
+    done = [e for e in entries if e["tool"] == "slow" and e["status"] == "done"]
+    assert len(done) == 1 and done[0]["pid"] != first_pid  # the call ran to the end on the restarted server
+    assert [e["arguments"] for e in entries if e["tool"] == "add"] == [{"a": 1, "b": 2}]
