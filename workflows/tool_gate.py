@@ -54,8 +54,9 @@ async def hold_tool_call(run: FlowRun, agent: AgentSpec, call: AgentCall, result
                 approvers=held.approvers, quorum=held.quorum, timeout=held.timeout, on_timeout="reject", on_reject="continue",
                 changes_to="model", max_rounds=20, show=literal(held_call(held.tool, held.arguments)),
             ),
-            output="tool_approvals",
         )  # fmt: skip
+        # The record is kept with the run's approvals (outcome, status), never written to its state.
+        step = step.model_copy(update={"output": {}})
         path = f"{step_path}/{name}#{holds}"
         try:
             record = await run_gate(run, step, path)
