@@ -28,6 +28,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from ensemble.activities.egress import check_url
@@ -219,3 +220,19 @@ async def call(server: str, remote: str, arguments: dict[str, Any], meta: dict[s
         text = scrub(_text(result))
         return (f"error: {text}" if result.is_error else text), bool(result.is_error)
     raise transient(f"{label} is unreachable", kind="ToolUnavailable")
+
+
+async def call_tool(server: str, tool: str, arguments: dict[str, Any], *, who: str = "agent", timeout_s: float = 30.0) -> Any:
+    """Call a tool of a deployed MCP server from an agent's own code (not through a model): its JSON
+    result (or its text). An error the tool reports fails the agent, non-retryably."""
+    meta: dict[str, Any] = {}
+    if activity.in_activity():
+        info = activity.info()
+        meta = {"ensemble/run_id": info.workflow_id, "ensemble/step": info.activity_id}
+    text, is_error = await call(server, tool, arguments, meta, timeout_s, who)
+    if is_error:
+        raise permanent(f"{who}: tool '{tool}' of MCP server '{server}' failed: {clip(text, 500)}", kind="ToolFailed")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
