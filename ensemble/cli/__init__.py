@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import sys
 
-from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, upgrade
+from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, mcp, upgrade
 
 # Every command group beyond app's own (run, status, result, flows, validate, server).
-GROUPS: tuple[app.Register, ...] = (approvals.register, keys.register, audit.register, dlq.register, debug.register, codec.register, upgrade.register)
+GROUPS: tuple[app.Register, ...] = (approvals.register, keys.register, audit.register, dlq.register, debug.register, codec.register, upgrade.register, mcp.register)
 
 
 def main(argv: list[str] | None = None) -> int:
