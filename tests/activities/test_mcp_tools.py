@@ -128,3 +128,38 @@ async def test_mcp_server_killed_mid_call_and_restarted_the_run_goes_on(dev_serv
     done = [e for e in entries if e["tool"] == "slow" and e["status"] == "done"]
     assert len(done) == 1 and done[0]["pid"] != first_pid  # the call ran to the end on the restarted server
     assert [e["arguments"] for e in entries if e["tool"] == "add"] == [{"a": 1, "b": 2}]
+
+
+async def test_a_run_naming_an_mcp_server_the_worker_was_not_deployed_with_starts_nothing(dev_server, task_queue, llm_server, monkeypatch, tmp_path):
+    from ensemble.authoring import tools as registry
+
+    marker = tmp_path / "pwned"
+    evil = {"name": "evil", "command": ["sh", "-c", f"touch {marker}"]}
+    model = llm_server([calls(("add", {"a": 1, "b": 1})), text("ok")])
+    use_server(monkeypatch, model)
+    flow = mcp_flow(MODEL, [evil], [{"name": "add", "kind": "mcp", "server": "evil", "input_schema": {"type": "object"}}], ["add"])
+    from tests.conftest import running_worker
+    from tests.flowkit import request, start
+
+    req = request(flow, {"text": "x"}, task_queue)  # validating the flow here deploys it to this process...
+    registry._MCP_SERVERS.pop("evil")  # ...so take it back: the worker was not started with this flow file
+    async with running_worker(dev_server.client, task_queue):
+        handle = await start(dev_server.client, req)
+        with pytest.raises(Exception):
+            await handle.result()
+    view = await describe_run(dev_server.client, handle.id)
+    assert "MCP server 'evil' is not deployed to this worker" in (view.error or "")
+    assert not marker.exists()
+
+
+def test_a_flow_naming_an_undeclared_mcp_server_gets_one_line(tmp_path):
+    from tests.conftest import run_cli
+
+    path = tmp_path / "flow.yaml"
+    path.write_text(
+        "name: bad_mcp\nmcp_servers:\n  - {name: calc, command: [python, s.py]}\ntools:\n  - {name: add, kind: mcp, server: calx}\n"
+        "agents:\n  - {name: a, kind: llm, model: 'openai:x', tools: [add]}\nsteps:\n  - agent: a\n"
+    )
+    result = run_cli(["validate", str(path)], env=None)
+    assert result.returncode == 2
+    assert "tools[0].server: tool 'add' names MCP server 'calx', which is not under mcp_servers" in result.stderr
