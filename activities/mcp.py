@@ -43,8 +43,8 @@ META_KEY = "ensemble/idempotency_key"
 
 def _why(err: BaseException) -> str:
     """One line naming a (possibly grouped) connection failure."""
-    while isinstance(err, BaseExceptionGroup) and err.exceptions:
-        err = err.exceptions[0]
+    while getattr(err, "exceptions", None):  # an exception group (the SDK's task groups raise them)
+        err = err.exceptions[0]  # type: ignore[attr-defined]
     return scrub(f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)
 
 
@@ -96,12 +96,17 @@ class Session:
             await asyncio.wait_for(asyncio.shield(self.ready), self.spec.timeout_s)
         except asyncio.TimeoutError:
             await self.close()
-            raise transient(f"{who}: MCP server '{self.spec.name}' did not answer within {self.spec.timeout_s:g}s", kind="ToolUnavailable") from None
+            raise transient(
+                f"{who}: MCP server '{self.spec.name}' did not answer within {self.spec.timeout_s:g}s",
+                kind="ToolUnavailable",
+            ) from None
         except ApplicationError:
             raise
         except BaseException as err:
             await self.close()
-            raise transient(f"{who}: cannot connect to MCP server '{self.spec.name}': {_why(err)}", kind="ToolUnavailable") from None
+            raise transient(
+                f"{who}: cannot connect to MCP server '{self.spec.name}': {_why(err)}", kind="ToolUnavailable"
+            ) from None
 
     async def close(self) -> None:
         self.broken = True
@@ -126,7 +131,8 @@ class Pool:
         spec = deployed_mcp_server(name)
         if spec is None:
             raise permanent(
-                f"{who}: MCP server '{name}' is not deployed to this worker: start the worker with the flow file that declares it",
+                f"{who}: MCP server '{name}' is not deployed to this worker: "
+                "start the worker with the flow file that declares it",
                 kind="ToolNotFound",
             )
         lock = self.locks.setdefault(name, asyncio.Lock())
@@ -171,7 +177,8 @@ async def describe(server: str, remote: str, who: str) -> tuple[str, dict[str, A
 def _gone(session: Session, remote: str, who: str) -> ApplicationError:
     offered = ", ".join(sorted(session.tools)) or "none"
     return permanent(
-        f"{who}: MCP server '{session.spec.name}' does not offer tool '{remote}' (it offers: {offered})", kind="ToolGone"
+        f"{who}: MCP server '{session.spec.name}' does not offer tool '{remote}' (it offers: {offered})",
+        kind="ToolGone",
     )
 
 
@@ -185,7 +192,9 @@ def _text(result: Any) -> str:
     return "\n".join(parts)
 
 
-async def call(server: str, remote: str, arguments: dict[str, Any], meta: dict[str, Any], timeout_s: float, who: str) -> tuple[str, bool]:
+async def call(
+    server: str, remote: str, arguments: dict[str, Any], meta: dict[str, Any], timeout_s: float, who: str
+) -> tuple[str, bool]:
     """Call tool `remote` of MCP server `server`: its text and whether it is an error for the model.
     A broken session is reopened once (the server restarted); a server that stays unreachable
     fails the attempt, retryably."""
@@ -204,7 +213,9 @@ async def call(server: str, remote: str, arguments: dict[str, Any], meta: dict[s
             await pool().drop(session)  # a hung server gets a fresh session next time
             raise transient(f"{label} took longer than {timeout_s:g}s", kind="ToolTimeout") from None
         except MCPError as err:
-            if err.code != CONNECTION_CLOSED:  # the server answered with a protocol error (bad arguments...): the model may act on it
+            if (
+                err.code != CONNECTION_CLOSED
+            ):  # the server answered with a protocol error (bad arguments...): the model may act on it
                 return f"error: {clip(scrub(err.message), 2000)}", True
             await pool().drop(session)
             if attempt == 2:
@@ -222,7 +233,9 @@ async def call(server: str, remote: str, arguments: dict[str, Any], meta: dict[s
     raise transient(f"{label} is unreachable", kind="ToolUnavailable")
 
 
-async def call_tool(server: str, tool: str, arguments: dict[str, Any], *, who: str = "agent", timeout_s: float = 30.0) -> Any:
+async def call_tool(
+    server: str, tool: str, arguments: dict[str, Any], *, who: str = "agent", timeout_s: float = 30.0
+) -> Any:
     """Call a tool of a deployed MCP server from an agent's own code (not through a model): its JSON
     result (or its text). An error the tool reports fails the agent, non-retryably."""
     meta: dict[str, Any] = {}

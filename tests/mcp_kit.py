@@ -34,8 +34,13 @@ def http_server(name: str, port: int) -> dict[str, Any]:
 
 def start_http(ledger_file: Path, port: int, *extra: str) -> subprocess.Popen:
     """tests/mcp_server.py over streamable HTTP on 127.0.0.1:PORT, once it accepts connections."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.mcp_server", str(ledger_file), "http", str(port), *extra],
-                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.mcp_server", str(ledger_file), "http", str(port), *extra],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
@@ -48,17 +53,26 @@ def start_http(ledger_file: Path, port: int, *extra: str) -> subprocess.Popen:
     raise AssertionError("the MCP test server did not start listening")
 
 
-def mcp_flow(model: str, servers: list[dict[str, Any]], tools: list[dict[str, Any]], allowed: list[str], **agent: Any) -> dict[str, Any]:
+def mcp_flow(
+    model: str, servers: list[dict[str, Any]], tools: list[dict[str, Any]], allowed: list[str], **agent: Any
+) -> dict[str, Any]:
     """A one-agent flow: llm agent `clerk` may call `allowed` of the declared MCP `tools`; it answers free text."""
     spec = {
-        "name": "clerk", "kind": "llm", "model": model, "tools": allowed,
+        "name": "clerk",
+        "kind": "llm",
+        "model": model,
+        "tools": allowed,
         "llm": {"instructions": "You are a clerk.", "prompt": "Task: {text}"},
-        "retry": {"initial_interval_s": 0.2, "max_attempts": 5}, **agent,
-    }  # fmt: skip
+        "retry": {"initial_interval_s": 0.2, "max_attempts": 5},
+        **agent,
+    }
     return {
-        "name": "mcp_test", "agents": [spec], "tools": tools, "mcp_servers": servers,
+        "name": "mcp_test",
+        "agents": [spec],
+        "tools": tools,
+        "mcp_servers": servers,
         "steps": [{"agent": "clerk", "input": {"text": "$input.text"}}],
-    }  # fmt: skip
+    }
 
 
 def text(value: str, usage: tuple[int, int] = (10, 5)) -> dict[str, Any]:

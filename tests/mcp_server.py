@@ -48,12 +48,16 @@ def add(a: int, b: int, ctx: Context) -> dict:
 @app.tool(description="Pays an amount to someone (irreversible)")
 def pay(to: str, amount: float, ctx: Context) -> dict:
     key = _key(ctx)
-    earlier = next((e for e in _entries() if e["tool"] == "pay" and e.get("status") == "paid" and key and e["key"] == key), None)
+    earlier = next(
+        (e for e in _entries() if e["tool"] == "pay" and e.get("status") == "paid" and key and e["key"] == key), None
+    )
     if earlier is not None:
         _ledger({"tool": "pay", "arguments": {"to": to, "amount": amount}, "key": key, "status": "replayed"})
         return earlier["receipt"]
     receipt = {"paid": amount, "to": to, "receipt": f"R-{len(_entries()) + 1}"}
-    _ledger({"tool": "pay", "arguments": {"to": to, "amount": amount}, "key": key, "status": "paid", "receipt": receipt})
+    _ledger(
+        {"tool": "pay", "arguments": {"to": to, "amount": amount}, "key": key, "status": "paid", "receipt": receipt}
+    )
     return receipt
 
 

@@ -29,7 +29,7 @@ def test_flows_json_lists_every_bundled_flow_with_patterns(env):
         "customer_enrichment": ["parallel"],
         "document_pipeline": ["sequential"],
         "hello": ["sequential"],
-        "mcp_tools": ["sequential"],
+        "mcp_tools": [],  # one agent step
         "procurement": ["sequential", "parallel", "approval"],
     }
     assert flows["procurement"]["agents"][:5] == ["budget_check", "vendor_risk", "legal_check", "technical_fit", "sustainability"]

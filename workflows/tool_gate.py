@@ -38,23 +38,34 @@ def literal(value: Any) -> Any:
     return value
 
 
-async def hold_tool_call(run: FlowRun, agent: AgentSpec, call: AgentCall, result: AgentResult, step_path: str, activity_id: str) -> AgentResult:
+async def hold_tool_call(
+    run: FlowRun, agent: AgentSpec, call: AgentCall, result: AgentResult, step_path: str, activity_id: str
+) -> AgentResult:
     holds = 0
     while result.held is not None:
         held = result.held
         holds += 1
         if holds > MAX_HOLDS:
-            raise ApplicationError(f"agent '{agent.name}' asked for more than {MAX_HOLDS} tool approvals in one step",
-                                   type="TooManyApprovals", non_retryable=True)  # fmt: skip
+            raise ApplicationError(
+                f"agent '{agent.name}' asked for more than {MAX_HOLDS} tool approvals in one step",
+                type="TooManyApprovals",
+                non_retryable=True,
+            )
         name = f"tool.{held.tool}"
         run.gates.known.add(name)
         step = GateStep(
             name=name,
             gate=GateSpec(
-                approvers=held.approvers, quorum=held.quorum, timeout=held.timeout, on_timeout="reject", on_reject="continue",
-                changes_to="model", max_rounds=20, show=literal(held_call(held.tool, held.arguments)),
+                approvers=held.approvers,
+                quorum=held.quorum,
+                timeout=held.timeout,
+                on_timeout="reject",
+                on_reject="continue",
+                changes_to="model",
+                max_rounds=20,
+                show=literal(held_call(held.tool, held.arguments)),
             ),
-        )  # fmt: skip
+        )
         # The record is kept with the run's approvals (outcome, status), never written to its state.
         step = step.model_copy(update={"output": {}})
         path = f"{step_path}/{name}#{holds}"
@@ -64,12 +75,21 @@ async def hold_tool_call(run: FlowRun, agent: AgentSpec, call: AgentCall, result
             record = run.gates.records[-1]
         shown = record.get("digest") or held.digest
         if shown != held.digest:  # what people were shown is not what the agent holds: never run it
-            raise ApplicationError(f"tool call {held.call_id} ({held.tool}): the gate showed other arguments than the agent holds",
-                                   type="DigestMismatch", non_retryable=True)  # fmt: skip
+            raise ApplicationError(
+                f"tool call {held.call_id} ({held.tool}): the gate showed other arguments than the agent holds",
+                type="DigestMismatch",
+                non_retryable=True,
+            )
         by = record.get("decided_by") or ""
         outcome = "timed_out" if by == "timeout" and record["status"] != "approved" else record["status"]
-        verdict = ToolVerdict(call_id=held.call_id, digest=held.digest, outcome=outcome, by=by, comment=record.get("comment") or "",
-                              checkpoint=held.checkpoint)  # fmt: skip
+        verdict = ToolVerdict(
+            call_id=held.call_id,
+            digest=held.digest,
+            outcome=outcome,
+            by=by,
+            comment=record.get("comment") or "",
+            checkpoint=held.checkpoint,
+        )
         following = call.model_copy(update={"verdict": verdict})
         result = await execute_agent(agent, following, f"{activity_id}~{holds}", run.request.task_queue)
         run.record_usage(result)

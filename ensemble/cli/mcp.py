@@ -38,7 +38,7 @@ def build_server(connect: Any = None) -> Any:
         return [f.model_dump(mode="json") for f in EnsembleClient.flows()]
 
     @app.tool(description="Start a run of a flow (by name) with its input; returns the run id")
-    async def start_run(flow: str, input: Any = None, run_id: str | None = None) -> dict[str, Any]:  # noqa: A002
+    async def start_run(flow: str, input: Any = None, run_id: str | None = None) -> dict[str, Any]:
         known = {f.name for f in EnsembleClient.flows()}
         if flow not in known:  # a name only: a path would make this process read files it was not given
             raise ToolError(f"no flow named '{flow}' (flows: {', '.join(sorted(known))})")
@@ -75,6 +75,8 @@ async def cmd_mcp(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("mcp", help="serve Ensemble as an MCP server (stdio, or streamable HTTP with --http PORT)")
-    s.add_argument("--http", type=int, default=None, metavar="PORT", help="serve streamable HTTP on http://HOST:PORT/mcp")
+    s.add_argument(
+        "--http", type=int, default=None, metavar="PORT", help="serve streamable HTTP on http://HOST:PORT/mcp"
+    )
     s.add_argument("--host", default="127.0.0.1", help="the address --http binds (default 127.0.0.1)")
     s.set_defaults(fn=cmd_mcp)

@@ -30,7 +30,15 @@ class Price(BaseModel):
 
 @agent(description="Prices an order in the buyer's currency", tools=["convert"], timeout_s=60)
 async def price_in(order: Order, ctx: AgentContext) -> Price:
-    converted = await call_tool("rates", "convert", {"amount": order.amount, "currency_from": order.currency,
-                                                      "currency_to": order.buyer_currency}, who=f"agent '{ctx.agent}'")  # fmt: skip
-    return Price(item=order.item, amount=converted["amount"], currency=converted["currency"],
-                 note=f"{order.amount:g} {order.currency} at {converted['rate']:g}")  # fmt: skip
+    converted = await call_tool(
+        "rates",
+        "convert",
+        {"amount": order.amount, "currency_from": order.currency, "currency_to": order.buyer_currency},
+        who=f"agent '{ctx.agent}'",
+    )
+    return Price(
+        item=order.item,
+        amount=converted["amount"],
+        currency=converted["currency"],
+        note=f"{order.amount:g} {order.currency} at {converted['rate']:g}",
+    )

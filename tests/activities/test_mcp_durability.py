@@ -21,10 +21,18 @@ from tests.mcp_kit import ledger, mcp_flow, stdio_server, text
 
 def _worker(dev_server, task_queue: str, model, flows: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "worker.py"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, OPENAI_BASE_URL=model.openai_base, OPENAI_API_KEY=SENTINEL_KEY,
-                           ENSEMBLE_FLOWS=flows),
-    )  # fmt: skip
+        [sys.executable, "worker.py"],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dev_server.env(
+            ENSEMBLE_TASK_QUEUE=task_queue,
+            OPENAI_BASE_URL=model.openai_base,
+            OPENAI_API_KEY=SENTINEL_KEY,
+            ENSEMBLE_FLOWS=flows,
+        ),
+    )
 
 
 async def _checkpointed(handle, needle: bytes, timeout: float = 20) -> None:
@@ -36,15 +44,20 @@ async def _checkpointed(handle, needle: bytes, timeout: float = 20) -> None:
             if any(needle in p.data for p in pending.heartbeat_details.payloads):
                 return
         await asyncio.sleep(0.1)
-    details = [(p.activity_id, p.last_failure.message, [d.data[:300] for d in p.heartbeat_details.payloads]) for p in desc.raw_description.pending_activities]
+    details = [
+        (p.activity_id, p.last_failure.message, [d.data[:300] for d in p.heartbeat_details.payloads])
+        for p in desc.raw_description.pending_activities
+    ]
     raise AssertionError(f"the checkpoint never recorded the finished call: {details}")
 
 
 @pytest.mark.chaos
 async def test_a_worker_killed_mid_turn_repeats_no_finished_mcp_call(dev_server, task_queue, llm_server, tmp_path):
     book, gate = tmp_path / "ledger.jsonl", tmp_path / "go"
-    tools = [{"name": "pay", "kind": "mcp", "server": "calc", "effect": "irreversible"},
-             {"name": "slow", "kind": "mcp", "server": "calc", "timeout_s": 120}]  # fmt: skip
+    tools = [
+        {"name": "pay", "kind": "mcp", "server": "calc", "effect": "irreversible"},
+        {"name": "slow", "kind": "mcp", "server": "calc", "timeout_s": 120},
+    ]
     flow = mcp_flow("openai:test-model", [stdio_server("calc", book)], tools, ["pay", "slow"], heartbeat_s=2)
     flow_file = tmp_path / "mcp_durable.flow.json"
     flow_file.write_text(json.dumps(flow))

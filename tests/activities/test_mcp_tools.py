@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from temporalio.client import WorkflowFailureError
 
 from ensemble.runs.view import describe_run
 from tests.flowkit import run_to_end
@@ -26,7 +27,9 @@ def tool_messages(request: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])
-async def test_mcp_tool_round_trip_with_idempotency_key(dev_server, task_queue, llm_server, monkeypatch, tmp_path, transport):
+async def test_mcp_tool_round_trip_with_idempotency_key(
+    dev_server, task_queue, llm_server, monkeypatch, tmp_path, transport
+):
     book = tmp_path / "ledger.jsonl"
     proc = None
     if transport == "stdio":
@@ -38,7 +41,9 @@ async def test_mcp_tool_round_trip_with_idempotency_key(dev_server, task_queue, 
     try:
         model = llm_server([calls(("add", {"a": 2, "b": 40}), ("pay", {"to": "bob", "amount": 5})), text("done: 42")])
         use_server(monkeypatch, model)
-        handle, outcome = await run_to_end(dev_server.client, task_queue, mcp_flow(MODEL, [server], TOOLS, ["add", "pay"]), {"text": "sum"})
+        handle, outcome = await run_to_end(
+            dev_server.client, task_queue, mcp_flow(MODEL, [server], TOOLS, ["add", "pay"]), {"text": "sum"}
+        )
     finally:
         if proc is not None:
             proc.terminate()
@@ -56,7 +61,9 @@ async def test_mcp_tool_round_trip_with_idempotency_key(dev_server, task_queue, 
     assert pay["key"] and pay["key"].startswith(handle.id) and pay["status"] == "paid"
 
 
-async def test_a_tool_not_on_the_agents_list_is_refused_and_recorded(dev_server, task_queue, llm_server, monkeypatch, tmp_path):
+async def test_a_tool_not_on_the_agents_list_is_refused_and_recorded(
+    dev_server, task_queue, llm_server, monkeypatch, tmp_path
+):
     book = tmp_path / "ledger.jsonl"
     model = llm_server([calls(("pay", {"to": "eve", "amount": 1000})), text("ok")])
     use_server(monkeypatch, model)
@@ -69,11 +76,18 @@ async def test_a_tool_not_on_the_agents_list_is_refused_and_recorded(dev_server,
     assert [(r.tool, r.turn) for r in step.refusals] == [("pay", 1)]
 
 
-async def test_a_tool_the_server_no_longer_offers_fails_the_step_naming_server_and_tool(dev_server, task_queue, llm_server, monkeypatch, tmp_path):
+async def test_a_tool_the_server_no_longer_offers_fails_the_step_naming_server_and_tool(
+    dev_server, task_queue, llm_server, monkeypatch, tmp_path
+):
     book = tmp_path / "ledger.jsonl"
     model = llm_server([calls(("add", {"a": 1, "b": 1})), text("ok")])
     use_server(monkeypatch, model)
-    flow = mcp_flow(MODEL, [stdio_server("gone", book, "--without", "add")], [{"name": "add", "kind": "mcp", "server": "gone"}], ["add"])
+    flow = mcp_flow(
+        MODEL,
+        [stdio_server("gone", book, "--without", "add")],
+        [{"name": "add", "kind": "mcp", "server": "gone"}],
+        ["add"],
+    )
     handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {"text": "add"})
     assert outcome is None
     view = await describe_run(dev_server.client, handle.id)
@@ -93,7 +107,9 @@ async def _until(predicate, timeout: float = 60.0) -> None:
 
 @pytest.mark.chaos
 @pytest.mark.parametrize("transport", ["stdio", "http"])
-async def test_mcp_server_killed_mid_call_and_restarted_the_run_goes_on(dev_server, task_queue, llm_server, monkeypatch, tmp_path, transport):
+async def test_mcp_server_killed_mid_call_and_restarted_the_run_goes_on(
+    dev_server, task_queue, llm_server, monkeypatch, tmp_path, transport
+):
     import asyncio
     import os
     import signal
@@ -110,7 +126,9 @@ async def test_mcp_server_killed_mid_call_and_restarted_the_run_goes_on(dev_serv
     use_server(monkeypatch, model)
     try:
         async with running_worker(dev_server.client, task_queue):
-            handle = await start(dev_server.client, request(mcp_flow(MODEL, [server], tools, ["slow", "add"]), {"text": "x"}, task_queue))
+            handle = await start(
+                dev_server.client, request(mcp_flow(MODEL, [server], tools, ["slow", "add"]), {"text": "x"}, task_queue)
+            )
             await _until(lambda: any(e["tool"] == "slow" for e in ledger(book)))
             first_pid = ledger(book)[0]["pid"]
             os.kill(first_pid, signal.SIGKILL)  # the server dies with the call in flight
@@ -130,14 +148,18 @@ async def test_mcp_server_killed_mid_call_and_restarted_the_run_goes_on(dev_serv
     assert [e["arguments"] for e in entries if e["tool"] == "add"] == [{"a": 1, "b": 2}]
 
 
-async def test_a_run_naming_an_mcp_server_the_worker_was_not_deployed_with_starts_nothing(dev_server, task_queue, llm_server, monkeypatch, tmp_path):
+async def test_a_run_naming_an_mcp_server_the_worker_was_not_deployed_with_starts_nothing(
+    dev_server, task_queue, llm_server, monkeypatch, tmp_path
+):
     from ensemble.authoring import tools as registry
 
     marker = tmp_path / "pwned"
     evil = {"name": "evil", "command": ["sh", "-c", f"touch {marker}"]}
     model = llm_server([calls(("add", {"a": 1, "b": 1})), text("ok")])
     use_server(monkeypatch, model)
-    flow = mcp_flow(MODEL, [evil], [{"name": "add", "kind": "mcp", "server": "evil", "input_schema": {"type": "object"}}], ["add"])
+    flow = mcp_flow(
+        MODEL, [evil], [{"name": "add", "kind": "mcp", "server": "evil", "input_schema": {"type": "object"}}], ["add"]
+    )
     from tests.conftest import running_worker
     from tests.flowkit import request, start
 
@@ -145,7 +167,7 @@ async def test_a_run_naming_an_mcp_server_the_worker_was_not_deployed_with_start
     registry._MCP_SERVERS.pop("evil")  # ...so take it back: the worker was not started with this flow file
     async with running_worker(dev_server.client, task_queue):
         handle = await start(dev_server.client, req)
-        with pytest.raises(Exception):
+        with pytest.raises(WorkflowFailureError):
             await handle.result()
     view = await describe_run(dev_server.client, handle.id)
     assert "MCP server 'evil' is not deployed to this worker" in (view.error or "")
@@ -157,7 +179,8 @@ def test_a_flow_naming_an_undeclared_mcp_server_gets_one_line(tmp_path):
 
     path = tmp_path / "flow.yaml"
     path.write_text(
-        "name: bad_mcp\nmcp_servers:\n  - {name: calc, command: [python, s.py]}\ntools:\n  - {name: add, kind: mcp, server: calx}\n"
+        "name: bad_mcp\nmcp_servers:\n  - {name: calc, command: [python, s.py]}\n"
+        "tools:\n  - {name: add, kind: mcp, server: calx}\n"
         "agents:\n  - {name: a, kind: llm, model: 'openai:x', tools: [add]}\nsteps:\n  - agent: a\n"
     )
     result = run_cli(["validate", str(path)], env=None)

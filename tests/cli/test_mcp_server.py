@@ -41,25 +41,39 @@ async def _exercise(client: Client, dev_server, task_queue: str) -> None:
             if status["status"] == "completed":
                 break
             await asyncio.sleep(0.1)
-    assert status["status"] == "completed" and [s["agent"] for s in status["steps"]] == ["greeter", "word_stats", "letter_stats"]
+    assert status["status"] == "completed" and [s["agent"] for s in status["steps"]] == [
+        "greeter",
+        "word_stats",
+        "letter_stats",
+    ]
     assert isinstance(_json(await client.call_tool("pending_approvals", {"approver": "alice"})), list)
 
 
 async def test_starter_mcp_over_stdio(dev_server, task_queue):
-    params = StdioServerParameters(command=sys.executable, args=["starter.py", "mcp"], cwd=str(ROOT),
-                                   env=dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue))  # fmt: skip
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["starter.py", "mcp"],
+        cwd=str(ROOT),
+        env=dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue),
+    )
     async with Client(params, mode="legacy") as client:
         await _exercise(client, dev_server, task_queue)
 
 
 async def test_starter_mcp_over_streamable_http_on_loopback(dev_server, task_queue):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "starter.py", "mcp", "--http", str(port)], cwd=ROOT, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "starter.py", "mcp", "--http", str(port)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue),
+    )
     try:
         for _ in range(600):
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.close()
                 break
             except OSError:

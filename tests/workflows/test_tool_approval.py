@@ -21,7 +21,15 @@ from tests.llm_agents import calls, llm_server, use_server  # noqa: F401
 from tests.mcp_kit import ledger, mcp_flow, stdio_server, text
 from tests.trust.proofs import ensure_keys, token
 
-TOOLS = [{"name": "pay", "kind": "mcp", "server": "calc", "effect": "irreversible", "approval": {"approvers": ["alice"], "timeout": "2d"}}]
+TOOLS = [
+    {
+        "name": "pay",
+        "kind": "mcp",
+        "server": "calc",
+        "effect": "irreversible",
+        "approval": {"approvers": ["alice"], "timeout": "2d"},
+    }
+]
 
 
 async def parked(handle, count: int = 1) -> dict:
@@ -56,7 +64,9 @@ async def _run(dev_server, task_queue, tmp_path, script, steps):
     return handle, outcome, ledger(book)
 
 
-async def test_an_approved_call_runs_with_exactly_the_shown_arguments(dev_server, task_queue, llm_server, monkeypatch, tmp_path):
+async def test_an_approved_call_runs_with_exactly_the_shown_arguments(
+    dev_server, task_queue, llm_server, monkeypatch, tmp_path
+):
     model = llm_server([calls(("pay", {"to": "bob", "amount": 5})), text("paid bob")])
     use_server(monkeypatch, model)
     seen = {}
@@ -75,14 +85,20 @@ async def test_an_approved_call_runs_with_exactly_the_shown_arguments(dev_server
     assert seen["digest"] == digest(held_call("pay", {"to": "bob", "amount": 5}))
     assert outcome.output == {"clerk": "paid bob"}
     [paid] = book
-    assert paid["arguments"] == {"to": "bob", "amount": 5.0} and paid["status"] == "paid" and paid["key"].startswith(handle.id)
-    first, second = model.requests()
+    assert (
+        paid["arguments"] == {"to": "bob", "amount": 5.0}
+        and paid["status"] == "paid"
+        and paid["key"].startswith(handle.id)
+    )
+    _, second = model.requests()
     assert '"paid": 5.0' in tool_results(second)[0]
     [record] = [a for a in outcome.approvals if a["gate"] == "tool.pay"]
     assert record["status"] == "approved" and record["decisions"][0]["verified"] is True
 
 
-async def test_a_rejected_call_is_refused_to_the_model_which_goes_on(dev_server, task_queue, llm_server, monkeypatch, tmp_path):
+async def test_a_rejected_call_is_refused_to_the_model_which_goes_on(
+    dev_server, task_queue, llm_server, monkeypatch, tmp_path
+):
     model = llm_server([calls(("pay", {"to": "eve", "amount": 900})), text("could not pay")])
     use_server(monkeypatch, model)
 
@@ -90,13 +106,17 @@ async def test_a_rejected_call_is_refused_to_the_model_which_goes_on(dev_server,
         gate = await parked(handle)
         await handle.execute_update("decide", decision(handle, gate, "reject", "eve is not a supplier"))
 
-    handle, outcome, book = await _run(dev_server, task_queue, tmp_path, model, [reject])
+    _, outcome, book = await _run(dev_server, task_queue, tmp_path, model, [reject])
     assert outcome.output == {"clerk": "could not pay"} and book == []
-    assert tool_results(model.requests()[1]) == ["refused: alice did not approve this call of 'pay': eve is not a supplier"]
+    assert tool_results(model.requests()[1]) == [
+        "refused: alice did not approve this call of 'pay': eve is not a supplier"
+    ]
 
 
 async def test_requested_changes_go_back_to_the_model(dev_server, task_queue, llm_server, monkeypatch, tmp_path):
-    model = llm_server([calls(("pay", {"to": "bob", "amount": 5})), calls(("pay", {"to": "bob", "amount": 4})), text("paid 4")])
+    model = llm_server(
+        [calls(("pay", {"to": "bob", "amount": 5})), calls(("pay", {"to": "bob", "amount": 4})), text("paid 4")]
+    )
     use_server(monkeypatch, model)
 
     async def change(handle):
@@ -108,13 +128,17 @@ async def test_requested_changes_go_back_to_the_model(dev_server, task_queue, ll
         assert gate["digest"] == digest(held_call("pay", {"to": "bob", "amount": 4}))
         await handle.execute_update("decide", decision(handle, gate, "approve"))
 
-    handle, outcome, book = await _run(dev_server, task_queue, tmp_path, model, [change, approve])
+    _, outcome, book = await _run(dev_server, task_queue, tmp_path, model, [change, approve])
     assert outcome.output == {"clerk": "paid 4"}
     assert [(e["arguments"]["amount"], e["status"]) for e in book] == [(4.0, "paid")]
-    assert tool_results(model.requests()[1]) == ["not run: alice asks for changes before this call may run: pay 4, not 5"]
+    assert tool_results(model.requests()[1]) == [
+        "not run: alice asks for changes before this call may run: pay 4, not 5"
+    ]
 
 
-async def test_a_decision_bound_to_other_arguments_is_refused(dev_server, task_queue, llm_server, monkeypatch, tmp_path):
+async def test_a_decision_bound_to_other_arguments_is_refused(
+    dev_server, task_queue, llm_server, monkeypatch, tmp_path
+):
     model = llm_server([calls(("pay", {"to": "bob", "amount": 5})), text("paid")])
     use_server(monkeypatch, model)
 
@@ -127,5 +151,5 @@ async def test_a_decision_bound_to_other_arguments_is_refused(dev_server, task_q
         assert ledger(tmp_path / "ledger.jsonl") == []
         await handle.execute_update("decide", decision(handle, gate, "approve"))
 
-    handle, outcome, book = await _run(dev_server, task_queue, tmp_path, model, [forged_then_right])
+    _, _, book = await _run(dev_server, task_queue, tmp_path, model, [forged_then_right])
     assert [e["arguments"]["amount"] for e in book] == [5.0]
