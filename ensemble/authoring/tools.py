@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from ensemble.authoring.agents import deploy, load_handler
 from ensemble.spec import Effect, ToolSpec
-from ensemble.spec.llm import McpServerSpec
+from ensemble.spec.llm import McpServerSpec, ToolApproval
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -134,9 +134,11 @@ def tool(
     description: str = "",
     effect: Effect = "read",
     timeout_s: float = 30.0,
+    approval: ToolApproval | dict[str, Any] | None = None,
 ) -> Callable[[F], F]:
     """Register a Python function (sync or async) as a tool llm agents may be allowed to call.
-    It returns JSON-able data or a pydantic model; the model sees its JSON."""
+    It returns JSON-able data or a pydantic model; the model sees its JSON. With `approval`
+    ({approvers, quorum, timeout}) people approve each call's exact arguments first (docs/tools.md)."""
 
     def decorate(fn: F) -> F:
         spec = ToolSpec(
@@ -147,6 +149,7 @@ def tool(
             input_schema=signature(fn).schema(),
             effect=effect,
             timeout_s=timeout_s,
+            approval=ToolApproval.model_validate(approval) if isinstance(approval, dict) else approval,
         )
         register_tool(spec)
         deploy(spec.handler, fn)

@@ -17,7 +17,7 @@ from ensemble.spec import GateDecision
 from ensemble.spec.llm import held_call
 from tests.conftest import running_worker
 from tests.flowkit import request, start
-from tests.llm_agents import calls, llm_server, use_server  # noqa: F401
+from tests.llm_agents import REFUNDS, calls, llm_server, use_server  # noqa: F401
 from tests.mcp_kit import ledger, mcp_flow, stdio_server, text
 from tests.trust.proofs import ensure_keys, token
 
@@ -153,3 +153,24 @@ async def test_a_decision_bound_to_other_arguments_is_refused(
 
     _, _, book = await _run(dev_server, task_queue, tmp_path, model, [forged_then_right])
     assert [e["arguments"]["amount"] for e in book] == [5.0]
+
+
+async def test_a_python_tool_can_wait_for_approval_too(dev_server, task_queue, llm_server, monkeypatch, tmp_path):
+    ensure_keys("alice")
+    model = llm_server([calls(("refund", {"order_id": "A-7", "amount": 20})), text("refunded")])
+    use_server(monkeypatch, model)
+    approval = {"approvers": ["alice"]}
+    tools = [{"name": "refund", "handler": "tests.llm_agents:refund", "effect": "irreversible", "approval": approval}]
+    flow = mcp_flow("openai:test-model", [], tools, ["refund"])
+    flow["imports"] = ["tests.llm_agents"]
+    async with running_worker(dev_server.client, task_queue):
+        handle = await start(dev_server.client, request(flow, {"text": "refund A-7"}, task_queue))
+        gate = await parked(handle)
+        assert gate["gate"] == "tool.refund"
+        assert len(model.requests()) == 1  # the model waits too: nothing is called while people decide
+        await handle.execute_update("decide", decision(handle, gate, "approve"))
+        outcome = await asyncio.wait_for(handle.result(), 120)
+    assert outcome.output == {"clerk": "refunded"}
+    assert tool_results(model.requests()[1]) == ['{"refunded": 20.0}']
+    [done] = [r for r in REFUNDS if r["run_id"] == handle.id]  # ran once, with its idempotency key
+    assert done["amount"] == 20.0 and done["key"].startswith(handle.id)
