@@ -13,6 +13,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
 from ensemble.logic.proofs import digest
+from ensemble.runs.view import describe_run
 from ensemble.spec import GateDecision
 from ensemble.spec.llm import held_call
 from tests.conftest import running_worker
@@ -77,6 +78,9 @@ async def test_an_approved_call_runs_with_exactly_the_shown_arguments(
         assert ledger(tmp_path / "ledger.jsonl") == []  # nothing paid while people decide
         desc = await handle.describe()
         assert not desc.raw_description.pending_activities  # no worker slot or model connection held
+        view = await describe_run(dev_server.client, handle.id)
+        assert view.status == "waiting_for_approval" and view.pending_approvals[0]["gate"] == "tool.pay"
+        assert [(s.name, s.status) for s in view.steps] == [("clerk", "completed"), ("clerk/tool.pay#1", "waiting")]
         result = await handle.execute_update("decide", decision(handle, gate, "approve"))
         assert result["status"] == "approved"
 
@@ -92,6 +96,9 @@ async def test_an_approved_call_runs_with_exactly_the_shown_arguments(
     )
     _, second = model.requests()
     assert '"paid": 5.0' in tool_results(second)[0]
+    view = await describe_run(dev_server.client, handle.id)
+    assert [s.name for s in view.steps] == ["clerk", "clerk/tool.pay#1", "clerk~1"]  # the continuation after approval
+    assert view.usage.total_tokens == 30  # each model call counted once
     [record] = [a for a in outcome.approvals if a["gate"] == "tool.pay"]
     assert record["status"] == "approved" and record["decisions"][0]["verified"] is True
 
