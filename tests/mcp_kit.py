@@ -4,6 +4,7 @@ the server over streamable HTTP as a process of its own, and its ledger."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def http_server(name: str, port: int) -> dict[str, Any]:
     return {"name": name, "url": f"http://127.0.0.1:{port}/mcp"}
 
 
-def start_http(ledger_file: Path, port: int, *extra: str) -> subprocess.Popen:
+def start_http(ledger_file: Path, port: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """tests/mcp_server.py over streamable HTTP on 127.0.0.1:PORT, once it accepts connections."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.mcp_server", str(ledger_file), "http", str(port), *extra],
@@ -40,6 +41,7 @@ def start_http(ledger_file: Path, port: int, *extra: str) -> subprocess.Popen:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

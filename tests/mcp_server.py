@@ -70,6 +70,15 @@ def slow(gate: str, ctx: Context) -> dict:
     return {"waited": True}
 
 
+@app.tool(description="Says whether the request carried the X-Token header this server expects")
+def whoami(ctx: Context) -> dict:
+    headers = {k.lower(): v for k, v in (ctx.headers or {}).items()}
+    return {
+        "authorized": bool(os.environ.get("MCP_EXPECTED_TOKEN"))
+        and headers.get("x-token") == os.environ["MCP_EXPECTED_TOKEN"]
+    }
+
+
 if WITHOUT:
     app.remove_tool(WITHOUT)
 

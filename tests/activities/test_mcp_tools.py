@@ -186,3 +186,37 @@ def test_a_flow_naming_an_undeclared_mcp_server_gets_one_line(tmp_path):
     result = run_cli(["validate", str(path)], env=None)
     assert result.returncode == 2
     assert "tools[0].server: tool 'add' names MCP server 'calx', which is not under mcp_servers" in result.stderr
+
+
+async def test_http_headers_come_from_the_env_allow_list_and_never_reach_the_history(
+    dev_server, task_queue, llm_server, monkeypatch, tmp_path
+):
+    token = "mcp-token-sentinel-7f3a9c"
+    port = free_port()
+    proc = start_http(tmp_path / "ledger.jsonl", port, env={"MCP_EXPECTED_TOKEN": token})
+    server = {**http_server("calc", port), "headers": {"X-Token": "${env:MCP_TOKEN}"}}
+    flow = mcp_flow(MODEL, [server], [{"name": "whoami", "kind": "mcp", "server": "calc"}], ["whoami"])
+    monkeypatch.setenv("MCP_TOKEN", token)
+    try:
+        monkeypatch.setenv("ENSEMBLE_ENV_ALLOW", "MCP_TOKEN")
+        model = llm_server([calls(("whoami", {})), text("ok")])
+        use_server(monkeypatch, model)
+        handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {"text": "who"})
+        assert outcome is not None
+        assert json.loads(tool_messages(model.requests()[1])[0]) == {"authorized": True}
+        history = (await handle.fetch_history()).to_json()
+        assert token not in history
+
+        monkeypatch.setenv("ENSEMBLE_ENV_ALLOW", "")  # not on the allow-list: refused, not retried
+        from ensemble.activities.mcp import pool
+
+        await pool().close()  # a new session resolves its headers again
+        model = llm_server([calls(("whoami", {})), text("ok")])
+        use_server(monkeypatch, model)
+        handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {"text": "who"})
+        assert outcome is None
+        view = await describe_run(dev_server.client, handle.id)
+        assert "${env:MCP_TOKEN} is not on this worker's allow-list" in (view.error or "")
+    finally:
+        proc.terminate()
+        proc.wait(10)
