@@ -29,12 +29,13 @@ def test_flows_json_lists_every_bundled_flow_with_patterns(env):
         "customer_enrichment": ["parallel"],
         "document_pipeline": ["sequential"],
         "hello": ["sequential"],
+        "mcp_tools": [],  # one agent step
         "procurement": ["sequential", "parallel", "approval"],
     }
     assert flows["procurement"]["agents"][:5] == ["budget_check", "vendor_risk", "legal_check", "technical_fit", "sustainability"]
 
 
-@pytest.mark.parametrize("name", ["contract_review", "customer_enrichment", "document_pipeline", "hello", "procurement"])
+@pytest.mark.parametrize("name", ["contract_review", "customer_enrichment", "document_pipeline", "hello", "mcp_tools", "procurement"])
 def test_each_bundled_flow_runs_on_its_example_input(env, name):
     flows = {f["name"]: f for f in json.loads(run_cli(["flows", "--json"], env).stdout)}
     assert run_flow(env, name, ROOT / flows[name]["example_input"]) is not None

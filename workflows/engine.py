@@ -29,6 +29,10 @@ PATTERNS: dict[type, StepRunner] = {}
 # How a run waits for people to raise an exhausted budget: registered by workflows/gate.py, which
 # builds on this module (so this module never imports it).
 BUDGET_GATE: list[Callable[["FlowRun", str], Awaitable[None]]] = []
+# How a run waits for people to approve a tool call an agent holds: registered by
+# workflows/tool_gate.py (docs/tools.md). It returns the result of the agent's continuation.
+TOOL_GATE: list[Callable[["FlowRun", AgentSpec, AgentCall, AgentResult, str, str], Awaitable[AgentResult]]] = []
+TOOL_APPROVAL_PATCH = "ensemble-tool-approval"
 
 
 def pattern(step_type: type) -> Callable[[StepRunner], StepRunner]:
@@ -174,6 +178,8 @@ class FlowRun:
         try:
             result = await execute_agent(agent, call, activity_id, self.request.task_queue)
             self.record_usage(result)
+            if result.held is not None and TOOL_GATE and workflow.patched(TOOL_APPROVAL_PATCH):
+                result = await TOOL_GATE[0](self, agent, call, result, step_path, activity_id)
             return result
         except ActivityError as err:
             if is_cancelled_exception(err) and workflow.patched("ensemble-cancel-not-failure"):
@@ -235,7 +241,7 @@ class FlowRun:
         the run's id (or the key a redrive or fork inherited) and the activity id, never the
         attempt, so every retry, redrive and fork of the step presents the same key."""
         key = None
-        if agent.effect == "irreversible":
+        if agent.effect == "irreversible" or any(t.effect == "irreversible" for t in agent.tool_specs):
             key = self.request.idempotency_keys.get(activity_id) or protocol.idempotency_key(workflow.info().workflow_id, activity_id)
         return AgentContext(
             run_id=workflow.info().workflow_id, flow=self.flow.name, step=step_path, agent=agent.name, idempotency_key=key

@@ -8,7 +8,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
-from ensemble.workflows import chat, gate, hierarchical, parallel, sequential  # noqa: F401  (register the patterns)
+from ensemble.workflows import chat, gate, hierarchical, parallel, sequential, tool_gate  # noqa: F401  (register the patterns)
 from ensemble.workflows.engine import FlowRun
 
 with workflow.unsafe.imports_passed_through():

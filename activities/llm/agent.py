@@ -13,12 +13,13 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import activity
 
+from ensemble.activities import mcp
 from ensemble.activities.errors import permanent
 from ensemble.activities.executors import executor
 from ensemble.activities.llm.loop import Job, Loop, Output
 from ensemble.activities.llm.providers import endpoint
 from ensemble.authoring.agents import load_handler
-from ensemble.spec import OUTPUT_TOOL, AgentCall, AgentResult, AgentSpec, LlmSpec
+from ensemble.spec import OUTPUT_TOOL, AgentCall, AgentResult, AgentSpec, LlmSpec, ToolSpec
 from ensemble.spec import protocol
 from ensemble.logic.state import StateError, lookup
 
@@ -88,6 +89,15 @@ def system_prompt(llm: LlmSpec, output: Output | None, wire: str) -> str:
     return "\n\n".join(parts)
 
 
+async def describe_mcp_tools(tools: dict[str, ToolSpec], who: str) -> None:
+    """Fill in what the flow did not declare of its MCP tools (description, input schema) from the
+    server's listing (once per session)."""
+    for name, spec in tools.items():
+        if spec.kind == "mcp" and (spec.input_schema is None or not spec.description):
+            description, schema = await mcp.describe(spec.server or "", spec.remote or spec.name, who)
+            tools[name] = spec.model_copy(update={"description": spec.description or description, "input_schema": spec.input_schema or schema})
+
+
 @executor("llm")
 async def run_llm(call: AgentCall) -> AgentResult:
     agent, ctx = call.agent, call.context
@@ -99,10 +109,12 @@ async def run_llm(call: AgentCall) -> AgentResult:
     ep = endpoint(model, who)
     output = output_of(agent, llm, who)
     info = activity.info()
+    tools = {s.name: s for s in agent.tool_specs if s.name in agent.tools}
+    await describe_mcp_tools(tools, who)
     job = Job(
         who=who, endpoint=ep, agent=agent.name, llm=llm, system=system_prompt(llm, output, ep.wire),
         prompt=render(llm.prompt, call.input, who), output=output,
-        tools={s.name: s for s in agent.tool_specs if s.name in agent.tools},
+        tools=tools, verdict=call.verdict,
         run_id=ctx.run_id, step=ctx.step,
         key_base=getattr(ctx, "idempotency_key", None) or protocol.idempotency_key(info.workflow_id, info.activity_id),
         timeout_s=agent.timeout_s,

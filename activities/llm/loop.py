@@ -34,6 +34,9 @@ from ensemble.activities.scrub import clip
 from ensemble.activities.llm.providers import Endpoint, Reply, Request, complete
 from ensemble.activities.llm.tools import Outcome, run_tool
 from ensemble.spec import OUTPUT_TOOL, AgentResult, LlmSpec, ToolRefusal, ToolSpec, Usage
+from ensemble.spec.llm import held_call
+from ensemble.spec.records import ToolHold, ToolVerdict
+from ensemble.logic.proofs import digest
 from ensemble.authoring.tools import ToolContext
 
 CHECKPOINT_VERSION = 1
@@ -105,17 +108,43 @@ class Job:
     step: str
     key_base: str  # idempotency keys of irreversible tool calls start with this
     timeout_s: float
+    verdict: ToolVerdict | None = None  # people decided about a held tool call: continue from its checkpoint
+
+
+class Hold(Exception):
+    """The model called a tool that needs approval: the attempt ends and the run waits at a gate."""
+
+    def __init__(self, call: dict[str, Any], spec: ToolSpec) -> None:
+        super().__init__(call["name"])
+        self.call, self.spec = call, spec
 
 
 class Loop:
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.cp = self._resume() or {
+        self.cp = self._resume() or self._continue() or {
             "v": CHECKPOINT_VERSION, "agent": job.agent, "model": job.endpoint.name,
             "transcript": [{"role": "user", "text": job.prompt}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0},
             "calls": 0, "turns": 0, "reasks": 0, "refusals": [], "final_notice": False,
         }  # fmt: skip
+        # Keys of irreversible calls stay those of the first attempt when a continuation after an
+        # approval runs as another activity.
+        self.cp.setdefault("key_base", job.key_base)
+        self.cp.setdefault("verdicts", {})
+        self.cp.setdefault("billed", {"prompt_tokens": 0, "completion_tokens": 0})
+
+    def _continue(self) -> dict[str, Any] | None:
+        """After people decided about a held tool call: its checkpoint, with their verdict."""
+        v = self.job.verdict
+        if v is None:
+            return None
+        cp = copy.deepcopy(v.checkpoint)
+        if cp.get("v") != CHECKPOINT_VERSION or cp.get("agent") != self.job.agent:
+            raise permanent(f"{self.job.who}: the held tool call's checkpoint is not this agent's", kind="BadCheckpoint")
+        cp.setdefault("verdicts", {})[v.call_id] = v.model_dump(exclude={"checkpoint"})
+        log.info("%s continues after a decision on tool call %s: %s", self.job.who, v.call_id, v.outcome)
+        return cp
 
     def _resume(self) -> dict[str, Any] | None:
         details = activity.info().heartbeat_details
@@ -156,6 +185,27 @@ class Loop:
     # ------------------------------------------------------------ the loop
 
     async def run(self) -> AgentResult:
+        try:
+            return await self._loop()
+        except Hold as held:
+            return self._held(held)
+
+    def _held(self, held: Hold) -> AgentResult:
+        """End this attempt: the workflow waits for people, then a new activity continues."""
+        approval = held.spec.approval
+        assert approval is not None
+        result = self._result(None)
+        self.cp["billed"] = dict(self.cp["usage"])  # the usage and refusals so far are reported now, once
+        self.cp["refusals"] = []
+        result.held = ToolHold(
+            tool=held.spec.name, call_id=held.call["id"], arguments=held.call["arguments"],
+            digest=digest(held_call(held.spec.name, held.call["arguments"])), approvers=list(approval.approvers),
+            quorum=approval.quorum, timeout=approval.timeout, checkpoint=copy.deepcopy(self.cp),
+        )  # fmt: skip
+        log.info("%s: tool call %s (%s) waits for approval", self.job.who, held.call["id"], held.spec.name)
+        return result
+
+    async def _loop(self) -> AgentResult:
         transcript = self.cp["transcript"]
         while True:
             last = transcript[-1]
@@ -175,9 +225,9 @@ class Loop:
         return next((c for c in entry.get("tool_calls") or [] if c["name"] == OUTPUT_TOOL), None)
 
     def _result(self, output: Any) -> AgentResult:
-        u = self.cp["usage"]
-        usage = Usage(prompt_tokens=u["prompt_tokens"], completion_tokens=u["completion_tokens"],
-                      total_tokens=u["prompt_tokens"] + u["completion_tokens"])  # fmt: skip
+        u, b = self.cp["usage"], self.cp.get("billed") or {}
+        prompt, completion = u["prompt_tokens"] - b.get("prompt_tokens", 0), u["completion_tokens"] - b.get("completion_tokens", 0)
+        usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
         refusals = [ToolRefusal(**r) for r in self.cp["refusals"]]
         return AgentResult(output=output, usage=usage, model=self.job.endpoint.name, refusals=refusals)
 
@@ -282,7 +332,12 @@ class Loop:
                 span.set_attribute("ensemble.outcome", "refused")
                 return Outcome(f"refused: {reason}", True)
             span.set_attribute("ensemble.tool.effect", spec.effect)
-            key = f"{job.key_base}/tool{turn}.{index}" if spec.effect == "irreversible" else None
+            if spec.approval is not None:
+                decided = self._decided(call, spec, turn)
+                if decided is not None:
+                    span.set_attribute("ensemble.outcome", "not approved")
+                    return decided
+            key = f"{self.cp['key_base']}/tool{turn}.{index}" if spec.effect == "irreversible" else None
             ctx = ToolContext(run_id=job.run_id, step=job.step, agent=job.agent, tool=spec.name, call_id=call["id"], idempotency_key=key)
             try:
                 async with self.alive():
@@ -292,3 +347,22 @@ class Loop:
                 raise
             span.set_attribute("ensemble.outcome", "error" if outcome.is_error else "ok")
             return outcome
+
+    def _decided(self, call: dict[str, Any], spec: ToolSpec, turn: int) -> Outcome | None:
+        """A gated call: None when people approved exactly these arguments (run it), the answer
+        the model gets when they did not, or Hold when nobody has decided yet."""
+        verdict = self.cp["verdicts"].get(call["id"])
+        if verdict is None:
+            raise Hold(call, spec)
+        if verdict["digest"] != digest(held_call(spec.name, call["arguments"])):
+            raise permanent(f"{self.job.who}: the decision on tool call {call['id']} ({spec.name}) is for other arguments", kind="DigestMismatch")
+        outcome, by, comment = verdict["outcome"], verdict.get("by") or "?", verdict.get("comment") or ""
+        if outcome == "approved":
+            return None
+        if outcome == "changes_requested":
+            return Outcome(f"not run: {by} asks for changes before this call may run: {comment}", True)
+        reason = f"{by} did not approve this call of '{spec.name}'" + (f": {comment}" if comment else "")
+        if outcome == "timed_out" or by == "timeout":
+            reason = f"nobody approved this call of '{spec.name}' in time"
+        self.cp["refusals"].append({"tool": spec.name, "reason": reason, "turn": turn})
+        return Outcome(f"refused: {reason}", True)

@@ -1,4 +1,4 @@
-"""Running the tools a model asks for: Python functions and HTTP endpoints.
+"""Running the tools a model asks for: Python functions, HTTP endpoints and MCP servers' tools.
 
 What the model gets back is text: the tool's JSON result, or an error it can act on (bad
 arguments, `ToolError`, a 4xx from an HTTP tool). A transient failure (a timeout, a 5xx, a 429, an
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from temporalio.exceptions import ApplicationError
 
+from ensemble.activities import mcp
 from ensemble.activities.egress import check_url
 from ensemble.activities.errors import parse_retry_after, permanent, retry_after_of, transient
 from ensemble.activities.llm.providers import http
@@ -71,6 +72,8 @@ async def run_tool(spec: ToolSpec, arguments: Any, ctx: ToolContext, who: str) -
             raise permanent(f"{who}: tool '{spec.name}' has an invalid input_schema: {err.message}", kind="BadTool") from None
     if spec.kind == "http":
         return await _run_http(spec, arguments, ctx, who)
+    if spec.kind == "mcp":
+        return await _run_mcp(spec, arguments, ctx, who)
     return await _run_function(spec, arguments, ctx, who)
 
 
@@ -98,6 +101,14 @@ async def _run_function(spec: ToolSpec, arguments: dict[str, Any], ctx: ToolCont
         message = scrub(f"{who}: tool '{spec.name}' raised {type(err).__name__}: {err}")
         raise ApplicationError(message, type=type(err).__name__) from None
     return Outcome(_text(value))
+
+
+async def _run_mcp(spec: ToolSpec, arguments: dict[str, Any], ctx: ToolContext, who: str) -> Outcome:
+    meta: dict[str, Any] = {"ensemble/run_id": ctx.run_id, "ensemble/step": ctx.step, "ensemble/call_id": ctx.call_id}
+    if ctx.idempotency_key:
+        meta[mcp.META_KEY] = ctx.idempotency_key
+    text, is_error = await mcp.call(spec.server or "", spec.remote or spec.name, arguments, meta, spec.timeout_s, who)
+    return Outcome(_text(text), is_error)
 
 
 def _headers(spec: ToolSpec, ctx: ToolContext, who: str) -> dict[str, str]:

@@ -30,7 +30,7 @@ from ensemble.spec import (
     child_steps,
 )
 from ensemble.logic.state import reference_paths, references
-from ensemble.authoring.tools import attach_to_agents
+from ensemble.authoring.tools import attach_to_agents, deploy_mcp_server
 from ensemble.authoring.reading import load_document, one_line
 
 EXAMPLES_DIR = (Path(__file__).resolve().parent.parent / "examples").resolve()  # bundled with the package
@@ -193,6 +193,8 @@ def _deploy(loaded: LoadedFlow, problems: _Problems) -> None:
     """Allow runs of this process to use the code this flow names (its agents' handlers, tools
     and models): the flow was loaded on purpose, by the process's own configuration or user."""
     by_name = {a.name: i for i, a in enumerate(loaded.spec.agents)}
+    for server in loaded.spec.mcp_servers:  # started or connected to by name only (docs/tools.md)
+        deploy_mcp_server(server, loaded.source.parent if loaded.source else None)
     for name, agent in loaded.agents.items():
         try:
             deploy_agent(agent)

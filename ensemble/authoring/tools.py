@@ -15,18 +15,44 @@ may call a tool only when its `tools:` list names it (docs/llm.md).
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel, ConfigDict, create_model
 
 from ensemble.authoring.agents import deploy, load_handler
 from ensemble.spec import Effect, ToolSpec
+from ensemble.spec.llm import McpServerSpec, ToolApproval
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _TOOLS: dict[str, ToolSpec] = {}
+# MCP servers this process may start or connect to, by name: only those of flow files it loaded on
+# purpose (a run request names a server; its command or URL is never taken from the request).
+_MCP_SERVERS: dict[str, McpServerSpec] = {}
+
+
+def deploy_mcp_server(spec: McpServerSpec, base: Path | None = None) -> McpServerSpec:
+    """Allow runs of this process to use MCP server `spec.name`. A stdio command's 'python' is this
+    interpreter, and its relative paths are taken from the flow file's directory `base`."""
+    spec = spec.model_copy(deep=True)
+    if spec.command:
+        argv = list(spec.command)
+        if argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        if base is not None:
+            argv = [str(base / a) if i and not os.path.isabs(a) and (base / a).exists() else a for i, a in enumerate(argv)]
+        spec.command = argv
+    _MCP_SERVERS[spec.name] = spec
+    return spec
+
+
+def deployed_mcp_server(name: str) -> McpServerSpec | None:
+    return _MCP_SERVERS.get(name)
 
 
 class ToolError(Exception):
@@ -108,9 +134,11 @@ def tool(
     description: str = "",
     effect: Effect = "read",
     timeout_s: float = 30.0,
+    approval: ToolApproval | dict[str, Any] | None = None,
 ) -> Callable[[F], F]:
     """Register a Python function (sync or async) as a tool llm agents may be allowed to call.
-    It returns JSON-able data or a pydantic model; the model sees its JSON."""
+    It returns JSON-able data or a pydantic model; the model sees its JSON. With `approval`
+    ({approvers, quorum, timeout}) people approve each call's exact arguments first (docs/tools.md)."""
 
     def decorate(fn: F) -> F:
         spec = ToolSpec(
@@ -121,6 +149,7 @@ def tool(
             input_schema=signature(fn).schema(),
             effect=effect,
             timeout_s=timeout_s,
+            approval=ToolApproval.model_validate(approval) if isinstance(approval, dict) else approval,
         )
         register_tool(spec)
         deploy(spec.handler, fn)
@@ -145,6 +174,12 @@ def attach_to_agents(flow: Any, agents: dict[str, Any], refs: dict[str, tuple[An
                 spec.input_schema = load_signature(spec.handler or "").schema()
             except Exception as err:  # an unimportable handler is the flow file's problem to report
                 problem(("tools", i, "handler"), f"cannot load tool handler '{spec.handler}': {type(err).__name__}: {err}")
+    servers = {s.name for s in flow.mcp_servers}
+    if len(servers) != len(flow.mcp_servers):
+        problem(("mcp_servers",), "an MCP server name is declared twice")
+    for i, spec in enumerate(flow.tools):
+        if spec.kind == "mcp" and spec.server not in servers:
+            problem(("tools", i, "server"), f"tool '{spec.name}' names MCP server '{spec.server}', which is not under mcp_servers")
     inline = {a.name: i for i, a in enumerate(flow.agents)}
     for name, agent in agents.items():
         specs = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, serve, server, upgrade
+from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, mcp, serve, server, upgrade
 
 # Every command group beyond app's own (run, status, result, cancel, flows, validate).
 GROUPS: tuple[app.Register, ...] = (
@@ -19,6 +19,7 @@ GROUPS: tuple[app.Register, ...] = (
     codec.register,
     upgrade.register,
     serve.register,
+    mcp.register,
 )
 
 

@@ -17,14 +17,51 @@ TOOL_NAME_RE = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"  # what model providers accept
 OUTPUT_TOOL = "final_answer"  # reserved: how an Anthropic model hands over structured output
 
 
+SERVER_NAME_RE = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+
+
+class McpServerSpec(_Strict):
+    """An MCP server a flow's tools come from (docs/tools.md): a command the worker starts and talks
+    to over stdio, or a streamable HTTP URL. A worker uses only the servers of the flow files it was
+    started with, by name: the command or URL in a run request is never used."""
+
+    name: str = Field(pattern=SERVER_NAME_RE)
+    command: list[str] | None = Field(
+        None, description="stdio: the argv the worker starts ('python' is the worker's own interpreter; paths relative to the flow file)"
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="stdio: extra environment; values may use ${env:NAME}")
+    url: str | None = Field(None, description="streamable HTTP: the server's endpoint (through the egress allow-list)")
+    headers: dict[str, str] = Field(default_factory=dict, description="streamable HTTP: header values may use ${env:NAME}")
+    timeout_s: float = Field(30.0, gt=0, description="connecting and listing tools")
+
+    @model_validator(mode="after")
+    def _transport(self) -> McpServerSpec:
+        if bool(self.command) == bool(self.url):
+            raise ValueError("an MCP server needs either command: [argv...] (stdio) or url: 'http(s)://...' (streamable HTTP)")
+        if self.url and not re.match(r"^https?://", self.url):
+            raise ValueError("an MCP server url must be 'http(s)://...'")
+        return self
+
+
+class ToolApproval(_Strict):
+    """People approve each call of the tool, with its exact arguments, before it runs (docs/tools.md)."""
+
+    approvers: list[Annotated[str, Field(pattern=APPROVER_RE)]] = Field(min_length=1)
+    quorum: int = Field(1, ge=1)
+    timeout: Duration | None = Field(None, description="no decision by then: the call is refused and the model told so")
+
+
 class ToolSpec(_Strict):
-    """A tool llm agents may call through the model (docs/llm.md): a Python function or an HTTP
-    endpoint. An agent may call only the tools its `tools:` list names."""
+    """A tool llm agents may call through the model (docs/llm.md, docs/tools.md): a Python function,
+    an HTTP endpoint or a tool of an MCP server. An agent may call only the tools its `tools:` list names."""
 
     name: str = Field(pattern=TOOL_NAME_RE)
     description: str = ""
-    kind: Literal["function", "http"] = "function"
+    kind: Literal["function", "http", "mcp"] = "function"
     handler: str | None = Field(None, description="kind=function: 'package.module:callable'")
+    server: str | None = Field(None, description="kind=mcp: the name of one of the flow's mcp_servers")
+    remote: str | None = Field(None, description="kind=mcp: the tool's name on the server (default: name)")
+    approval: ToolApproval | None = Field(None, description="people approve each call's exact arguments before it runs")
     url: str | None = Field(None, description="kind=http: the endpoint the arguments are POSTed to as JSON")
     headers: dict[str, str] = Field(default_factory=dict, description="kind=http: header values may use ${env:NAME}")
     input_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments (default: the handler's signature)")
@@ -39,6 +76,8 @@ class ToolSpec(_Strict):
             raise ValueError("a function tool needs handler: 'package.module:callable'")
         if self.kind == "http" and (not self.url or not re.match(r"^https?://", self.url)):
             raise ValueError("an http tool needs url: 'http(s)://...'")
+        if self.kind == "mcp" and not self.server:
+            raise ValueError("an mcp tool needs server: the name of one of the flow's mcp_servers")
         return self
 
 
@@ -90,3 +129,8 @@ class BudgetSpec(_Strict):
         if self.usd is not None and not self.prices:
             raise ValueError("a budget in usd needs prices: {'provider:model': {prompt: USD_PER_1M, completion: USD_PER_1M}}")
         return self
+
+
+def held_call(tool: str, arguments: Any) -> dict[str, Any]:
+    """What approvers of a tool call are shown, and what their proofs bind (by its digest)."""
+    return {"tool": tool, "arguments": arguments}

@@ -19,14 +19,14 @@ from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, mod
 from ensemble.spec import protocol
 from ensemble.spec.base import NAME_RE, Effect, _Strict
 from ensemble.spec.llm import (  # noqa: F401  (re-exported: model-backed agents and budgets are part of the spec)
-    LLM_PROVIDERS, MODEL_RE, OUTPUT_TOOL, TOOL_NAME_RE, BudgetSpec, LlmSpec, Price, ToolSpec,
+    LLM_PROVIDERS, MODEL_RE, OUTPUT_TOOL, TOOL_NAME_RE, BudgetSpec, LlmSpec, McpServerSpec, Price, ToolApproval, ToolSpec,
 )
 from ensemble.spec.gate import (  # noqa: F401  (re-exported: the gate shapes are part of the spec)
     APPROVER_RE, GROUP_PREFIX, Decision, Duration, GateDecision, GateDecisionResult, GateEvent, GateEventKind, GateSpec, GateStep,
     GateTier, GateWhen, parse_duration,
 )
 from ensemble.spec.records import (  # noqa: F401  (re-exported: run records are part of the spec)
-    AgentResult, FlowOutcome, RunStatus, RunStatusView, StepKind, StepRecord, StepStatus, ToolRefusal, Usage,
+    AgentResult, FlowOutcome, RunStatus, RunStatusView, StepKind, StepRecord, StepStatus, ToolHold, ToolRefusal, ToolVerdict, Usage,
 )
 
 DEFAULT_TASK_QUEUE = "ensemble"
@@ -409,6 +409,7 @@ class FlowSpec(_Strict):
     example_input: str | None = None
     task_queue: str | None = None
     tools: list[ToolSpec] = Field(default_factory=list, description="tools the flow's llm agents may be allowed to call")
+    mcp_servers: list[McpServerSpec] = Field(default_factory=list, description="MCP servers the flow's mcp tools come from")
     llm: dict[str, LlmSpec] = Field(
         default_factory=dict, description="agent name -> the model-backed version of that function agent (see ENSEMBLE_LLM)"
     )
@@ -467,4 +468,5 @@ class AgentCall(_Strict):
     agent: AgentSpec
     input: Any = None
     context: AgentContext
+    verdict: ToolVerdict | None = Field(None, description="continue after people decided about a held tool call")
 

@@ -23,6 +23,30 @@ class ToolRefusal(_Strict):
     turn: int = Field(description="which model reply asked for it (1 = the first)")
 
 
+class ToolHold(_Strict):
+    """A tool call waiting for people: its exact arguments, their digest, and the agent's transcript."""
+
+    tool: str
+    call_id: str
+    arguments: Any = None
+    digest: str
+    approvers: list[str]
+    quorum: int = 1
+    timeout: float | None = None
+    checkpoint: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolVerdict(_Strict):
+    """What people decided about a held tool call, handed to the agent that continues."""
+
+    call_id: str
+    digest: str
+    outcome: Literal["approved", "rejected", "changes_requested", "timed_out"]
+    by: str = ""
+    comment: str = ""
+    checkpoint: dict[str, Any] = Field(default_factory=dict)
+
+
 class AgentResult(_Strict):
     """The activity result: the agent's output and, for model-backed agents, token usage, the
     model that answered and the tool calls that were refused."""
@@ -31,6 +55,9 @@ class AgentResult(_Strict):
     usage: Usage | None = None
     model: str | None = None
     refusals: list[ToolRefusal] = Field(default_factory=list)
+    # Set when the model called a tool that needs approval: the attempt ended there and the run
+    # waits at a gate; the agent continues from `held.checkpoint` once people decide (docs/tools.md).
+    held: ToolHold | None = None
 
 
 StepStatus = Literal["scheduled", "running", "retrying", "waiting", "completed", "failed", "canceled", "timed_out", "reused"]

@@ -1,4 +1,5 @@
-"""Record golden histories of the bundled flows: `python -m tests.histories.refresh`.
+"""Record golden histories of the bundled flows: `python -m tests.histories.refresh [FLOW...]`
+(all of them, or only the flows named).
 
 Each bundled flow runs on its example input on the embedded server (or TEMPORAL_ADDRESS) with an
 in-process worker, and its event history is written to `tests/histories/<flow>.json`, the JSON
@@ -40,12 +41,14 @@ def golden_id(flow: str) -> str:
     return f"golden-{flow}"
 
 
-async def main() -> None:
+async def main(only: list[str]) -> None:
     client = await connect()
     queue = f"golden-{uuid.uuid4().hex[:8]}"
     async with build_worker(client, queue):
         for flow in all_flows():
             if not (flow.source and EXAMPLES_DIR in flow.source.parents and flow.example_input):
+                continue
+            if only and flow.spec.name not in only:
                 continue
             value = read_input(f"@{flow.example_input}", flow)
             check_input(value, flow)
@@ -57,4 +60,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import sys
+
+    asyncio.run(main(sys.argv[1:]))
