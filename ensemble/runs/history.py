@@ -200,16 +200,26 @@ async def get_run(client: Client, run_id: str, execution: str | None = None) -> 
 
 
 async def _chain(client: Client, workflow_id: str, execution: str | None) -> list[list[Any]]:
-    """The events of each execution in a run's continued-as-new chain, oldest first."""
-    runs: list[list[Any]] = []
-    current = execution or None
-    while True:
-        events = [e async for e in client.get_workflow_handle(workflow_id, run_id=current).fetch_history_events()]
+    """The events of each execution in a run's continued-as-new chain, oldest first: from the
+    given execution (the latest when None) back to the first, and on to the last (a child
+    workflow is known by its first execution)."""
+
+    async def events_of(run: str | None) -> list[Any]:
+        return [e async for e in client.get_workflow_handle(workflow_id, run_id=run).fetch_history_events()]
+
+    first = await events_of(execution or None)
+    runs: list[list[Any]] = [first]
+    previous = first[0].workflow_execution_started_event_attributes.continued_execution_run_id if first else ""
+    while previous:
+        events = await events_of(previous)
         runs.insert(0, events)
         previous = events[0].workflow_execution_started_event_attributes.continued_execution_run_id if events else ""
-        if not previous:
-            return runs
-        current = previous
+    last = runs[-1]
+    while execution and last and last[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+        following = last[-1].workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+        last = await events_of(following)
+        runs.append(last)
+    return runs
 
 
 async def _decode_one(converter: DataConverter, payloads: Any) -> Any:

@@ -17,6 +17,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Worker
 from temporalio.service import RPCError
 
 from ensemble.cli.upgrade import check
+from ensemble.runs import inbox
 from ensemble.runtime import versioning
 from ensemble.runtime.worker import WORKFLOWS, build_worker
 from ensemble.spec import GateDecision, protocol
@@ -174,8 +175,8 @@ async def test_parked_runs_finish_on_their_build_new_runs_start_on_the_current_o
             await plain_b.result()
             assert (await version_of(plain_b))[0] == "B"
 
-            for h in [*parked, fresh]:
-                await h.execute_update("decide", GateDecision(gate="legal", decision="approve", by="alice"))
+            for h in [*parked, fresh]:  # signed with alice's local key, as `starter.py approve` does
+                await inbox.decide(client, h.id, GateDecision(gate="legal", decision="approve", by="alice"))
             for h in parked:
                 await h.result()
                 assert (await version_of(h))[0] == "A", "a pinned run moved off the build it started on"
