@@ -17,9 +17,8 @@ from temporalio import activity
 from ensemble.activities.errors import classify_status, permanent, transient
 from ensemble.authoring import approvers
 from ensemble.identity import keys
+from ensemble.spec import GateEvent, protocol
 from ensemble.spec.errors import InputError
-from ensemble.spec import GateEvent
-from ensemble.spec import protocol
 from ensemble.spec.gate import TierTrust
 
 RESOLVE = protocol.RESOLVE_APPROVERS

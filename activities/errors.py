@@ -9,9 +9,8 @@ person can act on. Messages never include credentials: every message leaving an 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 
 from temporalio.exceptions import ApplicationError
 
@@ -52,11 +51,22 @@ def classify_status(status: int, *, who: str, detail: str = "", retry_after: str
     """Map an HTTP status from an agent's service to a retryable or non-retryable failure."""
     suffix = f": {detail}" if detail else ""
     if status == 429:
-        return transient(f"{who} is rate limited (HTTP 429){suffix}", kind="RateLimited", retry_after_s=parse_retry_after(retry_after))
+        return transient(
+            f"{who} is rate limited (HTTP 429){suffix}",
+            kind="RateLimited",
+            retry_after_s=parse_retry_after(retry_after),
+        )
     if status >= 500 or status in (408, 425):
-        return transient(f"{who} failed with HTTP {status}{suffix}", kind="ServiceUnavailable", retry_after_s=parse_retry_after(retry_after))
+        return transient(
+            f"{who} failed with HTTP {status}{suffix}",
+            kind="ServiceUnavailable",
+            retry_after_s=parse_retry_after(retry_after),
+        )
     if status in (401, 403):
-        return permanent(f"{who} refused the credentials (HTTP {status}); check the worker's environment{suffix}", kind="PermissionDenied")
+        return permanent(
+            f"{who} refused the credentials (HTTP {status}); check the worker's environment{suffix}",
+            kind="PermissionDenied",
+        )
     return permanent(f"{who} rejected the request (HTTP {status}){suffix}", kind="BadRequest")
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from temporalio import activity
 from temporalio.common import RawValue
@@ -21,9 +20,9 @@ from temporalio.exceptions import ApplicationError
 from ensemble.activities.errors import permanent
 from ensemble.activities.faults import inject as inject_faults
 from ensemble.activities.scrub import scrubbed_error
-from ensemble.spec import AgentCall, AgentResult
-from ensemble.runtime.telemetry import observe_agent
 from ensemble.runtime.payloads import INLINE_LIMIT, STORED_INPUT_LIMIT, external_storage
+from ensemble.runtime.telemetry import observe_agent
+from ensemble.spec import AgentCall, AgentResult
 
 MAX_ERROR_CHARS = 8 * 1024  # an error message travels in the run's history: keep it readable and small
 
@@ -69,13 +68,20 @@ def checked_output(call: AgentCall, result: AgentResult) -> AgentResult:
     try:
         size = len(json.dumps(result.model_dump(mode="json")).encode())
     except (TypeError, ValueError, RecursionError) as err:  # the same output would fail the same way again
-        raise permanent(f"{who} returned an output that cannot be sent as JSON: {str(err)[:300]}", kind="UnserializableOutput") from None
+        raise permanent(
+            f"{who} returned an output that cannot be sent as JSON: {str(err)[:300]}", kind="UnserializableOutput"
+        ) from None
     limit = output_limit()
     if size > limit:
-        hint = "; return a reference (a path or URL) instead" if external_storage() is not None else (
-            "; configure a payload store (ENSEMBLE_PAYLOAD_STORE, docs/operations.md) or return a reference")  # fmt: skip
-        raise permanent(f"{who} returned {size / 2**20:.1f} MiB, over the {limit / 2**20:.1f} MiB a step's output may be{hint}",
-                        kind="OutputTooLarge")  # fmt: skip
+        hint = (
+            "; return a reference (a path or URL) instead"
+            if external_storage() is not None
+            else ("; configure a payload store (ENSEMBLE_PAYLOAD_STORE, docs/operations.md) or return a reference")
+        )
+        raise permanent(
+            f"{who} returned {size / 2**20:.1f} MiB, over the {limit / 2**20:.1f} MiB a step's output may be{hint}",
+            kind="OutputTooLarge",
+        )
     return result
 
 
@@ -84,9 +90,17 @@ def _bounded(err: Exception) -> Exception:
     the run's history, and the attempt would end as a timeout instead of with its reason)."""
     message = err.message if isinstance(err, ApplicationError) else str(err)
     cause = str(err.__cause__ or "")
-    if len(message) <= MAX_ERROR_CHARS and len(cause) <= MAX_ERROR_CHARS and len(repr(getattr(err, "details", ""))) <= MAX_ERROR_CHARS:
+    if (
+        len(message) <= MAX_ERROR_CHARS
+        and len(cause) <= MAX_ERROR_CHARS
+        and len(repr(getattr(err, "details", ""))) <= MAX_ERROR_CHARS
+    ):
         return err
-    cut = f"{message[:MAX_ERROR_CHARS]}… ({len(message)} characters, cut)" if len(message) > MAX_ERROR_CHARS else message
+    cut = (
+        f"{message[:MAX_ERROR_CHARS]}… ({len(message)} characters, cut)" if len(message) > MAX_ERROR_CHARS else message
+    )
     if isinstance(err, ApplicationError):
-        return ApplicationError(cut, type=err.type, non_retryable=err.non_retryable, next_retry_delay=err.next_retry_delay)
+        return ApplicationError(
+            cut, type=err.type, non_retryable=err.non_retryable, next_retry_delay=err.next_retry_delay
+        )
     return ApplicationError(cut, type=type(err).__name__)

@@ -25,8 +25,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from ensemble.activities.errors import permanent
-from ensemble.spec.errors import InputError
 from ensemble.spec import AgentCall
+from ensemble.spec.errors import InputError
 
 ENV = "ENSEMBLE_FAULTS"
 _FAULT = re.compile(r"^(?:(delay):(\d+(?:\.\d+)?)|(error)(?::(\d+))?|(timeout))$")
@@ -112,7 +112,9 @@ async def inject(call: AgentCall) -> None:
         await _wait(call, fault.seconds)
     elif fault.kind == "error":
         if fault.attempts is None or call.context.attempt <= fault.attempts:
-            raise ApplicationError(f"{who}: injected fault 'error' ({ENV}), attempt {call.context.attempt}", type="InjectedFault")
+            raise ApplicationError(
+                f"{who}: injected fault 'error' ({ENV}), attempt {call.context.attempt}", type="InjectedFault"
+            )
     else:
         activity.logger.warning("%s: injected hang until the attempt times out (%s)", who, ENV)
         await _wait(call, call.agent.timeout_s + 2.0)  # Temporal times the attempt out first

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
@@ -46,13 +47,17 @@ async def run_function(call: AgentCall) -> AgentResult:
     try:
         fn, in_model, out_model, wants_context = _handler(call.agent.handler or "")
     except (ImportError, AttributeError, TypeError, ValueError) as err:
-        raise permanent(f"{who}: cannot load handler {call.agent.handler!r} on this worker: {err}", kind="AgentNotFound") from None
+        raise permanent(
+            f"{who}: cannot load handler {call.agent.handler!r} on this worker: {err}", kind="AgentNotFound"
+        ) from None
     args: list[Any] = [call.input]
     if in_model is not None:
         try:
             args[0] = in_model.model_validate(call.input)
         except ValidationError as err:
-            raise permanent(f"{who}: input does not match {in_model.__name__}: {_brief(err)}", kind="InvalidInput") from None
+            raise permanent(
+                f"{who}: input does not match {in_model.__name__}: {_brief(err)}", kind="InvalidInput"
+            ) from None
     if wants_context:
         args.append(call.context)
     try:
@@ -65,18 +70,29 @@ async def run_function(call: AgentCall) -> AgentResult:
     except ValidationError as err:
         raise permanent(f"{who}: {_brief(err)}", kind="InvalidInput") from None
     except PermissionError as err:  # retrying cannot grant a permission
-        raise permanent(f"{who} was refused permission: {err}; check the worker's credentials and access", kind="PermissionDenied") from None
+        raise permanent(
+            f"{who} was refused permission: {err}; check the worker's credentials and access", kind="PermissionDenied"
+        ) from None
     except Exception as err:  # the agent's own failure: retried per its policy, typed by class name
         raise ApplicationError(f"{who} raised {type(err).__name__}: {err}", type=type(err).__name__) from err
     if out_model is not None and not isinstance(out, out_model):
         try:
             out = out_model.model_validate(out)
         except ValidationError as err:
-            raise permanent(f"{who}: output does not match {out_model.__name__}: {_brief(err)}", kind="InvalidOutput") from None
+            raise permanent(
+                f"{who}: output does not match {out_model.__name__}: {_brief(err)}", kind="InvalidOutput"
+            ) from None
     try:
         return AgentResult(output=to_jsonable_python(out))
-    except (PydanticSerializationError, TypeError, ValueError, RecursionError) as err:  # the same output fails the same way again
-        raise permanent(f"{who} returned a value that cannot be sent as JSON: {str(err)[:300]}", kind="UnserializableOutput") from None
+    except (
+        PydanticSerializationError,
+        TypeError,
+        ValueError,
+        RecursionError,
+    ) as err:  # the same output fails the same way again
+        raise permanent(
+            f"{who} returned a value that cannot be sent as JSON: {str(err)[:300]}", kind="UnserializableOutput"
+        ) from None
 
 
 def _brief(err: ValidationError) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import httpx
 import jsonschema
 
-from ensemble.activities.errors import classify_status, permanent, transient
 from ensemble.activities.egress import check_url
+from ensemble.activities.errors import classify_status, permanent, transient
 from ensemble.activities.executors import executor
 from ensemble.activities.scrub import clip, resolve_env_refs
 from ensemble.spec import AgentCall, AgentResult
@@ -48,7 +48,9 @@ def _check(schema: dict | None, data: object, who: str, what: str) -> None:
         jsonschema.validate(data, schema)
     except jsonschema.ValidationError as err:
         where = ".".join(str(p) for p in err.absolute_path) or "(root)"
-        raise permanent(f"{who}: {what} does not match its schema at {where}: {err.message}", kind="ContractViolation") from None
+        raise permanent(
+            f"{who}: {what} does not match its schema at {where}: {err.message}", kind="ContractViolation"
+        ) from None
 
 
 @executor("http")
@@ -66,14 +68,22 @@ async def run_http(call: AgentCall) -> AgentResult:
         raise transient(f"{who} is unreachable: {type(err).__name__}", kind="Unreachable") from None
     if 300 <= response.status_code < 400:
         where = clip(response.headers.get("location", "?"), 200, headers.values())
-        raise permanent(f"{who} redirected (HTTP {response.status_code}) to {where}: point the agent at the final URL", kind="BadRequest")
+        raise permanent(
+            f"{who} redirected (HTTP {response.status_code}) to {where}: point the agent at the final URL",
+            kind="BadRequest",
+        )
     if response.status_code >= 400:
         raise classify_status(
-            response.status_code, who=who, detail=clip(response.text, 200, headers.values()), retry_after=response.headers.get("retry-after")
+            response.status_code,
+            who=who,
+            detail=clip(response.text, 200, headers.values()),
+            retry_after=response.headers.get("retry-after"),
         )
     try:
         output = response.json() if response.content else None
     except ValueError:
-        raise permanent(f"{who} replied with something that is not JSON (HTTP {response.status_code})", kind="ContractViolation") from None
+        raise permanent(
+            f"{who} replied with something that is not JSON (HTTP {response.status_code})", kind="ContractViolation"
+        ) from None
     _check(agent.output_schema, output, who, "reply")
     return AgentResult(output=output)

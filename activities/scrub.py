@@ -140,9 +140,13 @@ def scrubbed_error(err: BaseException) -> ApplicationError:
     if isinstance(err, ApplicationError):
         details = [scrub_value(d) for d in err.details]
         return ApplicationError(
-            scrub(err.message), *details, type=err.type, non_retryable=err.non_retryable,
-            next_retry_delay=err.next_retry_delay, category=err.category,
-        )  # fmt: skip
+            scrub(err.message),
+            *details,
+            type=err.type,
+            non_retryable=err.non_retryable,
+            next_retry_delay=err.next_retry_delay,
+            category=err.category,
+        )
     return ApplicationError(scrub(str(err) or type(err).__name__), type=type(err).__name__)
 
 
@@ -157,8 +161,9 @@ def resolve_env_refs(text: str, who: str) -> str:
             raise ApplicationError(
                 f"{who}: ${{env:{name}}} is not on this worker's allow-list ({what}); start the worker with "
                 f"--env-allow {name} (or {ENV_ALLOW}={name}) if the flow may use it",
-                type="EnvNotAllowed", non_retryable=True,
-            )  # fmt: skip
+                type="EnvNotAllowed",
+                non_retryable=True,
+            )
         if name not in os.environ:
             raise ApplicationError(
                 f"{who}: the worker's environment has no {name}", type="MissingSecret", non_retryable=True

@@ -111,8 +111,12 @@ class AgentThreads:
                     state = self.state()
                     structlog.get_logger("ensemble.worker").warning(
                         "worker degraded: an agent thread is stuck past its timeout; its slot is held until it ends",
-                        agent=who, timeout_s=timeout, stuck=state.stuck, slots=state.slots, cancelled=cancelled,
-                    )  # fmt: skip
+                        agent=who,
+                        timeout_s=timeout,
+                        stuck=state.stuck,
+                        slots=state.slots,
+                        cancelled=cancelled,
+                    )
                     _gauge(state.stuck)
         finally:
             self._count(busy=-1, stuck=-1 if stuck else 0)

@@ -14,9 +14,9 @@ from temporalio.client import Client, WorkflowHandle
 from bench.agents import gate_flow
 from bench.server import WorkerProcess, rss_mb
 from bench.stats import summary
-from ensemble.spec.errors import EnsembleError
 from ensemble.authoring.flows import parse_flow
 from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest
+from ensemble.spec.errors import EnsembleError
 
 DECISION = {"gate": "approve", "decision": "approve", "by": "bench", "comment": ""}
 

@@ -169,7 +169,7 @@ def _tuning(r: dict[str, Any]) -> str:
         wft = hist.get("wft_ms")
         tp = t["throughput_c10"].get(name) or {}
         cpu = (t.get("cpu_ms_c10") or {}).get(name) or {}
-        worker = lambda path: f"{cpu[path]['worker']:.1f}" if path in cpu else "–"  # noqa: E731
+        worker = lambda path, cpu=cpu: f"{cpu[path]['worker']:.1f}" if path in cpu else "–"  # noqa: E731
         rows.append([name, fmt_spread(x["p50"], " ms"), fmt_spread(x["p99"], " ms"), f"{fmt_ms(wft['p50'])} ms" if wft else "–",
                      _ratio(t["vs_defaults"][name]), fmt_spread(tp.get("standard")), fmt_spread(tp.get("fast")),
                      worker("standard"), worker("fast")])  # fmt: skip

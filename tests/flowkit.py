@@ -12,7 +12,9 @@ from ensemble.authoring.flows import parse_flow
 from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest
 
 
-def request(flow: str | dict, run_input: Any, task_queue: str, *, inbox: bool = True, trusted: bool = True) -> RunRequest:
+def request(
+    flow: str | dict, run_input: Any, task_queue: str, *, inbox: bool = True, trusted: bool = True
+) -> RunRequest:
     """A run request; `inbox=False` for the time-skipping server, which has no custom search attributes;
     `trusted=False` builds it without deploying its code to this process (as another machine would)."""
     data = yaml.safe_load(flow) if isinstance(flow, str) else flow
@@ -22,12 +24,17 @@ def request(flow: str | dict, run_input: Any, task_queue: str, *, inbox: bool = 
 
 async def start(client: Client, req: RunRequest, run_id: str | None = None) -> WorkflowHandle:
     return await client.start_workflow(
-        WORKFLOW_NAME, req, id=run_id or f"{req.flow.name}-{uuid.uuid4().hex[:8]}", task_queue=req.task_queue,
+        WORKFLOW_NAME,
+        req,
+        id=run_id or f"{req.flow.name}-{uuid.uuid4().hex[:8]}",
+        task_queue=req.task_queue,
         result_type=FlowOutcome,
     )
 
 
-async def run_to_end(client: Client, task_queue: str, flow: str | dict, run_input: Any, **worker: Any) -> tuple[WorkflowHandle, FlowOutcome | None]:
+async def run_to_end(
+    client: Client, task_queue: str, flow: str | dict, run_input: Any, **worker: Any
+) -> tuple[WorkflowHandle, FlowOutcome | None]:
     """Run a flow with a worker in this process; its handle and outcome (None when it failed)."""
     from temporalio.client import WorkflowFailureError
 

@@ -7,9 +7,10 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel
@@ -93,8 +94,12 @@ def llm_server(tmp_path) -> Iterator[Any]:
         script_file.write_text(json.dumps(script))
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.llm_server", "--script", str(script_file), "--log", str(log)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         line = proc.stdout.readline()
         assert line.startswith("listening on "), proc.stderr.read()
         server = LoopbackServer(url=line.split()[-1], log=log, process=proc)
@@ -116,19 +121,38 @@ def use_server(monkeypatch: pytest.MonkeyPatch, server: LoopbackServer, key: str
     monkeypatch.delenv("ENSEMBLE_LLM", raising=False)
 
 
-def llm_flow(model: str, *, tools: list[str] | None = None, llm: dict[str, Any] | None = None, budget: dict | None = None,
-             extra_tools: list[dict] | None = None, retry: dict | None = None, **agent: Any) -> dict[str, Any]:  # fmt: skip
+def llm_flow(
+    model: str,
+    *,
+    tools: list[str] | None = None,
+    llm: dict[str, Any] | None = None,
+    budget: dict | None = None,
+    extra_tools: list[dict] | None = None,
+    retry: dict | None = None,
+    **agent: Any,
+) -> dict[str, Any]:
     """A one-agent flow around an llm agent `support` that answers a ticket as a `Triage`."""
     spec = {
-        "name": "support", "kind": "llm", "model": model, "tools": tools or [],
-        "llm": {"instructions": "You triage support tickets.", "prompt": "Ticket: {text}",
-                "output_model": "tests.llm_agents:Triage", **(llm or {})},
-        "retry": retry or {"initial_interval_s": 0.1, "max_attempts": 3}, **agent,
-    }  # fmt: skip
+        "name": "support",
+        "kind": "llm",
+        "model": model,
+        "tools": tools or [],
+        "llm": {
+            "instructions": "You triage support tickets.",
+            "prompt": "Ticket: {text}",
+            "output_model": "tests.llm_agents:Triage",
+            **(llm or {}),
+        },
+        "retry": retry or {"initial_interval_s": 0.1, "max_attempts": 3},
+        **agent,
+    }
     flow: dict[str, Any] = {
-        "name": "llm_test", "imports": ["tests.llm_agents"], "agents": [spec], "tools": extra_tools or [],
+        "name": "llm_test",
+        "imports": ["tests.llm_agents"],
+        "agents": [spec],
+        "tools": extra_tools or [],
         "steps": [{"agent": "support", "input": {"text": "$input.text"}}],
-    }  # fmt: skip
+    }
     if budget:
         flow["budget"] = budget
     return flow
@@ -141,4 +165,7 @@ def answer(label: str = "billing", priority: int = 2, usage: tuple[int, int] = (
 
 def calls(*tool_calls: tuple[str, Any], usage: tuple[int, int] = (10, 5), **extra: Any) -> dict[str, Any]:
     """A script entry: the model asks for these tool calls."""
-    return {"reply": {"tool_calls": [{"name": n, "arguments": a} for n, a in tool_calls], "usage": list(usage)}, **extra}
+    return {
+        "reply": {"tool_calls": [{"name": n, "arguments": a} for n, a in tool_calls], "usage": list(usage)},
+        **extra,
+    }

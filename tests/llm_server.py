@@ -56,20 +56,28 @@ def openai_reply(reply: dict[str, Any], body: dict[str, Any], n: int) -> dict[st
     if "json" in reply:
         message["content"] = json.dumps(reply["json"])
     calls = [
-        {"id": c.get("id", f"call_{n}_{i}"), "type": "function",
-         "function": {"name": c["name"], "arguments": c["arguments"] if isinstance(c["arguments"], str) else json.dumps(c["arguments"])}}
+        {
+            "id": c.get("id", f"call_{n}_{i}"),
+            "type": "function",
+            "function": {
+                "name": c["name"],
+                "arguments": c["arguments"] if isinstance(c["arguments"], str) else json.dumps(c["arguments"]),
+            },
+        }
         for i, c in enumerate(reply.get("tool_calls", []))
-    ]  # fmt: skip
+    ]
     if calls:
         message["tool_calls"] = calls
     if reply.get("refusal"):
         message["refusal"] = reply["refusal"]
     finish = reply.get("finish") or ("tool_calls" if calls else "stop")
     return {
-        "id": f"chatcmpl-{n}", "object": "chat.completion", "model": body.get("model"),
+        "id": f"chatcmpl-{n}",
+        "object": "chat.completion",
+        "model": body.get("model"),
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-    }  # fmt: skip
+    }
 
 
 def anthropic_reply(reply: dict[str, Any], body: dict[str, Any], n: int) -> dict[str, Any]:
@@ -78,25 +86,43 @@ def anthropic_reply(reply: dict[str, Any], body: dict[str, Any], n: int) -> dict
     offered = {t["name"] for t in body.get("tools", [])}
     if "json" in reply:
         if "final_answer" in offered:
-            blocks.append({"type": "tool_use", "id": f"toolu_{n}_final", "name": "final_answer", "input": reply["json"]})
+            blocks.append(
+                {"type": "tool_use", "id": f"toolu_{n}_final", "name": "final_answer", "input": reply["json"]}
+            )
         else:
             blocks.append({"type": "text", "text": json.dumps(reply["json"])})
     for i, c in enumerate(reply.get("tool_calls", [])):
-        blocks.append({"type": "tool_use", "id": c.get("id", f"toolu_{n}_{i}"), "name": c["name"], "input": c["arguments"]})
+        blocks.append(
+            {"type": "tool_use", "id": c.get("id", f"toolu_{n}_{i}"), "name": c["name"], "input": c["arguments"]}
+        )
     if reply.get("refusal"):
         blocks.append({"type": "text", "text": reply["refusal"]})
     stop = {"length": "max_tokens", "refusal": "refusal", "content_filter": "refusal"}.get(reply.get("finish", ""))
     stop = stop or ("tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn")
     return {
-        "id": f"msg_{n}", "type": "message", "role": "assistant", "model": body.get("model"), "content": blocks,
-        "stop_reason": stop, "usage": {"input_tokens": prompt, "output_tokens": completion},
-    }  # fmt: skip
+        "id": f"msg_{n}",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model"),
+        "content": blocks,
+        "stop_reason": stop,
+        "usage": {"input_tokens": prompt, "output_tokens": completion},
+    }
 
 
 def error_body(error: dict[str, Any], anthropic: bool) -> dict[str, Any]:
     if anthropic:
-        return {"type": "error", "error": {"type": error.get("type", "invalid_request_error"), "message": error.get("message", "")}}
-    return {"error": {"message": error.get("message", ""), "type": error.get("type", "invalid_request_error"), "code": error.get("code")}}
+        return {
+            "type": "error",
+            "error": {"type": error.get("type", "invalid_request_error"), "message": error.get("message", "")},
+        }
+    return {
+        "error": {
+            "message": error.get("message", ""),
+            "type": error.get("type", "invalid_request_error"),
+            "code": error.get("code"),
+        }
+    }
 
 
 def handler(script: Script) -> type[BaseHTTPRequestHandler]:
@@ -113,10 +139,19 @@ def handler(script: Script) -> type[BaseHTTPRequestHandler]:
                 return self._send(404, {"error": {"message": f"no route {self.path}"}})
             counter["n"] += 1
             index, entry = script.take(raw)
-            script.record({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                           "body": json.loads(raw or "null"), "t": time.time(), "entry": index})  # fmt: skip
+            script.record(
+                {
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": json.loads(raw or "null"),
+                    "t": time.time(),
+                    "entry": index,
+                }
+            )
             if entry is None:
-                return self._send(500, error_body({"message": "the test script has no reply left for this request"}, anthropic))
+                return self._send(
+                    500, error_body({"message": "the test script has no reply left for this request"}, anthropic)
+                )
             time.sleep(float(entry.get("delay", 0)))
             status = int(entry.get("status", 200))
             if "raw" in entry:

@@ -11,13 +11,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
-from ensemble.runtime import server
-from ensemble.runs.view import describe_run
 from ensemble.runs.inbox import prove
+from ensemble.runs.view import describe_run
+from ensemble.runtime import server
 from ensemble.spec import GateDecision
 from tests.conftest import ROOT, run_cli, running_worker
 from tests.flowkit import request, start
@@ -62,8 +61,11 @@ async def test_inbox_lists_a_parked_run_and_clears_when_it_is_decided(env, dev_s
     run_id = parked["run_id"]
     [row] = await inbox(env, run_id)
     assert {k: row[k] for k in ("flow", "gate", "approvers", "tier")} == {
-        "flow": "procurement", "gate": "committee", "approvers": ["dave", "erin", "frank"], "tier": 1,
-    }  # fmt: skip
+        "flow": "procurement",
+        "gate": "committee",
+        "approvers": ["dave", "erin", "frank"],
+        "tier": 1,
+    }
     assert row["opened_at"] and row["deadline"] > row["opened_at"]
     assert await inbox(env, run_id, approver="erin")
     assert not [r for r in cli_json(["pending", "--approver", "grace"], env) if r["run_id"] == run_id]  # tier 2 only
@@ -76,14 +78,20 @@ async def test_inbox_lists_a_parked_run_and_clears_when_it_is_decided(env, dev_s
 
     history = dev_server.client.get_workflow_handle(run_id)
     before = len([e async for e in history.fetch_history_events()])
-    assert "'mallory' is not an approver of gate 'committee'" in refused(["approve", run_id, "--gate", "committee", "--by", "mallory"], env)
+    assert "'mallory' is not an approver of gate 'committee'" in refused(
+        ["approve", run_id, "--gate", "committee", "--by", "mallory"], env
+    )
     assert "has no gate 'legal'" in refused(["approve", run_id, "--gate", "legal", "--by", "dave"], env)
-    assert "does not take change requests" in refused(["request-changes", run_id, "--gate", "committee", "--by", "dave", "--comment", "x"], env)
+    assert "does not take change requests" in refused(
+        ["request-changes", run_id, "--gate", "committee", "--by", "dave", "--comment", "x"], env
+    )
     first = cli_json(["approve", run_id, "--gate", "committee", "--by", "dave", "--comment", "within budget"], env)
     assert (first["status"], first["approvals"], first["quorum"]) == ("open", 1, 2)
     assert "'dave' already decided" in refused(["reject", run_id, "--gate", "committee", "--by", "dave"], env)
     events = [e async for e in history.fetch_history_events()]
-    assert len([e for e in events if e.HasField("workflow_execution_update_accepted_event_attributes")]) == 1  # refusals left no trace
+    assert (
+        len([e for e in events if e.HasField("workflow_execution_update_accepted_event_attributes")]) == 1
+    )  # refusals left no trace
     assert len(events) > before
 
     done = run_cli(["reject", run_id, "--gate", "committee", "--by", "frank", "--comment", "vendor too new"], env)
@@ -92,17 +100,26 @@ async def test_inbox_lists_a_parked_run_and_clears_when_it_is_decided(env, dev_s
     await inbox(env, run_id, present=False)
     result = cli_json(["result", run_id], env)["result"]
     assert result["decision"] == "reject" and "vendor too new" in result["reason"]
-    assert [(d["by"], d["decision"]) for d in result["committee"]["decisions"]] == [("dave", "approve"), ("frank", "reject")]
+    assert [(d["by"], d["decision"]) for d in result["committee"]["decisions"]] == [
+        ("dave", "approve"),
+        ("frank", "reject"),
+    ]
     steps = (await describe_run(dev_server.client, run_id)).steps
     gate = next(s for s in steps if s.kind == "gate")
     assert (gate.status, gate.error) == ("failed", "rejected by frank")
-    assert "is completed: it takes no more decisions" in refused(["approve", run_id, "--gate", "committee", "--by", "erin"], env)
+    assert "is completed: it takes no more decisions" in refused(
+        ["approve", run_id, "--gate", "committee", "--by", "erin"], env
+    )
 
 
 async def test_decisions_on_finished_or_unknown_runs_are_refused(env):
-    done = cli_json(["run", "procurement", "--input", f"@{ROOT / 'examples/procurement/request_clear.json'}", "--wait"], env)
+    done = cli_json(
+        ["run", "procurement", "--input", f"@{ROOT / 'examples/procurement/request_clear.json'}", "--wait"], env
+    )
     assert done["status"] == "completed"
-    assert "is completed: it takes no more decisions" in refused(["approve", done["run_id"], "--gate", "committee", "--by", "dave"], env)
+    assert "is completed: it takes no more decisions" in refused(
+        ["approve", done["run_id"], "--gate", "committee", "--by", "dave"], env
+    )
     assert "no run with id 'nope'" in refused(["approve", "nope", "--gate", "committee", "--by", "dave"], env)
     usage = run_cli(["request-changes", "nope", "--gate", "g", "--by", "x"], env)
     assert usage.returncode == 2 and "--comment" in usage.stderr
@@ -129,7 +146,9 @@ async def test_a_parked_run_survives_a_worker_restart_and_is_approved_through_th
 async def test_request_changes_sends_the_contract_review_back_with_the_comment(env):
     contract = ROOT / "examples/contract_review/contract.txt"
     run_id = cli_json(["run", "contract_review", "--input", f"@{contract}", "--wait"], env)["run_id"]
-    again = cli_json(["request-changes", run_id, "--gate", "legal", "--by", "bob", "--comment", "explain clause 10"], env)
+    again = cli_json(
+        ["request-changes", run_id, "--gate", "legal", "--by", "bob", "--comment", "explain clause 10"], env
+    )
     assert again["run"]["status"] == "waiting_for_approval" and again["run"]["pending_approvals"][0]["round"] == 2
     done = cli_json(["approve", run_id, "--gate", "legal", "--by", "bob"], env)["run"]
     assert done["status"] == "completed"
@@ -160,8 +179,14 @@ async def test_gate_events_are_posted_to_the_webhook_with_retries(dev_server, ta
     hook = HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     monkeypatch.setenv("ENSEMBLE_APPROVAL_WEBHOOK", f"http://127.0.0.1:{hook.server_port}/hook")
-    flow = {"name": "hooked", "imports": ["tests.agents"],
-            "steps": [{"agent": "echo", "input": {"x": 1}}, {"name": "ok", "gate": {"approvers": ["alice"], "show": "$echo"}}]}  # fmt: skip
+    flow = {
+        "name": "hooked",
+        "imports": ["tests.agents"],
+        "steps": [
+            {"agent": "echo", "input": {"x": 1}},
+            {"name": "ok", "gate": {"approvers": ["alice"], "show": "$echo"}},
+        ],
+    }
     try:
         async with running_worker(dev_server.client, task_queue):
             handle = await start(dev_server.client, request(flow, {}, task_queue))
@@ -169,7 +194,9 @@ async def test_gate_events_are_posted_to_the_webhook_with_retries(dev_server, ta
                 if await handle.query("pending"):
                     break
                 await asyncio.sleep(0.05)
-            await handle.execute_update("decide", await prove(handle, GateDecision(gate="ok", decision="approve", by="alice")))
+            await handle.execute_update(
+                "decide", await prove(handle, GateDecision(gate="ok", decision="approve", by="alice"))
+            )
             await handle.result()
     finally:
         hook.shutdown()
@@ -185,9 +212,21 @@ async def test_pending_works_on_a_server_that_has_never_seen_ensemble(dev_server
     """A plain dev server without Ensemble's search attributes: they are registered on first use."""
     port = server.free_port()
     plain = subprocess.Popen(
-        [server.temporal_binary(), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port), "--log-level", "error"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            server.temporal_binary(),
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(300):
             if server.port_open(port):

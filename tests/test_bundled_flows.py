@@ -32,10 +32,18 @@ def test_flows_json_lists_every_bundled_flow_with_patterns(env):
         "mcp_tools": [],  # one agent step
         "procurement": ["sequential", "parallel", "approval"],
     }
-    assert flows["procurement"]["agents"][:5] == ["budget_check", "vendor_risk", "legal_check", "technical_fit", "sustainability"]
+    assert flows["procurement"]["agents"][:5] == [
+        "budget_check",
+        "vendor_risk",
+        "legal_check",
+        "technical_fit",
+        "sustainability",
+    ]
 
 
-@pytest.mark.parametrize("name", ["contract_review", "customer_enrichment", "document_pipeline", "hello", "mcp_tools", "procurement"])
+@pytest.mark.parametrize(
+    "name", ["contract_review", "customer_enrichment", "document_pipeline", "hello", "mcp_tools", "procurement"]
+)
 def test_each_bundled_flow_runs_on_its_example_input(env, name):
     flows = {f["name"]: f for f in json.loads(run_cli(["flows", "--json"], env).stdout)}
     assert run_flow(env, name, ROOT / flows[name]["example_input"]) is not None
@@ -71,7 +79,11 @@ def test_contract_review_on_an_unseen_contract(env, tmp_path):
 
 @pytest.mark.parametrize(
     "request_file, recommendation, adjudicated",
-    [("request.json", "approve", True), ("request_clear.json", "approve", False), ("request_risky.json", "reject", True)],
+    [
+        ("request.json", "approve", True),
+        ("request_clear.json", "approve", False),
+        ("request_risky.json", "reject", True),
+    ],
 )
 def test_procurement_votes_and_decides(env, request_file, recommendation, adjudicated):
     """A split vote is adjudicated, then decided by the purchasing committee (approved here)."""
@@ -80,7 +92,13 @@ def test_procurement_votes_and_decides(env, request_file, recommendation, adjudi
     assert result["decision"] == "approve"
     assert result["decided_by"] == ("purchasing committee (dave, erin)" if adjudicated else "agents (unanimous)")
     assert result["committee"]["status"] == ("approved" if adjudicated else "skipped")
-    assert [v["agent"] for v in result["votes"]] == ["budget_check", "vendor_risk", "legal_check", "technical_fit", "sustainability"]
+    assert [v["agent"] for v in result["votes"]] == [
+        "budget_check",
+        "vendor_risk",
+        "legal_check",
+        "technical_fit",
+        "sustainability",
+    ]
     assert all(v["reason"] for v in result["votes"])
 
 
@@ -88,6 +106,9 @@ def test_customer_enrichment_resolves_a_real_conflict(env):
     result = run_flow(env, "customer_enrichment", EXAMPLES / "customer_enrichment/customer.json")
     [conflict] = result["conflicts"]
     assert conflict["key"] == "industry" and conflict["resolved_by"] == "data_steward"
-    assert {c["agent"]: c["value"] for c in conflict["candidates"]} == {"firmographics": "retail", "web_profile": "food & beverage"}
+    assert {c["agent"]: c["value"] for c in conflict["candidates"]} == {
+        "firmographics": "retail",
+        "web_profile": "food & beverage",
+    }
     assert result["customer"]["industry"] == "retail"
     assert result["customer"]["contact"]["segment"] and result["customer"]["contact"]["email_valid"] is True

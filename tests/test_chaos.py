@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from ensemble.runtime.converter import data_converter
 
 from ensemble.activities.faults import FaultSpecError, parse
-from ensemble.runtime import server
 from ensemble.runs.view import describe_run
+from ensemble.runtime import server
+from ensemble.runtime.converter import data_converter
 from ensemble.spec import FlowOutcome
 from tests.conftest import ROOT, run_cli
 from tests.failure_agents import rows
@@ -48,8 +48,14 @@ output: {n: $last.value, key: $pay.key}
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "worker.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -96,13 +102,23 @@ async def test_worker_killed_with_agents_mid_flight(dev_server, task_queue, tmp_
     env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue)
     worker = start_worker(env)
     try:
-        handles = [await start(dev_server.client, request(FLOW, {"ledger": str(ledger), "n": i, "hold": 2}, task_queue), f"chaos-w-{task_queue}-{i}")
-                   for i in range(RUNS)]  # fmt: skip
+        handles = [
+            await start(
+                dev_server.client,
+                request(FLOW, {"ledger": str(ledger), "n": i, "hold": 2}, task_queue),
+                f"chaos-w-{task_queue}-{i}",
+            )
+            for i in range(RUNS)
+        ]
         # Every charge has done its effect and is holding, mid-flight, when the worker dies.
-        await wait_for(lambda: rows(ledger, "select count(*) from deliveries")[0][0] >= RUNS, what="all charges in flight")
+        await wait_for(
+            lambda: rows(ledger, "select count(*) from deliveries")[0][0] >= RUNS, what="all charges in flight"
+        )
         kill(worker)
         worker = start_worker(env)
-        outcomes = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles), return_exceptions=True), timeout=60)
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(h.result() for h in handles), return_exceptions=True), timeout=60
+        )
     finally:
         kill(worker)
     run_ids = [h.id for h in handles]
@@ -117,8 +133,12 @@ async def test_embedded_server_killed_and_restarted_on_the_same_sqlite_file(dev_
     """A separate embedded server (its own state directory and ports), never the session's."""
     home = tmp_path / "home"
     port = server.free_port()
-    env = {**dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue), "ENSEMBLE_HOME": str(home),
-           "ENSEMBLE_SERVER_PORT": str(port), "ENSEMBLE_UI_PORT": str(server.free_port())}  # fmt: skip
+    env = {
+        **dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue),
+        "ENSEMBLE_HOME": str(home),
+        "ENSEMBLE_SERVER_PORT": str(port),
+        "ENSEMBLE_UI_PORT": str(server.free_port()),
+    }
     ledger = tmp_path / "ledger.db"
     worker = None
     try:
@@ -130,7 +150,9 @@ async def test_embedded_server_killed_and_restarted_on_the_same_sqlite_file(dev_
         run_ids = [f"chaos-s-{task_queue}-{i}" for i in range(RUNS)]
         for i, run_id in enumerate(run_ids):
             await start(client, request(FLOW, {"ledger": str(ledger), "n": i, "hold": 1.5}, task_queue), run_id)
-        await wait_for(lambda: rows(ledger, "select count(*) from deliveries")[0][0] >= RUNS, what="all charges in flight")
+        await wait_for(
+            lambda: rows(ledger, "select count(*) from deliveries")[0][0] >= RUNS, what="all charges in flight"
+        )
         os.killpg(first_pid, signal.SIGKILL)  # the server dies mid-run: charges done but not yet reported
         await wait_for(lambda: not server.port_open(port), what="server down")
         again = run_cli(["server", "start"], env)
@@ -141,7 +163,9 @@ async def test_embedded_server_killed_and_restarted_on_the_same_sqlite_file(dev_
             worker = start_worker(env)
         client = await Client.connect(f"127.0.0.1:{port}", data_converter=data_converter())
         handles = [client.get_workflow_handle(r, result_type=FlowOutcome) for r in run_ids]
-        outcomes = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles), return_exceptions=True), timeout=90)
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(h.result() for h in handles), return_exceptions=True), timeout=90
+        )
     finally:
         if worker is not None:
             kill(worker)
@@ -157,9 +181,12 @@ async def test_embedded_server_killed_and_restarted_on_the_same_sqlite_file(dev_
 def test_fault_specs_parse_and_malformed_ones_say_what_is_wrong():
     faults = parse("classifier=delay:4, compliance=error,router=timeout,x=error:2,*=delay:0.5")
     assert [(f.agent, f.kind, f.seconds, f.attempts) for f in faults.values()] == [
-        ("classifier", "delay", 4.0, None), ("compliance", "error", 0.0, None), ("router", "timeout", 0.0, None),
-        ("x", "error", 0.0, 2), ("*", "delay", 0.5, None),
-    ]  # fmt: skip
+        ("classifier", "delay", 4.0, None),
+        ("compliance", "error", 0.0, None),
+        ("router", "timeout", 0.0, None),
+        ("x", "error", 0.0, 2),
+        ("*", "delay", 0.5, None),
+    ]
     assert parse("") == {}
     for bad, message in [
         ("classifier", "'classifier' is not AGENT=FAULT"),
@@ -172,7 +199,12 @@ def test_fault_specs_parse_and_malformed_ones_say_what_is_wrong():
 
 
 def test_a_malformed_ensemble_faults_stops_the_worker_at_start_in_one_line(dev_server, task_queue):
-    proc = run_cli([], dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_FAULTS="router=hang"), script="worker.py", timeout=60)
+    proc = run_cli(
+        [],
+        dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_FAULTS="router=hang"),
+        script="worker.py",
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[-1] == (
         "error: ENSEMBLE_FAULTS: 'router=hang': unknown fault 'hang' (use delay:SECONDS, error, error:N or timeout); "
@@ -199,16 +231,23 @@ async def test_injected_faults_delay_fail_and_hang_agents(dev_server, task_queue
     steps = {s.name: s for s in (await describe_run(dev_server.client, handle.id)).steps}
     assert steps["a"].attempts == 3 and steps["b"].attempts == 1
     assert steps["b"].latency_ms >= 1000  # the injected delay, at least
-    assert rows(ledger, "select step, attempt from execs where run_id = ? order by id", handle.id) == [("a", 3), ("b", 1)]
+    assert rows(ledger, "select step, attempt from execs where run_id = ? order by id", handle.id) == [
+        ("a", 3),
+        ("b", 1),
+    ]
 
     # timeout: the attempt hangs until Temporal times it out (1 s for `brief`), twice; the run fails.
     monkeypatch.setenv("ENSEMBLE_FAULTS", "brief=timeout")
-    handle, out = await run_to_end(dev_server.client, task_queue, FAULTY.replace("agent: notify", "agent: brief"), {"ledger": ledger})
+    handle, out = await run_to_end(
+        dev_server.client, task_queue, FAULTY.replace("agent: notify", "agent: brief"), {"ledger": ledger}
+    )
     assert out is None
     view = await describe_run(dev_server.client, handle.id)
     [a] = [s for s in view.steps if s.name == "a"]
     assert (a.status, a.attempts) == ("timed_out", 2)
-    assert rows(ledger, "select count(*) from execs where run_id = ?", handle.id) == [(0,)]  # the agent itself never ran
+    assert rows(ledger, "select count(*) from execs where run_id = ?", handle.id) == [
+        (0,)
+    ]  # the agent itself never ran
 
     # error (every attempt): the step exhausts its retries and the run fails, naming the fault.
     monkeypatch.setenv("ENSEMBLE_FAULTS", "notify=error")

@@ -56,7 +56,11 @@ def test_flows_json_lists_bundled_flows(env):
 
 @pytest.mark.parametrize(
     "document, label, queue",
-    [("invoice.txt", "invoice", "accounts-payable"), ("hr_request.txt", "hr_request", "people-ops"), ("memo.txt", "other", "triage")],
+    [
+        ("invoice.txt", "invoice", "accounts-payable"),
+        ("hr_request.txt", "hr_request", "people-ops"),
+        ("memo.txt", "other", "triage"),
+    ],
 )
 def test_run_wait_json_with_a_plain_text_document(env, document, label, queue):
     out = ok(run_cli(["run", "document_pipeline", "--input", f"@{DOCS / document}", "--wait", "--json"], env))
@@ -67,7 +71,20 @@ def test_run_wait_json_with_a_plain_text_document(env, document, label, queue):
 
 
 def test_run_then_status_and_result(env):
-    run = ok(run_cli(["run", "document_pipeline", "--input", f"@{ROOT / 'examples/document_pipeline/input.json'}", "--id", "cli-run-1", "--json"], env))
+    run = ok(
+        run_cli(
+            [
+                "run",
+                "document_pipeline",
+                "--input",
+                f"@{ROOT / 'examples/document_pipeline/input.json'}",
+                "--id",
+                "cli-run-1",
+                "--json",
+            ],
+            env,
+        )
+    )
     assert run["run_id"] == "cli-run-1"
     result = ok(run_cli(["result", "cli-run-1", "--json"], env))  # no worker polls: result runs one
     assert result["status"] == "completed"
@@ -115,9 +132,17 @@ def test_validate(env, tmp_path):
     [
         (["run", "no_such_flow", "--input", "{}"], 2, ["unknown flow 'no_such_flow'", "document_pipeline"]),
         (["run", "document_pipeline", "--input", "{not json"], 2, ["--input is not valid JSON"]),
-        (["run", "document_pipeline", "--input", '{"txt": "hello"}'], 2, ["input does not match flow 'document_pipeline'", "'text' is a required property"]),
+        (
+            ["run", "document_pipeline", "--input", '{"txt": "hello"}'],
+            2,
+            ["input does not match flow 'document_pipeline'", "'text' is a required property"],
+        ),
         (["run", "document_pipeline", "--input", '{"text": ""}'], 2, ["at text:"]),
-        (["run", "document_pipeline", "--input", "@/no/such/file.json"], 2, ["cannot read input file /no/such/file.json"]),
+        (
+            ["run", "document_pipeline", "--input", "@/no/such/file.json"],
+            2,
+            ["cannot read input file /no/such/file.json"],
+        ),
         (["run", "document_pipeline"], 2, ["needs --input", "examples/document_pipeline/documents/invoice.txt"]),
         (["run", "no/such/flow.yaml", "--input", "{}"], 2, ["flow file not found: no/such/flow.yaml"]),
         (["status", "no-such-run"], 1, ["no run with id 'no-such-run'"]),
@@ -151,9 +176,17 @@ def test_oversize_input_is_refused_before_starting(env, tmp_path):
     big = tmp_path / "big.txt"
     big.write_text("word " * 500_000)
     # without a payload store a run's input must fit inline; with one, ENSEMBLE_MAX_INPUT_MB bounds it
-    refused(run_cli(["run", "document_pipeline", "--input", f"@{big}"], {**env, "ENSEMBLE_PAYLOAD_STORE": "off"}), 2,
-            "must stay under 0.5 MiB", "payload store")  # fmt: skip
-    refused(run_cli(["run", "document_pipeline", "--input", f"@{big}"], {**env, "ENSEMBLE_MAX_INPUT_MB": "1"}), 2, "must stay under 1.0 MiB")
+    refused(
+        run_cli(["run", "document_pipeline", "--input", f"@{big}"], {**env, "ENSEMBLE_PAYLOAD_STORE": "off"}),
+        2,
+        "must stay under 0.5 MiB",
+        "payload store",
+    )
+    refused(
+        run_cli(["run", "document_pipeline", "--input", f"@{big}"], {**env, "ENSEMBLE_MAX_INPUT_MB": "1"}),
+        2,
+        "must stay under 1.0 MiB",
+    )
 
 
 def test_unreachable_server(env):
@@ -170,7 +203,9 @@ def test_worker_with_unreachable_server_exits_cleanly(env):
 
 def test_validate_lists_every_problem(env, tmp_path):
     bad = tmp_path / "two.yaml"
-    bad.write_text("name: two\nimports: [tests.agents]\nsteps:\n  - agent: nobody\n  - agent: shout\n    output: input\n")
+    bad.write_text(
+        "name: two\nimports: [tests.agents]\nsteps:\n  - agent: nobody\n  - agent: shout\n    output: input\n"
+    )
     result = run_cli(["validate", "--import", str(bad)], env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -181,9 +216,15 @@ def test_validate_lists_every_problem(env, tmp_path):
 def test_temporal_address_uses_that_server_and_starts_nothing(dev_server, task_queue, tmp_path):
     """The dev server stands in for a cluster; the state directory must stay empty."""
     home = tmp_path / "unused-home"
-    env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_HOME=str(home), TEMPORAL_ADDRESS=dev_server.info.address,
-                         TEMPORAL_NAMESPACE="default")  # fmt: skip
-    out = ok(run_cli(["run", "document_pipeline", "--input", f"@{DOCS / 'purchase_order.txt'}", "--wait", "--json"], env))
+    env = dev_server.env(
+        ENSEMBLE_TASK_QUEUE=task_queue,
+        ENSEMBLE_HOME=str(home),
+        TEMPORAL_ADDRESS=dev_server.info.address,
+        TEMPORAL_NAMESPACE="default",
+    )
+    out = ok(
+        run_cli(["run", "document_pipeline", "--input", f"@{DOCS / 'purchase_order.txt'}", "--wait", "--json"], env)
+    )
     assert out["status"] == "completed" and out["result"]["classification"] == "purchase_order"
     assert not home.exists()
     status = ok(run_cli(["status", out["run_id"], "--json"], env))
@@ -192,7 +233,9 @@ def test_temporal_address_uses_that_server_and_starts_nothing(dev_server, task_q
 
 def test_a_stopped_server_that_a_command_starts_again_is_announced(dev_server, tmp_path):
     home = tmp_path / "home"
-    env = dev_server.env(ENSEMBLE_HOME=str(home), ENSEMBLE_SERVER_PORT=str(free_port()), ENSEMBLE_UI_PORT=str(free_port()))
+    env = dev_server.env(
+        ENSEMBLE_HOME=str(home), ENSEMBLE_SERVER_PORT=str(free_port()), ENSEMBLE_UI_PORT=str(free_port())
+    )
     try:
         assert run_cli(["server", "start"], env).returncode == 0
         assert run_cli(["server", "stop"], env).returncode == 0
@@ -211,10 +254,14 @@ def test_worker_settings_given_to_the_cli_are_flagged_when_a_worker_serves_the_r
     import time
 
     env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue)
-    worker = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         for _ in range(100):  # until the worker polls
-            ran = run_cli(["run", "hello", "--input", '{"name": "Ada"}', "--wait"], {**env, "ENSEMBLE_LLM": "ollama:llama3.1"})
+            ran = run_cli(
+                ["run", "hello", "--input", '{"name": "Ada"}', "--wait"], {**env, "ENSEMBLE_LLM": "ollama:llama3.1"}
+            )
             if "does not apply" in ran.stderr:
                 break
             time.sleep(0.2)

@@ -90,6 +90,11 @@ def test_the_readme_example_runs_as_written(dev_server, task_queue, tmp_path):
     code = re.search(r"```python\n(# approve\.py.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
     (tmp_path / "approve.py").write_text(code)
     env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue)
-    result = subprocess.run([sys.executable, "approve.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "approve.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["waiting_for_approval ['committee']", "completed purchasing committee (dave, erin)"]
+    assert result.stdout.splitlines() == [
+        "waiting_for_approval ['committee']",
+        "completed purchasing committee (dave, erin)",
+    ]

@@ -90,8 +90,22 @@ async def test_encrypted_runs_leave_no_plain_text_at_rest_and_read_back_for_a_ke
     run_id = json.loads(done.stdout)["run_id"]
 
     failing = tmp_path / "fails.flow.yaml"
-    failing.write_text(yaml.safe_dump({"name": "fails", "agents": [{"name": "order", "kind": "function", "handler": "tests.secret_agents:fail_with_text",
-                                        "retry": {"max_attempts": 1}}], "steps": [{"agent": "order", "input": {"text": "$input.text"}}]}))  # fmt: skip
+    failing.write_text(
+        yaml.safe_dump(
+            {
+                "name": "fails",
+                "agents": [
+                    {
+                        "name": "order",
+                        "kind": "function",
+                        "handler": "tests.secret_agents:fail_with_text",
+                        "retry": {"max_attempts": 1},
+                    }
+                ],
+                "steps": [{"agent": "order", "input": {"text": "$input.text"}}],
+            }
+        )
+    )
     failed = run_cli(["run", str(failing), "--input", json.dumps({"text": marker}), "--wait", "--json"], env)
     assert failed.returncode == 1, failed.stderr
     failed_id = json.loads(failed.stdout)["run_id"]
@@ -130,7 +144,9 @@ async def test_encrypted_runs_leave_no_plain_text_at_rest_and_read_back_for_a_ke
     assert run_cli(["history", failed_id, "--decode", "--out", str(plain)], env).returncode == 0
     assert marker in decoded_payloads(json.loads(plain.read_text())) and "Encoded failure" not in plain.read_text()
     assert f"order {marker} could not be placed" in plain.read_text()
-    replayed = run_cli(["replay", str(plain), "--json"], dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue))  # no key needed
+    replayed = run_cli(
+        ["replay", str(plain), "--json"], dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue)
+    )  # no key needed
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
 
     without = run_cli(
@@ -144,8 +160,14 @@ async def test_a_parked_run_survives_key_rotation(dev_server, task_queue, tmp_pa
     comment = "approved-under-key-b " + os.urandom(4).hex()
     env_a = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_CODEC_KEYS=f"a:{KEY_A}")
     env_ba = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_CODEC_KEYS=f"b:{KEY_B},a:{KEY_A}")
-    worker = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env_a, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "worker.py"],
+        cwd=ROOT,
+        env=env_a,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         parked = run_cli(["run", "procurement", "--input", f"@{REQUEST}", "--wait", "--json"], env_a)
         assert parked.returncode == 0, parked.stderr
@@ -155,8 +177,14 @@ async def test_a_parked_run_survives_key_rotation(dev_server, task_queue, tmp_pa
         worker.kill()
         worker.wait(timeout=10)
     run_id = view["run_id"]
-    worker = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env_ba, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "worker.py"],
+        cwd=ROOT,
+        env=env_ba,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         for who in ("dave", "erin"):
             decided = run_cli(
@@ -170,8 +198,12 @@ async def test_a_parked_run_survives_key_rotation(dev_server, task_queue, tmp_pa
         _, err = worker.communicate(timeout=10)
     assert json.loads(result.stdout)["status"] == "completed", result.stdout + err.decode()
     history = await dev_server.client.get_workflow_handle(run_id).fetch_history()  # raw, as stored
-    kids = [p.metadata.get("encryption-key-id") for e in history.events if e.HasField("activity_task_scheduled_event_attributes")
-            for p in e.activity_task_scheduled_event_attributes.input.payloads]  # fmt: skip
+    kids = [
+        p.metadata.get("encryption-key-id")
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        for p in e.activity_task_scheduled_event_attributes.input.payloads
+    ]
     assert kids[0] == b"a" and kids[-1] == b"b"  # parked under key a, finished under key b
     assert comment not in raw_text(dev_server)
     decided = run_cli(["status", run_id, "--json"], env_ba)

@@ -25,8 +25,15 @@ TOKEN = "tok_" + os.urandom(16).hex()
 def endpoint(dev_server, task_queue):
     port = server.free_port()
     env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_CODEC_KEYS=f"a:{KEY}", ENSEMBLE_CODEC_TOKEN=TOKEN)
-    proc = subprocess.Popen([sys.executable, "starter.py", "codec-server", "--port", str(port)], cwd=ROOT, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "starter.py", "codec-server", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while not server.port_open(port):
         assert proc.poll() is None and time.monotonic() < deadline, (
@@ -63,8 +70,11 @@ async def test_the_temporal_cli_decodes_through_the_endpoint_with_the_token(dev_
 async def test_the_endpoint_refuses_requests_without_the_token_and_other_origins(dev_server, endpoint):
     url, _ = endpoint
     async with httpx.AsyncClient() as http:
-        sealed = await http.post(f"{url}/encode", json={"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "IngiCg=="}]},
-                                 headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        sealed = await http.post(
+            f"{url}/encode",
+            json={"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "IngiCg=="}]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
         assert sealed.status_code == 200, sealed.text
         [payload] = sealed.json()["payloads"]
         assert payload["metadata"]["encoding"] == "YmluYXJ5L2VuY3J5cHRlZA=="  # binary/encrypted

@@ -77,7 +77,18 @@ async def test_fault_to_dlq_then_redrive_from_the_failed_step(dev_server, task_q
 
     worker = start_worker(dev_server, task_queue, ENSEMBLE_FAULTS="notify=error")
     try:
-        started = run_cli(["run", str(flow_file), "--input", json.dumps({"ledger": str(ledger), "order": "A-17"}), "--id", run_id, "--json"], env)
+        started = run_cli(
+            [
+                "run",
+                str(flow_file),
+                "--input",
+                json.dumps({"ledger": str(ledger), "order": "A-17"}),
+                "--id",
+                run_id,
+                "--json",
+            ],
+            env,
+        )
         assert started.returncode == 0, started.stderr
         try:
             await asyncio.wait_for(dev_server.client.get_workflow_handle(run_id).result(), timeout=60)
@@ -87,7 +98,9 @@ async def test_fault_to_dlq_then_redrive_from_the_failed_step(dev_server, task_q
     finally:
         stop(worker)
 
-    listed = await poll_cli(["dlq", "list", "--flow", flow_name, "--json"], env, lambda d: any(e["run_id"] == run_id for e in d))
+    listed = await poll_cli(
+        ["dlq", "list", "--flow", flow_name, "--json"], env, lambda d: any(e["run_id"] == run_id for e in d)
+    )
     [entry] = [e for e in listed if e["run_id"] == run_id]
     assert entry["flow"] == flow_name
     assert (entry["failed_step"], entry["agent"], entry["attempts"]) == ("notify", "notify", 3)
@@ -124,14 +137,20 @@ async def test_fault_to_dlq_then_redrive_from_the_failed_step(dev_server, task_q
 
     status = json.loads(run_cli(["status", follow["run_id"], "--json"], env).stdout)
     assert [(s["name"], s["status"]) for s in status["steps"]] == [
-        ("fetch", "reused"), ("pay", "reused"), ("notify", "completed"), ("close", "completed")
+        ("fetch", "reused"),
+        ("pay", "reused"),
+        ("notify", "completed"),
+        ("close", "completed"),
     ]
 
     # Redriven: the run leaves the queue, and cannot be redriven twice.
     await poll_cli(["dlq", "list", "--flow", flow_name, "--json"], env, lambda d: all(e["run_id"] != run_id for e in d))
     again = run_cli(["dlq", "redrive", run_id], env)
     assert again.returncode == 1
-    assert again.stderr.strip() == f"error: run '{run_id}' was already redriven as '{run_id}.redrive-1': follow that run, or redrive it if it failed"
+    assert (
+        again.stderr.strip()
+        == f"error: run '{run_id}' was already redriven as '{run_id}.redrive-1': follow that run, or redrive it if it failed"
+    )
     shown = json.loads(run_cli(["dlq", "show", run_id, "--json"], env).stdout)
     assert shown["redriven_as"] == f"{run_id}.redrive-1"
 
@@ -144,13 +163,26 @@ async def test_dlq_commands_refuse_what_is_not_a_failed_run(dev_server, task_que
 
     flow_file = tmp_path / "ok.flow.yaml"
     flow_file.write_text(FLOW.format(name=f"ok-{task_queue}"))
-    done = run_cli(["run", str(flow_file), "--input", json.dumps({"ledger": str(tmp_path / "l.db"), "order": "B"}), "--wait", "--json"], env)
+    done = run_cli(
+        [
+            "run",
+            str(flow_file),
+            "--input",
+            json.dumps({"ledger": str(tmp_path / "l.db"), "order": "B"}),
+            "--wait",
+            "--json",
+        ],
+        env,
+    )
     assert done.returncode == 0, done.stderr
     run_id = json.loads(done.stdout)["run_id"]
     for args in (["dlq", "show", run_id], ["dlq", "redrive", run_id]):
         refused = run_cli(args, env)
         assert refused.returncode == 1
-        assert refused.stderr == f"error: run '{run_id}' is completed, not failed: only failed runs are in the dead-letter queue\n"
+        assert (
+            refused.stderr
+            == f"error: run '{run_id}' is completed, not failed: only failed runs are in the dead-letter queue\n"
+        )
     usage = run_cli(["dlq", "list", "--limit", "zero"], env)
     assert usage.returncode == 2 and usage.stderr.count("\n") == 1
 
@@ -160,7 +192,9 @@ async def test_a_failed_subtask_lists_its_parent_run_not_the_child(dev_server, t
     from tests.flowkit import run_to_end
     from tests.workflows.test_hierarchical import supervised
 
-    handle, out = await run_to_end(dev_server.client, task_queue, supervised(max_replans=0), {"plan": [{"id": "first", "agent": "picky"}]})
+    handle, out = await run_to_end(
+        dev_server.client, task_queue, supervised(max_replans=0), {"plan": [{"id": "first", "agent": "picky"}]}
+    )
     assert out is None
     child = f"{handle.id}/lead.first"
     for _ in range(60):
@@ -170,5 +204,9 @@ async def test_a_failed_subtask_lists_its_parent_run_not_the_child(dev_server, t
         await asyncio.sleep(0.5)
     assert handle.id in letters and child not in letters  # the child failed too, but it is part of its parent's run
     letter = letters[handle.id]
-    assert (letter.failed_step, letter.agent, letter.attempts) == ("lead", "picky", 1)  # KeyError: non-retryable for picky
+    assert (letter.failed_step, letter.agent, letter.attempts) == (
+        "lead",
+        "picky",
+        1,
+    )  # KeyError: non-retryable for picky
     assert letter.completed_steps == ["lead.plan"]

@@ -50,7 +50,9 @@ async def wait_for(predicate, timeout: float = 30.0) -> None:
 async def test_run_survives_worker_killed_mid_agent(dev_server, task_queue, tmp_path):
     worker = start_worker(dev_server, task_queue)
     try:
-        handle = await start(dev_server.client, request(FLOW, {"text": "durable", "marker_dir": str(tmp_path)}, task_queue))
+        handle = await start(
+            dev_server.client, request(FLOW, {"text": "durable", "marker_dir": str(tmp_path)}, task_queue)
+        )
         await wait_for(lambda: (tmp_path / f"{handle.id}.1").exists())
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)

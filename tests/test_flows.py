@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from ensemble.spec.errors import InputError
 from ensemble.authoring.flows import all_flows, find_flow, load_flow_file, register_flow
 from ensemble.spec import FlowSpec
+from ensemble.spec.errors import InputError
 
 GOOD = """\
 name: tiny
@@ -60,10 +60,22 @@ def test_json_flow_file_loads(tmp_path):
         ("name: x\nsteps:\n  - agent: [\n", r"flow.yaml:4: not valid YAML"),
         ("- just\n- a list\n", r"flow.yaml:1: \(top level\): a flow file holds a mapping"),
         ("name: x\n", r"flow.yaml:1: steps: Field required"),
-        ("name: x\nsteps:\n  - agent: echo\n    imports: []\n", r"flow.yaml:4: steps\[0\].imports: Extra inputs are not permitted"),
-        ("name: x\nsteps:\n  - agent: echo\n  - thing: 1\n", r"flow.yaml:4: steps\[1\]: a step needs one of: 'agent', 'sequence', 'parallel', 'chat', 'supervisor' or 'gate'"),
-        ("name: x\nimports: [tests.agents]\nsteps:\n  - agent: echo\n  - agent: nobody\n", r"flow.yaml:5: steps\[1\].agent: unknown agent 'nobody'"),
-        ("name: x\nimports: [no_such_module_xyz]\nsteps:\n  - agent: echo\n", r"flow.yaml:2: imports\[0\]: cannot import module 'no_such_module_xyz'"),
+        (
+            "name: x\nsteps:\n  - agent: echo\n    imports: []\n",
+            r"flow.yaml:4: steps\[0\].imports: Extra inputs are not permitted",
+        ),
+        (
+            "name: x\nsteps:\n  - agent: echo\n  - thing: 1\n",
+            r"flow.yaml:4: steps\[1\]: a step needs one of: 'agent', 'sequence', 'parallel', 'chat', 'supervisor' or 'gate'",
+        ),
+        (
+            "name: x\nimports: [tests.agents]\nsteps:\n  - agent: echo\n  - agent: nobody\n",
+            r"flow.yaml:5: steps\[1\].agent: unknown agent 'nobody'",
+        ),
+        (
+            "name: x\nimports: [no_such_module_xyz]\nsteps:\n  - agent: echo\n",
+            r"flow.yaml:2: imports\[0\]: cannot import module 'no_such_module_xyz'",
+        ),
         (
             "name: x\nimports: [tests.agents]\nsteps:\n  - agent: echo\n  - agent: echo\n",
             r"flow.yaml:5: steps\[1\].name: step name 'echo' is used twice here",
@@ -150,7 +162,9 @@ def test_published_json_schema_is_current_and_validates_bundled_flows():
 
     DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "flow.schema.json"
 
-    assert DEFAULT_OUT.read_text() == flow_schema(), "run `python -m ensemble.spec.schema docs/flow.schema.json` to refresh docs/flow.schema.json"
+    assert DEFAULT_OUT.read_text() == flow_schema(), (
+        "run `python -m ensemble.spec.schema docs/flow.schema.json` to refresh docs/flow.schema.json"
+    )
     schema = json.loads(DEFAULT_OUT.read_text())
     for path in EXAMPLES_DIR.glob("*/flow.yaml"):
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)

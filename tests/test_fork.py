@@ -56,11 +56,32 @@ def ran(ledger: str, run_id: str) -> list[str]:
 
 async def test_fork_reuses_the_steps_before_and_runs_from_the_step_on(setup, dev_server):
     flow_file, ledger, env = setup
-    first = cli_json(["run", str(flow_file), "--input", json.dumps({"ledger": ledger, "order": "A-1", "amount": 3}), "--wait", "--json"], env)
+    first = cli_json(
+        [
+            "run",
+            str(flow_file),
+            "--input",
+            json.dumps({"ledger": ledger, "order": "A-1", "amount": 3}),
+            "--wait",
+            "--json",
+        ],
+        env,
+    )
     run_id = first["run_id"]
     assert first["result"] == {"fetched": "A-1", "charged": 3, "key": f"{run_id}/work.pay", "classified": "A-1"}
 
-    fork = cli_json(["fork", run_id, "--from-step", "classify", "--input", json.dumps({"ledger": ledger, "order": "B-2", "amount": 9}), "--json"], env)
+    fork = cli_json(
+        [
+            "fork",
+            run_id,
+            "--from-step",
+            "classify",
+            "--input",
+            json.dumps({"ledger": ledger, "order": "B-2", "amount": 9}),
+            "--json",
+        ],
+        env,
+    )
     fork_id = fork["run_id"]
     assert fork_id.startswith(f"{run_id}.fork-") and fork["reused"] == ["fetch", "work.pay"]
     result = cli_json(["result", fork_id, "--json"], env)
@@ -74,8 +95,11 @@ async def test_fork_reuses_the_steps_before_and_runs_from_the_step_on(setup, dev
 
     view = cli_json(["status", fork_id, "--json"], env)
     assert [(s["name"], s["status"]) for s in view["steps"]] == [
-        ("fetch", "reused"), ("work.pay", "reused"), ("work.classify", "completed"), ("close", "completed")
-    ]  # fmt: skip
+        ("fetch", "reused"),
+        ("work.pay", "reused"),
+        ("work.classify", "completed"),
+        ("close", "completed"),
+    ]
 
     # From an agent's name, or a sequence's: everything from there on runs again; an irreversible
     # step at or after STEP is a new effect of the new run, with its own key.
@@ -88,14 +112,29 @@ async def test_fork_reuses_the_steps_before_and_runs_from_the_step_on(setup, dev
     assert by_sequence["reused"] == ["fetch"]
     # A fork of a fork reuses what the fork itself reused.
     again = cli_json(["fork", fork_id, "--from-step", "close", "--id", f"{fork_id}-again", "--json"], env)
-    assert again == {"run_id": f"{fork_id}-again", "fork_of": fork_id, "from_step": "close", "reused": ["fetch", "work.pay", "work.classify"]}
+    assert again == {
+        "run_id": f"{fork_id}-again",
+        "fork_of": fork_id,
+        "from_step": "close",
+        "reused": ["fetch", "work.pay", "work.classify"],
+    }
     assert cli_json(["result", again["run_id"], "--json"], env)["result"]["classified"] == "B-2"
     assert ran(ledger, again["run_id"]) == ["close"]
 
 
 async def test_fork_refuses_an_unknown_step_and_bad_input(setup, dev_server):
     flow_file, ledger, env = setup
-    run_id = cli_json(["run", str(flow_file), "--input", json.dumps({"ledger": ledger, "order": "C", "amount": 1}), "--wait", "--json"], env)["run_id"]
+    run_id = cli_json(
+        [
+            "run",
+            str(flow_file),
+            "--input",
+            json.dumps({"ledger": ledger, "order": "C", "amount": 1}),
+            "--wait",
+            "--json",
+        ],
+        env,
+    )["run_id"]
     unknown = run_cli(["fork", run_id, "--from-step", "shipping"], env)
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
     assert f"run '{run_id}' (flow 'fork-" in unknown.stderr and "has no step or agent 'shipping'" in unknown.stderr
@@ -123,14 +162,21 @@ async def test_a_step_whose_compensation_ran_is_done_again_under_a_new_key(setup
     failed = run_cli(["run", str(flow_file), "--input", json.dumps({"ledger": ledger}), "--wait", "--json"], env)
     assert failed.returncode == 1
     run_id = json.loads(failed.stdout)["run_id"]
-    assert rows(ledger, "select step, key from undo where run_id = ?", run_id) == [("hold", f"{run_id}/hold#compensate")]
+    assert rows(ledger, "select step, key from undo where run_id = ?", run_id) == [
+        ("hold", f"{run_id}/hold#compensate")
+    ]
 
     # The saga refunded `hold`: a redrive charges again (a new effect, a new key) and reuses `keep`.
     redrive = cli_json(["dlq", "redrive", run_id, "--json"], env)
     assert redrive["reused"] == ["keep"]
     proc = run_cli(["result", redrive["run_id"], "--json"], env)
     assert proc.returncode == 1  # ship still explodes
-    assert rows(ledger, "select run_id, step from effects order by rowid") == [(run_id, "hold"), (redrive["run_id"], "hold")]
+    assert rows(ledger, "select run_id, step from effects order by rowid") == [
+        (run_id, "hold"),
+        (redrive["run_id"], "hold"),
+    ]
     assert ran(ledger, redrive["run_id"]) == ["hold", "ship", "ship", "ship"]
     # ...and its own saga refunds that new charge, under its own key.
-    assert rows(ledger, "select key from undo where run_id = ?", redrive["run_id"]) == [(f"{redrive['run_id']}/hold#compensate",)]
+    assert rows(ledger, "select key from undo where run_id = ?", redrive["run_id"]) == [
+        (f"{redrive['run_id']}/hold#compensate",)
+    ]

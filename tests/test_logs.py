@@ -58,11 +58,17 @@ def agents_dir(tmp_path, monkeypatch) -> Path:
 
 
 def worker_lines(dev_server, task_queue: str, agents_dir: Path, log: Path, **env: str) -> subprocess.Popen:
-    environment = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ACME_API_KEY=SENTINEL, ENSEMBLE_FLOWS="logged_agents,tests.agents", **env)
+    environment = dev_server.env(
+        ENSEMBLE_TASK_QUEUE=task_queue, ACME_API_KEY=SENTINEL, ENSEMBLE_FLOWS="logged_agents,tests.agents", **env
+    )
     environment["PYTHONPATH"] = f"{ROOT}:{agents_dir}"
     return subprocess.Popen(
-        [sys.executable, "worker.py"], cwd=ROOT, env=environment, stdout=subprocess.DEVNULL,
-        stderr=log.open("w"), stdin=subprocess.DEVNULL,
+        [sys.executable, "worker.py"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -85,12 +91,18 @@ async def test_worker_logs_json_lines_bound_to_the_agent_attempt(dev_server, tas
     assert any("worker polling task queue" in r["event"] for r in lines)
     agent_lines = [r for r in lines if r["event"] in ("agent started", "agent finished")]
     seen = [(r["event"], r["agent"], r["attempt"], r.get("outcome")) for r in agent_lines]
-    assert sorted(seen) == sorted([
-        ("agent started", "shout", 1, None), ("agent finished", "shout", 1, "completed"),
-        ("agent started", "flaky", 1, None), ("agent finished", "flaky", 1, "retrying"),
-        ("agent started", "flaky", 2, None), ("agent finished", "flaky", 2, "completed"),
-        ("agent started", "leaky", 1, None), ("agent finished", "leaky", 1, "completed"),
-    ])  # fmt: skip
+    assert sorted(seen) == sorted(
+        [
+            ("agent started", "shout", 1, None),
+            ("agent finished", "shout", 1, "completed"),
+            ("agent started", "flaky", 1, None),
+            ("agent finished", "flaky", 1, "retrying"),
+            ("agent started", "flaky", 2, None),
+            ("agent finished", "flaky", 2, "completed"),
+            ("agent started", "leaky", 1, None),
+            ("agent finished", "leaky", 1, "completed"),
+        ]
+    )
     for r in agent_lines:
         assert (r["run_id"], r["flow"], r["step"]) == (run_id, "logged", r["agent"])
         assert r["level"] in ("info", "warning") and r["logger"] == "ensemble.agent" and r["timestamp"]
@@ -143,6 +155,8 @@ def test_failure_is_one_field_without_traceback_unless_debug(tmp_path):
     [line] = plain.stderr.splitlines()
     record = json.loads(line)
     assert (record["event"], record["error"], record["level"]) == ("posting failed", "ValueError: bad ledger", "error")
-    debug = subprocess.run([sys.executable, "-c", code], env={**env, "ENSEMBLE_DEBUG": "1"}, capture_output=True, text=True, timeout=60)
+    debug = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "ENSEMBLE_DEBUG": "1"}, capture_output=True, text=True, timeout=60
+    )
     record = json.loads(debug.stderr.splitlines()[0])
     assert "Traceback" in record["exception"]

@@ -19,8 +19,15 @@ def votes(*pairs, **kw) -> list[Branch]:
 
 
 def test_collect_keeps_declared_order_and_lists_missing_and_failed():
-    d = merge(MergeSpec(), [Branch("b", "x", "completed", output=2), Branch("a", "y", "completed", output=1),
-                            Branch("c", "z", "missing"), Branch("d", "w", "failed", error="boom")])  # fmt: skip
+    d = merge(
+        MergeSpec(),
+        [
+            Branch("b", "x", "completed", output=2),
+            Branch("a", "y", "completed", output=1),
+            Branch("c", "z", "missing"),
+            Branch("d", "w", "failed", error="boom"),
+        ],
+    )
     assert d.record["results"] == [2, 1]
     assert d.record["by_branch"] == {"b": 2, "a": 1}
     assert d.record["missing"] == ["c"]
@@ -80,7 +87,10 @@ def test_tie_broken_by_declared_order_not_arrival(order):
 def test_tie_without_rule_fails_and_adjudicator_is_requested():
     with pytest.raises(MergeError, match="tie between approve, reject"):
         merge(MergeSpec(strategy="majority_vote"), votes(("a", "approve"), ("b", "reject")))
-    d = merge(MergeSpec(strategy="majority_vote", tie_break="adjudicator", adjudicator="judge"), votes(("a", "approve"), ("b", "reject")))
+    d = merge(
+        MergeSpec(strategy="majority_vote", tie_break="adjudicator", adjudicator="judge"),
+        votes(("a", "approve"), ("b", "reject")),
+    )
     assert d.needs_adjudication and d.record["decision"] is None
     assert [b["vote"] for b in d.ballots] == ["approve", "reject"]
 

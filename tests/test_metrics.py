@@ -68,9 +68,12 @@ async def test_worker_serves_temporal_and_agent_metrics(dev_server, task_queue, 
     port = server.free_port()
     worker = subprocess.Popen(
         [sys.executable, "worker.py", "--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
-        cwd=ROOT, env=dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue), stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "worker.log").open("w"),
-    )  # fmt: skip
+        cwd=ROOT,
+        env=dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "worker.log").open("w"),
+    )
     try:
         await wait_for_endpoint(port, worker)
         for _ in range(2):
@@ -91,8 +94,12 @@ async def test_worker_serves_temporal_and_agent_metrics(dev_server, task_queue, 
     assert sample(body, "ensemble_agent_attempts", agent="flaky", outcome="retrying", **q) == 2
     assert sample(body, "ensemble_agent_attempts", agent="flaky", outcome="completed", **q) == 2
     assert sample(body, "ensemble_agent_failures", agent="flaky", outcome="retrying", **q) == 2
-    assert sample(body, "ensemble_agent_failures", agent="picky", outcome="failed", **q) == 1  # KeyError is non-retryable
-    assert "ensemble_agent_failures" not in [l.split("{")[0] for l in body.splitlines() if 'agent="shout"' in l]
+    assert (
+        sample(body, "ensemble_agent_failures", agent="picky", outcome="failed", **q) == 1
+    )  # KeyError is non-retryable
+    assert "ensemble_agent_failures" not in [
+        line.split("{")[0] for line in body.splitlines() if 'agent="shout"' in line
+    ]
     assert sample(body, "ensemble_agent_latency_count", agent="shout", **q) == 2
     assert sample(body, "ensemble_agent_latency_bucket", agent="shout", le="+Inf", **q) == 2
     assert sample(body, "ensemble_agent_latency_sum", agent="shout", **q) >= 0
@@ -106,6 +113,8 @@ def test_metrics_port_errors_are_one_line(dev_server):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = busy.getsockname()[1]
-        result = run_cli(["--metrics-port", str(taken), "--metrics-host", "127.0.0.1"], env, script="worker.py", timeout=60)
+        result = run_cli(
+            ["--metrics-port", str(taken), "--metrics-host", "127.0.0.1"], env, script="worker.py", timeout=60
+        )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and f"127.0.0.1:{taken}" in result.stderr and "Traceback" not in result.stderr

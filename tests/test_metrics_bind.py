@@ -36,9 +36,14 @@ def test_the_metrics_endpoint_listens_on_loopback_only_by_default(dev_server, ta
     if outward is None:
         pytest.skip("this host has no non-loopback IPv4 address to check against")
     port = server.free_port()
-    worker = subprocess.Popen([sys.executable, "worker.py", "--metrics-port", str(port)], cwd=ROOT,
-                              env=dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "worker.py", "--metrics-port", str(port)],
+        cwd=ROOT,
+        env=dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while not _open("127.0.0.1", port):

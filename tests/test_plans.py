@@ -25,10 +25,19 @@ def test_valid_plan_and_its_sinks():
         (plan(("a", "x", ["zz"])), "subtask 'a' depends on unknown subtask 'zz'"),
         (plan(("a", "x", ["b"]), ("b", "x", ["a"])), "dependency cycle: a -> b -> a"),
         (plan(*[(f"s{i}", "x", []) for i in range(6)]), "6 subtasks, more than the 5 allowed"),
-        (plan(("a", "x", []), ("b", "x", ["a"]), ("c", "x", ["b"]), ("d", "x", ["c"])), "dependency chain of 4 subtasks, deeper than the 3 allowed"),
+        (
+            plan(("a", "x", []), ("b", "x", ["a"]), ("c", "x", ["b"]), ("d", "x", ["c"])),
+            "dependency chain of 4 subtasks, deeper than the 3 allowed",
+        ),
         ({"subtasks": [{"id": "a"}]}, "a subtask has either agent or step"),
-        ({"subtasks": [{"id": "a", "step": {"parallel": {"branches": []}}}]}, "subtask 'a': its step is malformed at parallel"),
-        ({"subtasks": [{"id": "a", "step": {"sequence": [{"agent": "x"}, {"agent": "rogue"}]}}]}, "subtask 'a': agent 'rogue' is not allowed here"),
+        (
+            {"subtasks": [{"id": "a", "step": {"parallel": {"branches": []}}}]},
+            "subtask 'a': its step is malformed at parallel",
+        ),
+        (
+            {"subtasks": [{"id": "a", "step": {"sequence": [{"agent": "x"}, {"agent": "rogue"}]}}]},
+            "subtask 'a': agent 'rogue' is not allowed here",
+        ),
     ],
 )
 def test_refused_plans(data, message):

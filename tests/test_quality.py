@@ -17,7 +17,19 @@ BIN = Path(sys.executable).parent
 # Each layer may import itself and the layers listed after it. The runtime is two layers: worker
 # assembly (worker.py, health.py, logs.py), above the workflows and activities it assembles, and
 # the infrastructure they use (connection, converter, codec, payloads, telemetry, server...).
-LAYERS = ["cli", "client", "runs", "assembly", "activities", "workflows", "runtime", "identity", "authoring", "logic", "spec"]
+LAYERS = [
+    "cli",
+    "client",
+    "runs",
+    "assembly",
+    "activities",
+    "workflows",
+    "runtime",
+    "identity",
+    "authoring",
+    "logic",
+    "spec",
+]
 ASSEMBLY = {"ensemble.runtime.worker", "ensemble.runtime.health", "ensemble.runtime.logs"}
 
 
@@ -62,7 +74,11 @@ def test_layers_import_only_downward():
     wrong = []
     files = [p for d in ("ensemble", "workflows", "activities") for p in (ROOT / d).rglob("*.py")]
     for path in files:
-        if path.relative_to(ROOT).parts[:2] in (("ensemble", "workflows"), ("ensemble", "activities"), ("ensemble", "examples")):
+        if path.relative_to(ROOT).parts[:2] in (
+            ("ensemble", "workflows"),
+            ("ensemble", "activities"),
+            ("ensemble", "examples"),
+        ):
             continue  # the links inside ensemble/ are the same files as the top-level folders
         layer = _layer(path)
         if layer is None:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from ensemble.runtime.converter import data_converter
 from temporalio.worker import Replayer
 
+from ensemble.runtime.converter import data_converter
+from ensemble.workflows.flow import EnsembleFlow
 from tests.conftest import running_worker
 from tests.flowkit import request, start
 from tests.histories.refresh import golden_id
-from ensemble.workflows.flow import EnsembleFlow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

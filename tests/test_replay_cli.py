@@ -76,7 +76,9 @@ def test_history_of_a_fresh_run_replays(env, tmp_path):
     assert exported.returncode == 0, exported.stderr
     data = json.loads(out.read_text())
     types = [e["eventType"] for e in data["events"]]
-    assert types[0] == "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED" and types[-1] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+    assert (
+        types[0] == "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED" and types[-1] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+    )
     assert f"{len(types)} events" in exported.stdout
     # the same JSON on stdout without --out
     assert json.loads(run_cli(["history", run_id], env).stdout) == data
@@ -85,8 +87,19 @@ def test_history_of_a_fresh_run_replays(env, tmp_path):
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert f"OK        {out} · run {run_id} · {len(types)} events replayed" in replayed.stdout
     report = json.loads(run_cli(["replay", str(out), "--json"], env).stdout)
-    assert report == [{"file": str(out), "run_id": run_id, "events": len(types), "ok": True, "kind": None,
-                       "event_id": None, "event_type": None, "event": None, "message": None}]  # fmt: skip
+    assert report == [
+        {
+            "file": str(out),
+            "run_id": run_id,
+            "events": len(types),
+            "ok": True,
+            "kind": None,
+            "event_id": None,
+            "event_type": None,
+            "event": None,
+            "message": None,
+        }
+    ]
 
 
 def test_golden_histories_replay_through_the_cli(env):

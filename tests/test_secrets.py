@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -70,7 +70,14 @@ class Echo(BaseHTTPRequestHandler):
             if "mode-tool" in prompt:
                 call = {"id": "c1", "type": "function", "function": {"name": "crm", "arguments": "{}"}}
                 message = {"role": "assistant", "content": None, "tool_calls": [call]}
-                return 200, {"choices": [{"message": message, "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}, {}  # fmt: skip
+                return (
+                    200,
+                    {
+                        "choices": [{"message": message, "finish_reason": "tool_calls"}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+                    },
+                    {},
+                )
         return 404, f"no route {path} for {key}", {}
 
     def log_message(self, *args: Any) -> None:
@@ -86,8 +93,14 @@ def echo() -> Iterator[str]:
 
 
 def _http(name: str, url: str) -> dict[str, Any]:
-    return {"name": name, "kind": "http", "url": url, "timeout_s": 5, "retry": RETRY,
-            "headers": {"Authorization": "Bearer ${env:CRM_API_KEY}"}}  # fmt: skip
+    return {
+        "name": name,
+        "kind": "http",
+        "url": url,
+        "timeout_s": 5,
+        "retry": RETRY,
+        "headers": {"Authorization": "Bearer ${env:CRM_API_KEY}"},
+    }
 
 
 def _function(name: str, handler: str) -> dict[str, Any]:
@@ -95,8 +108,14 @@ def _function(name: str, handler: str) -> dict[str, Any]:
 
 
 def _llm(name: str) -> dict[str, Any]:
-    return {"name": name, "kind": "llm", "model": "openai:test-model", "retry": RETRY, "tools": ["crm"],
-            "llm": {"instructions": "Answer.", "prompt": "{text}", "output_model": "tests.llm_agents:Triage"}}  # fmt: skip
+    return {
+        "name": name,
+        "kind": "llm",
+        "model": "openai:test-model",
+        "retry": RETRY,
+        "tools": ["crm"],
+        "llm": {"instructions": "Answer.", "prompt": "{text}", "output_model": "tests.llm_agents:Triage"},
+    }
 
 
 def flows(url: str) -> dict[str, tuple[dict[str, Any], str]]:
@@ -114,12 +133,23 @@ def flows(url: str) -> dict[str, tuple[dict[str, Any], str]]:
         "llmgarbage": (_llm("llmgarbage"), "mode-garbage"),
         "llmtool": (_llm("llmtool"), "mode-tool"),
     }
-    tool = {"name": "crm", "kind": "http", "url": f"{url}/tool500", "headers": {"Authorization": "Bearer ${env:CRM_API_KEY}"},
-            "input_schema": {"type": "object"}, "timeout_s": 5}  # fmt: skip
+    tool = {
+        "name": "crm",
+        "kind": "http",
+        "url": f"{url}/tool500",
+        "headers": {"Authorization": "Bearer ${env:CRM_API_KEY}"},
+        "input_schema": {"type": "object"},
+        "timeout_s": 5,
+    }
     out = {}
     for name, (agent, text) in agents.items():
-        flow = {"name": f"leak_{name}", "imports": ["tests.llm_agents"], "agents": [agent], "tools": [tool],
-                "steps": [{"agent": name, "input": {"text": "$input.text"}}]}  # fmt: skip
+        flow = {
+            "name": f"leak_{name}",
+            "imports": ["tests.llm_agents"],
+            "agents": [agent],
+            "tools": [tool],
+            "steps": [{"agent": name, "input": {"text": "$input.text"}}],
+        }
         out[name] = (flow, text)
     return out
 
@@ -137,8 +167,14 @@ def assert_clean(where: str, data: str | bytes) -> None:
 async def test_a_sentinel_key_never_leaves_the_worker(dev_server, task_queue, echo, tmp_path):
     env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue)
     worker_log = tmp_path / "worker.log"
-    worker_env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, CRM_API_KEY=SENTINEL, OPENAI_API_KEY=SENTINEL, OPENAI_BASE_URL=f"{echo}/v1",
-                                ENSEMBLE_ENV_ALLOW="CRM_API_KEY", ENSEMBLE_LOG_FORMAT="json")  # fmt: skip
+    worker_env = dev_server.env(
+        ENSEMBLE_TASK_QUEUE=task_queue,
+        CRM_API_KEY=SENTINEL,
+        OPENAI_API_KEY=SENTINEL,
+        OPENAI_BASE_URL=f"{echo}/v1",
+        ENSEMBLE_ENV_ALLOW="CRM_API_KEY",
+        ENSEMBLE_LOG_FORMAT="json",
+    )
     run_ids = []
     with worker_log.open("w") as log:
         worker = subprocess.Popen(
@@ -222,8 +258,15 @@ async def test_the_redaction_step_knows_values_shapes_and_cut_pieces(monkeypatch
     assert scrub.scrub("cut at the end: tok-Abcdefg") == "cut at the end: [redacted]"
     assert scrub.scrub("…h123456789 cut at the start") == "…[redacted] cut at the start"
     assert scrub.clip("x" * 95 + "tok-Abcdefgh123456789", 100) == "x" * 95 + "[reda"
-    for shape in ("Authorization: Bearer abc.def-ghi_jkl", "sk-proj-abcdefghijklmnop1234", "AKIAIOSFODNN7EXAMPLE",
-                  "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl", 'password="hunter2hunter2"', "ghp_abcdefghijklmnopqrstuvwx", "Authorization: Basic dXNlcjpwYXNzd29yZA=="):  # fmt: skip
+    for shape in (
+        "Authorization: Bearer abc.def-ghi_jkl",
+        "sk-proj-abcdefghijklmnop1234",
+        "AKIAIOSFODNN7EXAMPLE",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl",
+        'password="hunter2hunter2"',
+        "ghp_abcdefghijklmnopqrstuvwx",
+        "Authorization: Basic dXNlcjpwYXNzd29yZA==",
+    ):
         assert "[redacted]" in scrub.scrub(shape), shape
     for plain in (
         "a run id leak_http401-test-abc",

@@ -1,7 +1,7 @@
 import pytest
 
-from ensemble.spec import StateKey
 from ensemble.logic.state import RunState, StateError, apply_reducer, output_writes, references, resolve
+from ensemble.spec import StateKey
 
 STATE = {"input": {"text": "hi", "items": [1, 2]}, "fields": {"total": {"value": 5}}, "cost": 1.5}
 
@@ -61,10 +61,16 @@ def test_resolve_templates():
 
 
 def test_references_and_output_writes():
-    assert sorted(references({"a": "$input.text", "b": ["$fields", "$$x", "lit", "$opt.x?"]})) == ["fields", "input", "opt"]
+    assert sorted(references({"a": "$input.text", "b": ["$fields", "$$x", "lit", "$opt.x?"]})) == [
+        "fields",
+        "input",
+        "opt",
+    ]
     assert output_writes(None, "step", 1) == [("step", 1)]
     assert output_writes("key", "step", 1) == [("key", 1)]
-    assert output_writes({"label": "label", "all": "$", "v": "$.score.value"}, "s", {"label": "x", "score": {"value": 2}}) == [
+    assert output_writes(
+        {"label": "label", "all": "$", "v": "$.score.value"}, "s", {"label": "x", "score": {"value": 2}}
+    ) == [
         ("label", "x"),
         ("all", {"label": "x", "score": {"value": 2}}),
         ("v", 2),

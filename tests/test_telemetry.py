@@ -8,7 +8,6 @@ import json
 import threading
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from opentelemetry import trace
@@ -59,7 +58,11 @@ async def test_one_trace_per_run_and_one_span_per_agent_attempt(traced_client, t
     spans = spans_of(trace_id)
     by_name = Counter(s.name for s in spans)
     # shout once, flaky twice (its first attempt fails), count once: one span per attempt, no duplicates
-    assert {n: c for n, c in by_name.items() if n.startswith("agent ")} == {"agent shout": 1, "agent flaky": 2, "agent count": 1}
+    assert {n: c for n, c in by_name.items() if n.startswith("agent ")} == {
+        "agent shout": 1,
+        "agent flaky": 2,
+        "agent count": 1,
+    }
     assert by_name["run traced"] == 1
     assert by_name["RunWorkflow:EnsembleFlow"] == 1
     assert by_name["StartActivity:flaky"] == 1  # one schedule, two attempts
@@ -72,8 +75,13 @@ async def test_one_trace_per_run_and_one_span_per_agent_attempt(traced_client, t
     assert workflow_span.attributes["ensemble.run_id"] == run_id
     assert workflow_span.attributes["ensemble.outcome"] == "completed"
 
-    flaky = sorted((s for s in agent_spans(spans) if s.name == "agent flaky"), key=lambda s: s.attributes["ensemble.attempt"])
-    assert [(s.attributes["ensemble.attempt"], s.attributes["ensemble.outcome"]) for s in flaky] == [(1, "retrying"), (2, "completed")]
+    flaky = sorted(
+        (s for s in agent_spans(spans) if s.name == "agent flaky"), key=lambda s: s.attributes["ensemble.attempt"]
+    )
+    assert [(s.attributes["ensemble.attempt"], s.attributes["ensemble.outcome"]) for s in flaky] == [
+        (1, "retrying"),
+        (2, "completed"),
+    ]
     assert flaky[0].status.status_code == trace.StatusCode.ERROR
     for s in agent_spans(spans):
         assert s.attributes["ensemble.run_id"] == run_id
@@ -88,11 +96,27 @@ async def test_one_trace_per_run_and_one_span_per_agent_attempt(traced_client, t
 
 async def test_child_workflows_stay_in_the_run_trace(traced_client, task_queue):
     """A supervisor's subtasks run as child workflows: their spans are in the run's trace."""
-    plan = [{"id": "loud", "agent": "shout", "input": {"text": "$input.text"}},
-            {"id": "size", "agent": "count", "input": {"text": "$results.loud.text"}, "depends_on": ["loud"]}]  # fmt: skip
-    flow = {"name": "sup", "imports": ["tests.agents"], "steps": [{"name": "lead", "supervisor": {
-        "planner": "boss", "planner_input": {"plan": "$input.plan"}, "agents": ["shout", "count"]}}]}  # fmt: skip
-    run_id, trace_id = await run_traced(traced_client, task_queue, flow, {"text": "one two", "plan": plan}, max_cached_workflows=0)
+    plan = [
+        {"id": "loud", "agent": "shout", "input": {"text": "$input.text"}},
+        {"id": "size", "agent": "count", "input": {"text": "$results.loud.text"}, "depends_on": ["loud"]},
+    ]
+    flow = {
+        "name": "sup",
+        "imports": ["tests.agents"],
+        "steps": [
+            {
+                "name": "lead",
+                "supervisor": {
+                    "planner": "boss",
+                    "planner_input": {"plan": "$input.plan"},
+                    "agents": ["shout", "count"],
+                },
+            }
+        ],
+    }
+    run_id, trace_id = await run_traced(
+        traced_client, task_queue, flow, {"text": "one two", "plan": plan}, max_cached_workflows=0
+    )
     spans = spans_of(trace_id)
     assert Counter(s.name for s in spans)["RunWorkflow:EnsembleFlow"] == 3  # the run and its two subtasks
     assert Counter(s.name for s in agent_spans(spans)) == {"agent boss": 1, "agent shout": 1, "agent count": 1}
@@ -175,7 +199,7 @@ def test_cli_run_exports_the_trace_over_otlp(dev_server, task_queue):
             spans += [s for ss in rs.scope_spans for s in ss.spans]
     assert services == {"ensemble-ci"}
     names = Counter(s.name for s in spans)
-    assert names[f"run hello"] == 1 and names["RunWorkflow:EnsembleFlow"] == 1
+    assert names["run hello"] == 1 and names["RunWorkflow:EnsembleFlow"] == 1
     assert len({s.trace_id for s in spans}) == 1
     agent_attrs = [{a.key: a.value for a in s.attributes} for s in spans if s.name.startswith("agent ")]
     assert agent_attrs and all(a["ensemble.run_id"].string_value == run_id for a in agent_attrs)

@@ -94,11 +94,27 @@ def test_timeline_refuses_bad_arguments_in_one_line(env, tmp_path):
 
 def test_gates_waits_and_compensations_are_drawn_distinctly():
     t = "2026-01-01T10:00:0{}.000+00:00".format
-    view = RunStatusView(run_id="r", flow="f", status="waiting_for_approval", started_at=t(0), steps=[
-        StepRecord(name="buy", agent="buyer", status="failed", started_at=t(1), ended_at=t(2), attempts=1, error="refused"),
-        StepRecord(name="buy.undo", agent="refund", kind="compensation", status="completed", started_at=t(2), ended_at=t(3), attempts=1),
-        StepRecord(name="approve", agent="human", kind="gate", status="waiting", started_at=t(3), attempts=2),
-    ])  # fmt: skip
+    view = RunStatusView(
+        run_id="r",
+        flow="f",
+        status="waiting_for_approval",
+        started_at=t(0),
+        steps=[
+            StepRecord(
+                name="buy", agent="buyer", status="failed", started_at=t(1), ended_at=t(2), attempts=1, error="refused"
+            ),
+            StepRecord(
+                name="buy.undo",
+                agent="refund",
+                kind="compensation",
+                status="completed",
+                started_at=t(2),
+                ended_at=t(3),
+                attempts=1,
+            ),
+            StepRecord(name="approve", agent="human", kind="gate", status="waiting", started_at=t(3), attempts=2),
+        ],
+    )
     svg = ET.fromstring(timeline.render_svg(view, now=datetime.fromisoformat(t(9))))
     rows = {g.get("data-step"): g for g in steps_of(svg)}
     bar = {k: next(r for r in g.iter(f"{SVG}rect") if "bar" in r.get("class", "")) for k, g in rows.items()}
@@ -136,8 +152,15 @@ async def test_status_watch_follows_a_run_until_it_ends(dev_server, env, task_qu
     """Started before any worker polls, the run waits; `status --watch` prints a table, then a
     new one each time the run changes, and exits 0 when it completes."""
     handle = await start(dev_server.client, request(FLOW, {"text": "watch me"}, task_queue))
-    watcher = subprocess.Popen([sys.executable, "starter.py", "status", handle.id, "--watch"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+    watcher = subprocess.Popen(
+        [sys.executable, "starter.py", "status", handle.id, "--watch"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         first = []
         for line in watcher.stdout:  # the first table: nothing has run yet
@@ -160,7 +183,9 @@ async def test_status_watch_json_lines_and_failed_run_exit_code(dev_server, env,
     failing = "name: broken_run\nimports: [tests.agents]\nsteps: [{agent: broken, input: {}}]\n"
     async with running_worker(dev_server.client, task_queue):
         handle = await start(dev_server.client, request(failing, {}, task_queue))
-        result = await asyncio.to_thread(run_cli, ["status", handle.id, "--watch", "--json"], env)  # the worker keeps running
+        result = await asyncio.to_thread(
+            run_cli, ["status", handle.id, "--watch", "--json"], env
+        )  # the worker keeps running
     assert result.returncode == 1, result.stderr
     views = [json.loads(line) for line in result.stdout.splitlines()]
     assert views[-1]["status"] == "failed" and views[-1]["steps"][0]["attempts"] == 3

@@ -14,8 +14,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from cryptography import x509
@@ -50,9 +50,19 @@ def _cert(
     )
     if ca:
         builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
-                          decipher_only=False), critical=True)  # fmt: skip
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     else:
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server_cert else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -80,8 +90,11 @@ def pki(tmp_path) -> dict[str, Path]:
     rogue_ca = _cert("rogue CA", rogue_key, "rogue CA", rogue_key, ca=True)
     out: dict[str, Path] = {}
     out["ca"], _ = _write(tmp_path, "ca", ca, ca_key)
-    for name, issuer, issuer_key, is_server in (("server", ca, ca_key, True), ("client", ca, ca_key, False),
-                                                 ("rogue", rogue_ca, rogue_key, False)):  # fmt: skip
+    for name, issuer, issuer_key, is_server in (
+        ("server", ca, ca_key, True),
+        ("client", ca, ca_key, False),
+        ("rogue", rogue_ca, rogue_key, False),
+    ):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _cert(
             f"{name}.test", key, issuer.subject.rfc4514_string().removeprefix("CN="), issuer_key, server_cert=is_server
@@ -124,8 +137,12 @@ def proxies(dev_server, pki, tmp_path) -> Iterator[dict[str, str]]:
         )
         + "}\n"
     )
-    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "error.log")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [NGINX, "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "error.log")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 20
     while not all(server.port_open(p) for p in ports.values()):
         assert proc.poll() is None and time.monotonic() < deadline, (
@@ -148,8 +165,15 @@ def cluster_env(dev_server, task_queue: str, address: str, **tls: str) -> dict[s
 
 
 async def test_mutual_tls_through_the_proxy(dev_server, task_queue, proxy, pki):
-    env = cluster_env(dev_server, task_queue, proxy, TEMPORAL_TLS_CA=str(pki["ca"]), TEMPORAL_TLS_CERT=str(pki["client_crt"]),
-                      TEMPORAL_TLS_KEY=str(pki["client_key"]), TEMPORAL_TLS_SERVER_NAME="localhost")  # fmt: skip
+    env = cluster_env(
+        dev_server,
+        task_queue,
+        proxy,
+        TEMPORAL_TLS_CA=str(pki["ca"]),
+        TEMPORAL_TLS_CERT=str(pki["client_crt"]),
+        TEMPORAL_TLS_KEY=str(pki["client_key"]),
+        TEMPORAL_TLS_SERVER_NAME="localhost",
+    )
     done = run_cli(["run", "hello", "--input", '{"name": "Ada"}', "--wait", "--json"], env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -164,11 +188,18 @@ async def test_mutual_tls_through_the_proxy(dev_server, task_queue, proxy, pki):
 async def test_a_client_without_the_right_certificate_gets_one_line(dev_server, task_queue, proxy, pki, who):
     tls = {
         "no certificate": {"TEMPORAL_TLS_CA": str(pki["ca"]), "TEMPORAL_TLS_SERVER_NAME": "localhost"},
-        "a certificate from another CA": {"TEMPORAL_TLS_CA": str(pki["ca"]), "TEMPORAL_TLS_CERT": str(pki["rogue_crt"]),
-                                          "TEMPORAL_TLS_KEY": str(pki["rogue_key"]), "TEMPORAL_TLS_SERVER_NAME": "localhost"},
+        "a certificate from another CA": {
+            "TEMPORAL_TLS_CA": str(pki["ca"]),
+            "TEMPORAL_TLS_CERT": str(pki["rogue_crt"]),
+            "TEMPORAL_TLS_KEY": str(pki["rogue_key"]),
+            "TEMPORAL_TLS_SERVER_NAME": "localhost",
+        },
         "no TLS at all": {},
-        "an untrusted server": {"TEMPORAL_TLS_CERT": str(pki["client_crt"]), "TEMPORAL_TLS_KEY": str(pki["client_key"])},
-    }[who]  # fmt: skip
+        "an untrusted server": {
+            "TEMPORAL_TLS_CERT": str(pki["client_crt"]),
+            "TEMPORAL_TLS_KEY": str(pki["client_key"]),
+        },
+    }[who]
     started = time.monotonic()
     result = run_cli(["status", "anything", "--json"], cluster_env(dev_server, task_queue, proxy, **tls), timeout=60)
     assert result.returncode == 1, result.stdout

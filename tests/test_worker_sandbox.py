@@ -6,8 +6,8 @@ import pytest
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from ensemble.runtime import sandbox
-from ensemble.spec.errors import InputError
 from ensemble.runtime.worker import workflow_runner
+from ensemble.spec.errors import InputError
 from tests.conftest import run_cli
 from tests.flowkit import run_to_end
 

@@ -15,10 +15,9 @@ from temporalio.workflow import ParentClosePolicy
 from ensemble.workflows.engine import FlowRun, execute_agent, failure_message, pattern
 
 with workflow.unsafe.imports_passed_through():
-    from ensemble.spec import protocol
-    from ensemble.spec.chat import ChatEnd, ChatInput, ChatMessage, ChatRecord
     from ensemble.logic.pricing import PriceUnknown, Spending, cost_usd
-    from ensemble.spec import AgentCall, AgentContext, AgentSpec, ChatStep, Usage
+    from ensemble.spec import AgentCall, AgentContext, AgentSpec, ChatStep, Usage, protocol
+    from ensemble.spec.chat import ChatEnd, ChatInput, ChatMessage, ChatRecord
 
 
 @pattern(ChatStep)
@@ -46,7 +45,9 @@ async def run_chat(run: FlowRun, step: ChatStep, path: str) -> dict[str, Any]:
             static_summary=f"group chat · step {path} · {', '.join(spec.participants)}",
         )
     except ChildWorkflowError as err:
-        raise ApplicationError(f"step '{path}': {failure_message(err.cause or err)}", type="ChatFailed", non_retryable=True) from err
+        raise ApplicationError(
+            f"step '{path}': {failure_message(err.cause or err)}", type="ChatFailed", non_retryable=True
+        ) from err
     finally:
         run.running.remove(path)
     if record.spent is not None:
@@ -97,9 +98,14 @@ class EnsembleChat:
         await workflow.wait_condition(workflow.all_handlers_finished)
         ended_by, decision = ending
         return ChatRecord(
-            ended_by=ended_by, turns=chat.turns, decision=decision, final_message=chat.transcript[-1].message, transcript=chat.transcript,
-            spent=chat.spent if chat.spent.total_tokens else None, spent_usd=chat.spent_usd,
-        )  # fmt: skip
+            ended_by=ended_by,
+            turns=chat.turns,
+            decision=decision,
+            final_message=chat.transcript[-1].message,
+            transcript=chat.transcript,
+            spent=chat.spent if chat.spent.total_tokens else None,
+            spent_usd=chat.spent_usd,
+        )
 
     @workflow.query
     def transcript(self) -> list[ChatMessage]:
@@ -124,12 +130,21 @@ class EnsembleChat:
         spec = chat.spec
         if spec.selector == "round_robin":
             return spec.participants[(turn - 1) % len(spec.participants)]
-        payload = {"topic": chat.topic, "participants": list(spec.participants), "turn": turn, "transcript": _window(chat)}
+        payload = {
+            "topic": chat.topic,
+            "participants": list(spec.participants),
+            "turn": turn,
+            "transcript": _window(chat),
+        }
         out = await _call(chat, spec.selector, f"{chat.path}.turn{turn}.select", payload, f"turn {turn}: selector")
         choice = out.get("next") if isinstance(out, dict) else None
         if isinstance(choice, str) and choice in spec.participants:
             return choice
-        said = f"named '{choice}', who is not a participant" if isinstance(choice, str) else f'returned {_short(out)}, not {{"next": NAME}}'
+        said = (
+            f"named '{choice}', who is not a participant"
+            if isinstance(choice, str)
+            else f'returned {_short(out)}, not {{"next": NAME}}'
+        )
         raise ApplicationError(
             f"turn {turn}: selector '{spec.selector}' {said} (participants: {', '.join(spec.participants)})",
             type="ChatSelectorInvalid",
@@ -155,10 +170,19 @@ async def _call(chat: ChatInput, agent_name: str, activity_id: str, payload: Any
         ) from err
     if result.usage is not None:  # the chat counts its participants' model use against the run's budget
         try:
-            usd = cost_usd(result.model, result.usage, chat.budget.prices) if chat.budget and chat.budget.usd is not None else 0.0
+            usd = (
+                cost_usd(result.model, result.usage, chat.budget.prices)
+                if chat.budget and chat.budget.usd is not None
+                else 0.0
+            )
         except PriceUnknown as err:
             raise ApplicationError(str(err), type="PriceUnknown", non_retryable=True) from err
-        chat.spent = Usage(**{k: getattr(chat.spent, k) + getattr(result.usage, k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")})
+        chat.spent = Usage(
+            **{
+                k: getattr(chat.spent, k) + getattr(result.usage, k)
+                for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+            }
+        )
         chat.spent_usd += usd
     return result.output
 
@@ -167,11 +191,16 @@ def _check_budget(chat: ChatInput, agent: AgentSpec, activity_id: str) -> None:
     """Before a model-backed participant speaks: stop the chat when the run's budget is spent."""
     if chat.budget is None or (agent.kind != "llm" and agent.llm is None):
         return
-    spending = Spending(prompt_tokens=chat.spent.prompt_tokens, completion_tokens=chat.spent.completion_tokens, usd=chat.spent_usd)
+    spending = Spending(
+        prompt_tokens=chat.spent.prompt_tokens, completion_tokens=chat.spent.completion_tokens, usd=chat.spent_usd
+    )
     why = spending.exhausted(chat.budget)
     if why is not None:
-        raise ApplicationError(f"turn '{activity_id}' (agent '{agent.name}') not started: the run's budget is exhausted: {why}",
-                               type="BudgetExhausted", non_retryable=True)  # fmt: skip
+        raise ApplicationError(
+            f"turn '{activity_id}' (agent '{agent.name}') not started: the run's budget is exhausted: {why}",
+            type="BudgetExhausted",
+            non_retryable=True,
+        )
 
 
 def _short(value: Any, limit: int = 120) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -14,11 +15,10 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from ensemble.spec import protocol
-    from ensemble.spec import AgentCall, AgentContext, AgentResult, AgentSpec, AgentStep, RunRequest, Step
     from ensemble.logic.gates import GateBook, gate_names
     from ensemble.logic.pricing import PriceUnknown, Spending
     from ensemble.logic.state import RunState, StateError, output_writes, resolve
+    from ensemble.spec import AgentCall, AgentContext, AgentResult, AgentSpec, AgentStep, RunRequest, Step, protocol
 
 from ensemble.workflows.saga import Compensation, Saga
 
@@ -28,10 +28,10 @@ StepRunner = Callable[["FlowRun", Any, str], Awaitable[Any]]
 PATTERNS: dict[type, StepRunner] = {}
 # How a run waits for people to raise an exhausted budget: registered by workflows/gate.py, which
 # builds on this module (so this module never imports it).
-BUDGET_GATE: list[Callable[["FlowRun", str], Awaitable[None]]] = []
+BUDGET_GATE: list[Callable[[FlowRun, str], Awaitable[None]]] = []
 # How a run waits for people to approve a tool call an agent holds: registered by
 # workflows/tool_gate.py (docs/tools.md). It returns the result of the agent's continuation.
-TOOL_GATE: list[Callable[["FlowRun", AgentSpec, AgentCall, AgentResult, str, str], Awaitable[AgentResult]]] = []
+TOOL_GATE: list[Callable[[FlowRun, AgentSpec, AgentCall, AgentResult, str, str], Awaitable[AgentResult]]] = []
 TOOL_APPROVAL_PATCH = "ensemble-tool-approval"
 
 
@@ -68,7 +68,9 @@ async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, tas
                 result_type=AgentResult,
                 activity_id=activity_id,
                 start_to_close_timeout=timedelta(seconds=agent.timeout_s),
-                schedule_to_close_timeout=timedelta(seconds=agent.schedule_to_close_s) if agent.schedule_to_close_s else None,
+                schedule_to_close_timeout=timedelta(seconds=agent.schedule_to_close_s)
+                if agent.schedule_to_close_s
+                else None,
                 retry_policy=retry_policy(agent),
                 summary=f"{agent.name} · step {activity_id.split('#')[0]}",
             )
@@ -76,9 +78,14 @@ async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, tas
             # A local activity's failure arrives unwrapped; wrap it as a standard activity's is,
             # so every pattern handles both paths alike.
             raise ActivityError(
-                "local activity failed", scheduled_event_id=0, started_event_id=0, identity="",
-                activity_type=agent.name, activity_id=activity_id, retry_state=None,
-            ) from err  # fmt: skip
+                "local activity failed",
+                scheduled_event_id=0,
+                started_event_id=0,
+                identity="",
+                activity_type=agent.name,
+                activity_id=activity_id,
+                retry_state=None,
+            ) from err
     return await workflow.execute_activity(
         agent.name,
         call,
@@ -105,8 +112,11 @@ class Rewind(ApplicationError):
     both; one that escapes (validation prevents it) fails the run with this message."""
 
     def __init__(self, target: str, gate: str) -> None:
-        super().__init__(f"gate '{gate}' sends the run back to step '{target}', which is not before it in the same list",
-                         type="BadFlow", non_retryable=True)  # fmt: skip
+        super().__init__(
+            f"gate '{gate}' sends the run back to step '{target}', which is not before it in the same list",
+            type="BadFlow",
+            non_retryable=True,
+        )
         self.target = target
 
 
@@ -163,7 +173,9 @@ class FlowRun:
             raise ApplicationError(f"this worker cannot run steps of type {type(step).__name__}", non_retryable=True)
         return await runner(self, step, f"{prefix}{step.step_name}")
 
-    async def call_agent(self, agent_name: str, step_path: str, payload: Any, *, activity_id: str | None = None) -> AgentResult:
+    async def call_agent(
+        self, agent_name: str, step_path: str, payload: Any, *, activity_id: str | None = None
+    ) -> AgentResult:
         """Run one agent as an activity whose type is the agent's name (`activity_id`: the step's
         path, numbered when the path runs again). A seeded run (redrive, fork) takes the
         recorded result of an activity id it was given instead of running the agent again."""
@@ -235,16 +247,21 @@ class FlowRun:
         except StateError as err:
             raise ApplicationError(f"step '{step_path}': {err}", type="StateError", non_retryable=True) from err
 
-
     def agent_context(self, agent: AgentSpec, step_path: str, activity_id: str) -> AgentContext:
         """What the agent is told about its step. An irreversible agent gets an idempotency key:
         the run's id (or the key a redrive or fork inherited) and the activity id, never the
         attempt, so every retry, redrive and fork of the step presents the same key."""
         key = None
         if agent.effect == "irreversible" or any(t.effect == "irreversible" for t in agent.tool_specs):
-            key = self.request.idempotency_keys.get(activity_id) or protocol.idempotency_key(workflow.info().workflow_id, activity_id)
+            key = self.request.idempotency_keys.get(activity_id) or protocol.idempotency_key(
+                workflow.info().workflow_id, activity_id
+            )
         return AgentContext(
-            run_id=workflow.info().workflow_id, flow=self.flow.name, step=step_path, agent=agent.name, idempotency_key=key
+            run_id=workflow.info().workflow_id,
+            flow=self.flow.name,
+            step=step_path,
+            agent=agent.name,
+            idempotency_key=key,
         )
 
     async def compensate(self) -> list[dict[str, Any]]:
@@ -253,7 +270,9 @@ class FlowRun:
 
     async def _run_compensation(self, entry: Compensation) -> None:
         agent = self.request.agents[entry.agent]
-        call = AgentCall(agent=agent, input=entry.payload, context=self.agent_context(agent, entry.step, entry.activity_id))
+        call = AgentCall(
+            agent=agent, input=entry.payload, context=self.agent_context(agent, entry.step, entry.activity_id)
+        )
         self.running.append(entry.step)
         try:
             result = await execute_agent(agent, call, entry.activity_id, self.request.task_queue)
@@ -278,7 +297,9 @@ async def _call_with_fallback(run: FlowRun, step: AgentStep, path: str, payload:
         if not step.fallback or err.type != "StepFailed":
             raise
         first = failure_message(err.__cause__) if err.__cause__ else err.message
-    workflow.logger.warning("step '%s': agent '%s' failed (%s); running its fallback '%s'", path, step.agent, first, step.fallback)
+    workflow.logger.warning(
+        "step '%s': agent '%s' failed (%s); running its fallback '%s'", path, step.agent, first, step.fallback
+    )
     try:
         return await run.call_agent(step.fallback, path, payload, activity_id=fallback_id), fallback_id
     except ApplicationError as err:

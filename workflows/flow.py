@@ -28,9 +28,11 @@ class EnsembleFlow:
         run = self._run
         try:
             await run.run_steps(request.flow.steps)
-            output = run.read(request.flow.output, "output") if request.flow.output is not None else {
-                k: v for k, v in run.state.values.items() if k != "input"
-            }
+            output = (
+                run.read(request.flow.output, "output")
+                if request.flow.output is not None
+                else {k: v for k, v in run.state.values.items() if k != "input"}
+            )
         except (FailureError, asyncio.CancelledError):
             # Failed for good, or cancelled: undo the completed steps, last first (workflows/saga.py),
             # then end failed or cancelled all the same. A bug in workflow code is neither: its task
@@ -43,8 +45,13 @@ class EnsembleFlow:
         # The input is already in the run's first event: the outcome leaves it out to stay small.
         state = {k: v for k, v in run.state.snapshot().items() if k != "input"}
         return FlowOutcome(
-            flow=request.flow.name, output=output, state=state, steps=list(run.completed), approvals=list(run.gates.records),
-            spent=run.spending.usage() if run.spending.calls else None, spent_usd=run.spending.usd,
+            flow=request.flow.name,
+            output=output,
+            state=state,
+            steps=list(run.completed),
+            approvals=list(run.gates.records),
+            spent=run.spending.usage() if run.spending.calls else None,
+            spent_usd=run.spending.usd,
         )
 
     @workflow.update
@@ -95,4 +102,8 @@ class EnsembleFlow:
     def recovery(self) -> dict[str, Any]:
         """Failure handling so far: compensations (in the order they run, with their outcome) and,
         in a redrive or fork, the activity ids whose recorded results were reused."""
-        return {"compensations": self._run.saga.records(), "reused": list(self._run.reused), "origin": self._run.request.origin}
+        return {
+            "compensations": self._run.saga.records(),
+            "reused": list(self._run.reused),
+            "origin": self._run.request.origin,
+        }

@@ -23,13 +23,12 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from ensemble.workflows.engine import BUDGET_GATE, FlowRun, Rewind, failure_message, pattern
 
 with workflow.unsafe.imports_passed_through():
-    from ensemble.spec import protocol as attributes
-    from ensemble.spec import protocol
     from ensemble.logic.gates import OpenGate
     from ensemble.logic.proofs import digest
-    from ensemble.spec.gate import TierTrust
-    from ensemble.spec import GateEvent, GateSpec, GateStep, GateWhen
     from ensemble.logic.state import StateError, resolve
+    from ensemble.spec import GateEvent, GateSpec, GateStep, GateWhen, protocol
+    from ensemble.spec import protocol as attributes
+    from ensemble.spec.gate import TierTrust
 
 RESOLVE = protocol.RESOLVE_APPROVERS
 RESOLVE_TRUST = protocol.RESOLVE_APPROVER_KEYS
@@ -37,8 +36,12 @@ RESOLVE_TRUST = protocol.RESOLVE_APPROVER_KEYS
 # take min(quorum, people) as before.
 PROVEN_PATCH = "ensemble-proven-decisions"
 NOTIFY = protocol.NOTIFY
-_RESOLVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5)
-_NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=6)
+_RESOLVE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5
+)
+_NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=6
+)
 
 
 def _holds(run: FlowRun, when: Any, path: str) -> bool:
@@ -57,34 +60,49 @@ def publish(run: FlowRun) -> None:
     open_gates = run.gates.pending()
     if open_gates:
         people = sorted({p for g in open_gates for p in g["approvers"]})
-        workflow.upsert_search_attributes([
-            attributes.GATES.value_set(sorted({g["gate"] for g in open_gates})),
-            attributes.APPROVERS.value_set(people),
-            attributes.PENDING.value_set(json.dumps(open_gates, sort_keys=True)),
-        ])  # fmt: skip
+        workflow.upsert_search_attributes(
+            [
+                attributes.GATES.value_set(sorted({g["gate"] for g in open_gates})),
+                attributes.APPROVERS.value_set(people),
+                attributes.PENDING.value_set(json.dumps(open_gates, sort_keys=True)),
+            ]
+        )
     else:
-        workflow.upsert_search_attributes([attributes.GATES.value_unset(), attributes.APPROVERS.value_unset(), attributes.PENDING.value_unset()])
+        workflow.upsert_search_attributes(
+            [attributes.GATES.value_unset(), attributes.APPROVERS.value_unset(), attributes.PENDING.value_unset()]
+        )
 
 
 def _notify(run: FlowRun, gate: OpenGate, event: str) -> None:
     """Post the gate event without holding the run up; the flow awaits notifications before it ends."""
     note = GateEvent(
-        event=event, run_id=workflow.info().workflow_id, flow=run.flow.name, gate=gate.name, path=gate.path,
-        tier=gate.tier, approvers=gate.approvers, quorum=gate.quorum, opened_at=gate.opened_at.isoformat(timespec="seconds"),
+        event=event,
+        run_id=workflow.info().workflow_id,
+        flow=run.flow.name,
+        gate=gate.name,
+        path=gate.path,
+        tier=gate.tier,
+        approvers=gate.approvers,
+        quorum=gate.quorum,
+        opened_at=gate.opened_at.isoformat(timespec="seconds"),
         deadline=gate.deadline.isoformat(timespec="seconds") if gate.deadline else None,
-        show=_shown(run, gate), status=gate.outcome or "open",
+        show=_shown(run, gate),
+        status=gate.outcome or "open",
         decisions=gate.decisions,
-    )  # fmt: skip
+    )
 
     activity_id = f"{gate.path}@{event}{len(run.notifications) + 1}"
 
     async def post() -> None:
         try:
             await workflow.execute_activity(
-                NOTIFY, note, activity_id=activity_id,
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=_NOTIFY_RETRY,
+                NOTIFY,
+                note,
+                activity_id=activity_id,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=_NOTIFY_RETRY,
                 summary=f"notify · gate {gate.name} {event}",
-            )  # fmt: skip
+            )
         except ActivityError as err:  # the gate works without its notification; the failure is on record
             workflow.logger.warning("notification for gate %s failed: %s", gate.name, failure_message(err))
 
@@ -118,18 +136,32 @@ async def run_gate(run: FlowRun, step: GateStep, path: str) -> Any:
         trust: TierTrust | None = None
         if proven:  # the people and their public keys, recorded in history; an unmeetable quorum fails here
             trust = await workflow.execute_activity(
-                RESOLVE_TRUST, {"approvers": tier.approvers, "quorum": tier.quorum, "gate": path, "round": gate.round,
-                                "tier": index + 1, "digest": gate.digest}, result_type=TierTrust,
-                activity_id=f"{path}@approvers{gate.round}.{index + 1}", start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=_RESOLVE_RETRY, summary=f"approvers · gate {step.name} tier {index + 1}",
-            )  # fmt: skip
+                RESOLVE_TRUST,
+                {
+                    "approvers": tier.approvers,
+                    "quorum": tier.quorum,
+                    "gate": path,
+                    "round": gate.round,
+                    "tier": index + 1,
+                    "digest": gate.digest,
+                },
+                result_type=TierTrust,
+                activity_id=f"{path}@approvers{gate.round}.{index + 1}",
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=_RESOLVE_RETRY,
+                summary=f"approvers · gate {step.name} tier {index + 1}",
+            )
             people, quorum = trust.people, tier.quorum
         else:
             people = await workflow.execute_activity(
-                RESOLVE, tier.approvers, result_type=list[str], activity_id=f"{path}@approvers{gate.round}.{index + 1}",
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=_RESOLVE_RETRY,
+                RESOLVE,
+                tier.approvers,
+                result_type=list[str],
+                activity_id=f"{path}@approvers{gate.round}.{index + 1}",
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=_RESOLVE_RETRY,
                 summary=f"approvers · gate {step.name} tier {index + 1}",
-            )  # fmt: skip
+            )
             quorum = min(tier.quorum, len(people))
         now = workflow.now()
         deadline = now + timedelta(seconds=tier.timeout) if tier.timeout else None
@@ -151,11 +183,16 @@ async def run_gate(run: FlowRun, step: GateStep, path: str) -> Any:
     if gate.outcome == "changes_requested":
         raise Rewind(spec.changes_to or "", step.name)
     if gate.outcome == "timed_out":
-        raise ApplicationError(f"gate '{step.name}' had no decision by its last deadline ({record['decided_at']})",
-                               type="GateTimedOut", non_retryable=True)  # fmt: skip
+        raise ApplicationError(
+            f"gate '{step.name}' had no decision by its last deadline ({record['decided_at']})",
+            type="GateTimedOut",
+            non_retryable=True,
+        )
     if gate.outcome == "rejected" and spec.on_reject == "fail":
         why = f": {gate.comment}" if gate.comment else ""
-        raise ApplicationError(f"gate '{step.name}' rejected by {gate.decided_by}{why}", type="GateRejected", non_retryable=True)
+        raise ApplicationError(
+            f"gate '{step.name}' rejected by {gate.decided_by}{why}", type="GateRejected", non_retryable=True
+        )
     run.completed.append(path)
     return record
 
@@ -170,7 +207,13 @@ async def raise_budget(run: FlowRun, why: str) -> None:
     raises = sum(1 for r in run.gates.records if r["gate"] == "budget")
     step = GateStep(
         name="budget",
-        gate=GateSpec(approvers=budget.approvers, quorum=budget.quorum, timeout=budget.timeout, on_timeout="fail", show={"why": why}),
+        gate=GateSpec(
+            approvers=budget.approvers,
+            quorum=budget.quorum,
+            timeout=budget.timeout,
+            on_timeout="fail",
+            show={"why": why},
+        ),
         output=f"budget_gate_{raises + 1}" if raises else "budget_gate",
     )
     await run_gate(run, step, "budget" if not raises else f"budget#{raises + 1}")

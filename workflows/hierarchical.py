@@ -16,8 +16,17 @@ from ensemble.workflows.engine import FlowRun, failure_message, pattern
 
 with workflow.unsafe.imports_passed_through():
     from ensemble.logic.plans import Plan, PlanError, Subtask, sinks, validate_plan
-    from ensemble.spec import WORKFLOW_NAME, AgentStep, FlowOutcome, FlowSpec, ParallelSpec, ParallelStep, RunRequest, SupervisorStep
     from ensemble.logic.state import StateError, resolve
+    from ensemble.spec import (
+        WORKFLOW_NAME,
+        AgentStep,
+        FlowOutcome,
+        FlowSpec,
+        ParallelSpec,
+        ParallelStep,
+        RunRequest,
+        SupervisorStep,
+    )
 
 
 class SubtaskFailed(Exception):
@@ -38,7 +47,9 @@ def _child_flow(run: FlowRun, sub: Subtask, agent: str | None, path: str) -> Flo
         steps = [ParallelStep(name=sub.id, parallel=fan)]
     output = f"${sub.id}" if sub.for_each is None else f"${sub.id}.results"
     # The subtask's run gets what is left of the budget, and reports its model use back (_delegate).
-    return FlowSpec(name=f"{run.flow.name}.{path}", steps=steps, output=output, budget=run.spending.remaining(run.budget))
+    return FlowSpec(
+        name=f"{run.flow.name}.{path}", steps=steps, output=output, budget=run.spending.remaining(run.budget)
+    )
 
 
 async def _delegate(run: FlowRun, sub: Subtask, agent: str | None, path: str, attempt: int, payload: Any) -> Any:
@@ -79,16 +90,26 @@ class Supervision:
         if self.failures and isinstance(payload, dict):
             payload = {**payload, "failures": list(self.failures)}
         rnd = len(self.failures)
-        result = await self.run.call_agent(self.spec.planner, f"{self.path}.plan" + (f"{rnd + 1}" if rnd else ""), payload)
+        result = await self.run.call_agent(
+            self.spec.planner, f"{self.path}.plan" + (f"{rnd + 1}" if rnd else ""), payload
+        )
         try:
             return validate_plan(result.output, self.spec.agents, self.spec.max_subtasks, self.spec.max_depth)
         except PlanError as err:
-            raise ApplicationError(f"step '{self.path}': the planner's plan was refused: {err}", type="PlanRefused", non_retryable=True) from err
+            raise ApplicationError(
+                f"step '{self.path}': the planner's plan was refused: {err}", type="PlanRefused", non_retryable=True
+            ) from err
 
     async def subtask(self, sub: Subtask) -> Any:
         """Run one subtask as a child workflow; on failure, once more on its agent's fallback."""
         path = f"{self.path}.{sub.id}"
-        record = self.records[sub.id] = {"id": sub.id, "agent": sub.agent, "status": "running", "fallback": None, "error": None}
+        record = self.records[sub.id] = {
+            "id": sub.id,
+            "agent": sub.agent,
+            "status": "running",
+            "fallback": None,
+            "error": None,
+        }
         scope = {**self.run.state.values, "results": self.results}
         try:
             payload = resolve(sub.for_each if sub.for_each else sub.input, scope)
@@ -105,7 +126,9 @@ class Supervision:
                 except ChildWorkflowError as err:
                     record["error"] = failure_message(err.cause or err)
                     continue
-                record.update(status="completed", agent=agent, fallback=agent if agent != sub.agent else None, error=None)
+                record.update(
+                    status="completed", agent=agent, fallback=agent if agent != sub.agent else None, error=None
+                )
                 self.run.completed.append(path)
                 return output
             record["status"] = "failed"
@@ -121,7 +144,9 @@ class Supervision:
         limit = self.spec.max_parallel or len(plan.subtasks)
         failure: SubtaskFailed | None = None
         while (todo or running) and failure is None:
-            for sub in [s for s in todo if all(d in self.results for d in s.depends_on)][: max(limit - len(running), 0)]:
+            for sub in [s for s in todo if all(d in self.results for d in s.depends_on)][
+                : max(limit - len(running), 0)
+            ]:
                 todo.remove(sub)
                 running[asyncio.ensure_future(self.subtask(sub))] = sub
             if not running:
@@ -148,7 +173,9 @@ class Supervision:
         try:
             payload = resolve(template, scope)
         except StateError as err:
-            raise ApplicationError(f"step '{self.path}': assembler_input: {err}", type="StateError", non_retryable=True) from err
+            raise ApplicationError(
+                f"step '{self.path}': assembler_input: {err}", type="StateError", non_retryable=True
+            ) from err
         return (await self.run.call_agent(self.spec.assembler, f"{self.path}.assemble", payload)).output
 
 

@@ -15,8 +15,8 @@ from ensemble.workflows.engine import FlowRun, pattern
 
 with workflow.unsafe.imports_passed_through():
     from ensemble.logic.merge import Branch, MergeError, merge
-    from ensemble.spec import AgentStep, ParallelStep
     from ensemble.logic.state import StateError, resolve
+    from ensemble.spec import AgentStep, ParallelStep
 
 
 def _plan(run: FlowRun, step: ParallelStep, path: str) -> list[tuple[str, str, Any, dict[str, Any]]]:
@@ -26,8 +26,12 @@ def _plan(run: FlowRun, step: ParallelStep, path: str) -> list[tuple[str, str, A
         return [(b.step_name, f"{path}.", b, {}) for b in spec.branches]
     items = run.read(spec.for_each, path)
     if not isinstance(items, list):
-        raise ApplicationError(f"step '{path}': for_each {spec.for_each} is not a list", type="StateError", non_retryable=True)
-    return [(f"{i}", f"{path}[{i}].", spec.do, {spec.as_: item, f"{spec.as_}_index": i}) for i, item in enumerate(items)]
+        raise ApplicationError(
+            f"step '{path}': for_each {spec.for_each} is not a list", type="StateError", non_retryable=True
+        )
+    return [
+        (f"{i}", f"{path}[{i}].", spec.do, {spec.as_: item, f"{spec.as_}_index": i}) for i, item in enumerate(items)
+    ]
 
 
 def _needed(step: ParallelStep, count: int) -> int:
@@ -48,7 +52,11 @@ async def run_parallel(run: FlowRun, step: ParallelStep, path: str) -> Any:
             return await forks[i].run_step(plan[i][2], plan[i][1])
 
     tasks = {asyncio.ensure_future(branch(i)): i for i in range(len(plan))}
-    timer = asyncio.ensure_future(workflow.sleep(cast(float, spec.join.deadline_s))) if spec.join.policy == "deadline" else None
+    timer = (
+        asyncio.ensure_future(workflow.sleep(cast(float, spec.join.deadline_s)))
+        if spec.join.policy == "deadline"
+        else None
+    )
     outcomes: dict[int, Branch] = {}
     agent_of = [s.agent if isinstance(s, AgentStep) else name for name, _, s, _ in plan]
     succeeded = 0
@@ -100,8 +108,9 @@ async def run_parallel(run: FlowRun, step: ParallelStep, path: str) -> Any:
     return record
 
 
-async def _combine_writes(run: FlowRun, step: ParallelStep, path: str, plan: list, forks: list[FlowRun],
-                          branches: list[Branch]) -> list[dict[str, Any]]:  # fmt: skip
+async def _combine_writes(
+    run: FlowRun, step: ParallelStep, path: str, plan: list, forks: list[FlowRun], branches: list[Branch]
+) -> list[dict[str, Any]]:
     """Apply the completed branches' state writes to the run, in declared branch order. Keys with a
     combining reducer take every write; any other key written with different values by two
     branches is a conflict, settled by the step's `on_conflict` agent or failing the run."""
@@ -138,22 +147,41 @@ async def _combine_writes(run: FlowRun, step: ParallelStep, path: str, plan: lis
         resolved = result.output
         value = resolved["value"] if isinstance(resolved, dict) and "value" in resolved else resolved
         run.write(key, key, value, path)
-        conflicts.append({"key": key, "candidates": candidates, "resolved_by": agent, "value": value,
-                          "reason": resolved.get("reason") if isinstance(resolved, dict) else None})  # fmt: skip
+        conflicts.append(
+            {
+                "key": key,
+                "candidates": candidates,
+                "resolved_by": agent,
+                "value": value,
+                "reason": resolved.get("reason") if isinstance(resolved, dict) else None,
+            }
+        )
     return conflicts
 
 
-async def _adjudicate(run: FlowRun, step: ParallelStep, path: str, record: dict[str, Any], ballots: list[dict[str, Any]]) -> dict[str, Any]:
+async def _adjudicate(
+    run: FlowRun, step: ParallelStep, path: str, record: dict[str, Any], ballots: list[dict[str, Any]]
+) -> dict[str, Any]:
     spec = step.parallel.merge
-    template = spec.adjudicator_input if spec.adjudicator_input is not None else {"ballots": "$ballots", "tally": "$tally", "why": "$why"}
+    template = (
+        spec.adjudicator_input
+        if spec.adjudicator_input is not None
+        else {"ballots": "$ballots", "tally": "$tally", "why": "$why"}
+    )
     scope = {**run.state.values, "ballots": ballots, "tally": record["tally"], "why": record["reason"]}
     try:
         payload = resolve(template, scope)
     except StateError as err:
-        raise ApplicationError(f"step '{path}': adjudicator_input: {err}", type="StateError", non_retryable=True) from err
+        raise ApplicationError(
+            f"step '{path}': adjudicator_input: {err}", type="StateError", non_retryable=True
+        ) from err
     result = await run.call_agent(cast(str, spec.adjudicator), f"{path}.adjudicate", payload)
     out = result.output
     vote = out.get(spec.vote_field, out.get("vote")) if isinstance(out, dict) else out
     reason = out.get("reason") if isinstance(out, dict) else None
-    return {**record, "decision": vote, "adjudicated": True,
-            "reason": f"{record['reason']}; adjudicated by '{spec.adjudicator}'" + (f": {reason}" if reason else "")}  # fmt: skip
+    return {
+        **record,
+        "decision": vote,
+        "adjudicated": True,
+        "reason": f"{record['reason']}; adjudicated by '{spec.adjudicator}'" + (f": {reason}" if reason else ""),
+    }

@@ -10,15 +10,15 @@ undoing as much as can be undone beats stopping at the first problem.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from ensemble.spec import protocol
-    from ensemble.spec import AgentStep
     from ensemble.logic.state import StateError, resolve
+    from ensemble.spec import AgentStep, protocol
 
 COMPENSATE_SUFFIX = protocol.COMPENSATE_SUFFIX
 DEFAULT_INPUT = {"input": "$step.input", "output": "$step.output"}
@@ -53,7 +53,9 @@ class Saga:
         self.entries: list[Compensation] = []
         self.started = False
 
-    def register(self, step: AgentStep, path: str, activity_id: str, state: dict[str, Any], step_input: Any, output: Any) -> None:
+    def register(
+        self, step: AgentStep, path: str, activity_id: str, state: dict[str, Any], step_input: Any, output: Any
+    ) -> None:
         """Push the undo of a completed step. The compensation's input is resolved now, over the
         state as the step left it plus `$step` ({path, input, output})."""
         if not step.compensate:

@@ -19,9 +19,8 @@ from ensemble.activities.executors import executor
 from ensemble.activities.llm.loop import Job, Loop, Output
 from ensemble.activities.llm.providers import endpoint
 from ensemble.authoring.agents import load_handler
-from ensemble.spec import OUTPUT_TOOL, AgentCall, AgentResult, AgentSpec, LlmSpec, ToolSpec
-from ensemble.spec import protocol
 from ensemble.logic.state import StateError, lookup
+from ensemble.spec import OUTPUT_TOOL, AgentCall, AgentResult, AgentSpec, LlmSpec, ToolSpec, protocol
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z0-9_$*][A-Za-z0-9_.$*-]*)(\??)\}")
 
@@ -48,7 +47,9 @@ def render(prompt: str | None, data: Any, who: str) -> str:
         except StateError:
             value = None
             if not match.group(2):
-                raise permanent(f"{who}: prompt placeholder {{{path}}} is not in the step input", kind="InvalidInput") from None
+                raise permanent(
+                    f"{who}: prompt placeholder {{{path}}} is not in the step input", kind="InvalidInput"
+                ) from None
         if value is None and match.group(2):
             return ""
         return value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
@@ -60,7 +61,9 @@ def _model_class(path: str, who: str) -> type[BaseModel]:
     try:
         model = load_handler(path)
     except Exception as err:  # not importable on this worker
-        raise permanent(f"{who}: cannot load output model {path!r}: {type(err).__name__}: {err}", kind="AgentNotFound") from None
+        raise permanent(
+            f"{who}: cannot load output model {path!r}: {type(err).__name__}: {err}", kind="AgentNotFound"
+        ) from None
     if not (inspect.isclass(model) and issubclass(model, BaseModel)):
         raise permanent(f"{who}: output_model {path!r} is not a pydantic model", kind="AgentNotFound")
     return model
@@ -75,7 +78,9 @@ def output_of(agent: AgentSpec, llm: LlmSpec, who: str) -> Output | None:
         try:
             returns = typing.get_type_hints(load_handler(agent.handler)).get("return")
         except Exception as err:  # the handler is not importable here
-            raise permanent(f"{who}: cannot load handler {agent.handler!r} on this worker: {err}", kind="AgentNotFound") from None
+            raise permanent(
+                f"{who}: cannot load handler {agent.handler!r} on this worker: {err}", kind="AgentNotFound"
+            ) from None
         if inspect.isclass(returns) and issubclass(returns, BaseModel):
             return Output.of_model(returns)
     return Output.of_schema(agent.output_schema) if agent.output_schema else None
@@ -84,8 +89,14 @@ def output_of(agent: AgentSpec, llm: LlmSpec, who: str) -> Output | None:
 def system_prompt(llm: LlmSpec, output: Output | None, wire: str) -> str:
     parts = [llm.instructions.strip()] if llm.instructions.strip() else []
     if output is not None:
-        how = f"call the {OUTPUT_TOOL} tool with it" if wire == "anthropic" else "reply with only a JSON object, no other text"
-        parts.append(f"When you give your final answer, {how}. It must match this JSON Schema:\n{json.dumps(output.schema)}")
+        how = (
+            f"call the {OUTPUT_TOOL} tool with it"
+            if wire == "anthropic"
+            else "reply with only a JSON object, no other text"
+        )
+        parts.append(
+            f"When you give your final answer, {how}. It must match this JSON Schema:\n{json.dumps(output.schema)}"
+        )
     return "\n\n".join(parts)
 
 
@@ -95,7 +106,9 @@ async def describe_mcp_tools(tools: dict[str, ToolSpec], who: str) -> None:
     for name, spec in tools.items():
         if spec.kind == "mcp" and (spec.input_schema is None or not spec.description):
             description, schema = await mcp.describe(spec.server or "", spec.remote or spec.name, who)
-            tools[name] = spec.model_copy(update={"description": spec.description or description, "input_schema": spec.input_schema or schema})
+            tools[name] = spec.model_copy(
+                update={"description": spec.description or description, "input_schema": spec.input_schema or schema}
+            )
 
 
 @executor("llm")
@@ -105,18 +118,28 @@ async def run_llm(call: AgentCall) -> AgentResult:
     llm = agent.llm or LlmSpec()
     model = model_of(agent)
     if model is None:
-        raise permanent(f"{who} has no model: set model: 'provider:model' on the agent, or ENSEMBLE_LLM on the worker", kind="NoModel")
+        raise permanent(
+            f"{who} has no model: set model: 'provider:model' on the agent, or ENSEMBLE_LLM on the worker",
+            kind="NoModel",
+        )
     ep = endpoint(model, who)
     output = output_of(agent, llm, who)
     info = activity.info()
     tools = {s.name: s for s in agent.tool_specs if s.name in agent.tools}
     await describe_mcp_tools(tools, who)
     job = Job(
-        who=who, endpoint=ep, agent=agent.name, llm=llm, system=system_prompt(llm, output, ep.wire),
-        prompt=render(llm.prompt, call.input, who), output=output,
-        tools=tools, verdict=call.verdict,
-        run_id=ctx.run_id, step=ctx.step,
+        who=who,
+        endpoint=ep,
+        agent=agent.name,
+        llm=llm,
+        system=system_prompt(llm, output, ep.wire),
+        prompt=render(llm.prompt, call.input, who),
+        output=output,
+        tools=tools,
+        verdict=call.verdict,
+        run_id=ctx.run_id,
+        step=ctx.step,
         key_base=getattr(ctx, "idempotency_key", None) or protocol.idempotency_key(info.workflow_id, info.activity_id),
         timeout_s=agent.timeout_s,
-    )  # fmt: skip
+    )
     return await Loop(job).run()

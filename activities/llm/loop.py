@@ -21,8 +21,9 @@ import contextlib
 import copy
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import jsonschema
 from opentelemetry import trace
@@ -30,14 +31,14 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 
 from ensemble.activities.errors import permanent
-from ensemble.activities.scrub import clip
 from ensemble.activities.llm.providers import Endpoint, Reply, Request, complete
 from ensemble.activities.llm.tools import Outcome, run_tool
+from ensemble.activities.scrub import clip
+from ensemble.authoring.tools import ToolContext
+from ensemble.logic.proofs import digest
 from ensemble.spec import OUTPUT_TOOL, AgentResult, LlmSpec, ToolRefusal, ToolSpec, Usage
 from ensemble.spec.llm import held_call
 from ensemble.spec.records import ToolHold, ToolVerdict
-from ensemble.logic.proofs import digest
-from ensemble.authoring.tools import ToolContext
 
 CHECKPOINT_VERSION = 1
 MAX_CHECKPOINT_BYTES = 1_000_000  # heartbeat details must stay well under Temporal's 2 MB payload limit
@@ -122,12 +123,22 @@ class Hold(Exception):
 class Loop:
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.cp = self._resume() or self._continue() or {
-            "v": CHECKPOINT_VERSION, "agent": job.agent, "model": job.endpoint.name,
-            "transcript": [{"role": "user", "text": job.prompt}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0},
-            "calls": 0, "turns": 0, "reasks": 0, "refusals": [], "final_notice": False,
-        }  # fmt: skip
+        self.cp = (
+            self._resume()
+            or self._continue()
+            or {
+                "v": CHECKPOINT_VERSION,
+                "agent": job.agent,
+                "model": job.endpoint.name,
+                "transcript": [{"role": "user", "text": job.prompt}],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0},
+                "calls": 0,
+                "turns": 0,
+                "reasks": 0,
+                "refusals": [],
+                "final_notice": False,
+            }
+        )
         # Keys of irreversible calls stay those of the first attempt when a continuation after an
         # approval runs as another activity.
         self.cp.setdefault("key_base", job.key_base)
@@ -141,7 +152,9 @@ class Loop:
             return None
         cp = copy.deepcopy(v.checkpoint)
         if cp.get("v") != CHECKPOINT_VERSION or cp.get("agent") != self.job.agent:
-            raise permanent(f"{self.job.who}: the held tool call's checkpoint is not this agent's", kind="BadCheckpoint")
+            raise permanent(
+                f"{self.job.who}: the held tool call's checkpoint is not this agent's", kind="BadCheckpoint"
+            )
         cp.setdefault("verdicts", {})[v.call_id] = v.model_dump(exclude={"checkpoint"})
         log.info("%s continues after a decision on tool call %s: %s", self.job.who, v.call_id, v.outcome)
         return cp
@@ -149,7 +162,12 @@ class Loop:
     def _resume(self) -> dict[str, Any] | None:
         details = activity.info().heartbeat_details
         cp = details[0] if details else None
-        if isinstance(cp, dict) and cp.get("v") == CHECKPOINT_VERSION and cp.get("agent") == self.job.agent and cp.get("model") == self.job.endpoint.name:
+        if (
+            isinstance(cp, dict)
+            and cp.get("v") == CHECKPOINT_VERSION
+            and cp.get("agent") == self.job.agent
+            and cp.get("model") == self.job.endpoint.name
+        ):
             log.info("%s resumes from its transcript: %d model call(s) already done", self.job.who, cp["calls"])
             return cp
         return None
@@ -198,10 +216,15 @@ class Loop:
         self.cp["billed"] = dict(self.cp["usage"])  # the usage and refusals so far are reported now, once
         self.cp["refusals"] = []
         result.held = ToolHold(
-            tool=held.spec.name, call_id=held.call["id"], arguments=held.call["arguments"],
-            digest=digest(held_call(held.spec.name, held.call["arguments"])), approvers=list(approval.approvers),
-            quorum=approval.quorum, timeout=approval.timeout, checkpoint=copy.deepcopy(self.cp),
-        )  # fmt: skip
+            tool=held.spec.name,
+            call_id=held.call["id"],
+            arguments=held.call["arguments"],
+            digest=digest(held_call(held.spec.name, held.call["arguments"])),
+            approvers=list(approval.approvers),
+            quorum=approval.quorum,
+            timeout=approval.timeout,
+            checkpoint=copy.deepcopy(self.cp),
+        )
         log.info("%s: tool call %s (%s) waits for approval", self.job.who, held.call["id"], held.spec.name)
         return result
 
@@ -226,7 +249,10 @@ class Loop:
 
     def _result(self, output: Any) -> AgentResult:
         u, b = self.cp["usage"], self.cp.get("billed") or {}
-        prompt, completion = u["prompt_tokens"] - b.get("prompt_tokens", 0), u["completion_tokens"] - b.get("completion_tokens", 0)
+        prompt, completion = (
+            u["prompt_tokens"] - b.get("prompt_tokens", 0),
+            u["completion_tokens"] - b.get("completion_tokens", 0),
+        )
         usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
         refusals = [ToolRefusal(**r) for r in self.cp["refusals"]]
         return AgentResult(output=output, usage=usage, model=self.job.endpoint.name, refusals=refusals)
@@ -249,8 +275,15 @@ class Loop:
         ask = f"Your answer does not match the required schema: {problem}. Answer again with corrected JSON only."
         log.info("%s: re-asking the model (%d of %d): %s", job.who, self.cp["reasks"], job.llm.max_reasks, problem)
         if final is not None:  # the answer came as a tool call: it is answered as one
-            results = [{"id": c["id"], "name": c["name"], "content": ask if c is final else "not run: you gave your final answer",
-                        "is_error": True} for c in entry["tool_calls"]]  # fmt: skip
+            results = [
+                {
+                    "id": c["id"],
+                    "name": c["name"],
+                    "content": ask if c is final else "not run: you gave your final answer",
+                    "is_error": True,
+                }
+                for c in entry["tool_calls"]
+            ]
             self.cp["transcript"].append({"role": "tool", "results": results})
         else:
             self.cp["transcript"].append({"role": "user", "text": ask})
@@ -262,12 +295,22 @@ class Loop:
         final = not job.tools or cp["turns"] >= job.llm.max_tool_turns
         if final and job.tools and cp["turns"] and not cp["final_notice"]:
             cp["final_notice"] = True
-            cp["transcript"].append({"role": "user", "text": f"You have used all {job.llm.max_tool_turns} tool turns. Give your final answer now, without calling tools."})
+            cp["transcript"].append(
+                {
+                    "role": "user",
+                    "text": f"You have used all {job.llm.max_tool_turns} tool turns. Give your final answer now, without calling tools.",
+                }
+            )
         request = Request(
-            system=job.system, transcript=cp["transcript"], tools=list(job.tools.values()),
-            output_schema=job.output.schema if job.output else None, final=final,
-            temperature=job.llm.temperature, max_tokens=job.llm.max_tokens, timeout_s=job.timeout_s,
-        )  # fmt: skip
+            system=job.system,
+            transcript=cp["transcript"],
+            tools=list(job.tools.values()),
+            output_schema=job.output.schema if job.output else None,
+            final=final,
+            temperature=job.llm.temperature,
+            max_tokens=job.llm.max_tokens,
+            timeout_s=job.timeout_s,
+        )
         ep = job.endpoint
         attrs = {"ensemble.llm.provider": ep.provider, "ensemble.llm.model": ep.model, "ensemble.agent": job.agent}
         with tracer.start_as_current_span(f"llm {ep.name}", attributes=attrs) as span:
@@ -277,8 +320,13 @@ class Loop:
             except Exception as err:
                 span.set_attribute("ensemble.outcome", getattr(err, "type", None) or type(err).__name__)
                 raise
-            span.set_attributes({"ensemble.tokens.prompt": reply.usage.prompt_tokens, "ensemble.tokens.completion": reply.usage.completion_tokens,
-                                 "ensemble.outcome": reply.finish})  # fmt: skip
+            span.set_attributes(
+                {
+                    "ensemble.tokens.prompt": reply.usage.prompt_tokens,
+                    "ensemble.tokens.completion": reply.usage.completion_tokens,
+                    "ensemble.outcome": reply.finish,
+                }
+            )
         self._take(reply, final)
 
     def _take(self, reply: Reply, final: bool) -> None:
@@ -288,10 +336,15 @@ class Loop:
         cp["calls"] += 1
         if reply.finish == "refusal":
             self.beat()
-            raise permanent(f"{job.who}: the model refused to answer: {clip(reply.refusal or '', 300)}", kind="ContentRefused")
+            raise permanent(
+                f"{job.who}: the model refused to answer: {clip(reply.refusal or '', 300)}", kind="ContentRefused"
+            )
         if reply.finish == "length" and not reply.tool_calls:
             self.beat()
-            raise permanent(f"{job.who}: the reply was cut off at llm.max_tokens={job.llm.max_tokens}; raise it", kind="OutputTruncated")
+            raise permanent(
+                f"{job.who}: the reply was cut off at llm.max_tokens={job.llm.max_tokens}; raise it",
+                kind="OutputTruncated",
+            )
         at, seen, calls = len(cp["transcript"]), set(), []
         for i, call in enumerate(reply.tool_calls):
             call_id = call.id if call.id and call.id not in seen else f"call_{at}_{i}"  # ids must tell results apart
@@ -300,7 +353,10 @@ class Loop:
         entry = {"role": "assistant", "text": reply.text, "tool_calls": calls}
         if calls and not any(c["name"] == OUTPUT_TOOL for c in calls):
             if final:
-                raise permanent(f"{job.who}: the model still calls tools after its {job.llm.max_tool_turns} tool turns", kind="ToolTurnsExceeded")
+                raise permanent(
+                    f"{job.who}: the model still calls tools after its {job.llm.max_tool_turns} tool turns",
+                    kind="ToolTurnsExceeded",
+                )
             cp["turns"] += 1
         cp["transcript"].append(entry)
         self.beat()
@@ -316,14 +372,18 @@ class Loop:
             if call["id"] in done:
                 continue
             outcome = await self._tool(call, at, index)
-            results.append({"id": call["id"], "name": call["name"], "content": outcome.content, "is_error": outcome.is_error})
+            results.append(
+                {"id": call["id"], "name": call["name"], "content": outcome.content, "is_error": outcome.is_error}
+            )
             self.beat()
 
     async def _tool(self, call: dict[str, Any], at: int, index: int) -> Outcome:
         job = self.job
         turn = sum(1 for e in self.cp["transcript"][: at + 1] if e["role"] == "assistant")
         spec = job.tools.get(call["name"])
-        with tracer.start_as_current_span(f"tool {call['name']}", attributes={"ensemble.tool": call["name"], "ensemble.agent": job.agent}) as span:
+        with tracer.start_as_current_span(
+            f"tool {call['name']}", attributes={"ensemble.tool": call["name"], "ensemble.agent": job.agent}
+        ) as span:
             if spec is None:
                 allowed = ", ".join(sorted(job.tools)) or "none"
                 reason = f"agent '{job.agent}' may not call tool '{call['name']}' (its tools: {allowed})"
@@ -338,7 +398,14 @@ class Loop:
                     span.set_attribute("ensemble.outcome", "not approved")
                     return decided
             key = f"{self.cp['key_base']}/tool{turn}.{index}" if spec.effect == "irreversible" else None
-            ctx = ToolContext(run_id=job.run_id, step=job.step, agent=job.agent, tool=spec.name, call_id=call["id"], idempotency_key=key)
+            ctx = ToolContext(
+                run_id=job.run_id,
+                step=job.step,
+                agent=job.agent,
+                tool=spec.name,
+                call_id=call["id"],
+                idempotency_key=key,
+            )
             try:
                 async with self.alive():
                     outcome = await run_tool(spec, call["arguments"], ctx, job.who)
@@ -355,7 +422,10 @@ class Loop:
         if verdict is None:
             raise Hold(call, spec)
         if verdict["digest"] != digest(held_call(spec.name, call["arguments"])):
-            raise permanent(f"{self.job.who}: the decision on tool call {call['id']} ({spec.name}) is for other arguments", kind="DigestMismatch")
+            raise permanent(
+                f"{self.job.who}: the decision on tool call {call['id']} ({spec.name}) is for other arguments",
+                kind="DigestMismatch",
+            )
         outcome, by, comment = verdict["outcome"], verdict.get("by") or "?", verdict.get("comment") or ""
         if outcome == "approved":
             return None

@@ -12,8 +12,6 @@ import asyncio
 import functools
 import inspect
 import json
-import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +26,8 @@ from ensemble.activities.egress import check_url
 from ensemble.activities.errors import parse_retry_after, permanent, retry_after_of, transient
 from ensemble.activities.llm.providers import http
 from ensemble.activities.scrub import clip, resolve_env_refs, scrub
-from ensemble.spec import ToolSpec
 from ensemble.authoring.tools import Signature, ToolContext, ToolError, load_signature
+from ensemble.spec import ToolSpec
 
 MAX_RESULT_CHARS = 16_000
 
@@ -61,15 +59,21 @@ def _brief(err: ValidationError) -> str:
 async def run_tool(spec: ToolSpec, arguments: Any, ctx: ToolContext, who: str) -> Outcome:
     """Run one allowed tool call. Raises ApplicationError when the attempt should fail."""
     if not isinstance(arguments, dict):
-        return Outcome(f"error: the arguments of {spec.name} must be a JSON object, got: {clip(str(arguments), 200)}", True)
+        return Outcome(
+            f"error: the arguments of {spec.name} must be a JSON object, got: {clip(str(arguments), 200)}", True
+        )
     if spec.input_schema:
         try:
             jsonschema.validate(arguments, spec.input_schema)
         except jsonschema.ValidationError as err:
             where = ".".join(str(p) for p in err.absolute_path) or "(root)"
-            return Outcome(f"error: the arguments do not match the schema of {spec.name} at {where}: {err.message}", True)
+            return Outcome(
+                f"error: the arguments do not match the schema of {spec.name} at {where}: {err.message}", True
+            )
         except jsonschema.SchemaError as err:
-            raise permanent(f"{who}: tool '{spec.name}' has an invalid input_schema: {err.message}", kind="BadTool") from None
+            raise permanent(
+                f"{who}: tool '{spec.name}' has an invalid input_schema: {err.message}", kind="BadTool"
+            ) from None
     if spec.kind == "http":
         return await _run_http(spec, arguments, ctx, who)
     if spec.kind == "mcp":
@@ -81,7 +85,10 @@ async def _run_function(spec: ToolSpec, arguments: dict[str, Any], ctx: ToolCont
     try:
         sig = _signature(spec.handler or "")
     except Exception as err:  # this worker lacks the tool: least privilege, or a deployment mistake
-        raise permanent(f"{who}: tool '{spec.name}': cannot load {spec.handler!r} on this worker: {type(err).__name__}: {err}", kind="ToolNotFound") from None
+        raise permanent(
+            f"{who}: tool '{spec.name}': cannot load {spec.handler!r} on this worker: {type(err).__name__}: {err}",
+            kind="ToolNotFound",
+        ) from None
     try:
         kwargs = sig.call_args(arguments, ctx)
     except ValidationError as err:
@@ -132,10 +139,15 @@ async def _run_http(spec: ToolSpec, arguments: dict[str, Any], ctx: ToolContext,
     body = scrub(response.text)
     status = response.status_code
     if status == 429 or status >= 500 or status in (408, 425):
-        raise transient(f"{label} failed with HTTP {status}: {body[:200].strip()}", kind="ToolUnavailable",
-                        retry_after_s=parse_retry_after(retry_after_of(response.headers)))  # fmt: skip
+        raise transient(
+            f"{label} failed with HTTP {status}: {body[:200].strip()}",
+            kind="ToolUnavailable",
+            retry_after_s=parse_retry_after(retry_after_of(response.headers)),
+        )
     if status in (401, 403):
-        raise permanent(f"{label} refused the credentials (HTTP {status}); check the worker's environment", kind="PermissionDenied")
+        raise permanent(
+            f"{label} refused the credentials (HTTP {status}); check the worker's environment", kind="PermissionDenied"
+        )
     if status >= 300:
         return Outcome(f"error: HTTP {status}: {body[:1000].strip()}", True)
     try:

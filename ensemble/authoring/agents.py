@@ -17,7 +17,8 @@ import importlib
 import inspect
 import sys
 import typing
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -97,7 +98,9 @@ def check_agent(spec: AgentSpec) -> None:
         )
     known = _AGENT_HANDLERS.get(spec.name)
     if known is not None and handler not in known:
-        raise NotDeployed(f"agent '{spec.name}' is deployed to this worker with handler {', '.join(sorted(known))}, not {handler!r}")
+        raise NotDeployed(
+            f"agent '{spec.name}' is deployed to this worker with handler {', '.join(sorted(known))}, not {handler!r}"
+        )
 
 
 def get_agent(name: str) -> AgentSpec | None:
@@ -171,8 +174,8 @@ def load_handler(path: str) -> Callable[..., Any]:
     if model is not None:
         return model
     raise NotDeployed(
-            f"{path!r} is not deployed to this worker (nothing was imported): start the worker with the flow or "
-            "module that defines it (`worker.py --flows PATH_OR_MODULE` or ENSEMBLE_FLOWS)"
+        f"{path!r} is not deployed to this worker (nothing was imported): start the worker with the flow or "
+        "module that defines it (`worker.py --flows PATH_OR_MODULE` or ENSEMBLE_FLOWS)"
     )
 
 

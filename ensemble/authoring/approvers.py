@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from ensemble.spec.errors import InputError
 from ensemble.spec import GROUP_PREFIX
+from ensemble.spec.errors import InputError
 
 BUNDLED = (Path(__file__).resolve().parent.parent / "examples" / "approvers.yaml").resolve()
 
@@ -46,7 +46,7 @@ def load_groups(path: Path | None = None) -> dict[str, list[str]]:
 def tier_groups(approvers: list[str], groups: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """The groups a tier names, with their members."""
     groups = load_groups() if groups is None else groups
-    names = [a[len(GROUP_PREFIX):] for a in approvers if a.startswith(GROUP_PREFIX)]
+    names = [a[len(GROUP_PREFIX) :] for a in approvers if a.startswith(GROUP_PREFIX)]
     return {n: list(groups.get(n, [])) for n in names}
 
 
@@ -56,7 +56,7 @@ def resolve(approvers: list[str], groups: dict[str, list[str]] | None = None) ->
     people: list[str] = []
     for entry in approvers:
         if entry.startswith(GROUP_PREFIX):
-            name = entry[len(GROUP_PREFIX):]
+            name = entry[len(GROUP_PREFIX) :]
             if name not in groups:
                 known = ", ".join(sorted(groups)) or "none"
                 raise InputError(f"approver group '{name}' is not in {config_path()} (groups: {known})")

@@ -16,22 +16,33 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from ensemble.authoring.agents import deploy_agent, deploy_handler, deploy_module, get_agent, is_deployed
-from ensemble.spec.errors import InputError
+from ensemble.authoring.reading import load_document, one_line
+from ensemble.authoring.tools import attach_to_agents, deploy_mcp_server
+from ensemble.logic.state import reference_paths, references
 from ensemble.spec import (
-    STEP_KINDS, AgentSpec, AgentStep, ChatStep, FlowSpec, GateStep, GateWhen, ParallelStep, SequenceStep, SupervisorStep, agent_refs,
+    STEP_KINDS,
+    AgentSpec,
+    AgentStep,
+    ChatStep,
+    FlowSpec,
+    GateStep,
+    GateWhen,
+    ParallelStep,
+    SequenceStep,
+    SupervisorStep,
+    agent_refs,
     child_steps,
 )
-from ensemble.logic.state import reference_paths, references
-from ensemble.authoring.tools import attach_to_agents, deploy_mcp_server
-from ensemble.authoring.reading import load_document, one_line
+from ensemble.spec.errors import InputError
 
 EXAMPLES_DIR = (Path(__file__).resolve().parent.parent / "examples").resolve()  # bundled with the package
 STEP_TAGS = set(STEP_KINDS)
@@ -60,7 +71,11 @@ class LoadedFlow:
         if len(self.spec.steps) > 1:
             found.append("sequential")
         for step in walk_steps(self.spec.steps):
-            kind = "sequential" if isinstance(step, SequenceStep) and len(step.sequence) > 1 else PATTERN_NAMES.get(type(step))
+            kind = (
+                "sequential"
+                if isinstance(step, SequenceStep) and len(step.sequence) > 1
+                else PATTERN_NAMES.get(type(step))
+            )
             if kind and kind not in found:
                 found.append(kind)
         return found
@@ -158,11 +173,13 @@ def plain_message(msg: str) -> str:
     """A validation message as a person reads it: without pydantic's "Value error, " prefix."""
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            return msg[len(prefix):]
+            return msg[len(prefix) :]
     return msg
 
 
-def parse_flow(data: Any, where: str, tree: yaml.Node | None = None, base: Path | None = None, *, trusted: bool = True) -> LoadedFlow:
+def parse_flow(
+    data: Any, where: str, tree: yaml.Node | None = None, base: Path | None = None, *, trusted: bool = True
+) -> LoadedFlow:
     """Validate flow data (already parsed) and resolve its agents. `trusted=False` imports
     nothing (validating a file someone else wrote) and lists what it could not check."""
     problems = _Problems(where, tree)
@@ -216,7 +233,9 @@ def load_flow_file(path: str | Path, *, trusted: bool = True) -> LoadedFlow:
 
 def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
     for i, module in enumerate(spec.imports):
-        if not problems.trusted and not module.startswith("ensemble."):  # Ensemble's own bundled modules are installed code
+        if not problems.trusted and not module.startswith(
+            "ensemble."
+        ):  # Ensemble's own bundled modules are installed code
             problems.not_checked(("imports", i), f"module '{module}' not imported (validate --import imports it)")
             continue
         try:
@@ -234,10 +253,15 @@ def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
             refs.setdefault(name, (*path, *rel))
             found = agents.get(name) or inline.get(name) or get_agent(name)
             if found is None and not problems.trusted and problems.unchecked:
-                problems.not_checked((*path, *rel), f"agent '{name}' not checked: it would come from an imported module")
+                problems.not_checked(
+                    (*path, *rel), f"agent '{name}' not checked: it would come from an imported module"
+                )
                 skipped.add(name)
             elif found is None:
-                problems.add((*path, *rel), f"unknown agent '{name}': define it under 'agents' or import its module under 'imports'")
+                problems.add(
+                    (*path, *rel),
+                    f"unknown agent '{name}': define it under 'agents' or import its module under 'imports'",
+                )
             else:
                 agents[name] = found.model_copy(deep=True)  # a flow never shares the registry's objects
     for i, tool in enumerate(spec.tools):
@@ -250,10 +274,13 @@ def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
         try:
             deploy_handler(tool.handler or "")  # a flow this process loads on purpose: its tools are deployed
         except Exception as err:  # an unimportable handler is the flow file's problem to report
-            problems.add(("tools", i, "handler"), f"cannot load tool handler '{tool.handler}': {type(err).__name__}: {err}")
+            problems.add(
+                ("tools", i, "handler"), f"cannot load tool handler '{tool.handler}': {type(err).__name__}: {err}"
+            )
             tool.input_schema = {"type": "object"}
     llm = spec.llm
     spec.llm = {k: v for k, v in llm.items() if k not in skipped}
+
     def report(loc: tuple[Any, ...], message: str) -> None:
         if not problems.trusted and problems.unchecked and "unknown tool" in message:  # may be registered by an import
             problems.not_checked(loc, f"{message.split(':')[0]} (not checked: it may come from an imported module)")
@@ -296,7 +323,9 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
         if isinstance(step, AgentStep):
             keys = set(step.output) if isinstance(step.output, dict) else {step.output or step.step_name}
             if "input" in keys:
-                problems.add((*loc, "output"), "state key 'input' is the run's input and read-only; write to another key")
+                problems.add(
+                    (*loc, "output"), "state key 'input' is the run's input and read-only; write to another key"
+                )
             written.update(keys)
         elif isinstance(step, (ParallelStep, ChatStep, SupervisorStep, GateStep)):
             written.add(step.output or step.step_name)
@@ -321,11 +350,16 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
             gates_seen.add(sibling.name)
             target = sibling.gate.changes_to
             if target and target not in [s.step_name for s in siblings[:i]]:
-                problems.add((*base, i, "gate", "changes_to"), f"'{target}' is not a step before gate '{sibling.name}' in the same list")
+                problems.add(
+                    (*base, i, "gate", "changes_to"),
+                    f"'{target}' is not a step before gate '{sibling.name}' in the same list",
+                )
         seen: set[str] = set()
         for i, sibling in enumerate(siblings):
             if sibling.step_name in seen:
-                problems.add((*base, i, "name"), f"step name '{sibling.step_name}' is used twice here; give one of them a 'name'")
+                problems.add(
+                    (*base, i, "name"), f"step name '{sibling.step_name}' is used twice here; give one of them a 'name'"
+                )
             seen.add(sibling.step_name)
 
     shapes = _output_shapes(loaded, problems)
@@ -340,8 +374,11 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
                 missing = _missing_field(shapes[key][1], rest)
                 if missing:
                     agent, schema = shapes[key]
-                    problems.add(loc, f"'${path}': agent '{agent}' declares no field '{missing[0]}' in its output "
-                                      f"(fields: {', '.join(missing[1]) or 'none'})")  # fmt: skip
+                    problems.add(
+                        loc,
+                        f"'${path}': agent '{agent}' declares no field '{missing[0]}' in its output "
+                        f"(fields: {', '.join(missing[1]) or 'none'})",
+                    )
 
     for loc, step in _steps_with_loc(spec.steps, ("steps",)):
         if isinstance(step, AgentStep):
@@ -358,7 +395,9 @@ def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
             check_refs(step.supervisor.planner_input, (*loc, "supervisor", "planner_input"))
             for name in step.supervisor.fallbacks:
                 if name not in step.supervisor.agents:
-                    problems.add((*loc, "supervisor", "fallbacks", name), f"'{name}' is not one of this supervisor's agents")
+                    problems.add(
+                        (*loc, "supervisor", "fallbacks", name), f"'{name}' is not one of this supervisor's agents"
+                    )
     check_refs(spec.output, ("output",))
 
 
@@ -376,8 +415,11 @@ def _output_shapes(loaded: LoadedFlow, problems: _Problems) -> dict[str, tuple[s
                 field = (field[1:] if field.startswith("$") else field).lstrip(".")
                 missing = _missing_field(schema, field) if field else None
                 if missing:
-                    problems.add((*loc, "output", key), f"agent '{step.agent}' declares no field '{missing[0]}' in its "
-                                                        f"output (fields: {', '.join(missing[1]) or 'none'})")  # fmt: skip
+                    problems.add(
+                        (*loc, "output", key),
+                        f"agent '{step.agent}' declares no field '{missing[0]}' in its "
+                        f"output (fields: {', '.join(missing[1]) or 'none'})",
+                    )
                     continue
                 sub = _sub_schema(schema, field) if field else schema
                 if sub is not None:

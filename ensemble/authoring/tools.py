@@ -18,9 +18,10 @@ import inspect
 import os
 import sys
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -45,7 +46,9 @@ def deploy_mcp_server(spec: McpServerSpec, base: Path | None = None) -> McpServe
         if argv[0] in ("python", "python3"):
             argv[0] = sys.executable
         if base is not None:
-            argv = [str(base / a) if i and not os.path.isabs(a) and (base / a).exists() else a for i, a in enumerate(argv)]
+            argv = [
+                str(base / a) if i and not os.path.isabs(a) and (base / a).exists() else a for i, a in enumerate(argv)
+            ]
         spec.command = argv
     _MCP_SERVERS[spec.name] = spec
     return spec
@@ -100,7 +103,11 @@ class Signature:
     def call_args(self, arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         """Keyword arguments for the function (raises pydantic.ValidationError on bad arguments)."""
         parsed = self.args_model.model_validate(arguments)
-        kwargs: dict[str, Any] = {self.model_param: parsed} if self.model_param else {k: getattr(parsed, k) for k in type(parsed).model_fields}
+        kwargs: dict[str, Any] = (
+            {self.model_param: parsed}
+            if self.model_param
+            else {k: getattr(parsed, k) for k in type(parsed).model_fields}
+        )
         if self.context_param:
             kwargs[self.context_param] = context
         return kwargs
@@ -159,7 +166,9 @@ def tool(
     return decorate
 
 
-def attach_to_agents(flow: Any, agents: dict[str, Any], refs: dict[str, tuple[Any, ...]], problem: Callable[[tuple[Any, ...], str], None]) -> None:
+def attach_to_agents(
+    flow: Any, agents: dict[str, Any], refs: dict[str, tuple[Any, ...]], problem: Callable[[tuple[Any, ...], str], None]
+) -> None:
     """When a flow is loaded: give each agent the declarations of the tools it may call (from the
     flow's `tools:`, else the `@tool` registry) and the flow's `llm:` sections. Problems are
     reported with their place: an inline agent's own entry, else the step that uses the agent."""
@@ -173,13 +182,18 @@ def attach_to_agents(flow: Any, agents: dict[str, Any], refs: dict[str, tuple[An
             try:
                 spec.input_schema = load_signature(spec.handler or "").schema()
             except Exception as err:  # an unimportable handler is the flow file's problem to report
-                problem(("tools", i, "handler"), f"cannot load tool handler '{spec.handler}': {type(err).__name__}: {err}")
+                problem(
+                    ("tools", i, "handler"), f"cannot load tool handler '{spec.handler}': {type(err).__name__}: {err}"
+                )
     servers = {s.name for s in flow.mcp_servers}
     if len(servers) != len(flow.mcp_servers):
         problem(("mcp_servers",), "an MCP server name is declared twice")
     for i, spec in enumerate(flow.tools):
         if spec.kind == "mcp" and spec.server not in servers:
-            problem(("tools", i, "server"), f"tool '{spec.name}' names MCP server '{spec.server}', which is not under mcp_servers")
+            problem(
+                ("tools", i, "server"),
+                f"tool '{spec.name}' names MCP server '{spec.server}', which is not under mcp_servers",
+            )
     inline = {a.name: i for i, a in enumerate(flow.agents)}
     for name, agent in agents.items():
         specs = []
@@ -187,7 +201,10 @@ def attach_to_agents(flow: Any, agents: dict[str, Any], refs: dict[str, tuple[An
             found = declared.get(tool_name) or get_tool(tool_name)
             if found is None:
                 where = ("agents", inline[name], "tools", j) if name in inline else refs.get(name, ())
-                problem(where, f"agent '{name}' lists unknown tool '{tool_name}': declare it under 'tools' or register it with @tool")
+                problem(
+                    where,
+                    f"agent '{name}' lists unknown tool '{tool_name}': declare it under 'tools' or register it with @tool",
+                )
             else:
                 specs.append(found.model_copy(deep=True))
         agent.tool_specs = specs

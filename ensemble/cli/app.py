@@ -13,30 +13,27 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 from temporalio.client import Client
 
 from ensemble.activities import egress
 from ensemble.activities import scrub as secrets
-from ensemble.runtime import connection as temporal
-from ensemble.runtime import logs
-from ensemble.runtime import server
-from ensemble.runtime import telemetry
-from ensemble.runtime import versioning
-from ensemble.spec.errors import EnsembleError, InputError
-from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
-from ensemble.client import EnsembleClient
-from ensemble.cli.output import console, emit_json, print_outcome, print_result
-from ensemble.runs.history import get_run
-from ensemble.spec import RunRequest
-from ensemble.runtime.worker import default_task_queue, serve
 from ensemble.activities.threads import THREADS
+from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
 from ensemble.authoring.reading import MAX_DEPTH, decode, one_line, parse_json
+from ensemble.cli.output import console, emit_json, print_outcome
+from ensemble.client import EnsembleClient
+from ensemble.runs.history import get_run
+from ensemble.runtime import connection as temporal
+from ensemble.runtime import logs, server, telemetry, versioning
 from ensemble.runtime.payloads import max_input_bytes
-
+from ensemble.runtime.worker import default_task_queue, serve
+from ensemble.spec import RunRequest
+from ensemble.spec.errors import EnsembleError, InputError
 
 # A command group: `register(subparsers)` adds parsers that set `fn` (a plain function or a
 # coroutine function taking the parsed arguments). `ensemble.cli` lists the groups.
@@ -60,7 +57,9 @@ def read_input(raw: str | None, flow: LoadedFlow) -> Any:
         try:
             return json.loads(raw)
         except json.JSONDecodeError as err:
-            raise InputError(f"--input is not valid JSON ({err.msg} at column {err.colno}); use --input @FILE for a file") from None
+            raise InputError(
+                f"--input is not valid JSON ({err.msg} at column {err.colno}); use --input @FILE for a file"
+            ) from None
         except RecursionError:
             raise InputError(f"--input is nested too deeply (over {MAX_DEPTH} levels)") from None
     path = Path(raw[1:])
@@ -68,8 +67,10 @@ def read_input(raw: str | None, flow: LoadedFlow) -> Any:
     try:
         size = path.stat().st_size
         if size > limit:
-            raise InputError(f"input file {path} is {size / 2**20:.1f} MiB; a run's input must stay under {limit / 2**20:.1f} MiB "
-                             "(ENSEMBLE_MAX_INPUT_MB, and a payload store: docs/operations.md)")  # fmt: skip
+            raise InputError(
+                f"input file {path} is {size / 2**20:.1f} MiB; a run's input must stay under {limit / 2**20:.1f} MiB "
+                "(ENSEMBLE_MAX_INPUT_MB, and a payload store: docs/operations.md)"
+            )
         text = decode(path.read_bytes(), str(path))
     except OSError as err:
         raise InputError(f"cannot read input file {path}: {err.strerror or err}") from None
@@ -116,7 +117,9 @@ def cmd_flows(args: argparse.Namespace) -> int:
     table = Table("flow", "patterns", "agents", "example input", "description")
     table.columns[0].no_wrap = True
     for r in rows:
-        table.add_row(r["name"], ", ".join(r["patterns"]), " → ".join(r["agents"]), r["example_input"] or "", r["description"])
+        table.add_row(
+            r["name"], ", ".join(r["patterns"]), " → ".join(r["agents"]), r["example_input"] or "", r["description"]
+        )
     console().print(table)
     return 0
 
@@ -159,14 +162,22 @@ def server_broke(reason: str) -> None:
 
 # Settings read by whichever worker runs the run: given to the CLI, they apply only to the worker
 # the CLI runs in-process, never to a worker that is already running.
-WORKER_SETTINGS = ("ENSEMBLE_LLM", "ENSEMBLE_FAULTS", "ENSEMBLE_SANDBOX", "ENSEMBLE_APPROVERS", "ENSEMBLE_APPROVAL_WEBHOOK")
+WORKER_SETTINGS = (
+    "ENSEMBLE_LLM",
+    "ENSEMBLE_FAULTS",
+    "ENSEMBLE_SANDBOX",
+    "ENSEMBLE_APPROVERS",
+    "ENSEMBLE_APPROVAL_WEBHOOK",
+)
 
 
 async def warn_worker_settings(client: Client, queue: str) -> None:
     given = [name for name in WORKER_SETTINGS if os.environ.get(name)]
     if given and await temporal.has_pollers(client, queue):
-        note(f"a worker already polls task queue '{queue}': {', '.join(given)} set here does not apply to it "
-             "(set it where that worker runs, and restart the worker)")  # fmt: skip
+        note(
+            f"a worker already polls task queue '{queue}': {', '.join(given)} set here does not apply to it "
+            "(set it where that worker runs, and restart the worker)"
+        )
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -191,9 +202,13 @@ async def cmd_run(args: argparse.Namespace) -> int:
         await warn_worker_settings(ensemble.temporal, started.task_queue)
         for q in sorted(_agent_queues(request)):
             if not await temporal.has_pollers(ensemble.temporal, q, activities=True):
-                note(f"no worker polls task queue '{q}' that some agents need: start `python worker.py --task-queue {q} --activities-only`")
+                note(
+                    f"no worker polls task queue '{q}' that some agents need: start `python worker.py --task-queue {q} --activities-only`"
+                )
         print(f"started run {started.run_id} of flow '{started.flow}'; waiting for it to end", file=sys.stderr)
-    async with ensemble.serving(started.run_id, started.task_queue, on_note=None if quiet else note, on_broken=server_broke):
+    async with ensemble.serving(
+        started.run_id, started.task_queue, on_note=None if quiet else note, on_broken=server_broke
+    ):
         outcome = await ensemble.wait(started.run_id)
     return print_outcome(outcome.model_dump(), args.json)
 
@@ -217,7 +232,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
 async def cmd_result(args: argparse.Namespace) -> int:
     ensemble = EnsembleClient(await temporal.connect())
     _, desc = await get_run(ensemble.temporal, args.run_id)  # a clear error for an unknown run before waiting
-    async with ensemble.serving(args.run_id, desc.task_queue, on_note=None if args.json else note, on_broken=server_broke):
+    async with ensemble.serving(
+        args.run_id, desc.task_queue, on_note=None if args.json else note, on_broken=server_broke
+    ):
         outcome = await ensemble.wait(args.run_id)
     return print_outcome(outcome.model_dump(), args.json)
 
@@ -245,21 +262,32 @@ def build_parser(groups: Sequence[Register] = ()) -> argparse.ArgumentParser:
 
     s = sub.add_parser("validate", help="check a flow file (without running its code; --import to import it)")
     s.add_argument("file")
-    s.add_argument("--import", dest="do_import", action="store_true", help="import the modules and handlers it names, to check them too")
+    s.add_argument(
+        "--import",
+        dest="do_import",
+        action="store_true",
+        help="import the modules and handlers it names, to check them too",
+    )
     s.set_defaults(fn=cmd_validate)
 
     s = sub.add_parser("run", help="start a run of a flow")
     s.add_argument("flow", help="a flow name or a flow file path")
     s.add_argument("--input", help="JSON, or @FILE (.json, or a text document for document flows)")
     s.add_argument("--id", help="the run id (default: FLOW-<random>)")
-    s.add_argument("--wait", action="store_true", help="wait until the run ends or waits for approval (runs a worker in-process if none polls)")
+    s.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the run ends or waits for approval (runs a worker in-process if none polls)",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("status", help="a run's status and steps")
     s.add_argument("run_id")
     s.add_argument("--json", action="store_true")
-    s.add_argument("--watch", action="store_true", help="follow the run live until it ends (exit 0 only if it completed)")
+    s.add_argument(
+        "--watch", action="store_true", help="follow the run live until it ends (exit 0 only if it completed)"
+    )
     s.set_defaults(fn=cmd_status)
 
     s = sub.add_parser("result", help="wait for a run's result (or until it waits for approval)")
@@ -303,7 +331,10 @@ def _guard(fn) -> int:
     except Exception as err:  # the promise: one line, never a traceback (ENSEMBLE_DEBUG=1 shows it)
         if os.environ.get("ENSEMBLE_DEBUG"):
             raise
-        print(f"error: unexpected {type(err).__name__}: {err} (set ENSEMBLE_DEBUG=1 for details)".splitlines()[0], file=sys.stderr)
+        print(
+            f"error: unexpected {type(err).__name__}: {err} (set ENSEMBLE_DEBUG=1 for details)".splitlines()[0],
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -322,8 +353,10 @@ def main(argv: list[str] | None = None, groups: Sequence[Register] = ()) -> int:
 
 
 def _announce(info: server.ServerInfo) -> None:
-    note(f"started the embedded Temporal server at {info.address} (it was not running; Web UI {info.ui_url}); "
-         "`python starter.py server stop` stops it")  # fmt: skip
+    note(
+        f"started the embedded Temporal server at {info.address} (it was not running; Web UI {info.ui_url}); "
+        "`python starter.py server stop` stops it"
+    )
 
 
 def _traced(args: argparse.Namespace) -> Any:
@@ -336,20 +369,62 @@ def worker_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="worker.py", description="Run an Ensemble worker (flows and agents).")
     p.add_argument("--task-queue", default=None, help="queue to poll (default: $ENSEMBLE_TASK_QUEUE or 'ensemble')")
     p.add_argument("--activities-only", action="store_true", help="run agents only (for agents with their own queue)")
-    p.add_argument("--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://HOST:N/metrics")
-    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST", help="address the metrics endpoint binds (default 127.0.0.1)")
-    p.add_argument("--health-port", type=int, default=None, metavar="N", help="serve http://127.0.0.1:N/health: 200 healthy, 503 degraded")
-    p.add_argument("--grace-s", type=float, default=10.0, metavar="S", help="on SIGTERM, let running agents finish for S seconds, then exit (default 10)")
-    p.add_argument("--env-allow", default=None, metavar="NAME,...", help="environment variables flows may reference as ${env:NAME} (adds to $ENSEMBLE_ENV_ALLOW)")
-    p.add_argument("--egress-allow", default=None, metavar="HOST:PORT,...", help="hosts http agents and tools may call (adds to $ENSEMBLE_EGRESS_ALLOW)")
     p.add_argument(
-        "--flows", action="append", default=[], metavar="PATH_OR_MODULE",
+        "--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://HOST:N/metrics"
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics endpoint binds (default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve http://127.0.0.1:N/health: 200 healthy, 503 degraded",
+    )
+    p.add_argument(
+        "--grace-s",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="on SIGTERM, let running agents finish for S seconds, then exit (default 10)",
+    )
+    p.add_argument(
+        "--env-allow",
+        default=None,
+        metavar="NAME,...",
+        help="environment variables flows may reference as ${env:NAME} (adds to $ENSEMBLE_ENV_ALLOW)",
+    )
+    p.add_argument(
+        "--egress-allow",
+        default=None,
+        metavar="HOST:PORT,...",
+        help="hosts http agents and tools may call (adds to $ENSEMBLE_EGRESS_ALLOW)",
+    )
+    p.add_argument(
+        "--flows",
+        action="append",
+        default=[],
+        metavar="PATH_OR_MODULE",
         help="also run this flow file, directory of flows or module's agents (repeatable; adds to $ENSEMBLE_FLOWS)",
-    )  # fmt: skip
-    p.add_argument("--approvers", metavar="FILE", help="the approvers file (groups) gates resolve against (sets $ENSEMBLE_APPROVERS)")
-    p.add_argument("--approver-keys", metavar="FILE", help="the public keys and identity providers decisions are verified with (sets $ENSEMBLE_APPROVER_KEYS)")
+    )
+    p.add_argument(
+        "--approvers",
+        metavar="FILE",
+        help="the approvers file (groups) gates resolve against (sets $ENSEMBLE_APPROVERS)",
+    )
+    p.add_argument(
+        "--approver-keys",
+        metavar="FILE",
+        help="the public keys and identity providers decisions are verified with (sets $ENSEMBLE_APPROVER_KEYS)",
+    )
     versioned = "Worker Versioning (docs/deploy.md): "
-    p.add_argument("--deployment", metavar="NAME", help=versioned + "the Worker Deployment (default: $ENSEMBLE_DEPLOYMENT)")
+    p.add_argument(
+        "--deployment", metavar="NAME", help=versioned + "the Worker Deployment (default: $ENSEMBLE_DEPLOYMENT)"
+    )
     p.add_argument("--build-id", metavar="ID", help=versioned + "this build's id (default: $ENSEMBLE_BUILD_ID)")
     return p
 
@@ -384,11 +459,24 @@ def worker_main(argv: list[str] | None = None) -> int:
         if deployment:
             metrics += f"; version {deployment.version.to_canonical_string()}"
         health = f"; health on http://127.0.0.1:{args.health_port}/health" if args.health_port is not None else ""
-        ready = lambda: log.info(f"worker polling task queue '{queue}' on {where}{metrics}{health}; Ctrl-C to stop", task_queue=queue)  # noqa: E731
+
+        def ready() -> None:
+            log.info(
+                f"worker polling task queue '{queue}' on {where}{metrics}{health}; Ctrl-C to stop", task_queue=queue
+            )
+
         try:
             stuck_exit_s = float(os.environ.get("ENSEMBLE_STUCK_EXIT_S") or 30)
-            code = await serve(client, queue, workflows=not args.activities_only, on_ready=ready, grace_s=args.grace_s,
-                               health_port=args.health_port, stuck_exit_s=stuck_exit_s, deployment_config=deployment)  # fmt: skip
+            code = await serve(
+                client,
+                queue,
+                workflows=not args.activities_only,
+                on_ready=ready,
+                grace_s=args.grace_s,
+                health_port=args.health_port,
+                stuck_exit_s=stuck_exit_s,
+                deployment_config=deployment,
+            )
         finally:
             telemetry.flush()
         if code or THREADS.state().busy:  # threads that never return would hold the interpreter's exit

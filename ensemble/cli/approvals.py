@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+
+from rich.table import Table
 
 from ensemble.cli.app import server_broke
 from ensemble.cli.output import console, emit_json, print_outcome
-from rich.table import Table
-
 from ensemble.client import EnsembleClient
-from ensemble.runtime import connection as temporal
 from ensemble.runs.history import get_run
+from ensemble.runtime import connection as temporal
 from ensemble.spec.errors import InputError
 
 
@@ -20,7 +19,20 @@ async def cmd_pending(args: argparse.Namespace) -> int:
     # connect() registers the search attributes: a cluster that has never seen Ensemble has an empty inbox
     rows = await (await EnsembleClient.connect()).pending(args.approver)
     if args.json:
-        keep = ("run_id", "flow", "gate", "approvers", "tier", "opened_at", "deadline", "quorum", "approvals", "round", "identity", "digest")
+        keep = (
+            "run_id",
+            "flow",
+            "gate",
+            "approvers",
+            "tier",
+            "opened_at",
+            "deadline",
+            "quorum",
+            "approvals",
+            "round",
+            "identity",
+            "digest",
+        )
         emit_json([{k: r.get(k) for k in keep} for r in rows])
         return 0
     if not rows:
@@ -30,8 +42,16 @@ async def cmd_pending(args: argparse.Namespace) -> int:
     for col in ("run", "flow", "gate", "tier", "approvers", "approvals", "opened", "deadline"):
         table.add_column(col, no_wrap=col != "approvers")
     for r in rows:
-        table.add_row(r["run_id"], r.get("flow") or "?", r["gate"], str(r["tier"]), ", ".join(r["approvers"]),
-                      f"{r['approvals']}/{r['quorum']}", r.get("opened_at") or "", r.get("deadline") or "-")  # fmt: skip
+        table.add_row(
+            r["run_id"],
+            r.get("flow") or "?",
+            r["gate"],
+            str(r["tier"]),
+            ", ".join(r["approvers"]),
+            f"{r['approvals']}/{r['quorum']}",
+            r.get("opened_at") or "",
+            r.get("deadline") or "-",
+        )
     console().print(table)
     return 0
 
@@ -43,11 +63,15 @@ async def cmd_decide(args: argparse.Namespace) -> int:
     _, desc = await get_run(ensemble.temporal, args.run_id)
     # A decision is validated by the run itself, so some worker must serve it while we wait.
     async with ensemble.serving(args.run_id, desc.task_queue, on_broken=server_broke):
-        result = await ensemble.decide(args.run_id, args.gate, args.decision, by=args.by, comment=args.comment or "", token=_token(args))
+        result = await ensemble.decide(
+            args.run_id, args.gate, args.decision, by=args.by, comment=args.comment or "", token=_token(args)
+        )
         if not args.json:
             verb = {"approve": "approval", "reject": "rejection", "request_changes": "change request"}[args.decision]
-            print(f"{verb} by {args.by} recorded on gate '{result.gate}' of run {args.run_id}: "
-                  f"{result.status.replace('_', ' ')} ({result.approvals} of {result.quorum} approvals)")  # fmt: skip
+            print(
+                f"{verb} by {args.by} recorded on gate '{result.gate}' of run {args.run_id}: "
+                f"{result.status.replace('_', ' ')} ({result.approvals} of {result.quorum} approvals)"
+            )
         if args.no_wait or result.status == "open":
             if args.json:
                 emit_json({"run_id": args.run_id, **result.model_dump()})
@@ -94,12 +118,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         s = sub.add_parser(name, help=what)
         s.add_argument("run_id")
         s.add_argument("--gate", required=True, help="the gate's name")
-        s.add_argument("--by", required=True, type=_person, help="who decides (must be an approver of the gate's current tier)")
+        s.add_argument(
+            "--by", required=True, type=_person, help="who decides (must be an approver of the gate's current tier)"
+        )
         s.add_argument("--comment", required=decision == "request_changes", help="why (required to request changes)")
         s.add_argument(
-            "--token", metavar="TOKEN|@FILE",
+            "--token",
+            metavar="TOKEN|@FILE",
             help="the decision's proof from your identity provider (default: signed with --by's key from `keys init`)",
-        )  # fmt: skip
+        )
         s.add_argument("--no-wait", action="store_true", help="return once the decision is recorded")
         s.add_argument("--json", action="store_true")
         s.set_defaults(fn=cmd_decide, decision=decision)

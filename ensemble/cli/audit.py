@@ -22,7 +22,9 @@ async def cmd_audit(args: argparse.Namespace) -> int:
     if path.suffix == ".json" and path.exists():  # an exported history (`temporal workflow show --output json`)
         try:
             data = json.loads(path.read_text())
-            history = WorkflowHistory.from_json(data.get("workflowId", path.stem) if isinstance(data, dict) else path.stem, data)
+            history = WorkflowHistory.from_json(
+                data.get("workflowId", path.stem) if isinstance(data, dict) else path.stem, data
+            )
         except (OSError, ValueError, KeyError) as err:
             raise InputError(f"cannot read history file {path}: {err}") from None
         report = await audit_history(history, data_converter())
@@ -36,16 +38,29 @@ async def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _print(report: AuditReport, out: Console) -> None:
-    out.print(f"run [bold]{report.run_id}[/bold] (flow {report.flow}, identity {report.identity}): "
-                  + ("[green]every decision verified[/green]" if report.ok else "[red]VERIFICATION FAILED[/red]"))  # fmt: skip
+    out.print(
+        f"run [bold]{report.run_id}[/bold] (flow {report.flow}, identity {report.identity}): "
+        + ("[green]every decision verified[/green]" if report.ok else "[red]VERIFICATION FAILED[/red]")
+    )
     if not report.decisions:
         out.print("no decisions on record")
         return
     table = Table("gate", "round", "tier", "by", "decision", "at", "via", "verified", "key", "digest", "problem")
     for d in report.decisions:
         verdict = "yes" if d.verified else ("asserted" if d.identity == "asserted" else "NO")
-        table.add_row(d.gate, str(d.round or ""), str(d.tier or ""), d.by, d.decision, d.at, d.via, verdict, d.key_id or "",
-                      (d.digest or "")[:19], d.problem or "")  # fmt: skip
+        table.add_row(
+            d.gate,
+            str(d.round or ""),
+            str(d.tier or ""),
+            d.by,
+            d.decision,
+            d.at,
+            d.via,
+            verdict,
+            d.key_id or "",
+            (d.digest or "")[:19],
+            d.problem or "",
+        )
     out.print(table)
 
 

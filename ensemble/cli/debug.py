@@ -16,12 +16,12 @@ from google.protobuf.json_format import ParseError
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
-from ensemble.runtime.converter import data_converter, decode_message, decode_payload
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from ensemble.runtime import connection as temporal
+from ensemble.runtime.converter import data_converter, decode_message, decode_payload
 from ensemble.spec.errors import EnsembleError, InputError
 
 # ---------------------------------------------------------------- history
@@ -52,11 +52,20 @@ async def cmd_history(args: argparse.Namespace) -> int:
         print(text)
     started = history.events[0].workflow_execution_started_event_attributes if history.events else None
     if started is not None and started.continued_execution_run_id:
-        print(f"note: this run continued from an earlier execution: `history {args.run_id} --run {started.continued_execution_run_id}`", file=sys.stderr)
-    children = [e.start_child_workflow_execution_initiated_event_attributes.workflow_id for e in history.events
-                if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED]  # fmt: skip
+        print(
+            f"note: this run continued from an earlier execution: `history {args.run_id} --run {started.continued_execution_run_id}`",
+            file=sys.stderr,
+        )
+    children = [
+        e.start_child_workflow_execution_initiated_event_attributes.workflow_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+    ]
     if children:
-        print(f"note: {len(children)} child workflow(s) have histories of their own, e.g. `history {children[0]}`", file=sys.stderr)
+        print(
+            f"note: {len(children)} child workflow(s) have histories of their own, e.g. `history {children[0]}`",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -118,7 +127,9 @@ def recorded_run_id(events: list[HistoryEvent]) -> str | None:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             payloads = e.activity_task_scheduled_event_attributes.input.payloads
             try:
-                value = data_converter().payload_converter.from_payload(decode_payload(payloads[0])) if payloads else None
+                value = (
+                    data_converter().payload_converter.from_payload(decode_payload(payloads[0])) if payloads else None
+                )
             except Exception:  # not a payload Ensemble wrote
                 continue
             run_id = value.get("context", {}).get("run_id") if isinstance(value, dict) else None
@@ -156,14 +167,20 @@ def failure_message(err: BaseException) -> str:
 
 
 _COMMAND_EVENTS = {
-    EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,
-    EventType.EVENT_TYPE_TIMER_STARTED, EventType.EVENT_TYPE_MARKER_RECORDED, EventType.EVENT_TYPE_TIMER_CANCELED,
-    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
-    EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES, EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,
+    EventType.EVENT_TYPE_TIMER_STARTED,
+    EventType.EVENT_TYPE_MARKER_RECORDED,
+    EventType.EVENT_TYPE_TIMER_CANCELED,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+    EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
+    EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED,
     EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED,
     EventType.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED,
-}  # fmt: skip
+}
 
 
 async def locate(replayer: Replayer, history: WorkflowHistory, message: str) -> HistoryEvent | None:
@@ -185,7 +202,9 @@ async def locate(replayer: Replayer, history: WorkflowHistory, message: str) -> 
     ends.append(len(events))
 
     async def fails(end: int) -> bool:
-        result = await replayer.replay_workflow(WorkflowHistory(history.workflow_id, events[:end]), raise_on_replay_failure=False)
+        result = await replayer.replay_workflow(
+            WorkflowHistory(history.workflow_id, events[:end]), raise_on_replay_failure=False
+        )
         return result.replay_failure is not None
 
     lo, hi = 0, len(ends) - 1  # the last prefix (the whole history) fails
@@ -196,8 +215,11 @@ async def locate(replayer: Replayer, history: WorkflowHistory, message: str) -> 
         else:
             lo = mid + 1
     start = ends[lo - 1] if lo > 0 else 0
-    task_done = max((i for i in range(start, ends[lo]) if events[i].event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED), default=start)
-    commands = [e for e in events[task_done: ends[lo]] if e.event_type in _COMMAND_EVENTS]
+    task_done = max(
+        (i for i in range(start, ends[lo]) if events[i].event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED),
+        default=start,
+    )
+    commands = [e for e in events[task_done : ends[lo]] if e.event_type in _COMMAND_EVENTS]
     quoted = set(re.findall(r"'([^']+)'", message))
     for e in commands:
         if quoted & _names(e):
@@ -228,13 +250,21 @@ async def replay_files(paths: list[Path], workflows: list[type], workflow_id: st
     reports = []
     for path, history in histories:
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-        report = ReplayReport(file=str(path), run_id=history.workflow_id, events=len(history.events), ok=result.replay_failure is None)
+        report = ReplayReport(
+            file=str(path), run_id=history.workflow_id, events=len(history.events), ok=result.replay_failure is None
+        )
         if result.replay_failure is not None:
             report.message = failure_message(result.replay_failure)
-            report.kind = "nondeterminism" if isinstance(result.replay_failure, NondeterminismError) else "workflow task failed"
+            report.kind = (
+                "nondeterminism" if isinstance(result.replay_failure, NondeterminismError) else "workflow task failed"
+            )
             event = await locate(replayer, history, report.message)
             if event is not None:
-                report.event_id, report.event_type, report.event = event.event_id, _event_type(event), describe_event(event)
+                report.event_id, report.event_type, report.event = (
+                    event.event_id,
+                    _event_type(event),
+                    describe_event(event),
+                )
         reports.append(report)
     return reports
 
@@ -257,7 +287,9 @@ async def cmd_replay(args: argparse.Namespace) -> int:
                 print(f"DIVERGED  {r.file} · run {r.run_id} · {r.kind}{where}:")
                 print(f"          {r.message}")
         bad = sum(not r.ok for r in reports)
-        print(f"{len(reports)} histor{'y' if len(reports) == 1 else 'ies'}: {len(reports) - bad} replayed, {bad} diverged")
+        print(
+            f"{len(reports)} histor{'y' if len(reports) == 1 else 'ies'}: {len(reports) - bad} replayed, {bad} diverged"
+        )
     return 0 if all(r.ok for r in reports) else 1
 
 
@@ -279,17 +311,34 @@ async def cmd_timeline(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    s = sub.add_parser("history", help="export a run's event history as JSON (the format of the temporal CLI and Web UI)")
+    s = sub.add_parser(
+        "history", help="export a run's event history as JSON (the format of the temporal CLI and Web UI)"
+    )
     s.add_argument("run_id")
     s.add_argument("--out", metavar="FILE", help="write it to FILE (default: stdout)")
-    s.add_argument("--run", metavar="EXECUTION", default=None, help="one execution of a run that continued as new (default: the latest)")
-    s.add_argument("--decode", action="store_true", help="decrypt payloads and failure messages (encryption at rest; default: as stored)")
+    s.add_argument(
+        "--run",
+        metavar="EXECUTION",
+        default=None,
+        help="one execution of a run that continued as new (default: the latest)",
+    )
+    s.add_argument(
+        "--decode",
+        action="store_true",
+        help="decrypt payloads and failure messages (encryption at rest; default: as stored)",
+    )
     s.set_defaults(fn=cmd_history)
 
     s = sub.add_parser("replay", help="replay histories against this code; exit 1 when one diverges (nondeterminism)")
     s.add_argument("files", nargs="+", metavar="FILE")
-    s.add_argument("--id", default=None, help="the run id the history was recorded under (default: read from the history)")
-    s.add_argument("--workflows", metavar="MODULE:CLASS[,...]", help="replay against these workflow classes instead of this worker's (e.g. a candidate change)")
+    s.add_argument(
+        "--id", default=None, help="the run id the history was recorded under (default: read from the history)"
+    )
+    s.add_argument(
+        "--workflows",
+        metavar="MODULE:CLASS[,...]",
+        help="replay against these workflow classes instead of this worker's (e.g. a candidate change)",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_replay)
 

@@ -1,9 +1,9 @@
 """Commands for failed runs: `dlq list|show|redrive` and `fork` (logic in ensemble/dlq.py).
 
-    python starter.py dlq list [--flow FLOW] [--limit N] [--json]
-    python starter.py dlq show RUN_ID [--json]
-    python starter.py dlq redrive RUN_ID [--json]
-    python starter.py fork RUN_ID --from-step STEP [--input JSON | --input @FILE] [--id ID] [--json]
+python starter.py dlq list [--flow FLOW] [--limit N] [--json]
+python starter.py dlq show RUN_ID [--json]
+python starter.py dlq redrive RUN_ID [--json]
+python starter.py fork RUN_ID --from-step STEP [--input JSON | --input @FILE] [--id ID] [--json]
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import json
 import sys
 from typing import Any
 
-from ensemble.client import check_input
-from ensemble.cli.app import read_input
-from ensemble.runtime import connection as temporal
-from ensemble.runs import dlq
-from ensemble.spec.errors import InputError
 from ensemble.authoring.flows import LoadedFlow
+from ensemble.cli.app import read_input
+from ensemble.client import check_input
+from ensemble.runs import dlq
+from ensemble.runtime import connection as temporal
+from ensemble.spec.errors import InputError
 
 
 def register(sub: Any) -> None:
@@ -90,13 +90,19 @@ async def cmd_list(args: argparse.Namespace) -> int:
     table = Table("run", "flow", "failed step", "agent", "attempts", "failed at", "error")
     table.columns[0].no_wrap = True
     for d in letters:
-        error = f"REJECTED by {d.rejected['by']}: {d.rejected['why'] or '(no comment)'}" if d.rejected else _short(d.error)
-        table.add_row(d.run_id, d.flow, d.failed_step or "?", d.agent or "", str(d.attempts), (d.failed_at or "")[:19], error)
+        error = (
+            f"REJECTED by {d.rejected['by']}: {d.rejected['why'] or '(no comment)'}" if d.rejected else _short(d.error)
+        )
+        table.add_row(
+            d.run_id, d.flow, d.failed_step or "?", d.agent or "", str(d.attempts), (d.failed_at or "")[:19], error
+        )
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 160))
     console.print(table)
-    print(f"{len(letters)} failed run(s); `python starter.py dlq show RUN_ID` for details, `dlq redrive RUN_ID` to resume one")
+    print(
+        f"{len(letters)} failed run(s); `python starter.py dlq show RUN_ID` for details, `dlq redrive RUN_ID` to resume one"
+    )
     return 0
 
 
@@ -119,10 +125,23 @@ async def cmd_show(args: argparse.Namespace) -> int:
     ]
     if letter.rejected:
         r = letter.rejected
-        rows.insert(2, ("rejected", f"at gate '{r['gate']}' by {r['by']} at {r['at']}: {r['why'] or '(no comment)'} (final: not redriven)"))
+        rows.insert(
+            2,
+            (
+                "rejected",
+                f"at gate '{r['gate']}' by {r['by']} at {r['at']}: {r['why'] or '(no comment)'} (final: not redriven)",
+            ),
+        )
     for c in letter.compensations:
-        rows.append(("compensation", f"{c['step']}: {c['agent']} {c['status']}" + (f" ({c['error']})" if c["error"] else "")))
-    rows.append(("redriven as", letter.redriven_as or "- (`python starter.py dlq redrive RUN_ID` resumes it from the failed step)"))
+        rows.append(
+            ("compensation", f"{c['step']}: {c['agent']} {c['status']}" + (f" ({c['error']})" if c["error"] else ""))
+        )
+    rows.append(
+        (
+            "redriven as",
+            letter.redriven_as or "- (`python starter.py dlq redrive RUN_ID` resumes it from the failed step)",
+        )
+    )
     for name, value in rows:
         print(f"{name:>14}: {value}")
     return 0
@@ -131,7 +150,9 @@ async def cmd_show(args: argparse.Namespace) -> int:
 async def cmd_redrive(args: argparse.Namespace) -> int:
     client = await _client()
     new_id, request = await dlq.redrive(client, args.run_id)
-    return await _started(client, new_id, request, args.json, {"redrive_of": args.run_id}, f"redriving run {args.run_id} as run {new_id}")
+    return await _started(
+        client, new_id, request, args.json, {"redrive_of": args.run_id}, f"redriving run {args.run_id} as run {new_id}"
+    )
 
 
 async def cmd_fork(args: argparse.Namespace) -> int:
@@ -144,9 +165,18 @@ async def cmd_fork(args: argparse.Namespace) -> int:
         check_input(value, flow)
     if args.id is not None and not args.id.strip():
         raise InputError("--id is empty")
-    new_id, request = await dlq.fork(client, args.run_id, args.from_step, new_input=value, has_input=has_input, new_id=args.id)
+    new_id, request = await dlq.fork(
+        client, args.run_id, args.from_step, new_input=value, has_input=has_input, new_id=args.id
+    )
     extra = {"fork_of": args.run_id, "from_step": args.from_step}
-    return await _started(client, new_id, request, args.json, extra, f"forked run {args.run_id} from step '{args.from_step}' as run {new_id}")
+    return await _started(
+        client,
+        new_id,
+        request,
+        args.json,
+        extra,
+        f"forked run {args.run_id} from step '{args.from_step}' as run {new_id}",
+    )
 
 
 async def _started(client: Any, new_id: str, request: Any, as_json: bool, extra: dict[str, Any], line: str) -> int:

@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     i.add_argument("names", nargs="*", help="approver names (default: every member of the approvers file's groups)")
     i.set_defaults(fn=cmd_keys_init)
-    t = ks.add_parser("token", help="print a short-lived bearer token for the service (`serve`), signed with USER's local key")
+    t = ks.add_parser(
+        "token", help="print a short-lived bearer token for the service (`serve`), signed with USER's local key"
+    )
     t.add_argument("name", metavar="USER", help="an approver with a local key (`keys init`)")
     t.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid (default 3600)")
     t.set_defaults(fn=cmd_keys_token)

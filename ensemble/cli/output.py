@@ -37,9 +37,11 @@ def print_result(outcome: dict[str, Any], as_json: bool) -> int:
 def waiting_line(run_id: str, gate: dict[str, Any]) -> str:
     deadline = f"; deadline {gate['deadline']}" if gate.get("deadline") else ""
     who = ", ".join(gate["approvers"])
-    return (f"run {run_id} is waiting for approval at gate '{gate['gate']}' (tier {gate['tier']}, {gate['approvals']} of "
-            f"{gate['quorum']} approvals from {who}{deadline}); decide with `python starter.py approve {run_id} "
-            f"--gate {gate['gate']} --by {gate['approvers'][0]}` (or reject / request-changes)")  # fmt: skip
+    return (
+        f"run {run_id} is waiting for approval at gate '{gate['gate']}' (tier {gate['tier']}, {gate['approvals']} of "
+        f"{gate['quorum']} approvals from {who}{deadline}); decide with `python starter.py approve {run_id} "
+        f"--gate {gate['gate']} --by {gate['approvers'][0]}` (or reject / request-changes)"
+    )
 
 
 def print_outcome(outcome: dict[str, Any], as_json: bool) -> int:

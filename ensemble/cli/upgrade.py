@@ -82,8 +82,16 @@ async def cmd_upgrade_check(args: argparse.Namespace) -> int:
     checked = await check(client, workflows, per_flow=args.sample, scan=args.scan, flows=args.flow or [])
     bad = [c for c in checked if not c.ok]
     if args.json:
-        print(json.dumps({"ok": not bad, "checked": [asdict(c) for c in checked],
-                          "first_divergence": asdict(bad[0]) if bad else None}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "ok": not bad,
+                    "checked": [asdict(c) for c in checked],
+                    "first_divergence": asdict(bad[0]) if bad else None,
+                },
+                indent=2,
+            )
+        )
         return 1 if bad else 0
     per_flow: dict[str, list[Checked]] = {}
     for c in checked:

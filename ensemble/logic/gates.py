@@ -4,9 +4,10 @@ unit tests can drive it directly. The waiting, timers and notifications are in w
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 from ensemble.logic.proofs import ProofRefused, Verified, binding, recorded, verify
 from ensemble.spec import GateDecision, GateDecisionResult, GateSpec, GateStep, child_steps
@@ -59,7 +60,13 @@ class OpenGate:
     run_id: str = ""
 
     def enter_tier(
-        self, tier: int, people: list[str], quorum: int, now: datetime, deadline: datetime | None, trust: TierTrust | None = None
+        self,
+        tier: int,
+        people: list[str],
+        quorum: int,
+        now: datetime,
+        deadline: datetime | None,
+        trust: TierTrust | None = None,
     ) -> None:
         if self.tier:
             self.escalations.append({"from_tier": self.tier, "to_tier": tier, "at": _iso(now), "approvers": people})
@@ -147,14 +154,18 @@ class GateBook:
         if len(matches) == 1:
             return matches[0]
         if matches:
-            raise GateRefused(f"gate '{name}' is open at {len(matches)} places: name one of {', '.join(sorted(g.path for g in matches))}")
+            raise GateRefused(
+                f"gate '{name}' is open at {len(matches)} places: name one of {', '.join(sorted(g.path for g in matches))}"
+            )
         if name not in self.known and not any(name == r["path"] for r in self.records):
             listed = ", ".join(sorted(self.known)) or "none"
             raise GateRefused(f"this run has no gate '{name}' (its gates: {listed})")
         closed = [r for r in self.records if name in (r["gate"], r["path"])]
         if closed:
             last = closed[-1]
-            raise GateRefused(f"gate '{name}' is not open: it was {last['status'].replace('_', ' ')} by {last['decided_by']}")
+            raise GateRefused(
+                f"gate '{name}' is not open: it was {last['status'].replace('_', ' ')} by {last['decided_by']}"
+            )
         raise GateRefused(f"gate '{name}' is not open (the run has not reached it, or its condition did not hold)")
 
     def check(self, d: GateDecision, now: datetime | None = None) -> OpenGate:
@@ -184,21 +195,29 @@ class GateBook:
     def _gate_for(self, d: GateDecision) -> OpenGate:
         gate = self.find(d.gate)
         if gate.outcome is not None or not gate.tier:
-            raise GateRefused(f"gate '{gate.name}' is not open: it was just {(gate.outcome or 'opened').replace('_', ' ')}")
+            raise GateRefused(
+                f"gate '{gate.name}' is not open: it was just {(gate.outcome or 'opened').replace('_', ' ')}"
+            )
         if d.by not in gate.approvers:
             raise GateRefused(
                 f"'{d.by}' is not an approver of gate '{gate.name}' at tier {gate.tier} (approvers: {', '.join(gate.approvers)})"
             )
         earlier = next((x for x in gate.decisions if x["by"] == d.by), None)
         if earlier:
-            raise GateRefused(f"'{d.by}' already decided on gate '{gate.name}' ({earlier['decision'].replace('_', ' ')} at {earlier['at']})")
+            raise GateRefused(
+                f"'{d.by}' already decided on gate '{gate.name}' ({earlier['decision'].replace('_', ' ')} at {earlier['at']})"
+            )
         if d.decision == "request_changes":
             if not gate.spec.changes_to:
-                raise GateRefused(f"gate '{gate.name}' does not take change requests (it has no changes_to step): approve or reject")
+                raise GateRefused(
+                    f"gate '{gate.name}' does not take change requests (it has no changes_to step): approve or reject"
+                )
             if not d.comment.strip():
                 raise GateRefused("a change request needs a comment saying what to change")
             if gate.round > gate.spec.max_rounds:
-                raise GateRefused(f"gate '{gate.name}' has had its {gate.spec.max_rounds} rounds of changes: approve or reject")
+                raise GateRefused(
+                    f"gate '{gate.name}' has had its {gate.spec.max_rounds} rounds of changes: approve or reject"
+                )
         return gate
 
     def apply(self, d: GateDecision, now: datetime, *, accepted: bool = False) -> GateDecisionResult:
@@ -211,13 +230,27 @@ class GateBook:
         else:
             proof = self.check_proof(d, now)
         gate = self._gate_for(d)
-        entry: dict[str, Any] = {"by": d.by, "decision": d.decision, "comment": d.comment, "at": _iso(now), "tier": gate.tier}
+        entry: dict[str, Any] = {
+            "by": d.by,
+            "decision": d.decision,
+            "comment": d.comment,
+            "at": _iso(now),
+            "tier": gate.tier,
+        }
         if gate.identity == "proven" and proof is not None:
             self.seen_proofs.add(proof.jti)
             # The token itself stays in the update's history event (the evidence `audit` re-checks),
             # out of the run's state, result and notifications.
-            entry.update(identity="proven", verified=True, subject=proof.subject, key_id=proof.key_id, issuer=proof.issuer,
-                         jti=proof.jti, digest=gate.digest, round=gate.round)  # fmt: skip
+            entry.update(
+                identity="proven",
+                verified=True,
+                subject=proof.subject,
+                key_id=proof.key_id,
+                issuer=proof.issuer,
+                jti=proof.jti,
+                digest=gate.digest,
+                round=gate.round,
+            )
         elif gate.trust is not None:  # a run that declares `identity: asserted`: the record says so
             entry.update(identity="asserted", verified=False, digest=gate.digest, round=gate.round)
         gate.decisions.append(entry)
@@ -227,7 +260,9 @@ class GateBook:
             gate.settle("changes_requested", d.by, now, d.comment)
         elif len(approved_by := gate.approvals()) >= gate.quorum:
             gate.settle("approved", ", ".join(approved_by), now, d.comment)
-        return GateDecisionResult(gate=gate.name, status=gate.outcome or "open", approvals=len(gate.approvals()), quorum=gate.quorum)
+        return GateDecisionResult(
+            gate=gate.name, status=gate.outcome or "open", approvals=len(gate.approvals()), quorum=gate.quorum
+        )
 
     def pending(self) -> list[dict[str, Any]]:
         return [g.summary() for g in self.open.values() if g.tier and g.outcome is None]

@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ensemble.spec import MergeSpec
 from ensemble.logic.state import StateError, lookup
+from ensemble.spec import MergeSpec
 
 
 class MergeError(ValueError):
@@ -84,8 +84,13 @@ def merge(spec: MergeSpec, branches: list[Branch]) -> Decision:
         value_of.setdefault(k, v["vote"])
         tally[k] = tally.get(k, 0.0) + (v["weight"] if spec.strategy == "weighted_vote" else 1.0)
     shown = ("branch", "agent", "vote", "weight", "confidence", "reason")
-    record = {**base, "votes": [{k: v[k] for k in shown if k in v} for v in votes],
-              "tally": {k: round(t, 6) for k, t in tally.items()}, "tie": False, "adjudicated": False}  # fmt: skip
+    record = {
+        **base,
+        "votes": [{k: v[k] for k in shown if k in v} for v in votes],
+        "tally": {k: round(t, 6) for k, t in tally.items()},
+        "tie": False,
+        "adjudicated": False,
+    }
     described = ", ".join(f"{k} {tally[k]:g}" for k in tally)
 
     def decided(value: Any, reason: str) -> Decision:
@@ -108,19 +113,45 @@ def merge(spec: MergeSpec, branches: list[Branch]) -> Decision:
     if len(leaders) == 1:
         unit = "weight" if spec.strategy == "weighted_vote" else "votes"
         return decided(value_of[leaders[0]], f"{leaders[0]} leads with {top:g} {unit} ({described})")
-    return _settle(spec, {**record, "tie": True}, votes, value_of, leaders, f"tie between {', '.join(leaders)} ({described})")
+    return _settle(
+        spec, {**record, "tie": True}, votes, value_of, leaders, f"tie between {', '.join(leaders)} ({described})"
+    )
 
 
-def _settle(spec: MergeSpec, record: dict[str, Any], votes: list[dict[str, Any]], value_of: dict[str, Any],
-            candidates: list[str], why: str) -> Decision:  # fmt: skip
+def _settle(
+    spec: MergeSpec,
+    record: dict[str, Any],
+    votes: list[dict[str, Any]],
+    value_of: dict[str, Any],
+    candidates: list[str],
+    why: str,
+) -> Decision:
     """Apply the declared tie-break rule to an unsettled vote."""
     if spec.tie_break == "order":
         rank = {name: i for i, name in enumerate(spec.order)}
-        ranked = sorted((v for v in votes if _key(v["vote"]) in candidates), key=lambda v: rank.get(v["branch"], len(rank)))
+        ranked = sorted(
+            (v for v in votes if _key(v["vote"]) in candidates), key=lambda v: rank.get(v["branch"], len(rank))
+        )
         chosen = ranked[0]
-        return Decision({**record, "decision": chosen["vote"], "reason": f"{why}; settled by order: '{chosen['branch']}' ranks first"}, ballots=votes)
+        return Decision(
+            {
+                **record,
+                "decision": chosen["vote"],
+                "reason": f"{why}; settled by order: '{chosen['branch']}' ranks first",
+            },
+            ballots=votes,
+        )
     if spec.tie_break == "value":
-        return Decision({**record, "decision": spec.tie_value, "reason": f"{why}; settled by the declared value {_key(spec.tie_value)}"}, ballots=votes)
+        return Decision(
+            {
+                **record,
+                "decision": spec.tie_value,
+                "reason": f"{why}; settled by the declared value {_key(spec.tie_value)}",
+            },
+            ballots=votes,
+        )
     if spec.tie_break == "adjudicator":
         return Decision({**record, "decision": None, "reason": why}, needs_adjudication=True, ballots=votes)
-    raise MergeError(f"{why} under {spec.strategy}, and no tie_break rule settles it (declare tie_break: order|value|adjudicator)")
+    raise MergeError(
+        f"{why} under {spec.strategy}, and no tie_break rule settles it (declare tie_break: order|value|adjudicator)"
+    )

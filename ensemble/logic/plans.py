@@ -18,7 +18,9 @@ class Subtask(BaseModel):
 
     id: str = Field(pattern=NAME_RE)
     agent: str | None = None
-    step: dict[str, Any] | None = Field(None, description="a step of any kind; its templates read this subtask's input as $input")
+    step: dict[str, Any] | None = Field(
+        None, description="a step of any kind; its templates read this subtask's input as $input"
+    )
     input: Any = None
     depends_on: list[str] = Field(default_factory=list)
     for_each: str | None = Field(None, pattern=r"^\$", description="run the agent once per item of this list ($item)")
@@ -78,7 +80,9 @@ def validate_plan(data: Any, allowed: list[str], max_subtasks: int, max_depth: i
             used = s.agents()
         except ValidationError as err:
             first = err.errors()[0]
-            problems.append(f"subtask '{s.id}': its step is malformed at {'.'.join(map(str, first['loc'])) or '(step)'}: {first['msg']}")
+            problems.append(
+                f"subtask '{s.id}': its step is malformed at {'.'.join(map(str, first['loc'])) or '(step)'}: {first['msg']}"
+            )
             used = []
         for name in used:
             if name not in allowed:
@@ -103,7 +107,7 @@ def _cycle(plan: Plan) -> list[str] | None:
 
     def visit(node: str, trail: list[str]) -> list[str] | None:
         if state.get(node) == 1:
-            return trail[trail.index(node):] + [node]
+            return trail[trail.index(node) :] + [node]
         if state.get(node) == 2:
             return None
         state[node] = 1

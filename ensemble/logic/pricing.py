@@ -52,7 +52,9 @@ class Spending:
             self.usd += cost_usd(model, usage, budget.prices)
 
     def usage(self) -> Usage:
-        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, total_tokens=self.tokens)
+        return Usage(
+            prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, total_tokens=self.tokens
+        )
 
     def add_spent(self, usage: Usage, usd: float) -> None:
         """Count a subtask's model use (already priced by its own run)."""

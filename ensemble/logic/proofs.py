@@ -142,7 +142,7 @@ def verify(
                 audience=options["audience"],
                 issuer=options["issuer"],
                 options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "require": ["exp", "jti"]},
-            )  # fmt: skip  (the clock is the workflow's, checked below)
+            )  # the clock is the workflow's, checked below
             used = jwk
             break
         except jwt.InvalidSignatureError:

@@ -11,7 +11,8 @@ makes a reference optional (`$input.filename?` is null when absent). `$$` escape
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ensemble.spec import Reducer, StateKey
 

@@ -22,6 +22,7 @@ from ensemble.runs.history import RunHistory, fold_history, read_history
 from ensemble.spec import GateDecision, RunRequest
 from ensemble.spec.gate import TierTrust
 
+
 @dataclass
 class AuditedDecision:
     gate: str
@@ -51,8 +52,13 @@ class AuditReport:
         return all(d.verified or d.identity == "asserted" for d in self.decisions)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "flow": self.flow, "identity": self.identity, "ok": self.ok,
-                "decisions": [asdict(d) for d in self.decisions]}  # fmt: skip
+        return {
+            "run_id": self.run_id,
+            "flow": self.flow,
+            "identity": self.identity,
+            "ok": self.ok,
+            "decisions": [asdict(d) for d in self.decisions],
+        }
 
 
 @dataclass
@@ -89,8 +95,9 @@ def audit(h: RunHistory, *, run_id: str) -> AuditReport:
                 break
             spec = keys.spec
             trust = TierTrust.model_validate(keys.trust) if isinstance(keys.trust, dict) else None
-            tiers[spec.get("gate", "")] = _Tier(spec.get("gate", ""), int(spec.get("round", 0)), int(spec.get("tier", 0)),
-                                                spec.get("digest"), trust)  # fmt: skip
+            tiers[spec.get("gate", "")] = _Tier(
+                spec.get("gate", ""), int(spec.get("round", 0)), int(spec.get("tier", 0)), spec.get("digest"), trust
+            )
         try:
             decision = GateDecision.model_validate(d.decision)
         except ValueError:
@@ -101,13 +108,30 @@ def audit(h: RunHistory, *, run_id: str) -> AuditReport:
     return report
 
 
-def _check(run_id: str, d: GateDecision, via: str, when: datetime | None, clock: datetime | None, tiers: dict[str, _Tier],
-           seen: set[str], request: RunRequest | None) -> AuditedDecision:  # fmt: skip
+def _check(
+    run_id: str,
+    d: GateDecision,
+    via: str,
+    when: datetime | None,
+    clock: datetime | None,
+    tiers: dict[str, _Tier],
+    seen: set[str],
+    request: RunRequest | None,
+) -> AuditedDecision:
     tier = tiers.get(d.gate) or next((t for path, t in tiers.items() if path.rsplit(".", 1)[-1] == d.gate), None)
     identity = request.flow.identity if request and tier is not None else "asserted"
-    out = AuditedDecision(gate=d.gate, round=tier.round if tier else None, tier=tier.tier if tier else None, by=d.by,
-                          decision=d.decision, at=when.isoformat(timespec="seconds") if when else "", via=via,
-                          identity=identity, verified=False, digest=tier.digest if tier else None)  # fmt: skip
+    out = AuditedDecision(
+        gate=d.gate,
+        round=tier.round if tier else None,
+        tier=tier.tier if tier else None,
+        by=d.by,
+        decision=d.decision,
+        at=when.isoformat(timespec="seconds") if when else "",
+        via=via,
+        identity=identity,
+        verified=False,
+        digest=tier.digest if tier else None,
+    )
     if identity == "asserted":
         out.problem = "asserted: the flow believes names (identity: asserted), nothing to verify"
         return out

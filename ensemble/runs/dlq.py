@@ -23,13 +23,12 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from ensemble.spec import protocol
-from ensemble.spec import protocol as attributes
-from ensemble.spec.errors import EnsembleError, InputError
 from ensemble.authoring.flows import walk_steps
 from ensemble.runs.history import Call, RunHistory, read_history
 from ensemble.runtime.launch import start_request
-from ensemble.spec import WORKFLOW_NAME, AgentResult, AgentStep, RunRequest
+from ensemble.spec import WORKFLOW_NAME, AgentResult, AgentStep, RunRequest, protocol
+from ensemble.spec import protocol as attributes
+from ensemble.spec.errors import EnsembleError, InputError
 
 _STEP_IN_ERROR = re.compile(r"step '([^']+)'")
 # How workflows/gate.py fails a run that people rejected: final, never redriven or forked past.
@@ -81,11 +80,15 @@ def _failure(record: RunHistory) -> tuple[str | None, Call | None]:
     return (failed[-1].step, failed[-1]) if failed else (None, None)
 
 
-async def dead_letter(client: Client, run_id: str, *, record: RunHistory | None = None, look_up_redrive: bool = True) -> DeadLetter:
+async def dead_letter(
+    client: Client, run_id: str, *, record: RunHistory | None = None, look_up_redrive: bool = True
+) -> DeadLetter:
     """A failed run's dead-letter entry (refused for a run that did not fail)."""
     record = record or await read_run(client, run_id)
     if record.status != "failed":
-        raise EnsembleError(f"run '{run_id}' is {record.status}, not failed: only failed runs are in the dead-letter queue")
+        raise EnsembleError(
+            f"run '{run_id}' is {record.status}, not failed: only failed runs are in the dead-letter queue"
+        )
     step, act = _failure(record)
     agent, attempts, error = (act.agent, act.attempts, act.error) if act else (None, 0, record.error)
     if act is None and record.failed_children:  # a subtask or chat failed: name its failing agent
@@ -112,9 +115,16 @@ async def dead_letter(client: Client, run_id: str, *, record: RunHistory | None 
         input=record.run_request.input,
         failed_at=record.ended_at.isoformat(timespec="seconds") if record.ended_at else None,
         step_input=act.input if act else None,
-        completed_steps=[a.activity_id for a in record.calls if a.status in ("completed", "reused") and not a.compensation
-                         and a.activity_id not in compensated],  # fmt: skip
-        compensations=[{"step": a.step, "agent": a.agent, "status": a.status, "error": a.error} for a in record.calls if a.compensation],
+        completed_steps=[
+            a.activity_id
+            for a in record.calls
+            if a.status in ("completed", "reused") and not a.compensation and a.activity_id not in compensated
+        ],
+        compensations=[
+            {"step": a.step, "agent": a.agent, "status": a.status, "error": a.error}
+            for a in record.calls
+            if a.compensation
+        ],
         redriven_as=await redriven_as(client, run_id) if look_up_redrive else None,
         rejected=rejected,
     )
@@ -124,8 +134,10 @@ def refuse_rejected(record: RunHistory, what: str) -> None:
     """A run people rejected is final: no redrive or fork asks its gate again."""
     if record.error_type == "GateRejected" and (m := _REJECTED.search(record.error or "")):
         why = f" ({m.group(3)})" if m.group(3) else ""
-        raise EnsembleError(f"run '{record.run_id}' was rejected at gate '{m.group(1)}' by {m.group(2)}{why}: a rejection is final and "
-                            f"{what} would ask again; start a new run instead (`starter.py run {record.run_request.flow.name} --input ...`)")  # fmt: skip
+        raise EnsembleError(
+            f"run '{record.run_id}' was rejected at gate '{m.group(1)}' by {m.group(2)}{why}: a rejection is final and "
+            f"{what} would ask again; start a new run instead (`starter.py run {record.run_request.flow.name} --input ...`)"
+        )
 
 
 async def redriven_as(client: Client, run_id: str) -> str | None:
@@ -146,8 +158,10 @@ async def dead_letters(client: Client, *, flow: str | None = None, limit: int = 
     async def take(ids: list[str]) -> None:
         """Keep the runs of `ids` (one visibility query for their redrives) until `limit`."""
         names = ", ".join(_quote(i) for i in ids)
-        redriven = {wf.typed_search_attributes.get(attributes.REDRIVE_OF)
-                    async for wf in client.list_workflows(f"{attributes.REDRIVE_OF.name} IN ({names})")}  # fmt: skip
+        redriven = {
+            wf.typed_search_attributes.get(attributes.REDRIVE_OF)
+            async for wf in client.list_workflows(f"{attributes.REDRIVE_OF.name} IN ({names})")
+        }
         for run_id in ids:
             if run_id in redriven or len(out) >= limit:
                 continue
@@ -182,9 +196,16 @@ def seed(record: RunHistory, upto: int | None = None) -> tuple[dict[str, AgentRe
     passes on its key, and steps whose compensation ran are left out of both."""
     compensated = record.compensated()
     calls = [a for a in record.calls if not a.compensation][:upto]
-    reuse = {a.activity_id: AgentResult.model_validate(a.result) for a in calls
-             if a.status in ("completed", "reused") and a.result is not None and a.activity_id not in compensated}  # fmt: skip
-    keys = {aid: key for aid, key in record.run_request.idempotency_keys.items() if aid.split(protocol.COMPENSATE_SUFFIX)[0] not in compensated}
+    reuse = {
+        a.activity_id: AgentResult.model_validate(a.result)
+        for a in calls
+        if a.status in ("completed", "reused") and a.result is not None and a.activity_id not in compensated
+    }
+    keys = {
+        aid: key
+        for aid, key in record.run_request.idempotency_keys.items()
+        if aid.split(protocol.COMPENSATE_SUFFIX)[0] not in compensated
+    }
     for a in record.calls:
         if a.key and a.activity_id.split(protocol.COMPENSATE_SUFFIX)[0] not in compensated:
             keys[a.activity_id] = a.key
@@ -219,7 +240,9 @@ def fork_point(record: RunHistory, step: str) -> int:
     if step in _step_names(record.run_request):
         return len(calls)  # the step exists but never ran: everything recorded came before it
     known = ", ".join(_step_names(record.run_request))
-    raise InputError(f"run '{record.run_id}' (flow '{record.run_request.flow.name}') has no step or agent '{step}' (steps and agents: {known})")
+    raise InputError(
+        f"run '{record.run_id}' (flow '{record.run_request.flow.name}') has no step or agent '{step}' (steps and agents: {known})"
+    )
 
 
 def redrive_id(run_id: str) -> str:
@@ -234,20 +257,28 @@ async def redrive(client: Client, run_id: str) -> tuple[str, RunRequest]:
     refuse_rejected(record, "a redrive")
     letter = await dead_letter(client, run_id, record=record)
     if letter.redriven_as:
-        raise EnsembleError(f"run '{run_id}' was already redriven as '{letter.redriven_as}': follow that run, or redrive it if it failed")
+        raise EnsembleError(
+            f"run '{run_id}' was already redriven as '{letter.redriven_as}': follow that run, or redrive it if it failed"
+        )
     reuse, keys = seed(record)
     request = record.run_request.model_copy(update={"reuse": reuse, "idempotency_keys": keys, "origin": run_id})
     new_id = redrive_id(run_id)
     try:
-        await start_request(client, request, new_id, origin=(attributes.REDRIVE_OF, run_id),
-                            summary=f"redrive of {run_id} from step {letter.failed_step}")
+        await start_request(
+            client,
+            request,
+            new_id,
+            origin=(attributes.REDRIVE_OF, run_id),
+            summary=f"redrive of {run_id} from step {letter.failed_step}",
+        )
     except EnsembleError:
         raise EnsembleError(f"run '{run_id}' was already redriven as '{new_id}'") from None
     return new_id, request
 
 
-async def fork(client: Client, run_id: str, step: str, *, new_input: Any = None, has_input: bool = False,
-               new_id: str | None = None) -> tuple[str, RunRequest]:  # fmt: skip
+async def fork(
+    client: Client, run_id: str, step: str, *, new_input: Any = None, has_input: bool = False, new_id: str | None = None
+) -> tuple[str, RunRequest]:
     """A new run that reuses what `run_id` recorded before STEP and runs from STEP on."""
     record = await read_run(client, run_id)
     refuse_rejected(record, "a fork")
@@ -257,7 +288,9 @@ async def fork(client: Client, run_id: str, step: str, *, new_input: Any = None,
         update["input"] = new_input
     request = record.run_request.model_copy(update=update)
     new_id = new_id or f"{run_id}.fork-{uuid.uuid4().hex[:6]}"
-    await start_request(client, request, new_id, origin=(attributes.FORK_OF, run_id), summary=f"fork of {run_id} from step {step}")
+    await start_request(
+        client, request, new_id, origin=(attributes.FORK_OF, run_id), summary=f"fork of {run_id} from step {step}"
+    )
     return new_id, request
 
 

@@ -283,8 +283,10 @@ async def _fold(converter: DataConverter, h: RunHistory, events: list[Any], *, f
                 except ValueError:
                     h.request = None
                 if h.request is not None:  # a redrive or fork: the recorded results it reused
-                    h.calls += [Call(aid, agent_of(h.request, aid), status="reused", result=r.model_dump(), scheduled_at=when)
-                                for aid, r in h.request.reuse.items()]  # fmt: skip
+                    h.calls += [
+                        Call(aid, agent_of(h.request, aid), status="reused", result=r.model_dump(), scheduled_at=when)
+                        for aid, r in h.request.reuse.items()
+                    ]
         elif etype == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
             name = attrs.activity_type.name
@@ -330,7 +332,9 @@ async def _fold(converter: DataConverter, h: RunHistory, events: list[Any], *, f
             if local is not None:
                 h.calls.append(local)
         elif etype == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
-            children[event.event_id] = child = Child(event.start_child_workflow_execution_initiated_event_attributes.workflow_id)
+            children[event.event_id] = child = Child(
+                event.start_child_workflow_execution_initiated_event_attributes.workflow_id
+            )
             h.children.append(child)
         elif etype == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
             attrs = event.child_workflow_execution_started_event_attributes
@@ -345,7 +349,9 @@ async def _fold(converter: DataConverter, h: RunHistory, events: list[Any], *, f
             request = attrs.accepted_request
             if request.input.name == protocol.DECIDE_UPDATE:
                 value = await _decode_one(converter, request.input.args)
-                updates[request.meta.update_id] = d = Decision(when, "update", value if isinstance(value, dict) else {}, clock=clock)
+                updates[request.meta.update_id] = d = Decision(
+                    when, "update", value if isinstance(value, dict) else {}, clock=clock
+                )
                 h.decisions.append(d)
         elif etype == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
             attrs = event.workflow_execution_update_completed_event_attributes
@@ -387,8 +393,15 @@ async def _local_call(converter: DataConverter, attrs: Any, when: datetime) -> C
         return None
     if not isinstance(data, dict) or "activity_id" not in data:
         return None
-    call = Call(str(data["activity_id"]), str(data.get("activity_type") or "?"), status="completed",
-                attempts=int(data.get("attempt") or 1), scheduled_at=when, ended_at=when, local=True)  # fmt: skip
+    call = Call(
+        str(data["activity_id"]),
+        str(data.get("activity_type") or "?"),
+        status="completed",
+        attempts=int(data.get("attempt") or 1),
+        scheduled_at=when,
+        ended_at=when,
+        local=True,
+    )
     if attrs.HasField("failure"):
         call.status, call.error = "failed", failure_text(attrs.failure)
     elif "result" in attrs.details:
@@ -413,7 +426,9 @@ def _derive_keys(h: RunHistory) -> None:
     for call in h.calls:
         spec = h.request.agents.get(call.agent)
         if call.key is None and call.status != "reused" and spec is not None and spec.effect == "irreversible":
-            call.key = h.request.idempotency_keys.get(call.activity_id) or protocol.idempotency_key(h.run_id, call.activity_id)
+            call.key = h.request.idempotency_keys.get(call.activity_id) or protocol.idempotency_key(
+                h.run_id, call.activity_id
+            )
 
 
 async def wait_result(client: Client, run_id: str) -> dict[str, Any]:
@@ -439,7 +454,10 @@ async def stalled(client: Client, run_id: str, task_queue: str, grace_s: float =
         return (now - ts.ToDatetime().replace(tzinfo=timezone.utc)).total_seconds()
 
     wft = desc.pending_workflow_task
-    if desc.HasField("pending_workflow_task") and wft.state == PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_SCHEDULED:
+    if (
+        desc.HasField("pending_workflow_task")
+        and wft.state == PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_SCHEDULED
+    ):
         if waited(wft.scheduled_time) > grace_s:
             return True
     own_queue = await _activities_on(client, run_id, task_queue) if desc.pending_activities else set()

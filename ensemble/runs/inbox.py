@@ -12,17 +12,25 @@ import asyncio
 import json
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError, WorkflowQueryRejectedError, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from ensemble.identity import keys
 from ensemble.logic.proofs import binding
-from ensemble.spec import protocol as attributes
-from ensemble.spec.errors import EnsembleError, InputError
 from ensemble.runs.history import STATUS_NAMES, get_run, wait_result
 from ensemble.spec import WORKFLOW_NAME, GateDecision, GateDecisionResult
+from ensemble.spec import protocol as attributes
+from ensemble.spec.errors import EnsembleError, InputError
 
-WAITING_QUERY = f"WorkflowType = '{WORKFLOW_NAME}' AND ExecutionStatus = 'Running' AND {attributes.GATES.name} IS NOT NULL"
+WAITING_QUERY = (
+    f"WorkflowType = '{WORKFLOW_NAME}' AND ExecutionStatus = 'Running' AND {attributes.GATES.name} IS NOT NULL"
+)
 
 
 def _quote(value: str) -> str:
@@ -84,7 +92,9 @@ async def decide(client: Client, run_id: str, decision: GateDecision, token: str
         raise
 
 
-async def settle(client: Client, handle: WorkflowHandle, poll_s: float = 0.3, *, stop_at_gate: bool = True) -> dict[str, Any]:
+async def settle(
+    client: Client, handle: WorkflowHandle, poll_s: float = 0.3, *, stop_at_gate: bool = True
+) -> dict[str, Any]:
     """Wait until the run ends or (`stop_at_gate`) waits on people: the outcome (`wait_result`'s
     shape), or `{run_id, status: waiting_for_approval, pending: [...]}`. A worker must be serving
     the run for it to move on."""

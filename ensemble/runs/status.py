@@ -19,10 +19,17 @@ from ensemble.spec import RunStatusView, StepRecord
 
 ENDED = ("completed", "failed", "canceled", "terminated", "timed_out")
 STATUS_STYLE = {
-    "completed": "green", "failed": "red", "timed_out": "red", "canceled": "yellow", "terminated": "red",
-    "running": "cyan", "retrying": "magenta", "scheduled": "dim", "waiting": "yellow bold",
+    "completed": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "canceled": "yellow",
+    "terminated": "red",
+    "running": "cyan",
+    "retrying": "magenta",
+    "scheduled": "dim",
+    "waiting": "yellow bold",
     "waiting_for_approval": "yellow bold",
-}  # fmt: skip
+}
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127, *range(0x80, 0xA0)] if c not in (9,)}
@@ -79,16 +86,27 @@ def steps_table(view: RunStatusView, width: int = 140) -> Table:
         detail = Text(safe(s.error), style="red") if s.error else Text(safe(s.summary or ""))
         if s.usage and s.usage.total_tokens:
             detail.append(f"  [{s.usage.total_tokens} tok]", style="dim")
-        rows.append([name, agent, Text(status, style=STATUS_STYLE.get(s.status, "")), Text(str(s.attempts or "")),
-                     Text(_clock(s.started_at)), Text(_clock(s.ended_at)),
-                     Text(f"{s.latency_ms:.0f}" if s.latency_ms is not None else ""), detail])  # fmt: skip
+        rows.append(
+            [
+                name,
+                agent,
+                Text(status, style=STATUS_STYLE.get(s.status, "")),
+                Text(str(s.attempts or "")),
+                Text(_clock(s.started_at)),
+                Text(_clock(s.ended_at)),
+                Text(f"{s.latency_ms:.0f}" if s.latency_ms is not None else ""),
+                detail,
+            ]
+        )
     table = Table(expand=False)
     used = 3 * 8 + 1  # cell padding and borders
     for i, col in enumerate(("step", "agent", "status", "tries", "start", "end", "ms")):
         # these keep their width (names up to 40 characters); the output column gets the rest
         w = min(max([len(col), *(r[i].cell_len for r in rows)]), 40)
         used += w
-        table.add_column(col, no_wrap=True, width=w, overflow="ellipsis", justify="right" if col in ("tries", "ms") else "left")
+        table.add_column(
+            col, no_wrap=True, width=w, overflow="ellipsis", justify="right" if col in ("tries", "ms") else "left"
+        )
     rest = max(width - used, 16)
     table.add_column("output / error", overflow="ellipsis", no_wrap=True, max_width=rest)
     for r in rows:
@@ -106,15 +124,23 @@ def approvals_table(pending: list[dict[str, Any]]) -> Table:
         given = f"{p.get('approvals', 0)} of {p.get('quorum', 1)}"
         if p.get("approved_by"):
             given += f" ({', '.join(map(str, p['approved_by']))})"
-        table.add_row(safe(p.get("gate") or p.get("path") or "?"), safe(p.get("tier", "")),
-                      safe(", ".join(map(str, approvers)) if isinstance(approvers, list) else approvers),
-                      safe(given), safe(p.get("deadline") or "none"))  # fmt: skip
+        table.add_row(
+            safe(p.get("gate") or p.get("path") or "?"),
+            safe(p.get("tier", "")),
+            safe(", ".join(map(str, approvers)) if isinstance(approvers, list) else approvers),
+            safe(given),
+            safe(p.get("deadline") or "none"),
+        )
     return table
 
 
 def render(view: RunStatusView, *, progress: bool = False, width: int = 140) -> RenderableType:
-    head = Text.assemble("run ", (safe(view.run_id), "bold"), f" · flow {safe(view.flow or '?')} · ",
-                         (view.status, STATUS_STYLE.get(view.status, "bold")))  # fmt: skip
+    head = Text.assemble(
+        "run ",
+        (safe(view.run_id), "bold"),
+        f" · flow {safe(view.flow or '?')} · ",
+        (view.status, STATUS_STYLE.get(view.status, "bold")),
+    )
     if view.started_at:
         head.append(f" · started {view.started_at[:19].replace('T', ' ')} UTC")
     parts: list[RenderableType] = [head, steps_table(view, width)]
@@ -122,7 +148,9 @@ def render(view: RunStatusView, *, progress: bool = False, width: int = 140) -> 
         parts.append(approvals_table(view.pending_approvals))
     usage = getattr(view, "usage", None)
     if usage and usage.total_tokens:
-        parts.append(Text(f"tokens: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion = {usage.total_tokens}"))
+        parts.append(
+            Text(f"tokens: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion = {usage.total_tokens}")
+        )
     if view.error:
         parts.append(Text(f"error: {safe(view.error)}", style="red"))
     if progress:
@@ -134,14 +162,18 @@ def _fingerprint(view: RunStatusView) -> str:
     return json.dumps(view.model_dump(mode="json"), sort_keys=True, default=str)
 
 
-async def watch(client: Client, run_id: str, console: Console, *, as_json: bool = False, interval: float = 1.0) -> RunStatusView:
+async def watch(
+    client: Client, run_id: str, console: Console, *, as_json: bool = False, interval: float = 1.0
+) -> RunStatusView:
     """Follow a run until it ends. On a terminal the table redraws in place with a progress line;
     otherwise one table (or, with `as_json`, one JSON line) is printed each time something changed."""
     view = await describe_run(client, run_id)
     if console.is_terminal and not as_json:
         from rich.live import Live
 
-        with Live(render(view, progress=True, width=console.width), console=console, refresh_per_second=4, transient=False) as live:
+        with Live(
+            render(view, progress=True, width=console.width), console=console, refresh_per_second=4, transient=False
+        ) as live:
             while view.status not in ENDED:
                 await asyncio.sleep(interval)
                 view = await describe_run(client, run_id)

@@ -15,14 +15,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from ensemble.spec.errors import InputError
 from ensemble.spec import RunStatusView, StepRecord
+from ensemble.spec.errors import InputError
 
 WIDTH, LABEL_W, ROW_H, BAR_H, TOP, RIGHT_PAD = 1200, 300, 26, 16, 64, 170
 FILL = {
-    "completed": "#3c9d5d", "failed": "#d64545", "timed_out": "#d64545", "canceled": "#b0a040",
-    "running": "#3b7dd8", "retrying": "#a347c9", "scheduled": "#9aa5b1", "waiting": "#e8a317",
-}  # fmt: skip
+    "completed": "#3c9d5d",
+    "failed": "#d64545",
+    "timed_out": "#d64545",
+    "canceled": "#b0a040",
+    "running": "#3b7dd8",
+    "retrying": "#a347c9",
+    "scheduled": "#9aa5b1",
+    "waiting": "#e8a317",
+}
 STYLE = """
   .title { font: bold 15px sans-serif; fill: #222; }
   .meta { font: 12px sans-serif; fill: #555; }
@@ -52,7 +58,32 @@ def _fmt_s(seconds: float) -> str:
 
 
 def _ticks(span_s: float) -> list[float]:
-    for step in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400):
+    for step in (
+        0.001,
+        0.002,
+        0.005,
+        0.01,
+        0.02,
+        0.05,
+        0.1,
+        0.2,
+        0.5,
+        1,
+        2,
+        5,
+        10,
+        15,
+        30,
+        60,
+        120,
+        300,
+        600,
+        1800,
+        3600,
+        7200,
+        21600,
+        86400,
+    ):
         if span_s / step <= 10:
             return [i * step for i in range(int(span_s / step) + 1)]
     return [0.0, span_s]
@@ -61,7 +92,9 @@ def _ticks(span_s: float) -> list[float]:
 def _bounds(view: RunStatusView, now: datetime) -> tuple[datetime, datetime]:
     times = [t for s in view.steps for t in (_ts(s.started_at), _ts(s.ended_at)) if t]
     start = _ts(view.started_at) or (min(times) if times else now)
-    end = _ts(view.ended_at) or (now if view.status not in ("completed", "failed", "canceled", "terminated", "timed_out") else None)
+    end = _ts(view.ended_at) or (
+        now if view.status not in ("completed", "failed", "canceled", "terminated", "timed_out") else None
+    )
     end = max([end or start, *times])
     return start, end
 
@@ -97,7 +130,7 @@ def render_svg(view: RunStatusView, *, now: datetime | None = None) -> str:
     meta = f"flow {view.flow or '?'} · {view.status} · {_fmt_s(span_s)} · {len(view.steps)} steps"
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" '
-        f'data-run={quoteattr(view.run_id)} data-status={quoteattr(view.status)}>',
+        f"data-run={quoteattr(view.run_id)} data-status={quoteattr(view.status)}>",
         f"<style>{STYLE}</style>",
         '<defs><pattern id="retry-hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
         '<rect width="6" height="6" fill="#ead7f2"/><line x1="0" y1="0" x2="0" y2="6" stroke="#a347c9" stroke-width="2.5"/>'
@@ -110,7 +143,9 @@ def render_svg(view: RunStatusView, *, now: datetime | None = None) -> str:
     for t in _ticks(span_s):
         tx = round(LABEL_W + t / span_s * plot_w, 2)
         out.append(f'<line class="grid" x1="{tx}" y1="{axis_y}" x2="{tx}" y2="{height - 30}"/>')
-        out.append(f'<text class="tick" x="{tx}" y="{axis_y - 4}" text-anchor="middle">{escape(_fmt_s(t) if t else "0")}</text>')
+        out.append(
+            f'<text class="tick" x="{tx}" y="{axis_y - 4}" text-anchor="middle">{escape(_fmt_s(t) if t else "0")}</text>'
+        )
     for row, s in enumerate(view.steps):
         y = TOP + row * ROW_H
         label = f"{s.name} · {s.agent}" if s.name != s.agent else s.agent
@@ -121,7 +156,9 @@ def render_svg(view: RunStatusView, *, now: datetime | None = None) -> str:
             f'data-status={quoteattr(s.status)} data-attempts="{s.attempts}">'
         )
         out.append(f"<title>{escape(_tooltip(s))}</title>")
-        out.append(f'<text class="label" x="{LABEL_W - 8}" y="{y + BAR_H - 3}" text-anchor="end">{escape(label)}</text>')
+        out.append(
+            f'<text class="label" x="{LABEL_W - 8}" y="{y + BAR_H - 3}" text-anchor="end">{escape(label)}</text>'
+        )
         begin, finish = _ts(s.started_at), _ts(s.ended_at)
         if begin is None:
             out.append("</g>")
@@ -134,10 +171,16 @@ def render_svg(view: RunStatusView, *, now: datetime | None = None) -> str:
         classes = "bar" + (" gate" if s.kind == "gate" else "") + (" open" if open_ended else "")
         if retried_until and begin < retried_until <= finish:
             xr = x(retried_until)
-            out.append(f'<rect class="retries" x="{x0}" y="{y}" width="{max(xr - x0, 1):.2f}" height="{BAR_H}" fill="url(#retry-hatch)"/>')
-            out.append(f'<rect class="{classes}" x="{xr}" y="{y}" width="{max(x1 - xr, 2):.2f}" height="{BAR_H}" rx="2" fill="{fill}"/>')
+            out.append(
+                f'<rect class="retries" x="{x0}" y="{y}" width="{max(xr - x0, 1):.2f}" height="{BAR_H}" fill="url(#retry-hatch)"/>'
+            )
+            out.append(
+                f'<rect class="{classes}" x="{xr}" y="{y}" width="{max(x1 - xr, 2):.2f}" height="{BAR_H}" rx="2" fill="{fill}"/>'
+            )
         else:
-            out.append(f'<rect class="{classes}" x="{x0}" y="{y}" width="{x1 - x0:.2f}" height="{BAR_H}" rx="2" fill="{fill}"/>')
+            out.append(
+                f'<rect class="{classes}" x="{x0}" y="{y}" width="{x1 - x0:.2f}" height="{BAR_H}" rx="2" fill="{fill}"/>'
+            )
         note_x = x1 + 4
         if s.attempts > 1 and s.kind != "gate":  # a gate's count is its escalation tier
             out.append(f'<text class="attempts" x="{note_x}" y="{y + BAR_H - 3}">×{s.attempts}</text>')
@@ -150,8 +193,14 @@ def render_svg(view: RunStatusView, *, now: datetime | None = None) -> str:
             out.append(f'<text class="note" x="{note_x}" y="{y + BAR_H - 3}">{escape(s.status)}</text>')
         out.append("</g>")
     legend_y = height - 12
-    legend = [("completed", FILL["completed"]), ("running", FILL["running"]), ("failed", FILL["failed"]),
-              ("human gate", FILL["waiting"]), ("compensation", "#8a8f96"), ("earlier attempts + backoff", "url(#retry-hatch)")]  # fmt: skip
+    legend = [
+        ("completed", FILL["completed"]),
+        ("running", FILL["running"]),
+        ("failed", FILL["failed"]),
+        ("human gate", FILL["waiting"]),
+        ("compensation", "#8a8f96"),
+        ("earlier attempts + backoff", "url(#retry-hatch)"),
+    ]
     lx = 12
     for name, color in legend:
         out.append(f'<rect x="{lx}" y="{legend_y - 9}" width="12" height="10" fill="{color}"/>')
@@ -164,13 +213,28 @@ def render_svg(view: RunStatusView, *, now: datetime | None = None) -> str:
 def render_html(view: RunStatusView, *, now: datetime | None = None) -> str:
     """A page with the SVG timeline and a table of the steps."""
     rows = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-            s.name, s.agent, s.kind, s.status, s.attempts, s.started_at or "", s.ended_at or "",
-            f"{s.latency_ms:.0f}" if s.latency_ms is not None else "", s.error or s.summary or "",
-        )) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in (
+                s.name,
+                s.agent,
+                s.kind,
+                s.status,
+                s.attempts,
+                s.started_at or "",
+                s.ended_at or "",
+                f"{s.latency_ms:.0f}" if s.latency_ms is not None else "",
+                s.error or s.summary or "",
+            )
+        )
+        + "</tr>"
         for s in view.steps
-    )  # fmt: skip
-    head = "".join(f"<th>{h}</th>" for h in ("step", "agent", "kind", "status", "attempts", "scheduled", "ended", "ms", "output / error"))
+    )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("step", "agent", "kind", "status", "attempts", "scheduled", "ended", "ms", "output / error")
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(f"run {view.run_id} · timeline")}</title>
 <style>body {{ font-family: sans-serif; margin: 24px; }} table {{ border-collapse: collapse; font-size: 13px; }}

@@ -10,28 +10,26 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetSystemInfoRequest
 from temporalio.client import Client, TLSConfig
-from ensemble.runtime.converter import data_converter
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
+from ensemble.runtime import server, telemetry
+from ensemble.runtime.converter import data_converter
 from ensemble.spec import protocol as attributes
-from ensemble.runtime import server
-from ensemble.runtime import telemetry
 from ensemble.spec.errors import EnsembleError
 
 FLOW_ATTRIBUTE = attributes.FLOW
 # Every custom search attribute Ensemble uses, registered wherever it runs.
 SEARCH_ATTRIBUTES: dict[str, IndexedValueType.ValueType] = {
-    key.name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{key.indexed_value_type.name}")
-    for key in attributes.ALL
+    key.name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{key.indexed_value_type.name}") for key in attributes.ALL
 }
 
 
@@ -56,7 +54,10 @@ def _tls() -> TLSConfig | bool:
     cert, key, ca = read("TEMPORAL_TLS_CERT"), read("TEMPORAL_TLS_KEY"), read("TEMPORAL_TLS_CA")
     if cert or key or ca or os.environ.get("TEMPORAL_TLS_SERVER_NAME"):
         return TLSConfig(
-            client_cert=cert, client_private_key=key, server_root_ca_cert=ca, domain=os.environ.get("TEMPORAL_TLS_SERVER_NAME")
+            client_cert=cert,
+            client_private_key=key,
+            server_root_ca_cert=ca,
+            domain=os.environ.get("TEMPORAL_TLS_SERVER_NAME"),
         )
     flag = os.environ.get("TEMPORAL_TLS", "").lower() in ("1", "true", "yes")
     return flag or bool(os.environ.get("TEMPORAL_API_KEY"))
@@ -72,7 +73,9 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
         if info is not None and not was_running and on_server_start is not None:
             on_server_start(info)
         if info is None:
-            raise EnsembleError("the embedded Temporal server is not running: start it with `python starter.py server start`")
+            raise EnsembleError(
+                "the embedded Temporal server is not running: start it with `python starter.py server start`"
+            )
         address, tls, api_key = info.address, False, None
     else:
         address, tls, api_key = os.environ["TEMPORAL_ADDRESS"], _tls(), os.environ.get("TEMPORAL_API_KEY")
@@ -81,15 +84,29 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
     deadline = loop.time() + (wait_s if embedded() and info.pid in server.STARTED else 5.0)
     while True:
         try:
-            client = await asyncio.wait_for(Client.connect(
-                address, namespace=namespace(), tls=tls, api_key=api_key, data_converter=data_converter(),
-                runtime=runtime, plugins=telemetry.plugins(),
-            ), max(1.0, deadline - loop.time()))  # a server that accepts but never answers is not waited on forever
-            await asyncio.wait_for(client.workflow_service.get_system_info(GetSystemInfoRequest()), max(1.0, deadline - loop.time()))
+            client = await asyncio.wait_for(
+                Client.connect(
+                    address,
+                    namespace=namespace(),
+                    tls=tls,
+                    api_key=api_key,
+                    data_converter=data_converter(),
+                    runtime=runtime,
+                    plugins=telemetry.plugins(),
+                ),
+                max(1.0, deadline - loop.time()),
+            )  # a server that accepts but never answers is not waited on forever
+            await asyncio.wait_for(
+                client.workflow_service.get_system_info(GetSystemInfoRequest()), max(1.0, deadline - loop.time())
+            )
             return client
         except (RuntimeError, RPCError, asyncio.TimeoutError) as err:
             if loop.time() > deadline:
-                hint = "check TEMPORAL_ADDRESS, TEMPORAL_API_KEY and the TEMPORAL_TLS_* settings" if not embedded() else f"see {server.state_dir() / 'server.log'}"
+                hint = (
+                    "check TEMPORAL_ADDRESS, TEMPORAL_API_KEY and the TEMPORAL_TLS_* settings"
+                    if not embedded()
+                    else f"see {server.state_dir() / 'server.log'}"
+                )
                 raise EnsembleError(f"cannot reach Temporal at {address} ({_first_line(err)}); {hint}") from None
             await asyncio.sleep(0.25)
 
@@ -104,7 +121,10 @@ def _first_line(err: BaseException) -> str:
         ("NotValidForName", "the server's TLS certificate is for another name: set TEMPORAL_TLS_SERVER_NAME"),
         ("InvalidCertificate", "the server's TLS certificate is invalid"),
         ("CertificateRequired", "the server requires a client certificate: set TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY"),
-        ("invalid compression", "the server refused this client: its client certificate or API key is missing or not accepted"),
+        (
+            "invalid compression",
+            "the server refused this client: its client certificate or API key is missing or not accepted",
+        ),
         ("H2NotNegotiated", "the server did not negotiate HTTP/2 over TLS (not a gRPC endpoint?)"),
         ("h2 protocol error", "the server closed the connection (does it need TLS? set TEMPORAL_TLS=true)"),
         ("operation was canceled", "the server closed the connection (does it need TLS? set TEMPORAL_TLS=true)"),
@@ -124,7 +144,9 @@ async def ensure_search_attributes(client: Client) -> None:
         have = await ops.list_search_attributes(ListSearchAttributesRequest(namespace=client.namespace))
         missing = {k: v for k, v in SEARCH_ATTRIBUTES.items() if k not in have.custom_attributes}
         if missing:
-            await ops.add_search_attributes(AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing))
+            await ops.add_search_attributes(
+                AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+            )
     except RPCError as err:
         if err.status == RPCStatusCode.PERMISSION_DENIED:
             raise EnsembleError(
@@ -167,6 +189,8 @@ async def has_pollers(client: Client, task_queue: str, *, activities: bool = Fal
     CLI's own in-process workers that have exited: the server lists pollers for minutes after."""
     kind = TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY if activities else TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
     resp = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=kind)
+        DescribeTaskQueueRequest(
+            namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=kind
+        )
     )
     return any(not _dead_cli_worker(p.identity) for p in resp.pollers)

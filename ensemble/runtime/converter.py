@@ -39,10 +39,14 @@ def data_converter() -> DataConverter:
     config = (os.environ.get(KEYS_ENV, ""), os.environ.get(KEY_FILE_ENV, ""))
     if config not in _cache:
         keys = configured_keys()
-        _cache[config] = pydantic_data_converter if not keys else dataclasses.replace(
-            pydantic_data_converter,
-            payload_codec=AesGcmCodec(keys),
-            failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+        _cache[config] = (
+            pydantic_data_converter
+            if not keys
+            else dataclasses.replace(
+                pydantic_data_converter,
+                payload_codec=AesGcmCodec(keys),
+                failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+            )
         )
     converter = _cache[config]
     store = external_storage()  # large values by reference (ensemble/runtime/payloads.py)

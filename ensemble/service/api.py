@@ -152,10 +152,12 @@ async def run_status(run_id: str, who: Caller, svc: Svc) -> dict[str, Any]:
 
 @router.get("/runs/{run_id}/result", summary="Wait for the run's end (or its next gate) up to `timeout` seconds")
 async def run_result(
-    run_id: str, who: Caller, svc: Svc,
+    run_id: str,
+    who: Caller,
+    svc: Svc,
     until: Literal["end", "gate"] = "end",
     timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 30.0,
-) -> RunOutcome:  # fmt: skip
+) -> RunOutcome:
     await may_read(svc, who, run_id)
     return await svc.client.wait(run_id, until=until, timeout=timeout)
 
@@ -230,8 +232,14 @@ async def gate_binding(
         raise ServiceError(409, "refused", f"run '{run_id}' has no open gate '{gate}'")
     if who.subject not in (g.get("approvers") or []):
         raise ServiceError(403, "forbidden", f"'{who.subject}' is not an approver of gate '{gate}'")
-    bound = binding(run_id, g.get("path") or gate, int(g.get("round") or 0), int(g.get("tier") or 0),
-                    {"decision": decision, "comment": comment}, g.get("digest") or "")  # fmt: skip
+    bound = binding(
+        run_id,
+        g.get("path") or gate,
+        int(g.get("round") or 0),
+        int(g.get("tier") or 0),
+        {"decision": decision, "comment": comment},
+        g.get("digest") or "",
+    )
     return {"binding": bound, "nonce": binding_hash(bound)}
 
 
@@ -241,26 +249,40 @@ async def run_decisions(run_id: str, who: Caller, svc: Svc) -> dict[str, Any]:
     return await svc.client.audit(run_id)
 
 
-@router.get("/runs/{run_id}/timeline.svg", summary="The run's timeline as SVG",
-            response_class=Response, responses={200: {"content": {"image/svg+xml": {}}}})  # fmt: skip
+@router.get(
+    "/runs/{run_id}/timeline.svg",
+    summary="The run's timeline as SVG",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}}},
+)
 async def run_timeline(run_id: str, who: Caller, svc: Svc) -> Response:
     await may_read(svc, who, run_id)
     return Response(await svc.client.timeline_svg(run_id), media_type="image/svg+xml")
 
 
-@router.get("/runs/{run_id}/history", summary="The run's event history (Temporal's JSON)",
-            response_class=Response, responses={200: {"content": {"application/json": {}}}})  # fmt: skip
+@router.get(
+    "/runs/{run_id}/history",
+    summary="The run's event history (Temporal's JSON)",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}}},
+)
 async def run_history(run_id: str, who: Caller, svc: Svc) -> Response:
     await may_read(svc, who, run_id)
     return Response(await svc.client.history_json(run_id), media_type="application/json")
 
 
-@router.get("/runs/{run_id}/events", summary="Live progress as server-sent events (resumable with Last-Event-ID)",
-            response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})  # fmt: skip
+@router.get(
+    "/runs/{run_id}/events",
+    summary="Live progress as server-sent events (resumable with Last-Event-ID)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
 async def run_events(
-    run_id: str, who: Caller, svc: Svc,
+    run_id: str,
+    who: Caller,
+    svc: Svc,
     last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
-) -> StreamingResponse:  # fmt: skip
+) -> StreamingResponse:
     await may_read(svc, who, run_id)
     await svc.client.temporal.get_workflow_handle(run_id).describe()  # 404 for an unknown run, before the stream opens
     after = int(last_event_id) if last_event_id and last_event_id.strip().isdigit() else 0
@@ -273,8 +295,12 @@ async def run_events(
 
 
 @router.get("/dlq", summary="Failed runs (the dead-letter queue)")
-async def dlq_list(who: Caller, svc: Svc, flow: Annotated[str | None, Query(pattern=FLOW)] = None,
-                   limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:  # fmt: skip
+async def dlq_list(
+    who: Caller,
+    svc: Svc,
+    flow: Annotated[str | None, Query(pattern=FLOW)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[dict[str, Any]]:
     svc.roles.require(who, "read", "list failed runs")
     return await svc.client.dead_letters(flow=flow, limit=limit)
 

@@ -31,9 +31,16 @@ def parse_duration(value: Any) -> float:
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$"}],
-                    "description": "seconds, or text like '45s', '30m', '12h', '3d', '1w'"}),
-]  # fmt: skip
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$"},
+            ],
+            "description": "seconds, or text like '45s', '30m', '12h', '3d', '1w'",
+        }
+    ),
+]
 GROUP_PREFIX = "group:"
 APPROVER_RE = r"^(group:)?[A-Za-z0-9][A-Za-z0-9_.@+-]*$"
 
@@ -41,9 +48,13 @@ APPROVER_RE = r"^(group:)?[A-Za-z0-9][A-Za-z0-9_.@+-]*$"
 class GateTier(_Strict):
     """Who may decide, how many of them must approve, and for how long before escalating."""
 
-    approvers: list[Annotated[str, Field(pattern=APPROVER_RE)]] = Field(min_length=1, description="users, or group:NAME from the approvers file")
+    approvers: list[Annotated[str, Field(pattern=APPROVER_RE)]] = Field(
+        min_length=1, description="users, or group:NAME from the approvers file"
+    )
     quorum: int = Field(1, ge=1, description="distinct approvals needed")
-    timeout: Duration | None = Field(None, description="how long this tier has: seconds or '3d', '12h'... (none: no deadline)")
+    timeout: Duration | None = Field(
+        None, description="how long this tier has: seconds or '3d', '12h'... (none: no deadline)"
+    )
 
 
 GateCondition = Literal["equals", "not_equals", "gt", "gte", "lt", "lte", "in", "contains"]
@@ -66,13 +77,19 @@ class GateWhen(_Strict):
 
     @property
     def operators(self) -> list[str]:
-        return [k for k in ("equals", "not_equals", "gt", "gte", "lt", "lte", "in_", "contains") if getattr(self, k) is not None]
+        return [
+            k
+            for k in ("equals", "not_equals", "gt", "gte", "lt", "lte", "in_", "contains")
+            if getattr(self, k) is not None
+        ]
 
     @model_validator(mode="after")
     def _one_operator(self) -> GateWhen:
         if len(self.operators) != 1:
-            raise ValueError("a condition has value: TEMPLATE and exactly one of equals, not_equals, gt, gte, lt, lte, in, contains "
-                             "(with a value other than null: test for null with a plain template)")  # fmt: skip
+            raise ValueError(
+                "a condition has value: TEMPLATE and exactly one of equals, not_equals, gt, gte, lt, lte, in, contains "
+                "(with a value other than null: test for null with a plain template)"
+            )
         return self
 
     def holds(self, value: Any) -> bool:
@@ -97,7 +114,9 @@ class GateSpec(_Strict):
     """A human approval gate. Tier 1 is `approvers`/`quorum`/`timeout` (or `tiers[0]`); when a tier's
     deadline passes the gate escalates to the next tier, and after the last one `on_timeout` applies."""
 
-    when: GateWhen | str | None = Field(None, description="open only when this template is truthy, or a {value, OPERATOR} condition")
+    when: GateWhen | str | None = Field(
+        None, description="open only when this template is truthy, or a {value, OPERATOR} condition"
+    )
     approvers: list[Annotated[str, Field(pattern=APPROVER_RE)]] = Field(default_factory=list)
     quorum: int = Field(1, ge=1)
     timeout: Duration | None = None
@@ -106,7 +125,9 @@ class GateSpec(_Strict):
     on_reject: Literal["fail", "continue"] = Field(
         "fail", description="fail the run (compensations run), or continue with the rejection in the state"
     )
-    changes_to: str | None = Field(None, pattern=NAME_RE, description="earlier step to go back to when changes are requested")
+    changes_to: str | None = Field(
+        None, pattern=NAME_RE, description="earlier step to go back to when changes are requested"
+    )
     max_rounds: int = Field(3, ge=1, le=20, description="how many times changes may be requested")
     show: Any = Field(None, description="template: what approvers are shown (in the inbox and notifications)")
 
@@ -189,7 +210,9 @@ class TierTrust(_Strict):
     people: list[str]
     keys: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     issuers: list[IssuerTrust] = Field(default_factory=list)
-    groups: dict[str, list[str]] = Field(default_factory=dict, description="the tier's groups as the approvers file resolved them")
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="the tier's groups as the approvers file resolved them"
+    )
     source: str = ""
 
 

@@ -27,17 +27,24 @@ class McpServerSpec(_Strict):
 
     name: str = Field(pattern=SERVER_NAME_RE)
     command: list[str] | None = Field(
-        None, description="stdio: the argv the worker starts ('python' is the worker's own interpreter; paths relative to the flow file)"
+        None,
+        description="stdio: the argv the worker starts ('python' is the worker's own interpreter; paths relative to the flow file)",
     )
-    env: dict[str, str] = Field(default_factory=dict, description="stdio: extra environment; values may use ${env:NAME}")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="stdio: extra environment; values may use ${env:NAME}"
+    )
     url: str | None = Field(None, description="streamable HTTP: the server's endpoint (through the egress allow-list)")
-    headers: dict[str, str] = Field(default_factory=dict, description="streamable HTTP: header values may use ${env:NAME}")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="streamable HTTP: header values may use ${env:NAME}"
+    )
     timeout_s: float = Field(30.0, gt=0, description="connecting and listing tools")
 
     @model_validator(mode="after")
     def _transport(self) -> McpServerSpec:
         if bool(self.command) == bool(self.url):
-            raise ValueError("an MCP server needs either command: [argv...] (stdio) or url: 'http(s)://...' (streamable HTTP)")
+            raise ValueError(
+                "an MCP server needs either command: [argv...] (stdio) or url: 'http(s)://...' (streamable HTTP)"
+            )
         if self.url and not re.match(r"^https?://", self.url):
             raise ValueError("an MCP server url must be 'http(s)://...'")
         return self
@@ -64,8 +71,12 @@ class ToolSpec(_Strict):
     approval: ToolApproval | None = Field(None, description="people approve each call's exact arguments before it runs")
     url: str | None = Field(None, description="kind=http: the endpoint the arguments are POSTed to as JSON")
     headers: dict[str, str] = Field(default_factory=dict, description="kind=http: header values may use ${env:NAME}")
-    input_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments (default: the handler's signature)")
-    effect: Effect = Field("read", description="irreversible tools get an idempotency key that is the same on every retry")
+    input_schema: dict[str, Any] | None = Field(
+        None, description="JSON Schema of the arguments (default: the handler's signature)"
+    )
+    effect: Effect = Field(
+        "read", description="irreversible tools get an idempotency key that is the same on every retry"
+    )
     timeout_s: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
@@ -86,12 +97,16 @@ class LlmSpec(_Strict):
 
     instructions: str = Field("", description="the system prompt")
     prompt: str | None = Field(
-        None, description="the user message: text with {path} placeholders over the step input (default: the input as JSON)"
+        None,
+        description="the user message: text with {path} placeholders over the step input (default: the input as JSON)",
     )
     output_model: str | None = Field(
-        None, description="'package.module:Model' the reply is validated into (default: output_schema, else the handler's return model)"
+        None,
+        description="'package.module:Model' the reply is validated into (default: output_schema, else the handler's return model)",
     )
-    max_tool_turns: int = Field(8, ge=0, le=100, description="model replies with tool calls before a final answer is required")
+    max_tool_turns: int = Field(
+        8, ge=0, le=100, description="model replies with tool calls before a final answer is required"
+    )
     max_reasks: int = Field(2, ge=0, le=10, description="how often a reply that fails the output schema is sent back")
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int = Field(2048, ge=1, description="the most tokens of one reply")
@@ -115,7 +130,8 @@ class BudgetSpec(_Strict):
     )
 
     approvers: list[Annotated[str, Field(pattern=APPROVER_RE)]] = Field(
-        default_factory=list, description="who may raise an exhausted budget: the run then waits at gate 'budget' instead of failing"
+        default_factory=list,
+        description="who may raise an exhausted budget: the run then waits at gate 'budget' instead of failing",
     )
     quorum: int = Field(1, ge=1)
     timeout: Duration | None = Field(None, description="how long the budget gate waits before the run fails")
@@ -127,7 +143,9 @@ class BudgetSpec(_Strict):
         if self.tokens is None and self.usd is None:
             raise ValueError("a budget needs tokens: N and/or usd: AMOUNT")
         if self.usd is not None and not self.prices:
-            raise ValueError("a budget in usd needs prices: {'provider:model': {prompt: USD_PER_1M, completion: USD_PER_1M}}")
+            raise ValueError(
+                "a budget in usd needs prices: {'provider:model': {prompt: USD_PER_1M, completion: USD_PER_1M}}"
+            )
         return self
 
 

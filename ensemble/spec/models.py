@@ -12,21 +12,51 @@ re-exported, so `from ensemble.spec import ...` finds every shared shape.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from ensemble.spec import protocol
 from ensemble.spec.base import NAME_RE, Effect, _Strict
-from ensemble.spec.llm import (  # noqa: F401  (re-exported: model-backed agents and budgets are part of the spec)
-    LLM_PROVIDERS, MODEL_RE, OUTPUT_TOOL, TOOL_NAME_RE, BudgetSpec, LlmSpec, McpServerSpec, Price, ToolApproval, ToolSpec,
-)
 from ensemble.spec.gate import (  # noqa: F401  (re-exported: the gate shapes are part of the spec)
-    APPROVER_RE, GROUP_PREFIX, Decision, Duration, GateDecision, GateDecisionResult, GateEvent, GateEventKind, GateSpec, GateStep,
-    GateTier, GateWhen, parse_duration,
+    APPROVER_RE,
+    GROUP_PREFIX,
+    Decision,
+    Duration,
+    GateDecision,
+    GateDecisionResult,
+    GateEvent,
+    GateEventKind,
+    GateSpec,
+    GateStep,
+    GateTier,
+    GateWhen,
+    parse_duration,
+)
+from ensemble.spec.llm import (  # noqa: F401  (re-exported: model-backed agents and budgets are part of the spec)
+    LLM_PROVIDERS,
+    MODEL_RE,
+    OUTPUT_TOOL,
+    TOOL_NAME_RE,
+    BudgetSpec,
+    LlmSpec,
+    McpServerSpec,
+    Price,
+    ToolApproval,
+    ToolSpec,
 )
 from ensemble.spec.records import (  # noqa: F401  (re-exported: run records are part of the spec)
-    AgentResult, FlowOutcome, RunStatus, RunStatusView, StepKind, StepRecord, StepStatus, ToolHold, ToolRefusal, ToolVerdict, Usage,
+    AgentResult,
+    FlowOutcome,
+    RunStatus,
+    RunStatusView,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    ToolHold,
+    ToolRefusal,
+    ToolVerdict,
+    Usage,
 )
 
 DEFAULT_TASK_QUEUE = "ensemble"
@@ -103,7 +133,9 @@ class AgentSpec(_Strict):
                 raise ValueError("llm: is for llm agents and function agents, not http agents")
         elif self.kind == "llm":
             if self.handler or self.url:
-                raise ValueError("an llm agent has model: 'provider:model' and llm: {instructions, prompt...}, not handler or url")
+                raise ValueError(
+                    "an llm agent has model: 'provider:model' and llm: {instructions, prompt...}, not handler or url"
+                )
             self.llm = self.llm or LlmSpec()
             if "timeout_s" not in self.model_fields_set:
                 self.timeout_s = 300.0  # a tool loop of several model calls
@@ -141,9 +173,13 @@ class AgentStep(_Strict):
     agent: str = Field(pattern=NAME_RE)
     input: Any = None
     output: str | dict[str, str] | None = None
-    fallback: str | None = Field(None, pattern=NAME_RE, description="agent run on the same input when `agent` fails for good")
+    fallback: str | None = Field(
+        None, pattern=NAME_RE, description="agent run on the same input when `agent` fails for good"
+    )
     compensate: str | None = Field(
-        None, pattern=NAME_RE, description="agent that undoes this step when the run later fails or is cancelled (docs/failures.md)"
+        None,
+        pattern=NAME_RE,
+        description="agent that undoes this step when the run later fails or is cancelled (docs/failures.md)",
     )
     compensate_input: Any = Field(
         None, description="template for the compensation's input; may read $step.input and $step.output (default: both)"
@@ -338,14 +374,12 @@ def _step_tag(value: Any) -> str | None:
 
 
 Step = Annotated[
-    Union[
-        Annotated[AgentStep, Tag("agent")],
-        Annotated[SequenceStep, Tag("sequence")],
-        Annotated[ParallelStep, Tag("parallel")],
-        Annotated[ChatStep, Tag("chat")],
-        Annotated[SupervisorStep, Tag("supervisor")],
-        Annotated[GateStep, Tag("gate")],
-    ],
+    Annotated[AgentStep, Tag("agent")]
+    | Annotated[SequenceStep, Tag("sequence")]
+    | Annotated[ParallelStep, Tag("parallel")]
+    | Annotated[ChatStep, Tag("chat")]
+    | Annotated[SupervisorStep, Tag("supervisor")]
+    | Annotated[GateStep, Tag("gate")],
     Discriminator(
         _step_tag,
         custom_error_type="step_kind",
@@ -408,10 +442,15 @@ class FlowSpec(_Strict):
     output: Any = None
     example_input: str | None = None
     task_queue: str | None = None
-    tools: list[ToolSpec] = Field(default_factory=list, description="tools the flow's llm agents may be allowed to call")
-    mcp_servers: list[McpServerSpec] = Field(default_factory=list, description="MCP servers the flow's mcp tools come from")
+    tools: list[ToolSpec] = Field(
+        default_factory=list, description="tools the flow's llm agents may be allowed to call"
+    )
+    mcp_servers: list[McpServerSpec] = Field(
+        default_factory=list, description="MCP servers the flow's mcp tools come from"
+    )
     llm: dict[str, LlmSpec] = Field(
-        default_factory=dict, description="agent name -> the model-backed version of that function agent (see ENSEMBLE_LLM)"
+        default_factory=dict,
+        description="agent name -> the model-backed version of that function agent (see ENSEMBLE_LLM)",
     )
     budget: BudgetSpec | None = Field(None, description="a per-run limit on model tokens and/or money")
     versioning: Literal["pinned", "auto_upgrade"] | None = Field(
@@ -420,7 +459,8 @@ class FlowSpec(_Strict):
         "(auto_upgrade); default: pinned when the flow has an approval gate, else auto_upgrade",
     )
     identity: Literal["proven", "asserted"] = Field(
-        "proven", description="proven: decisions carry a signed proof (docs/security.md); asserted: a name is believed (demos)"
+        "proven",
+        description="proven: decisions carry a signed proof (docs/security.md); asserted: a name is believed (demos)",
     )
 
     @field_validator("state")
@@ -469,4 +509,3 @@ class AgentCall(_Strict):
     input: Any = None
     context: AgentContext
     verdict: ToolVerdict | None = Field(None, description="continue after people decided about a held tool call")
-

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from ensemble.spec.base import _Strict
 
+
 class Usage(_Strict):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -60,7 +61,9 @@ class AgentResult(_Strict):
     held: ToolHold | None = None
 
 
-StepStatus = Literal["scheduled", "running", "retrying", "waiting", "completed", "failed", "canceled", "timed_out", "reused"]
+StepStatus = Literal[
+    "scheduled", "running", "retrying", "waiting", "completed", "failed", "canceled", "timed_out", "reused"
+]
 StepKind = Literal["agent", "gate", "compensation"]
 
 
@@ -78,7 +81,9 @@ class StepRecord(_Strict):
     latency_ms: float | None = None
     output: Any = None
     summary: str | None = Field(None, description="a one-line summary of `output` (the table `status` prints)")
-    attempt_started_at: str | None = Field(None, description="when the last attempt started (earlier attempts and backoff came before)")
+    attempt_started_at: str | None = Field(
+        None, description="when the last attempt started (earlier attempts and backoff came before)"
+    )
     error: str | None = None
     usage: Usage | None = None
     model: str | None = None
@@ -92,8 +97,12 @@ class FlowOutcome(_Strict):
     output: Any = None
     state: dict[str, Any] = Field(default_factory=dict)
     steps: list[str] = Field(default_factory=list, description="steps completed, in order")
-    approvals: list[dict[str, Any]] = Field(default_factory=list, description="every gate's record: decisions and escalations")
-    spent: Usage | None = Field(None, description="model use of this run's own agents and its subtasks (counts against a budget)")
+    approvals: list[dict[str, Any]] = Field(
+        default_factory=list, description="every gate's record: decisions and escalations"
+    )
+    spent: Usage | None = Field(
+        None, description="model use of this run's own agents and its subtasks (counts against a budget)"
+    )
     spent_usd: float = 0.0
 
 
@@ -111,4 +120,6 @@ class RunStatusView(_Strict):
     error: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
-    usage: Usage | None = Field(None, description="the token usage of every step, summed (none when no step used a model)")
+    usage: Usage | None = Field(
+        None, description="the token usage of every step, summed (none when no step used a model)"
+    )

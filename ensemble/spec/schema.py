@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ensemble.spec.models import FlowSpec
 
+
 def flow_schema() -> str:
     schema = FlowSpec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

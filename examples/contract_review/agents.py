@@ -124,9 +124,13 @@ def _rate(clause: Clause) -> Rating:
             found.append((LEVEL_RANK[level], titled, -order, category, level, reason))
     if not found:
         return Rating(
-            clause=clause.number, title=clause.title, category="other", level="none",
-            reason="no risk indicators", text=clause.text,
-        )  # fmt: skip
+            clause=clause.number,
+            title=clause.title,
+            category="other",
+            level="none",
+            reason="no risk indicators",
+            text=clause.text,
+        )
     found.sort(reverse=True)
     _, _, _, category, level, reason = found[0]
     others = [f"{other_reason} ({other_level})" for rank, _, _, _, other_level, other_reason in found[1:] if rank]
@@ -184,9 +188,13 @@ def risk_rater_basic(data: ClauseBatch) -> Ratings:
             category, level, reason = "other", "none", "no risky keywords"
         ratings.append(
             Rating(
-                clause=clause.number, title=clause.title, category=category, level=level, reason=reason,
+                clause=clause.number,
+                title=clause.title,
+                category=category,
+                level=level,
+                reason=reason,
                 text=clause.text,
-            )  # fmt: skip
+            )
         )
     return Ratings(ratings=ratings)
 
@@ -229,10 +237,13 @@ def compliance_checker(data: RatingBatch) -> Findings:
                 position += 2
             findings.append(
                 Finding(
-                    clause=rating.clause, rule_id=rule.id, rule=rule.description, category=rule.category,
+                    clause=rating.clause,
+                    rule_id=rule.id,
+                    rule=rule.description,
+                    category=rule.category,
                     severity=rule.severity,
                     reason=f"{rule.guidance} Triggered by: “{_sentence_at(text, position)}”",
-                )  # fmt: skip
+                )
             )
     return Findings(findings=findings)
 

@@ -202,11 +202,30 @@ def split_clauses(text: str) -> list[Clause]:
 _INCLUDING = re.compile(r"\b(includ(?:ing|es?))\s*,?\s*(?:but\s+not\s+limited\s+to|without\s+limitation)\s*,?", re.I)
 _SENTENCE_BREAK = re.compile(r"(?<=[.;!?])\s+(?=[\"“(A-Z0-9])")
 _NUMBER_WORDS = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-    "ten": 10, "eleven": 11, "twelve": 12, "fourteen": 14, "fifteen": 15, "eighteen": 18, "twenty": 20,
-    "twenty-one": 21, "twenty-four": 24, "thirty": 30, "thirty-six": 36, "forty-five": 45, "sixty": 60,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "fourteen": 14,
+    "fifteen": 15,
+    "eighteen": 18,
+    "twenty": 20,
+    "twenty-one": 21,
+    "twenty-four": 24,
+    "thirty": 30,
+    "thirty-six": 36,
+    "forty-five": 45,
+    "sixty": 60,
     "ninety": 90,
-}  # fmt: skip
+}
 _QUANTITY = re.compile(
     r"(?:\((?P<paren>\d{1,4})\)|\b(?P<digits>\d{1,4})|\b(?P<word>"
     + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True))

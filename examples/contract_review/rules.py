@@ -8,7 +8,7 @@ no I/O, clock or randomness.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from ensemble.examples.contract_review.clauses import (
     actors,
@@ -26,12 +26,49 @@ LEVEL_RANK: dict[str, int] = {"none": 0, "low": 1, "medium": 2, "high": 3}
 
 # Governing-law / venue places that need no escalation (the SQL rule LAW-001 uses the same list).
 ALLOWED_JURISDICTIONS: tuple[str, ...] = (
-    "England", "Wales", "Scotland", "Northern Ireland", "Ireland", "United Kingdom", "Germany", "France",
-    "Netherlands", "Belgium", "Luxembourg", "Austria", "Switzerland", "Sweden", "Denmark", "Finland",
-    "Norway", "Spain", "Italy", "Portugal", "Poland", "New York", "Delaware", "California", "Texas",
-    "Illinois", "Massachusetts", "Washington", "Ontario", "Singapore", "New South Wales", "London", "Dublin",
-    "Paris", "Amsterdam", "Stockholm", "Zurich", "Geneva", "Munich", "Frankfurt", "Berlin", "Toronto",
-)  # fmt: skip
+    "England",
+    "Wales",
+    "Scotland",
+    "Northern Ireland",
+    "Ireland",
+    "United Kingdom",
+    "Germany",
+    "France",
+    "Netherlands",
+    "Belgium",
+    "Luxembourg",
+    "Austria",
+    "Switzerland",
+    "Sweden",
+    "Denmark",
+    "Finland",
+    "Norway",
+    "Spain",
+    "Italy",
+    "Portugal",
+    "Poland",
+    "New York",
+    "Delaware",
+    "California",
+    "Texas",
+    "Illinois",
+    "Massachusetts",
+    "Washington",
+    "Ontario",
+    "Singapore",
+    "New South Wales",
+    "London",
+    "Dublin",
+    "Paris",
+    "Amsterdam",
+    "Stockholm",
+    "Zurich",
+    "Geneva",
+    "Munich",
+    "Frankfurt",
+    "Berlin",
+    "Toronto",
+)
 
 # --- the assessors -----------------------------------------------------------------------------
 

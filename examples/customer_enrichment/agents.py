@@ -72,7 +72,7 @@ _TIERS: dict[Segment | None, Tier] = {"enterprise": "gold", "mid_market": "silve
 
 
 def canonical_country(value: str | None) -> str | None:
-    """"PL", "poland" and "Poland" -> "Poland"; unknown names come back trimmed."""
+    """ "PL", "poland" and "Poland" -> "Poland"; unknown names come back trimmed."""
     if not value or not value.strip():
         return None
     key = " ".join(value.lower().replace(".", "").split())
@@ -110,7 +110,9 @@ def _phone(phone: str | None, country: str | None) -> tuple[str | None, str | No
     elif country in home:
         home_code = home[country]
         national = digits[1:] if digits.startswith("0") and home_code not in TRUNK_PREFIX_KEPT else digits
-        number = national if home_code == "1" and len(national) == 11 and national.startswith("1") else home_code + national
+        number = (
+            national if home_code == "1" and len(national) == 11 and national.startswith("1") else home_code + national
+        )
     else:
         return None, None
     code = next((number[:size] for size in (3, 2, 1) if number[:size] in CALLING_CODES), None)
@@ -181,17 +183,21 @@ def firmographics(data: Customer) -> Firmographics:
         if company:
             matched = next(key for key, value in COMPANIES.items() if value is company)
             return Firmographics(
-                industry=company.industry, employees=company.employees,
-                annual_revenue_usd=company.annual_revenue_usd, company_domain=matched,
-            )  # fmt: skip
+                industry=company.industry,
+                employees=company.employees,
+                annual_revenue_usd=company.annual_revenue_usd,
+                company_domain=matched,
+            )
     if data.company:
         key = _name_key(data.company)
         for domain, company in COMPANIES.items():
             if _name_key(company.name) == key:
                 return Firmographics(
-                    industry=company.industry, employees=company.employees,
-                    annual_revenue_usd=company.annual_revenue_usd, company_domain=domain,
-                )  # fmt: skip
+                    industry=company.industry,
+                    employees=company.employees,
+                    annual_revenue_usd=company.annual_revenue_usd,
+                    company_domain=domain,
+                )
     return Firmographics(company_domain=domains[0] if domains else None)
 
 

@@ -17,8 +17,8 @@ from ensemble.examples.document_pipeline.models import (
     Extraction,
     Label,
     Priority,
-    Routing,
     RouterInput,
+    Routing,
 )
 from ensemble.examples.document_pipeline.rules import extract_fields, score_document
 

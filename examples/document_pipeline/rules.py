@@ -53,9 +53,7 @@ _TOTAL_WEAK = re.compile(r"(?<!sub-)(?<!sub )\btotal\b", re.I)
 # --- contact details ---------------------------------------------------------------------------
 
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-_PHONE = re.compile(
-    r"(?<![\w+/.,-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,8}){1,4}(?![\w/-])"
-)
+_PHONE = re.compile(r"(?<![\w+/.,-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,8}){1,4}(?![\w/-])")
 _PHONE_LABEL = re.compile(r"\b(?:phone|tel|telephone|mobile|cell|fax|call|ph|whatsapp)\b", re.I)
 
 # --- identifiers -------------------------------------------------------------------------------
@@ -387,9 +385,7 @@ _CUES: tuple[_Cue, ...] = (
     _cue("invoice", r"\bsub-?\s?total\b", 1.5),
     _cue("invoice", r"\bpayment\s+(?:terms|due)\b|\bdue\s+(?:date|by)\b|\bnet\s+\d{1,3}\b", 1.5),
     _cue("invoice", r"\bremit(?:tance)?\b|\bpay(?:able)?\s+to\b|\bplease\s+(?:pay|transfer|remit)\b", 1.5),
-    _cue(
-        "invoice", r"\b(?:iban|swift|bic|sort\s+code|routing\s+(?:number|no)|bank\s+(?:transfer|details))\b", 1.5
-    ),
+    _cue("invoice", r"\b(?:iban|swift|bic|sort\s+code|routing\s+(?:number|no)|bank\s+(?:transfer|details))\b", 1.5),
     _cue("invoice", r"\b(?:vat|sales\s+tax|gst)\b", 1.0),
     _cue("invoice", r"\b(?:overdue|past\s+due|payment\s+reminder)\b", 1.5),
     _cue("invoice", r"\bfor\s+services\s+rendered\b|\bthank\s+you\s+for\s+your\s+business\b", 1.0),
@@ -427,9 +423,7 @@ _CUES: tuple[_Cue, ...] = (
         2.0,
         cap=2,
     ),
-    _cue(
-        "contract", r"\b(?:initial|renewal)\s+term\b|\bterm\s+of\s+(?:this|the)\b|\bauthori[sz]ed\s+signatory\b", 1.0
-    ),
+    _cue("contract", r"\b(?:initial|renewal)\s+term\b|\bterm\s+of\s+(?:this|the)\b|\bauthori[sz]ed\s+signatory\b", 1.0),
     _cue(
         "support_email",
         r"\b(?:not|isn't|aren't|stopped|doesn't|does\s+not|won't|can't|cannot|unable\s+to)\s+(?:\w+\s+){0,2}"

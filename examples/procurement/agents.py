@@ -16,16 +16,44 @@ from ensemble.examples.procurement.models import Adjudication, BallotView, Closi
 
 SANCTIONED_COUNTRIES: frozenset[str] = frozenset({"cuba", "iran", "north korea", "syria", "russia", "belarus"})
 HIGH_RISK_COUNTRIES: frozenset[str] = frozenset(
-    {"afghanistan", "haiti", "libya", "mali", "myanmar", "nicaragua", "somalia", "south sudan", "sudan",
-     "venezuela", "yemen"}
-)  # fmt: skip
+    {
+        "afghanistan",
+        "haiti",
+        "libya",
+        "mali",
+        "myanmar",
+        "nicaragua",
+        "somalia",
+        "south sudan",
+        "sudan",
+        "venezuela",
+        "yemen",
+    }
+)
 _COUNTRY_ALIASES = {
-    "cu": "cuba", "ir": "iran", "islamic republic of iran": "iran", "kp": "north korea", "dprk": "north korea",
-    "democratic people's republic of korea": "north korea", "sy": "syria", "ru": "russia",
-    "russian federation": "russia", "by": "belarus", "af": "afghanistan", "ht": "haiti", "ly": "libya",
-    "ml": "mali", "mm": "myanmar", "burma": "myanmar", "ni": "nicaragua", "so": "somalia", "ss": "south sudan",
-    "sd": "sudan", "ve": "venezuela", "ye": "yemen",
-}  # fmt: skip
+    "cu": "cuba",
+    "ir": "iran",
+    "islamic republic of iran": "iran",
+    "kp": "north korea",
+    "dprk": "north korea",
+    "democratic people's republic of korea": "north korea",
+    "sy": "syria",
+    "ru": "russia",
+    "russian federation": "russia",
+    "by": "belarus",
+    "af": "afghanistan",
+    "ht": "haiti",
+    "ly": "libya",
+    "ml": "mali",
+    "mm": "myanmar",
+    "burma": "myanmar",
+    "ni": "nicaragua",
+    "so": "somalia",
+    "ss": "south sudan",
+    "sd": "sudan",
+    "ve": "venezuela",
+    "ye": "yemen",
+}
 TRUSTED_CERTIFICATIONS = ("ISO 9001", "ISO 27001", "SOC 2")
 BLOCKING_AGENTS = ("legal_check", "vendor_risk")
 BLOCKING_CONFIDENCE = 0.8
@@ -65,8 +93,19 @@ _QUANTITY = re.compile(
     r"|inch(?:es)?|in|\"|w|v|%|nits|dpi|ppm)?(?![\w.])",
     re.I,
 )
-_UNITS = {"hrs": "h", "hr": "h", "hour": "h", "hours": "h", "minutes": "min", "minute": "min", "days": "day",
-          "years": "year", "inches": "inch", "in": "inch", '"': "inch"}  # fmt: skip
+_UNITS = {
+    "hrs": "h",
+    "hr": "h",
+    "hour": "h",
+    "hours": "h",
+    "minutes": "min",
+    "minute": "min",
+    "days": "day",
+    "years": "year",
+    "inches": "inch",
+    "in": "inch",
+    '"': "inch",
+}
 _AT_MOST = re.compile(r"\b(?:max(?:imum)?|under|below|less|most|weigh\w*|latency|noise)\b|[<≤]", re.I)
 _DELIVERY = re.compile(r"\bdeliver\w*\b", re.I)
 _STOPWORDS = frozenset(
@@ -327,7 +366,10 @@ def adjudicator(data: Adjudication) -> Vote:
     return _vote("reject", share, f"{data.request.id} rejected: {tally}{outvoted}")
 
 
-@agent(name="finalize", description="Records the final decision: the vote's, or the purchasing committee's on a split vote.")
+@agent(
+    name="finalize",
+    description="Records the final decision: the vote's, or the purchasing committee's on a split vote.",
+)
 def finalize(data: Closing) -> FinalDecision:
     """The final decision on a purchase.
 

@@ -63,7 +63,7 @@ async def test_refused_address_classes(policy, url, why):
         "http://127.1:8080/",
         "http://[::1]:9090/",
         "http://localhost:5000/",
-    ],  # fmt: skip
+    ],
 )
 async def test_listed_hosts_are_allowed_in_any_spelling(policy, url):
     await egress.check_url(url, "agent 'a'")
@@ -81,8 +81,18 @@ async def test_configured_providers_are_allowed_and_special_addresses_need_an_ex
 
 
 async def test_an_http_agent_pointed_at_the_metadata_service_fails_once_with_a_clear_error(dev_server, task_queue):
-    flow = {"name": "exfil", "agents": [{"name": "grab", "kind": "http", "url": "http://169.254.169.254/latest/meta-data/iam",
-            "retry": {"initial_interval_s": 0.1, "max_attempts": 5}}], "steps": [{"agent": "grab", "input": {}}]}  # fmt: skip
+    flow = {
+        "name": "exfil",
+        "agents": [
+            {
+                "name": "grab",
+                "kind": "http",
+                "url": "http://169.254.169.254/latest/meta-data/iam",
+                "retry": {"initial_interval_s": 0.1, "max_attempts": 5},
+            }
+        ],
+        "steps": [{"agent": "grab", "input": {}}],
+    }
     handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {})
     assert outcome is None
     view = await describe_run(dev_server.client, handle.id)
@@ -97,8 +107,18 @@ async def test_an_http_agent_pointed_at_the_metadata_service_fails_once_with_a_c
 
 @pytest.mark.parametrize("target", ["frontend", "web UI"])
 async def test_an_http_agent_pointed_at_the_temporal_server_is_refused(dev_server, task_queue, target):
-    url = f"http://{dev_server.info.address}/api/v1/namespaces" if target == "frontend" else f"{dev_server.info.ui_url}/api/v1/namespaces"
-    flow = {"name": "pivot", "agents": [{"name": "poke", "kind": "http", "url": url}], "steps": [{"agent": "poke", "input": {}}]}
+    url = (
+        f"http://{dev_server.info.address}/api/v1/namespaces"
+        if target == "frontend"
+        else f"{dev_server.info.ui_url}/api/v1/namespaces"
+    )
+    flow = {
+        "name": "pivot",
+        "agents": [{"name": "poke", "kind": "http", "url": url}],
+        "steps": [{"agent": "poke", "input": {}}],
+    }
     handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {})
     assert outcome is None
-    assert "is a port of the Temporal server or of this worker" in (await describe_run(dev_server.client, handle.id)).error
+    assert (
+        "is a port of the Temporal server or of this worker" in (await describe_run(dev_server.client, handle.id)).error
+    )

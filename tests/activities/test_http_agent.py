@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError
@@ -59,9 +60,19 @@ def service() -> Iterator[tuple[Service, str]]:
 
 
 def flow(url: str, path: str, **agent: Any) -> dict[str, Any]:
-    spec = {"name": "crm", "kind": "http", "url": f"{url}{path}", "timeout_s": 5,
-            "retry": {"initial_interval_s": 0.1, "max_attempts": 3}, **agent}  # fmt: skip
-    return {"name": "http_flow", "agents": [spec], "steps": [{"agent": "crm", "input": {"customer": "$input.customer"}}]}
+    spec = {
+        "name": "crm",
+        "kind": "http",
+        "url": f"{url}{path}",
+        "timeout_s": 5,
+        "retry": {"initial_interval_s": 0.1, "max_attempts": 3},
+        **agent,
+    }
+    return {
+        "name": "http_flow",
+        "agents": [spec],
+        "steps": [{"agent": "crm", "input": {"customer": "$input.customer"}}],
+    }
 
 
 async def run(dev_server, task_queue, flow_data, run_input) -> tuple[Any, Any]:
@@ -103,7 +114,9 @@ async def test_service_errors_are_retried_honouring_retry_after(dev_server, task
 async def test_irreversible_http_agents_send_the_same_idempotency_key_on_every_attempt(dev_server, task_queue, service):
     svc, url = service
     svc.script["/charge"] = [(503, "busy", {}), (200, {"charged": True}, {})]
-    handle, outcome = await run(dev_server, task_queue, flow(url, "/charge", effect="irreversible"), {"customer": "C-3"})
+    handle, outcome = await run(
+        dev_server, task_queue, flow(url, "/charge", effect="irreversible"), {"customer": "C-3"}
+    )
     assert outcome.output == {"crm": {"charged": True}}
     keys = [call["headers"].get("Idempotency-Key") for call in svc.seen]
     assert keys == [f"{handle.id}/crm"] * 2
@@ -135,7 +148,9 @@ async def test_reply_is_checked_against_the_output_schema(dev_server, task_queue
     svc, url = service
     svc.script["/contract"] = [(200, {"score": "high"}, {})]
     schema = {"type": "object", "required": ["score"], "properties": {"score": {"type": "number"}}}
-    handle, outcome = await run(dev_server, task_queue, flow(url, "/contract", output_schema=schema), {"customer": "C-4"})
+    handle, outcome = await run(
+        dev_server, task_queue, flow(url, "/contract", output_schema=schema), {"customer": "C-4"}
+    )
     assert outcome is None
     view = await describe_run(dev_server.client, handle.id)
     assert "reply does not match its schema at score: 'high' is not of type 'number'" in view.error

@@ -14,20 +14,33 @@ from tests.flowkit import run_bundled
 from tests.llm_agents import SENTINEL_KEY, llm_server  # noqa: F401
 
 EXTRACTION = {
-    "title": "INVOICE", "emails": ["billing@acme.test"], "phones": [], "dates": ["2026-03-14"],
-    "amounts": [{"value": 12400.0, "currency": "USD"}], "total": {"value": 12400.0, "currency": "USD"},
-    "invoice_number": "INV-2026-0042", "po_number": None, "contract_parties": [], "sender": "Acme Corp",
-    "subject": None, "employee": None, "reference_numbers": [], "word_count": 120,
-}  # fmt: skip
+    "title": "INVOICE",
+    "emails": ["billing@acme.test"],
+    "phones": [],
+    "dates": ["2026-03-14"],
+    "amounts": [{"value": 12400.0, "currency": "USD"}],
+    "total": {"value": 12400.0, "currency": "USD"},
+    "invoice_number": "INV-2026-0042",
+    "po_number": None,
+    "contract_parties": [],
+    "sender": "Acme Corp",
+    "subject": None,
+    "employee": None,
+    "reference_numbers": [],
+    "word_count": 120,
+}
 CLASSIFICATION = {
-    "label": "invoice", "confidence": 0.93,
+    "label": "invoice",
+    "confidence": 0.93,
     "scores": {"invoice": 9, "purchase_order": 2, "contract": 0, "support_email": 0, "hr_request": 0, "other": 1},
     "signals": ["INVOICE heading", "invoice number INV-2026-0042", "amount due"],
-}  # fmt: skip
+}
 
 
 def _env(dev_server, task_queue, server, **extra):
-    return dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, OPENAI_BASE_URL=f"{server.url}/v1", OPENAI_API_KEY=SENTINEL_KEY, **extra)
+    return dev_server.env(
+        ENSEMBLE_TASK_QUEUE=task_queue, OPENAI_BASE_URL=f"{server.url}/v1", OPENAI_API_KEY=SENTINEL_KEY, **extra
+    )
 
 
 def _run(env, flow: str, input_file: str) -> dict:
@@ -35,10 +48,12 @@ def _run(env, flow: str, input_file: str) -> dict:
 
 
 def test_document_pipeline_runs_its_extractor_and_classifier_on_the_model(dev_server, task_queue, llm_server):
-    server = llm_server([
-        {"match": "You extract structured fields", "reply": {"json": EXTRACTION, "usage": [900, 200]}},
-        {"match": "You classify a business document", "reply": {"json": CLASSIFICATION, "usage": [700, 60]}},
-    ])  # fmt: skip
+    server = llm_server(
+        [
+            {"match": "You extract structured fields", "reply": {"json": EXTRACTION, "usage": [900, 200]}},
+            {"match": "You classify a business document", "reply": {"json": CLASSIFICATION, "usage": [700, 60]}},
+        ]
+    )
     env = _env(dev_server, task_queue, server, ENSEMBLE_LLM="openai:test-model")
     out = _run(env, "document_pipeline", "document_pipeline/documents/invoice.txt")
     result = out["result"]
@@ -64,14 +79,16 @@ def test_procurement_votes_come_from_the_model_and_a_split_is_adjudicated(dev_se
     def vote(match: str, decision: str, confidence: float, reason: str) -> dict:
         return {"match": match, "reply": {"json": {"vote": decision, "confidence": confidence, "reason": reason}}}
 
-    server = llm_server([
-        vote("for the finance team", "approve", 0.9, "within budget"),
-        vote("for supplier risk", "approve", 0.8, "established vendor"),
-        vote("for the legal team", "reject", 0.6, "auto-renewal clause"),
-        vote("meets the requester's requirements", "approve", 0.85, "all requirements covered"),
-        vote("for sustainability", "approve", 0.7, "ISO 14001"),
-        vote("You settle a split vote", "approve", 0.75, "the legal reject is not confident enough to block"),
-    ])  # fmt: skip
+    server = llm_server(
+        [
+            vote("for the finance team", "approve", 0.9, "within budget"),
+            vote("for supplier risk", "approve", 0.8, "established vendor"),
+            vote("for the legal team", "reject", 0.6, "auto-renewal clause"),
+            vote("meets the requester's requirements", "approve", 0.85, "all requirements covered"),
+            vote("for sustainability", "approve", 0.7, "ISO 14001"),
+            vote("You settle a split vote", "approve", 0.75, "the legal reject is not confident enough to block"),
+        ]
+    )
     env = _env(dev_server, task_queue, server, ENSEMBLE_LLM="openai:test-model")
     result = _run(env, "procurement", "procurement/request.json")["result"]
     assert (result["recommendation"], result["adjudicated"]) == ("approve", True)
@@ -94,21 +111,37 @@ def test_contract_review_plans_rates_and_summarises_on_the_model(dev_server, tas
     from ensemble.examples.contract_review.models import PlanRequest
 
     plan = planner(PlanRequest(text="1. Fees\nThe customer pays.")).model_dump()
-    rating = {"clause": "1", "title": "Fees", "category": "payment", "level": "low", "reason": "late interest", "text": "..."}
+    rating = {
+        "clause": "1",
+        "title": "Fees",
+        "category": "payment",
+        "level": "low",
+        "reason": "late interest",
+        "text": "...",
+    }
     flags = [{"clause": "10", "title": "Liability", "category": "liability", "level": "high", "reason": "uncapped"}]
-    summary = {"flags": flags, "overall": "high", "counts": {"clauses": 14, "flagged": 1, "findings": 0, "low": 0, "medium": 0, "high": 1},
-               "summary": "One high risk: uncapped liability.", "requires_legal_review": True}  # fmt: skip
-    server = llm_server([
-        {"match": "You plan the review of a contract", "reply": {"json": plan}},
-        {"match": "rating the risk of contract clauses", "reply": {"json": {"ratings": [rating]}}, "repeat": True},
-        {"match": "You summarise a contract review", "reply": {"json": summary}},
-    ])  # fmt: skip
+    summary = {
+        "flags": flags,
+        "overall": "high",
+        "counts": {"clauses": 14, "flagged": 1, "findings": 0, "low": 0, "medium": 0, "high": 1},
+        "summary": "One high risk: uncapped liability.",
+        "requires_legal_review": True,
+    }
+    server = llm_server(
+        [
+            {"match": "You plan the review of a contract", "reply": {"json": plan}},
+            {"match": "rating the risk of contract clauses", "reply": {"json": {"ratings": [rating]}}, "repeat": True},
+            {"match": "You summarise a contract review", "reply": {"json": summary}},
+        ]
+    )
     env = _env(dev_server, task_queue, server, ENSEMBLE_LLM="openai:test-model")
     out = _run(env, "contract_review", "contract_review/contract.txt")
     assert out["result"]["flags"] == flags and out["result"]["requires_legal_review"] is True
     entries = [r["entry"] for r in server.requests()]
     assert entries[0] == 0 and entries[-1] == 2 and entries.count(1) == len(entries) - 2 > 1  # one rating per clause
     planner_prompt = server.requests()[0]["body"]["messages"][1]["content"]
-    assert planner_prompt.endswith("(none unless re-planning): \nA reviewer's notes on an earlier review (none unless it was sent back): \n")
+    assert planner_prompt.endswith(
+        "(none unless re-planning): \nA reviewer's notes on an earlier review (none unless it was sent back): \n"
+    )
     status = json.loads(run_cli(["status", out["run_id"], "--json"], env).stdout)
     assert status["usage"]["total_tokens"] == 15 * len(entries)  # child workflows' steps included

@@ -11,9 +11,9 @@ from temporalio.exceptions import ApplicationError
 
 from ensemble.activities.llm.agent import render
 from ensemble.activities.llm.loop import Output
+from ensemble.authoring.tools import ToolContext, signature
 from ensemble.logic.pricing import PriceUnknown, Spending, price_of
 from ensemble.spec import BudgetSpec, Price, Usage
-from ensemble.authoring.tools import ToolContext, signature
 from tests.conftest import run_cli
 from tests.llm_agents import Triage
 
@@ -21,7 +21,9 @@ from tests.llm_agents import Triage
 def test_prompt_placeholders_read_the_step_input():
     data = {"text": "Hello", "fields": {"total": {"value": 12}}, "items": [{"n": 1}, {"n": 2}], "notes": None}
     assert render("Doc: {text} / {fields.total.value} / {items.*.n}", data, "a") == "Doc: Hello / 12 / [\n  1,\n  2\n]"
-    assert render('Keep {"json": 1} and {{braces}}; {missing?}{notes?}!', data, "a") == 'Keep {"json": 1} and {braces}; !'
+    assert (
+        render('Keep {"json": 1} and {{braces}}; {missing?}{notes?}!', data, "a") == 'Keep {"json": 1} and {braces}; !'
+    )
     assert render("{notes}", data, "a") == "null"
     assert render(None, "plain text", "a") == "plain text"
     assert render(None, {"a": 1}, "a") == 'Input:\n{\n  "a": 1\n}'
@@ -36,7 +38,9 @@ def test_answers_are_parsed_from_json_fences_and_prose_and_validated():
     assert out.parse('Sure! {"label": "other", "priority": 0} Hope that helps.') == {"label": "other", "priority": 0}
     with pytest.raises(ValueError, match="the reply is not valid JSON"):
         out.parse("billing, priority one")
-    with pytest.raises(ValueError, match="label: Input should be 'billing', 'outage' or 'other'; priority: Field required"):
+    with pytest.raises(
+        ValueError, match="label: Input should be 'billing', 'outage' or 'other'; priority: Field required"
+    ):
         out.parse({"label": "x"})
     listed = Output.of_schema({"type": "array", "items": {"type": "string"}})
     assert listed.wrapped and listed.schema["properties"]["value"]["type"] == "array"
@@ -65,7 +69,11 @@ def test_tool_signatures_become_json_schemas():
 
 
 def test_prices_and_spending():
-    prices = {"openai:gpt-4o": Price(prompt=2.5, completion=10), "openai:*": Price(prompt=1, completion=1), "*": Price(prompt=9, completion=9)}
+    prices = {
+        "openai:gpt-4o": Price(prompt=2.5, completion=10),
+        "openai:*": Price(prompt=1, completion=1),
+        "*": Price(prompt=9, completion=9),
+    }
     assert price_of("openai:gpt-4o", prices).prompt == 2.5
     assert price_of("openai:other", prices).prompt == 1
     assert price_of("anthropic:x", prices).prompt == 9
@@ -76,13 +84,16 @@ def test_prices_and_spending():
     spent.add("openai:gpt-4o", Usage(prompt_tokens=2000, completion_tokens=0), budget)
     assert spent.exhausted(budget) == "the run has spent $0.0200 of its $0.0200"
     with pytest.raises(PriceUnknown):
-        Spending().add("azure:x", Usage(prompt_tokens=1), BudgetSpec(usd=1, prices={"openai:*": Price(prompt=1, completion=1)}))
+        Spending().add(
+            "azure:x", Usage(prompt_tokens=1), BudgetSpec(usd=1, prices={"openai:*": Price(prompt=1, completion=1)})
+        )
 
 
 @pytest.mark.parametrize(
     "body, expected",
     [
-        ("""
+        (
+            """
          agents:
            - name: helper
              kind: llm
@@ -90,50 +101,78 @@ def test_prices_and_spending():
              tools: [lookup_order, nope]
          steps:
            - agent: helper
-         """, "flow.yaml:7: agents[0].tools[1]: agent 'helper' lists unknown tool 'nope': declare it under 'tools' or register it with @tool"),
-        ("""
+         """,
+            "flow.yaml:7: agents[0].tools[1]: agent 'helper' lists unknown tool 'nope': declare it under 'tools' or register it with @tool",
+        ),
+        (
+            """
          agents:
            - name: helper
              kind: llm
              model: gpt-4o-mini
          steps:
            - agent: helper
-         """, "flow.yaml:6: agents[0].model: model 'gpt-4o-mini' is not 'provider:model' (e.g. openai:gpt-4o-mini)"),
-        ("""
+         """,
+            "flow.yaml:6: agents[0].model: model 'gpt-4o-mini' is not 'provider:model' (e.g. openai:gpt-4o-mini)",
+        ),
+        (
+            """
          agents:
            - name: helper
              kind: llm
              model: mistral:large
          steps:
            - agent: helper
-         """, "flow.yaml:6: agents[0].model: model 'mistral:large': the provider is one of openai, anthropic, azure, ollama"),
-        ("""
+         """,
+            "flow.yaml:6: agents[0].model: model 'mistral:large': the provider is one of openai, anthropic, azure, ollama",
+        ),
+        (
+            """
          llm:
            shout: {instructions: hi}
            nobody: {instructions: hi}
          steps:
            - agent: shout
-         """, "flow.yaml:5: llm.nobody: 'nobody' is not an agent of this flow's steps"),
-        ("""
+         """,
+            "flow.yaml:5: llm.nobody: 'nobody' is not an agent of this flow's steps",
+        ),
+        (
+            """
          budget: {usd: 5}
          steps:
            - agent: shout
-         """, "flow.yaml:3: budget: a budget in usd needs prices"),
-        ("""
+         """,
+            "flow.yaml:3: budget: a budget in usd needs prices",
+        ),
+        (
+            """
          tools:
            - {name: final_answer, handler: tests.llm_agents:lookup_order}
          steps:
            - agent: shout
-         """, "flow.yaml:4: tools[0]: tool name 'final_answer' is reserved"),
-        ("""
+         """,
+            "flow.yaml:4: tools[0]: tool name 'final_answer' is reserved",
+        ),
+        (
+            """
          tools:
            - {name: broken, handler: tests.no_such_module:fn}
          steps:
            - agent: shout
-         """, "flow.yaml:4: tools[0].handler: cannot load tool handler 'tests.no_such_module:fn': ModuleNotFoundError"),
+         """,
+            "flow.yaml:4: tools[0].handler: cannot load tool handler 'tests.no_such_module:fn': ModuleNotFoundError",
+        ),
     ],
-    ids=["unknown-tool", "model-format", "provider", "llm-unknown-agent", "budget-prices", "reserved-tool", "tool-handler"],
-)  # fmt: skip
+    ids=[
+        "unknown-tool",
+        "model-format",
+        "provider",
+        "llm-unknown-agent",
+        "budget-prices",
+        "reserved-tool",
+        "tool-handler",
+    ],
+)
 def test_flow_files_with_llm_mistakes_get_one_line_naming_the_place(tmp_path, body, expected):
     path = tmp_path / "flow.yaml"
     path.write_text("name: llm_check\nimports: [tests.agents, tests.llm_agents]\n" + textwrap.dedent(body).lstrip("\n"))
@@ -145,7 +184,8 @@ def test_flow_files_with_llm_mistakes_get_one_line_naming_the_place(tmp_path, bo
 
 def test_a_valid_llm_flow_validates(tmp_path):
     path = tmp_path / "flow.yaml"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         name: llm_ok
         imports: [tests.llm_agents]
         tools:
@@ -160,7 +200,8 @@ def test_a_valid_llm_flow_validates(tmp_path):
         steps:
           - agent: helper
             input: {text: $input.text}
-        """))
+        """)
+    )
     result = run_cli(["validate", str(path)], env=_env())
     assert result.returncode == 0, result.stderr
 
@@ -170,4 +211,7 @@ def _env() -> dict[str, str]:
 
     from tests.conftest import ROOT
 
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "ENSEMBLE_"))}, "PYTHONPATH": str(ROOT)}
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "ENSEMBLE_"))},
+        "PYTHONPATH": str(ROOT),
+    }

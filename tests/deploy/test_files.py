@@ -23,7 +23,6 @@ import yaml
 from ensemble.cli import GROUPS
 from ensemble.cli.app import build_parser as _build_parser
 from ensemble.cli.app import worker_parser
-
 from ensemble.runtime import telemetry
 from tests.conftest import ROOT
 
@@ -31,6 +30,7 @@ from tests.conftest import ROOT
 def build_parser():
     """Every command the CLI has, as `starter.py` builds it."""
     return _build_parser(GROUPS)
+
 
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILES = sorted((DEPLOY / "compose").glob("compose*.yaml"))
@@ -71,10 +71,16 @@ def containers(doc: dict) -> list[dict]:
 def test_the_files_are_all_there():
     names = {p.relative_to(DEPLOY).as_posix() for p in DEPLOY.rglob("*") if p.is_file()}
     wanted_files = [
-        "Dockerfile", "compose/compose.yaml", "compose/compose.opensearch.yaml", "compose/otel/collector.yaml",
-        "compose/prometheus/prometheus.yml", "compose/prometheus/alerts.yml",
-        "compose/grafana/dashboards/ensemble.json", "kubernetes/temporal/values.yaml", "kubernetes/ensemble/keda.yaml",
-    ]  # fmt: skip
+        "Dockerfile",
+        "compose/compose.yaml",
+        "compose/compose.opensearch.yaml",
+        "compose/otel/collector.yaml",
+        "compose/prometheus/prometheus.yml",
+        "compose/prometheus/alerts.yml",
+        "compose/grafana/dashboards/ensemble.json",
+        "kubernetes/temporal/values.yaml",
+        "kubernetes/ensemble/keda.yaml",
+    ]
     for wanted in wanted_files:
         assert wanted in names, wanted
 

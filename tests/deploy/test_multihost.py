@@ -61,9 +61,14 @@ class Hosts:
 
     def run(self, host: str, cmd: list[str], *, env: dict[str, str], log: Path) -> subprocess.Popen:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns[host], *cmd], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            ["ip", "netns", "exec", self.ns[host], *cmd],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc
 
@@ -173,5 +178,7 @@ async def test_a_worker_host_cut_off_mid_run_loses_nothing_and_repeats_nothing(t
     assert rows(ledger, "select count(*), count(distinct run_id) from effects") == [(RUNS, RUNS)]
     assert all(n == 1 for _, n in rows(ledger, "select run_id, count(distinct key) from deliveries group by run_id"))
     assert sorted(v["output"]["key"] for v in report.values()) == sorted(f"{r}/pay" for r in report)
-    print(f"\nmulti-host: {RUNS} runs, {len(retried)} charges retried on w2 after w1's link went down, "
-          f"{deliveries(ledger)} deliveries, {RUNS} effects")  # fmt: skip
+    print(
+        f"\nmulti-host: {RUNS} runs, {len(retried)} charges retried on w2 after w1's link went down, "
+        f"{deliveries(ledger)} deliveries, {RUNS} effects"
+    )

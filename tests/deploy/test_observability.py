@@ -20,9 +20,12 @@ async def test_every_metric_the_dashboard_and_alerts_query_is_exported(dev_serve
     port = server.free_port()
     worker = subprocess.Popen(
         [sys.executable, "worker.py", "--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
-        cwd=ROOT, env=dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue), stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "worker.log").open("w"),
-    )  # fmt: skip
+        cwd=ROOT,
+        env=dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "worker.log").open("w"),
+    )
     try:
         await wait_for_endpoint(port, worker)
         await (await start(dev_server.client, request(FLOW, {"text": "hi"}, task_queue))).result()

@@ -62,10 +62,23 @@ def review(text: str) -> tuple[list[Rating], list[Finding], ContractSummary]:
 # --- the bundled files -------------------------------------------------------------------------
 
 CONTRACT_TITLES = [
-    "DEFINITIONS", "SERVICES", "TERM AND RENEWAL", "FEES AND PAYMENT", "PRICE CHANGES", "CONFIDENTIALITY",
-    "DATA PROTECTION", "INTELLECTUAL PROPERTY", "INDEMNITY", "LIMITATION OF LIABILITY", "TERMINATION", "NOTICES",
-    "GOVERNING LAW AND JURISDICTION", "ENTIRE AGREEMENT", "HEADINGS", "COUNTERPARTS",
-]  # fmt: skip
+    "DEFINITIONS",
+    "SERVICES",
+    "TERM AND RENEWAL",
+    "FEES AND PAYMENT",
+    "PRICE CHANGES",
+    "CONFIDENTIALITY",
+    "DATA PROTECTION",
+    "INTELLECTUAL PROPERTY",
+    "INDEMNITY",
+    "LIMITATION OF LIABILITY",
+    "TERMINATION",
+    "NOTICES",
+    "GOVERNING LAW AND JURISDICTION",
+    "ENTIRE AGREEMENT",
+    "HEADINGS",
+    "COUNTERPARTS",
+]
 
 # clause -> (category, level, rule ids)
 CONTRACT_EXPECTED = {
@@ -115,7 +128,7 @@ def test_extractor_splits_the_sample_contract() -> None:
     assert [clause.number for clause in clauses] == [str(n) for n in range(1, 17)]
     assert [clause.title for clause in clauses] == CONTRACT_TITLES
     assert clauses[0].text.startswith('1.1 "Services" means')  # sub-paragraphs stay in their clause
-    assert "1.4 \"Fees\" means" in clauses[0].text
+    assert '1.4 "Fees" means' in clauses[0].text
     assert clauses[9].text.count("10.") == 4
     assert clauses[-1].text.endswith("constitute one agreement.")  # the signature block is cut off
     assert all("Meridian Data Systems Ltd, a company" not in clause.text for clause in clauses)  # preamble skipped
@@ -124,9 +137,14 @@ def test_extractor_splits_the_sample_contract() -> None:
 def test_extractor_splits_the_short_contract() -> None:
     clauses = clauses_of(sample("contract_short.txt"))
     assert [(clause.number, clause.title) for clause in clauses] == [
-        ("1", "Scope of Work"), ("2", "Fees"), ("3", "Limitation of Liability"), ("4", "Termination"),
-        ("5", "Non-Solicitation"), ("6", "Hosting of Records"), ("7", "Governing Law"),
-    ]  # fmt: skip
+        ("1", "Scope of Work"),
+        ("2", "Fees"),
+        ("3", "Limitation of Liability"),
+        ("4", "Termination"),
+        ("5", "Non-Solicitation"),
+        ("6", "Hosting of Records"),
+        ("7", "Governing Law"),
+    ]
     assert clauses[1].text.startswith("The Client will pay a fixed fee")
 
 
@@ -158,8 +176,11 @@ SCHEDULE 1 - PRICES
 def test_extractor_reads_article_headings_it_has_never_seen() -> None:
     clauses = clauses_of(UNSEEN_ARTICLES)
     assert [(clause.number, clause.title) for clause in clauses] == [
-        ("I", "DEFINITIONS"), ("II", "LICENCE GRANT"), ("III", "Fees"), ("IV", "Term and Termination"),
-    ]  # fmt: skip
+        ("I", "DEFINITIONS"),
+        ("II", "LICENCE GRANT"),
+        ("III", "Fees"),
+        ("IV", "Term and Termination"),
+    ]
     assert clauses[1].text.endswith("2. its warehouses.")  # a numbered list restarting at 1 is not a clause
     assert clauses[3].text == "This Agreement lasts 12 months."  # the schedule is not part of the last clause
 
@@ -174,8 +195,11 @@ def test_extractor_reads_clause_and_section_keywords_and_inline_titles() -> None
     )
     clauses = clauses_of(text)
     assert [(clause.number, clause.title) for clause in clauses] == [
-        ("1", "Services"), ("2", "Payment"), ("3", "Liability"), ("4", "LIMITATION OF ACTIONS"),
-    ]  # fmt: skip
+        ("1", "Services"),
+        ("2", "Payment"),
+        ("3", "Liability"),
+        ("4", "LIMITATION OF ACTIONS"),
+    ]
     assert clauses[1].text == "The Client pays within 14 days."
     assert clauses[2].text.endswith("Section 3 of this agreement survives termination.")  # a reference, not a heading
 
@@ -205,12 +229,14 @@ def test_extractor_reads_unpunctuated_capitalised_headings() -> None:
 def test_extractor_without_titles_falls_back_to_numbers_then_paragraphs() -> None:
     numbered = "Terms\n\n1. The Supplier shall deliver the goods.\n2. The Customer shall pay within 30 days.\n"
     assert [(c.number, c.title) for c in clauses_of(numbered)] == [
-        ("1", "The Supplier shall deliver the goods"), ("2", "The Customer shall pay within 30…"),
-    ]  # fmt: skip
+        ("1", "The Supplier shall deliver the goods"),
+        ("2", "The Customer shall pay within 30…"),
+    ]
     plain = "We will deliver the goods.\n\nYou will pay within 30 days."
     assert [(c.number, c.text) for c in clauses_of(plain)] == [
-        ("1", "We will deliver the goods."), ("2", "You will pay within 30 days."),
-    ]  # fmt: skip
+        ("1", "We will deliver the goods."),
+        ("2", "You will pay within 30 days."),
+    ]
 
 
 # --- risk_rater --------------------------------------------------------------------------------
@@ -229,51 +255,128 @@ def test_rater_on_the_sample_contract() -> None:
 @pytest.mark.parametrize(
     ("title", "text", "category", "level"),
     [
-        ("Liability", "Each party's total liability shall not exceed the fees paid in the 12 months before the claim.",
-         "liability", "none"),
+        (
+            "Liability",
+            "Each party's total liability shall not exceed the fees paid in the 12 months before the claim.",
+            "liability",
+            "none",
+        ),
         ("Liability", "The Customer's liability under this Agreement shall be unlimited.", "liability", "high"),
         ("Liability", "The Supplier's liability is not subject to any limit or cap whatsoever.", "liability", "high"),
-        ("Liability", "Liability shall not exceed the fees paid in the three (3) months before the claim.",
-         "liability", "medium"),
-        ("Liability", "Nothing limits liability for fraud, which shall be unlimited. Otherwise liability is capped"
-         " at the fees paid in the preceding twelve (12) months.", "liability", "none"),
-        ("Termination", "Either party may terminate this Agreement for convenience on sixty (60) days' notice.",
-         "termination", "none"),
-        ("Termination", "The Provider may terminate this Agreement at any time for any reason on 7 days' notice.",
-         "termination", "high"),
-        ("Termination", "The Provider may terminate for convenience on 30 days' notice and the Client may terminate"
-         " for convenience on 30 days' notice.", "termination", "none"),
-        ("Termination", "Either party may terminate for material breach not remedied within 30 days.",
-         "termination", "none"),
-        ("Term", "This agreement continues until terminated by either party on 12 months notice.",
-         "termination", "none"),
+        (
+            "Liability",
+            "Liability shall not exceed the fees paid in the three (3) months before the claim.",
+            "liability",
+            "medium",
+        ),
+        (
+            "Liability",
+            "Nothing limits liability for fraud, which shall be unlimited. Otherwise liability is capped"
+            " at the fees paid in the preceding twelve (12) months.",
+            "liability",
+            "none",
+        ),
+        (
+            "Termination",
+            "Either party may terminate this Agreement for convenience on sixty (60) days' notice.",
+            "termination",
+            "none",
+        ),
+        (
+            "Termination",
+            "The Provider may terminate this Agreement at any time for any reason on 7 days' notice.",
+            "termination",
+            "high",
+        ),
+        (
+            "Termination",
+            "The Provider may terminate for convenience on 30 days' notice and the Client may terminate"
+            " for convenience on 30 days' notice.",
+            "termination",
+            "none",
+        ),
+        (
+            "Termination",
+            "Either party may terminate for material breach not remedied within 30 days.",
+            "termination",
+            "none",
+        ),
+        (
+            "Term",
+            "This agreement continues until terminated by either party on 12 months notice.",
+            "termination",
+            "none",
+        ),
         ("Term", "The Customer may terminate this agreement on 90 days notice.", "termination", "high"),
-        ("Data", "The Processor may transfer personal data outside the EEA on the basis of the Standard"
-         " Contractual Clauses.", "data_transfer", "low"),
-        ("Data", "The Processor may transfer personal data outside the EEA to its affiliates.",
-         "data_transfer", "high"),
+        (
+            "Data",
+            "The Processor may transfer personal data outside the EEA on the basis of the Standard"
+            " Contractual Clauses.",
+            "data_transfer",
+            "low",
+        ),
+        (
+            "Data",
+            "The Processor may transfer personal data outside the EEA to its affiliates.",
+            "data_transfer",
+            "high",
+        ),
         ("Data", "The Processor shall not transfer personal data outside the EEA.", "data_transfer", "none"),
-        ("Indemnity", "Each party shall indemnify the other against third-party claims caused by its breach.",
-         "indemnity", "low"),
-        ("Indemnity", "The Client shall indemnify and hold harmless the Agency against any and all claims.",
-         "indemnity", "high"),
-        ("Renewal", "This Agreement renews automatically for one-year periods unless either party gives ninety"
-         " (90) days' written notice of non-renewal.", "auto_renewal", "high"),
-        ("Renewal", "This Agreement renews automatically for one-year periods unless either party gives thirty"
-         " (30) days' written notice of non-renewal.", "auto_renewal", "low"),
+        (
+            "Indemnity",
+            "Each party shall indemnify the other against third-party claims caused by its breach.",
+            "indemnity",
+            "low",
+        ),
+        (
+            "Indemnity",
+            "The Client shall indemnify and hold harmless the Agency against any and all claims.",
+            "indemnity",
+            "high",
+        ),
+        (
+            "Renewal",
+            "This Agreement renews automatically for one-year periods unless either party gives ninety"
+            " (90) days' written notice of non-renewal.",
+            "auto_renewal",
+            "high",
+        ),
+        (
+            "Renewal",
+            "This Agreement renews automatically for one-year periods unless either party gives thirty"
+            " (30) days' written notice of non-renewal.",
+            "auto_renewal",
+            "low",
+        ),
         ("Prices", "The Vendor may increase its prices at any time by notice to the Buyer.", "fee_change", "high"),
         ("Prices", "The Vendor may increase its prices once a year by no more than the CPI.", "fee_change", "low"),
         ("Prices", "Prices may only be changed as mutually agreed in writing.", "fee_change", "none"),
-        ("Governing Law", "This Agreement is governed by the laws of the Republic of Vanuatu.",
-         "governing_law", "high"),
+        (
+            "Governing Law",
+            "This Agreement is governed by the laws of the Republic of Vanuatu.",
+            "governing_law",
+            "high",
+        ),
         ("Governing Law", "This Agreement is governed by the laws of the State of New York.", "governing_law", "none"),
-        ("Confidentiality", "The recipient shall keep the Confidential Information secret in perpetuity.",
-         "confidentiality", "medium"),
-        ("Ownership", "The Consultant assigns to the Client all pre-existing intellectual property in the"
-         " deliverables.", "ip", "high"),
+        (
+            "Confidentiality",
+            "The recipient shall keep the Confidential Information secret in perpetuity.",
+            "confidentiality",
+            "medium",
+        ),
+        (
+            "Ownership",
+            "The Consultant assigns to the Client all pre-existing intellectual property in the deliverables.",
+            "ip",
+            "high",
+        ),
         ("Payment", "Late payments bear interest at 2% per month.", "payment", "high"),
-        ("Staff", "The Client shall not solicit any employee of the Agency for eighteen (18) months.",
-         "non_solicitation", "medium"),
+        (
+            "Staff",
+            "The Client shall not solicit any employee of the Agency for eighteen (18) months.",
+            "non_solicitation",
+            "medium",
+        ),
         ("Miscellaneous", "Headings are for convenience only.", "other", "none"),
     ],
 )
@@ -333,14 +436,20 @@ def test_only_clauses_rated_above_none_are_checked() -> None:
         ("Provider may engage sub-processors with the Customer's prior written consent.", []),
         ("This agreement is governed by the laws of Nevada.", ["LAW-001"]),
         ("This agreement is governed by the laws of the State of Delaware and the courts of London.", []),
-        ("The Supplier's aggregate liability shall not exceed the fees paid in the six (6) months before the claim.",
-         ["LIAB-002"]),
-        ("The Supplier's aggregate liability shall not exceed the fees paid in the twelve (12) months before the"
-         " claim.",
-         []),
+        (
+            "The Supplier's aggregate liability shall not exceed the fees paid in the six (6) months before the claim.",
+            ["LIAB-002"],
+        ),
+        (
+            "The Supplier's aggregate liability shall not exceed the fees paid in the twelve (12) months before the"
+            " claim.",
+            [],
+        ),
         ("The Supplier excludes all liability, including for fraud or gross negligence.", ["LIAB-003"]),
-        ("This Agreement renews automatically unless either party gives 3 months' notice of non-renewal.",
-         ["REN-001", "REN-002"]),
+        (
+            "This Agreement renews automatically unless either party gives 3 months' notice of non-renewal.",
+            ["REN-001", "REN-002"],
+        ),
         ("This Agreement renews automatically unless either party gives 30 days' notice of non-renewal.", ["REN-001"]),
         ("The Vendor may terminate this Agreement for convenience.", ["TERM-001"]),
         ("Either party may terminate this Agreement for convenience.", []),
@@ -388,9 +497,19 @@ def test_rules_cover_every_required_topic() -> None:
     rules = load_rules()
     assert len(rules) >= 12
     assert {rule.category for rule in rules} >= {
-        "liability", "auto_renewal", "termination", "indemnity", "data_transfer", "fee_change", "governing_law",
-        "confidentiality", "ip", "payment", "exclusivity", "non_solicitation",
-    }  # fmt: skip
+        "liability",
+        "auto_renewal",
+        "termination",
+        "indemnity",
+        "data_transfer",
+        "fee_change",
+        "governing_law",
+        "confidentiality",
+        "ip",
+        "payment",
+        "exclusivity",
+        "non_solicitation",
+    }
     assert {rule.severity for rule in rules} <= {"low", "medium", "high"}
 
 

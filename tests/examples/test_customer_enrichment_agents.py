@@ -89,11 +89,15 @@ def test_lookup_tables_are_consistent() -> None:
 def test_enrichment_of_the_bundled_customer() -> None:
     assert enrich(customer()) == {
         "contact_validator": {
-            "email_valid": True, "email_domain": "goldencrust.example", "phone_e164": "+48225550147",
+            "email_valid": True,
+            "email_domain": "goldencrust.example",
+            "phone_e164": "+48225550147",
             "country": "Poland",
         },
         "firmographics": {
-            "industry": "retail", "employees": 420, "annual_revenue_usd": 31_000_000.0,
+            "industry": "retail",
+            "employees": 420,
+            "annual_revenue_usd": 31_000_000.0,
             "company_domain": "goldencrust.example",
         },
         "web_profile": {
@@ -102,7 +106,7 @@ def test_enrichment_of_the_bundled_customer() -> None:
             "description": "Marta runs a chain of bakeries (38 shops) and wants loyalty-card analytics for her stores.",
         },
         "segmenter": {"segment": "mid_market", "tier": "silver"},
-    }  # fmt: skip
+    }
 
 
 def test_the_bundled_customer_has_a_real_industry_conflict() -> None:
@@ -139,30 +143,38 @@ def test_data_steward_keeps_the_firmographics_industry() -> None:
 def test_enrichment_of_a_freelancer_with_a_free_mail_address() -> None:
     assert enrich(FREELANCER) == {
         "contact_validator": {
-            "email_valid": True, "email_domain": "gmail.com", "phone_e164": "+491715550123", "country": "Germany",
+            "email_valid": True,
+            "email_domain": "gmail.com",
+            "phone_e164": "+491715550123",
+            "country": "Germany",
         },
         "firmographics": {"industry": None, "employees": None, "annual_revenue_usd": None, "company_domain": None},
         "web_profile": {"industry": "media", "linkedin_url": None, "description": None},
         "segmenter": {"segment": None, "tier": "bronze"},
-    }  # fmt: skip
+    }
 
 
 def test_enrichment_of_a_known_company_in_canada() -> None:
     assert enrich(CANADIAN) == {
         "contact_validator": {
-            "email_valid": True, "email_domain": "northwind-logistics.example", "phone_e164": "+14165550199",
+            "email_valid": True,
+            "email_domain": "northwind-logistics.example",
+            "phone_e164": "+14165550199",
             "country": "Canada",
         },
         "firmographics": {
-            "industry": "logistics", "employees": 2300, "annual_revenue_usd": 410_000_000.0,
+            "industry": "logistics",
+            "employees": 2300,
+            "annual_revenue_usd": 410_000_000.0,
             "company_domain": "northwind-logistics.example",
         },
         "web_profile": {
-            "industry": "logistics", "linkedin_url": None,
+            "industry": "logistics",
+            "linkedin_url": None,
             "description": "Operations director; she manages freight planning for the Toronto warehouse.",
         },
         "segmenter": {"segment": "mid_market", "tier": "silver"},
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
@@ -212,10 +224,12 @@ def test_firmographics_by_website_subdomain_and_company_name() -> None:
 
 def test_web_profile_prefers_what_the_customer_does() -> None:
     record = Customer(
-        id="C", name="N", email="n@gmail.com",
+        id="C",
+        name="N",
+        email="n@gmail.com",
         notes="Found us through a retail newsletter. She owns a dental clinic in Leeds and needs software for"
         " bookings.",
-    )  # fmt: skip
+    )
     profile = web_profile(record)
     assert profile.industry == "healthcare"
     assert profile.description == "She owns a dental clinic in Leeds and needs software for bookings."
@@ -226,8 +240,11 @@ def test_web_profile_prefers_what_the_customer_does() -> None:
     ("changes", "segment", "tier"),
     [
         ({"company": "Bluepeak Hotels Group", "email": "a@bluepeak-hotels.example"}, "enterprise", "gold"),
-        ({"company": "Bluepeak Hotels Group", "email": "a@bluepeak-hotels.example", "country": "VE"},
-         "enterprise", "silver"),
+        (
+            {"company": "Bluepeak Hotels Group", "email": "a@bluepeak-hotels.example", "country": "VE"},
+            "enterprise",
+            "silver",
+        ),
         ({"company": "Rossi Photo Studio", "email": "rossi@gmail.com"}, "smb", "bronze"),
         ({"company": "Quantum Systems Inc", "email": "q@quantum.example"}, "mid_market", "silver"),
         ({"email": "someone@hotmail.com"}, None, "bronze"),
@@ -240,14 +257,22 @@ def test_segmenter(changes: dict[str, Any], segment: str | None, tier: str) -> N
 
 def test_canonical_country() -> None:
     assert [canonical_country(value) for value in ("PL", " poland ", "U.S.", "Atlantis", "", None)] == [
-        "Poland", "Poland", "United States", "Atlantis", None, None,
-    ]  # fmt: skip
+        "Poland",
+        "Poland",
+        "United States",
+        "Atlantis",
+        None,
+        None,
+    ]
 
 
 def test_data_steward_ranks_every_source() -> None:
     assert sorted(RELIABILITY, key=RELIABILITY.__getitem__, reverse=True) == [
-        "firmographics", "web_profile", "segmenter", "contact_validator",
-    ]  # fmt: skip
+        "firmographics",
+        "web_profile",
+        "segmenter",
+        "contact_validator",
+    ]
     case = ConflictCase(
         key="country",
         candidates=[
@@ -261,13 +286,16 @@ def test_data_steward_ranks_every_source() -> None:
     assert "over contact_validator 'Canada' (reliability 1)" in resolution.reason
     agree = ConflictCase(
         key="industry",
-        candidates=[Candidate(branch="x", agent="web_profile", value="retail"),
-                    Candidate(branch="y", agent="firmographics", value="retail")],
-    )  # fmt: skip
+        candidates=[
+            Candidate(branch="x", agent="web_profile", value="retail"),
+            Candidate(branch="y", agent="firmographics", value="retail"),
+        ],
+    )
     assert data_steward(agree) == Resolution(
-        value="retail", chosen="firmographics",
+        value="retail",
+        chosen="firmographics",
         reason="industry: all sources agree on 'retail'; kept firmographics (company-data lookup by corporate domain)",
-    )  # fmt: skip
+    )
     assert data_steward(ConflictCase(key="k", candidates=[])).chosen == ""
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -65,12 +66,17 @@ def request(**changes: Any) -> PurchaseRequest:
         "department": "Engineering",
         "budget_remaining": 50000.0,
         "justification": "Replace five-year-old laptops that no longer receive security updates.",
-        "vendor": {"name": "Acme Computers", "country": "Germany", "years_in_business": 15,
-                   "certifications": ["ISO 9001"], "esg_score": 70},
+        "vendor": {
+            "name": "Acme Computers",
+            "country": "Germany",
+            "years_in_business": 15,
+            "certifications": ["ISO 9001"],
+            "esg_score": 70,
+        },
         "requirements": ["16 GB RAM", "SSD 512 GB"],
         "offered": ["32 GB RAM", "SSD 1 TB", "SSD 1024 GB"],
         "contract_terms": ["Net 30"],
-    }  # fmt: skip
+    }
     vendor = changes.pop("vendor", {})
     data.update(changes)
     data["vendor"].update(vendor)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from temporalio.client import WorkflowHandle
 
+from ensemble.authoring.flows import EXAMPLES_DIR, all_flows
 from ensemble.cli.app import read_input
 from ensemble.client import check_input
 from ensemble.runtime.connection import connect
-from ensemble.authoring.flows import all_flows, EXAMPLES_DIR
-from ensemble.spec import WORKFLOW_NAME, GateDecision, RunRequest
 from ensemble.runtime.worker import build_worker
+from ensemble.spec import WORKFLOW_NAME, GateDecision, RunRequest
 
 HERE = Path(__file__).resolve().parent
 

@@ -20,11 +20,44 @@ pytestmark = pytest.mark.reliability
 SEED = 15
 MUTANTS = 320
 SOURCES = sorted((ROOT / "examples").glob("*/flow.yaml"))
-NOISE = [b"\xff", b"\xfe\xff", b"\x00", b"\t", b"&a ", b"*a", b"*b", b"[", b"{", b"]", b"}", b": ", b"- ",
-         b"!!python/object:os.system ", b"\x1b[31m", b"'", b'"', b"%YAML 1.1\n", b"---\n", b"? ", b"|", b">", b"@",
-         b"`",
-         b"$", b"$input.", b"\xc3", b"\xe2\x82", b"\n  - agent: x\n", b"\n    input: ", b"steps: ", b"0x", b"1e999",
-         b"-.inf", b"~", b"<<: *a\n"]  # fmt: skip
+NOISE = [
+    b"\xff",
+    b"\xfe\xff",
+    b"\x00",
+    b"\t",
+    b"&a ",
+    b"*a",
+    b"*b",
+    b"[",
+    b"{",
+    b"]",
+    b"}",
+    b": ",
+    b"- ",
+    b"!!python/object:os.system ",
+    b"\x1b[31m",
+    b"'",
+    b'"',
+    b"%YAML 1.1\n",
+    b"---\n",
+    b"? ",
+    b"|",
+    b">",
+    b"@",
+    b"`",
+    b"$",
+    b"$input.",
+    b"\xc3",
+    b"\xe2\x82",
+    b"\n  - agent: x\n",
+    b"\n    input: ",
+    b"steps: ",
+    b"0x",
+    b"1e999",
+    b"-.inf",
+    b"~",
+    b"<<: *a\n",
+]
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
@@ -189,9 +222,16 @@ def test_status_view_escapes_terminal_sequences() -> None:
     from ensemble.spec import RunStatusView, StepRecord
 
     evil = "ok\x1b[2J\x1b]0;pwned\x07\rINJECT\x9b31m"
-    view = RunStatusView(run_id="r\x1b[5m", flow="f", status="failed", error=evil,
-                         steps=[StepRecord(name="s", agent="a", status="completed", summary=evil),
-                                StepRecord(name="t", agent="b", status="failed", error=evil)])  # fmt: skip
+    view = RunStatusView(
+        run_id="r\x1b[5m",
+        flow="f",
+        status="failed",
+        error=evil,
+        steps=[
+            StepRecord(name="s", agent="a", status="completed", summary=evil),
+            StepRecord(name="t", agent="b", status="failed", error=evil),
+        ],
+    )
     out = io.StringIO()
     Console(file=out, force_terminal=True, width=200, color_system="standard").print(render(view, width=200))
     text = out.getvalue()

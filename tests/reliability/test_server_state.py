@@ -46,8 +46,14 @@ def one_line_error(done: subprocess.CompletedProcess, code: int = 1) -> str:
 
 
 def spawn_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "worker.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def stop_process(proc: subprocess.Popen | None) -> None:
@@ -212,7 +218,7 @@ async def test_disk_full_is_one_line_and_accepted_runs_complete_after(
                 f"rel-disk-{i}-{uuid.uuid4().hex[:4]}",
             )
             for i in range(5)
-        ]  # fmt: skip  (no worker yet: they wait)
+        ]  # no worker yet: they wait
         filler = fill(small_disk)
         for args in (
             ["run", "hello", "--input", '{"name": "x"}', "--wait"],
@@ -275,8 +281,9 @@ async def test_a_server_dying_under_run_wait_ends_the_wait_in_one_line(
         pid = json.loads((home / "server.json").read_text())["pid"]
         run_id = f"slow-{uuid.uuid4().hex[:6]}"
         args = [sys.executable, "starter.py", "run", str(flow), "--input", "{}", "--wait", "--id", run_id]
-        waiting = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   stdin=subprocess.DEVNULL)  # fmt: skip
+        waiting = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+        )
         client = await Client.connect(f"127.0.0.1:{json.loads((home / 'server.json').read_text())['port']}")
         for _ in range(300):  # until its in-process worker runs the agent
             with contextlib.suppress(Exception):
@@ -296,7 +303,7 @@ async def test_a_server_dying_under_run_wait_ends_the_wait_in_one_line(
                 out,
                 "\n".join(ln for ln in err.splitlines() if not ln.startswith(("note:", "started run", "{"))),
             )
-        )  # fmt: skip (its worker's log lines)
+        )  # its worker's log lines
         assert "died" in line, line
         assert took < 10, took
     finally:

@@ -236,8 +236,11 @@ async def test_retries_and_failures_are_followed_live_and_redriven(service: Serv
     from ensemble.runtime.launch import start_request
     from tests.flowkit import request
 
-    flow = {"name": "shaky_then_broken", "imports": ["tests.service.agents"],
-            "steps": [{"agent": "shaky", "input": {}}, {"agent": "broken", "input": {}}]}  # fmt: skip
+    flow = {
+        "name": "shaky_then_broken",
+        "imports": ["tests.service.agents"],
+        "steps": [{"agent": "shaky", "input": {}}, {"agent": "broken", "input": {}}],
+    }
     run_id = f"shaky-{uuid.uuid4().hex[:8]}"
     await start_request(service.client.temporal, request(flow, {}, service.task_queue), run_id, summary="test")
     events: list = []

@@ -100,4 +100,3 @@ async def test_a_caller_who_may_not_read_cannot_tell_which_runs_exist(service: S
         missing = await carol.get("/api/runs/no-such-run")
     assert real.status_code == missing.status_code == 403
     assert real.json()["error"]["code"] == missing.json()["error"]["code"] == "forbidden"
-

@@ -17,20 +17,47 @@ async def test_fuzz_the_openapi_document(service: Service, tmp_path: Path):
 
     cli = Path(sys.executable).parent / "schemathesis"
     mark = tmp_path / "checks.txt"
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.service.st_hooks", "PYTHONPATH": str(ROOT), "NO_COLOR": "1",
-           "ENSEMBLE_FUZZ_MARK": str(mark)}  # fmt: skip
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.service.st_hooks",
+        "PYTHONPATH": str(ROOT),
+        "NO_COLOR": "1",
+        "ENSEMBLE_FUZZ_MARK": str(mark),
+    }
     run_id = await park(service, "procurement", PROCUREMENT)  # a real run and gate for the paths that name one
     config = tmp_path / "schemathesis.toml"
     config.write_text(f'[parameters]\n"path.run_id" = "{run_id}"\n"path.gate" = "committee"\n')
     proc = await asyncio.create_subprocess_exec(
-        str(cli), "--config-file", str(config), "run", f"{service.url}/openapi.json",
-        "--checks", "not_a_server_error,no_traceback,error_shape",
-        "--phases", "examples,fuzzing", "--max-examples", "8", "--seed", "16", "--workers", "1",
-        "--request-timeout", "70", "--generation-allow-x00", "false",
-        "-H", f"Authorization: Bearer {local_token('ops')}",
-        "--report", "junit", "--report-dir", str(tmp_path),
-        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        str(cli),
+        "--config-file",
+        str(config),
+        "run",
+        f"{service.url}/openapi.json",
+        "--checks",
+        "not_a_server_error,no_traceback,error_shape",
+        "--phases",
+        "examples,fuzzing",
+        "--max-examples",
+        "8",
+        "--seed",
+        "16",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "70",
+        "--generation-allow-x00",
+        "false",
+        "-H",
+        f"Authorization: Bearer {local_token('ops')}",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 280)
     text = out.decode(errors="replace")
     (tmp_path / "schemathesis.txt").write_text(text)

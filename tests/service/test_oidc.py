@@ -38,8 +38,15 @@ async def test_identity_provider_tokens_roles_and_proven_decisions(service: Serv
     jwk["kid"] = "idp-1"
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
     trust = keys.read_trust()
-    trust["issuers"] = [{"issuer": ISSUER, "audience": "ensemble", "jwks_file": str(tmp_path / "jwks.json"),
-                         "subject_claim": "preferred_username", "groups_claim": "groups"}]  # fmt: skip
+    trust["issuers"] = [
+        {
+            "issuer": ISSUER,
+            "audience": "ensemble",
+            "jwks_file": str(tmp_path / "jwks.json"),
+            "subject_claim": "preferred_username",
+            "groups_claim": "groups",
+        }
+    ]
     (tmp_path / "trust.json").write_text(json.dumps(trust))
     monkeypatch.setenv("ENSEMBLE_APPROVER_KEYS", str(tmp_path / "trust.json"))  # the service's and the worker's
     service.roles_file.write_text(service.roles_file.read_text() + "groups:\n  legal-team: [read]\n")

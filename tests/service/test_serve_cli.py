@@ -28,8 +28,14 @@ def test_keys_token_prints_a_short_lived_bearer_token(dev_server):
 def test_serve_starts_the_service(dev_server):
     port = server.free_port()
     env = dev_server.env(TEMPORAL_ADDRESS=dev_server.info.address)
-    proc = subprocess.Popen([sys.executable, "starter.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "starter.py", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -100,11 +100,28 @@ async def test_forged_and_misbound_decisions_are_refused_with_nothing_in_history
         # The raw `temporal` CLI, as in the issue: a name is not a proof.
         raw = await asyncio.to_thread(
             subprocess.run,
-            [str(ROOT / ".venv" / "bin" / "temporal") if (ROOT / ".venv" / "bin" / "temporal").exists() else "temporal",
-             "workflow", "update", "execute", "--address", dev_server.info.address, "-w", handle.id, "--name", "decide",
-             "--identity", "mallory@evil", "--input", '{"gate":"legal","decision":"approve","by":"alice"}'],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                str(ROOT / ".venv" / "bin" / "temporal")
+                if (ROOT / ".venv" / "bin" / "temporal").exists()
+                else "temporal",
+                "workflow",
+                "update",
+                "execute",
+                "--address",
+                dev_server.info.address,
+                "-w",
+                handle.id,
+                "--name",
+                "decide",
+                "--identity",
+                "mallory@evil",
+                "--input",
+                '{"gate":"legal","decision":"approve","by":"alice"}',
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert raw.returncode != 0 and "takes proven decisions only" in raw.stdout + raw.stderr
         assert await accepted_updates(handle) == 0
         assert (await handle.query("pending"))[0]["approvals"] == 0

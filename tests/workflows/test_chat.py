@@ -18,9 +18,15 @@ TOPIC = {"item": "$input.item", "list_price": "$input.list_price"}
 LAMP = {"item": "lamp", "list_price": 100}
 # seller and buyer on a 100 lamp: asks 100, 90, 80, 70 and offers 50, 60, 70, then the buyer approves.
 NEGOTIATION = [
-    "The lamp is yours for 100.", "I offer 50.", "The lamp is yours for 90.", "I offer 60.",
-    "The lamp is yours for 80.", "I offer 70.", "The lamp is yours for 70.", "APPROVED at 70.",
-]  # fmt: skip
+    "The lamp is yours for 100.",
+    "I offer 50.",
+    "The lamp is yours for 90.",
+    "I offer 60.",
+    "The lamp is yours for 80.",
+    "I offer 70.",
+    "The lamp is yours for 70.",
+    "APPROVED at 70.",
+]
 
 
 def flow(**chat: Any) -> dict:
@@ -37,13 +43,18 @@ def run(client, task_queue, data, run_input=LAMP, **worker):
 
 async def chat_runs(client: Client, flow_handle: WorkflowHandle) -> list[list[HistoryEvent]]:
     """The histories of every run of the flow's chat child workflow, first run first."""
-    started = [e async for e in flow_handle.fetch_history_events()
-               if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED]  # fmt: skip
+    started = [
+        e
+        async for e in flow_handle.fetch_history_events()
+        if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED
+    ]
     [event] = started
     execution = event.child_workflow_execution_started_event_attributes.workflow_execution
     runs, run_id = [], execution.run_id
     while run_id:
-        events = [e async for e in client.get_workflow_handle(execution.workflow_id, run_id=run_id).fetch_history_events()]
+        events = [
+            e async for e in client.get_workflow_handle(execution.workflow_id, run_id=run_id).fetch_history_events()
+        ]
         runs.append(events)
         last = events[-1]
         continued = last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
@@ -52,8 +63,11 @@ async def chat_runs(client: Client, flow_handle: WorkflowHandle) -> list[list[Hi
 
 
 def activity_ids(events: list[HistoryEvent]) -> list[str]:
-    return [e.activity_task_scheduled_event_attributes.activity_id for e in events
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]  # fmt: skip
+    return [
+        e.activity_task_scheduled_event_attributes.activity_id
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
 
 
 def speakers(record: dict) -> list[str]:
@@ -61,12 +75,19 @@ def speakers(record: dict) -> list[str]:
 
 
 async def test_round_robin_takes_turns_in_declared_order(dev_server, task_queue):
-    handle, out = await run(dev_server.client, task_queue, flow(participants=["seller", "buyer", "yes_man"], max_turns=7))
+    handle, out = await run(
+        dev_server.client, task_queue, flow(participants=["seller", "buyer", "yes_man"], max_turns=7)
+    )
     record = out.output["talk"]
     assert speakers(record) == ["seller", "buyer", "yes_man", "seller", "buyer", "yes_man", "seller"]
     assert [m["turn"] for m in record["transcript"]] == [1, 2, 3, 4, 5, 6, 7]
     assert record["ended_by"] == "max_turns" and record["turns"] == 7 and record["decision"] is None
-    assert record["transcript"][2] == {"turn": 3, "speaker": "yes_man", "message": "I agree (2 messages seen).", "vote": "approve"}
+    assert record["transcript"][2] == {
+        "turn": 3,
+        "speaker": "yes_man",
+        "message": "I agree (2 messages seen).",
+        "vote": "approve",
+    }
     assert out.steps == ["talk"]
     [chat] = await chat_runs(dev_server.client, handle)
     assert activity_ids(chat) == [f"talk.turn{n}" for n in range(1, 8)]
@@ -100,8 +121,10 @@ async def test_max_turns_bounds_a_chat_that_never_agrees(dev_server, task_queue)
     assert record["final_message"] == "I agree (2 messages seen)."
     # Each turn sees at most `window` messages of the transcript.
     assert [m["message"] for m in record["transcript"] if m["speaker"] == "yes_man"] == [
-        "I agree (0 messages seen).", "I agree (2 messages seen).", "I agree (2 messages seen).",
-    ]  # fmt: skip
+        "I agree (0 messages seen).",
+        "I agree (2 messages seen).",
+        "I agree (2 messages seen).",
+    ]
 
 
 async def test_votes_that_are_all_null_are_no_consensus(dev_server, task_queue):
@@ -124,8 +147,10 @@ async def test_a_selector_agent_picks_each_speaker(dev_server, task_queue):
     assert activity_ids(chat)[:4] == ["talk.turn1.select", "talk.turn1", "talk.turn2.select", "talk.turn2"]
     steps = (await describe_run(dev_server.client, handle.id)).steps  # `status` shows the chat's turns
     assert [(s.name, s.agent) for s in steps][:3] == [
-        ("talk.turn1.select", "chair"), ("talk.turn1", "stubborn"), ("talk.turn2.select", "chair"),
-    ]  # fmt: skip
+        ("talk.turn1.select", "chair"),
+        ("talk.turn1", "stubborn"),
+        ("talk.turn2.select", "chair"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -164,8 +189,10 @@ async def test_a_long_chat_continues_as_new_without_losing_its_transcript(dev_se
         assert [m["message"] for m in record["transcript"]] == NEGOTIATION
         runs = await chat_runs(dev_server.client, handle)
         assert [activity_ids(events) for events in runs] == [
-            ["talk.turn1", "talk.turn2", "talk.turn3"], ["talk.turn4", "talk.turn5", "talk.turn6"], ["talk.turn7", "talk.turn8"],
-        ]  # fmt: skip
+            ["talk.turn1", "talk.turn2", "talk.turn3"],
+            ["talk.turn4", "talk.turn5", "talk.turn6"],
+            ["talk.turn7", "talk.turn8"],
+        ]
         assert [events[-1].event_type for events in runs] == [
             EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
             EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
@@ -185,7 +212,11 @@ async def test_the_topic_is_a_template_over_the_run_input(dev_server, task_queue
     _, out = await run(dev_server.client, task_queue, data, {"item": "kettle", "list_price": 60})
     record = out.output["talk"]
     assert [m["message"] for m in record["transcript"]] == [
-        "The kettle is yours for 60.", "I offer 30.", "The kettle is yours for 50.", "I offer 40.",
-        "The kettle is yours for 40.", "APPROVED at 40.",
-    ]  # fmt: skip
+        "The kettle is yours for 60.",
+        "I offer 30.",
+        "The kettle is yours for 50.",
+        "I offer 40.",
+        "The kettle is yours for 40.",
+        "APPROVED at 40.",
+    ]
     assert out.state["talk"] == record

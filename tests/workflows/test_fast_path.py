@@ -8,9 +8,9 @@ import json
 import pytest
 from temporalio.api.enums.v1 import EventType
 
+from ensemble.runs.view import describe_run
 from ensemble.spec.errors import InputError
 from tests.conftest import ROOT, run_cli
-from ensemble.runs.view import describe_run
 from tests.flowkit import request, run_to_end
 
 FAST_CHAIN = """
@@ -51,7 +51,11 @@ async def test_fast_agents_run_as_local_activities(dev_server, task_queue, cache
     worker = {} if cache is None else {"max_cached_workflows": cache}
     handle, outcome = await run_to_end(dev_server.client, task_queue, FAST_CHAIN, {"text": "hello big world"}, **worker)
     assert outcome is not None
-    assert outcome.output == {"loud": "HELLO BIG WORLD", "counted": {"chars": 15, "words": 3}, "again": "HELLO BIG WORLD"}
+    assert outcome.output == {
+        "loud": "HELLO BIG WORLD",
+        "counted": {"chars": 15, "words": 3},
+        "again": "HELLO BIG WORLD",
+    }
     assert outcome.steps == ["shout_fast", "count_fast", "again"]
 
     history = await handle.fetch_history()
@@ -65,8 +69,10 @@ async def test_fast_agents_run_as_local_activities(dev_server, task_queue, cache
     ]
     steps = (await describe_run(dev_server.client, handle.id)).steps  # status reads the markers back
     assert [(s.name, s.agent, s.status, s.attempts) for s in steps] == [
-        ("shout_fast", "shout_fast", "completed", 1), ("count_fast", "count_fast", "completed", 1), ("again", "shout_fast", "completed", 1),
-    ]  # fmt: skip
+        ("shout_fast", "shout_fast", "completed", 1),
+        ("count_fast", "count_fast", "completed", 1),
+        ("again", "shout_fast", "completed", 1),
+    ]
     assert steps[1].output == {"chars": 15, "words": 3}
 
 
@@ -219,7 +225,7 @@ def test_the_documented_fast_flow_runs_through_the_cli(dev_server, tmp_path):
 async def test_the_documented_decorated_fast_agent_runs_both_ways(dev_server, task_queue, tmp_path, monkeypatch):
     """docs/agents.md's `@agent(fast=True)` example and its flow-file twin, as written there."""
     doc = (ROOT / "docs" / "agents.md").read_text()
-    start = doc.index("@agent(description=\"Normalises an address\"")
+    start = doc.index('@agent(description="Normalises an address"')
     code = doc[start : doc.index("```", start)]
     start = doc.index("  - {name: normalise_local")
     twin = doc[start : doc.index("\n", start)]

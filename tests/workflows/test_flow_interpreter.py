@@ -41,9 +41,19 @@ async def test_sequential_flow_writes_state_through_reducers(dev_server, task_qu
     async with running_worker(client, task_queue, max_cached_workflows=0):  # every task replays
         handle = await start(client, request(PIPELINE, {"text": "hello big world"}, task_queue))
         outcome = await handle.result()
-    assert outcome.output == {"loud": "HELLO BIG WORLD", "log": [15, 15], "total": 106, "counted": {"chars": 15, "words": 3}}
+    assert outcome.output == {
+        "loud": "HELLO BIG WORLD",
+        "log": [15, 15],
+        "total": 106,
+        "counted": {"chars": 15, "words": 3},
+    }
     assert outcome.steps == ["shout", "tail.count", "tail.again"]
-    assert outcome.state == {"shout": {"text": "HELLO BIG WORLD"}, "log": [15, 15], "total": 106, "counted": {"chars": 15, "words": 3}}
+    assert outcome.state == {
+        "shout": {"text": "HELLO BIG WORLD"},
+        "log": [15, 15],
+        "total": 106,
+        "counted": {"chars": 15, "words": 3},
+    }
 
     view = await describe_run(client, handle.id)
     assert view.status == "completed"
@@ -58,7 +68,11 @@ async def test_sequential_flow_writes_state_through_reducers(dev_server, task_qu
     # Each step is an activity named after its agent, with a summary for the Web UI.
     history = await handle.fetch_history()
     scheduled = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
-    assert [e.activity_task_scheduled_event_attributes.activity_type.name for e in scheduled] == ["shout", "count", "count"]
+    assert [e.activity_task_scheduled_event_attributes.activity_type.name for e in scheduled] == [
+        "shout",
+        "count",
+        "count",
+    ]
     summaries = [await client.data_converter.decode([e.user_metadata.summary]) for e in scheduled]
     assert summaries[1] == ["count · step tail.count"]
 
@@ -99,7 +113,9 @@ async def test_non_retryable_error_types_stop_retries(dev_server, task_queue):
 
 
 async def test_state_is_queryable_while_the_run_is_live(dev_server, task_queue):
-    flow = "name: f\nimports: [tests.agents]\nsteps:\n  - agent: shout\n    input: {text: $input.text}\n  - agent: held\n"
+    flow = (
+        "name: f\nimports: [tests.agents]\nsteps:\n  - agent: shout\n    input: {text: $input.text}\n  - agent: held\n"
+    )
     agents.RELEASE.clear()
     async with running_worker(dev_server.client, task_queue):
         handle = await start(dev_server.client, request(flow, {"text": "live"}, task_queue))
@@ -153,7 +169,9 @@ async def test_agent_input_is_validated_against_its_model(dev_server, task_queue
 
 
 async def test_agent_on_its_own_task_queue_runs_only_on_workers_of_that_queue(dev_server, task_queue):
-    req = request("name: f\nimports: [tests.agents]\nsteps:\n  - agent: shout\n    input: {text: $input}\n", "q", task_queue)
+    req = request(
+        "name: f\nimports: [tests.agents]\nsteps:\n  - agent: shout\n    input: {text: $input}\n", "q", task_queue
+    )
     req.agents["shout"].task_queue = f"{task_queue}-secure"
     async with running_worker(dev_server.client, task_queue, activities=False):
         async with running_worker(dev_server.client, f"{task_queue}-secure", workflows=False):

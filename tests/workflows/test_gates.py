@@ -17,11 +17,13 @@ from tests.flowkit import start
 
 
 def request(flow: dict, run_input: dict, task_queue: str):
-    return flow_request(flow, run_input, task_queue, inbox=False)  # the time-skipping server has no custom search attributes
+    return flow_request(
+        flow, run_input, task_queue, inbox=False
+    )  # the time-skipping server has no custom search attributes
 
 
 def gate_flow(gate: dict, *, before: list | None = None, after: list | None = None, name: str = "legal") -> dict:
-    steps = (before or [{"name": "draft", "agent": "echo", "input": {"text": "$input.text", "notes": "$legal.comment?"}}])
+    steps = before or [{"name": "draft", "agent": "echo", "input": {"text": "$input.text", "notes": "$legal.comment?"}}]
     steps = [*steps, {"name": name, "gate": gate}, *(after or [{"name": "send", "agent": "echo", "input": "$draft"}])]
     # These tests drive the gate machinery with plain names; proofs are tested in tests/trust/.
     return {"name": "gated", "imports": ["tests.agents"], "identity": "asserted", "steps": steps}
@@ -63,8 +65,13 @@ async def refusal(handle: WorkflowHandle, decision: str, by: str, gate: str = "l
 
 
 async def test_gate_escalates_after_three_days_then_applies_its_default(time_env, task_queue):
-    gate = {"approvers": ["alice", "bob"], "timeout": "3d", "escalate": [{"approvers": ["carol"], "timeout": "1d"}], "on_timeout": "reject",
-            "on_reject": "continue"}  # fmt: skip
+    gate = {
+        "approvers": ["alice", "bob"],
+        "timeout": "3d",
+        "escalate": [{"approvers": ["carol"], "timeout": "1d"}],
+        "on_timeout": "reject",
+        "on_reject": "continue",
+    }
     async with running_worker(time_env.client, task_queue):
         handle = await start(time_env.client, request(gate_flow(gate), {"text": "contract"}, task_queue))
         [first] = await open_gates(handle)
@@ -124,8 +131,10 @@ async def test_request_changes_loops_back_with_the_comment_then_returns_to_the_g
 async def test_every_refusal_reason_and_nothing_in_history(dev_server, task_queue):
     """On the dev server, where a refused update leaves no event at all."""
     client = dev_server.client
-    flow = gate_flow({"approvers": ["alice"]}, after=[{"name": "send", "agent": "echo", "input": "$draft"},
-                                                     {"name": "final", "gate": {"approvers": ["bob"]}}])  # fmt: skip
+    flow = gate_flow(
+        {"approvers": ["alice"]},
+        after=[{"name": "send", "agent": "echo", "input": "$draft"}, {"name": "final", "gate": {"approvers": ["bob"]}}],
+    )
     async with running_worker(client, task_queue):
         handle = await start(client, flow_request(flow, {"text": "c"}, task_queue))
         await open_gates(handle)
@@ -138,7 +147,9 @@ async def test_every_refusal_reason_and_nothing_in_history(dev_server, task_queu
         await decide(handle, "approve", "alice")
         await open_gates(handle)
         assert "'legal' is not open: it was approved by alice" in await refusal(handle, "approve", "alice")
-        await handle.signal("decision", GateDecision(gate="final", decision="approve", by="mallory"))  # refused, on record
+        await handle.signal(
+            "decision", GateDecision(gate="final", decision="approve", by="mallory")
+        )  # refused, on record
         await decide(handle, "reject", "bob", gate="final", comment="no")
         with pytest.raises(WorkflowFailureError) as info:
             await handle.result()
@@ -148,7 +159,9 @@ async def test_every_refusal_reason_and_nothing_in_history(dev_server, task_queu
 async def test_racing_decisions_count_exactly_the_quorum(time_env, task_queue):
     people = ["a1", "a2", "a3", "a4", "a5"]
     async with running_worker(time_env.client, task_queue):
-        handle = await start(time_env.client, request(gate_flow({"approvers": people, "quorum": 2}), {"text": "c"}, task_queue))
+        handle = await start(
+            time_env.client, request(gate_flow({"approvers": people, "quorum": 2}), {"text": "c"}, task_queue)
+        )
         await open_gates(handle)
         results = await asyncio.gather(*(decide(handle, "approve", p) for p in people), return_exceptions=True)
         out = await handle.result()
@@ -174,7 +187,9 @@ async def test_signal_decisions_are_validated_the_same_way(time_env, task_queue)
 async def test_a_gate_whose_condition_does_not_hold_is_skipped(time_env, task_queue):
     gate = {"approvers": ["alice"], "when": {"value": "$input.risk", "equals": "high"}}
     async with running_worker(time_env.client, task_queue):
-        out = await (await start(time_env.client, request(gate_flow(gate), {"text": "c", "risk": "low"}, task_queue))).result()
+        out = await (
+            await start(time_env.client, request(gate_flow(gate), {"text": "c", "risk": "low"}, task_queue))
+        ).result()
     assert out.steps == ["draft", "legal", "send"] and out.state["legal"]["status"] == "skipped"
 
 
@@ -182,7 +197,9 @@ async def test_groups_resolve_from_the_approvers_file(time_env, task_queue, tmp_
     (tmp_path / "people.yaml").write_text("groups:\n  legal: [dana, eve]\n")
     monkeypatch.setenv("ENSEMBLE_APPROVERS", str(tmp_path / "people.yaml"))
     async with running_worker(time_env.client, task_queue):
-        handle = await start(time_env.client, request(gate_flow({"approvers": ["group:legal", "zed"]}), {"text": "c"}, task_queue))
+        handle = await start(
+            time_env.client, request(gate_flow({"approvers": ["group:legal", "zed"]}), {"text": "c"}, task_queue)
+        )
         [pending] = await open_gates(handle)
         assert pending["approvers"] == ["dana", "eve", "zed"]
         await decide(handle, "approve", "eve")
@@ -193,7 +210,9 @@ async def test_an_unknown_group_fails_the_run_clearly(time_env, task_queue, tmp_
     (tmp_path / "people.yaml").write_text("groups:\n  legal: [dana]\n")
     monkeypatch.setenv("ENSEMBLE_APPROVERS", str(tmp_path / "people.yaml"))
     async with running_worker(time_env.client, task_queue):
-        handle = await start(time_env.client, request(gate_flow({"approvers": ["group:board"]}), {"text": "c"}, task_queue))
+        handle = await start(
+            time_env.client, request(gate_flow({"approvers": ["group:board"]}), {"text": "c"}, task_queue)
+        )
         with pytest.raises(WorkflowFailureError) as info:
             await handle.result()
     assert "approver group 'board' is not in" in str(info.value.cause.cause)
@@ -208,13 +227,19 @@ async def test_a_parked_run_holds_no_cache_and_wakes_on_a_decision(time_env, tas
         handle = await start(time_env.client, request(gate_flow(gate), {"text": "c"}, task_queue))
         for _ in range(200):  # the gate is open once its notification is sent
             events = [e async for e in handle.fetch_history_events()]
-            if len([e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED]) == 3:  # draft, approvers, notify
+            if (
+                len([e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED]) == 3
+            ):  # draft, approvers, notify
                 break
             await asyncio.sleep(0.05)
         await decide(handle, "approve", "alice")
         await time_env.sleep(timedelta(days=1, minutes=1))
         result = await decide(handle, "approve", "carol")
-        assert (result["status"], result["approvals"], result["quorum"]) == ("approved", 1, 1)  # tier-1 approvals do not count at tier 2
+        assert (result["status"], result["approvals"], result["quorum"]) == (
+            "approved",
+            1,
+            1,
+        )  # tier-1 approvals do not count at tier 2
         out = await handle.result()
     [record] = out.approvals
     assert record["decided_by"] == "carol" and [e["to_tier"] for e in record["escalations"]] == [2]

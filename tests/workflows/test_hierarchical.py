@@ -13,8 +13,12 @@ from tests.flowkit import request, run_to_end, start
 
 
 def supervised(**extra) -> dict:
-    sup = {"planner": "boss", "planner_input": {"plan": "$input.plan", "replan": "$input.replan?"},
-           "agents": ["shout", "count", "broken", "picky", "held", "writer"], **extra}  # fmt: skip
+    sup = {
+        "planner": "boss",
+        "planner_input": {"plan": "$input.plan", "replan": "$input.replan?"},
+        "agents": ["shout", "count", "broken", "picky", "held", "writer"],
+        **extra,
+    }
     return {"name": "sup", "imports": ["tests.agents"], "steps": [{"name": "lead", "supervisor": sup}]}
 
 
@@ -30,26 +34,47 @@ def run(client, task_queue, data, run_input, **worker):
 
 
 async def test_plan_runs_as_child_workflows_in_dependency_order(dev_server, task_queue):
-    handle, out = await run(dev_server.client, task_queue, supervised(), {"text": "one two", "plan": SHOUT_COUNT}, max_cached_workflows=0)
+    handle, out = await run(
+        dev_server.client, task_queue, supervised(), {"text": "one two", "plan": SHOUT_COUNT}, max_cached_workflows=0
+    )
     record = out.state["lead"]
-    assert record["results"] == {"loud": {"text": "ONE TWO"}, "size": {"chars": 7, "words": 2}, "words": {"chars": 7, "words": 2}}
+    assert record["results"] == {
+        "loud": {"text": "ONE TWO"},
+        "size": {"chars": 7, "words": 2},
+        "words": {"chars": 7, "words": 2},
+    }
     assert record["output"] == {"size": {"chars": 7, "words": 2}, "words": {"chars": 7, "words": 2}}  # the plan's sinks
     assert [s["status"] for s in record["subtasks"]] == ["completed"] * 3
     history = await handle.fetch_history()
-    children = [e.start_child_workflow_execution_initiated_event_attributes for e in history.events
-                if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED]  # fmt: skip
-    assert [c.workflow_id for c in children] == [f"{handle.id}/lead.loud", f"{handle.id}/lead.words", f"{handle.id}/lead.size"]
+    children = [
+        e.start_child_workflow_execution_initiated_event_attributes
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+    ]
+    assert [c.workflow_id for c in children] == [
+        f"{handle.id}/lead.loud",
+        f"{handle.id}/lead.words",
+        f"{handle.id}/lead.size",
+    ]
     assert all(c.parent_close_policy == ParentClosePolicy.PARENT_CLOSE_POLICY_TERMINATE for c in children)
     view = await describe_run(dev_server.client, handle.id)
     steps = [(s.name, s.agent) for s in view.steps]  # in the order they started: loud and words run side by side
-    assert sorted(steps) == sorted([("lead.plan", "boss"), ("lead.loud", "shout"), ("lead.words", "count"), ("lead.size", "count")])
-    assert steps[0] == ("lead.plan", "boss") and steps.index(("lead.loud", "shout")) < steps.index(("lead.size", "count"))
+    assert sorted(steps) == sorted(
+        [("lead.plan", "boss"), ("lead.loud", "shout"), ("lead.words", "count"), ("lead.size", "count")]
+    )
+    assert steps[0] == ("lead.plan", "boss") and steps.index(("lead.loud", "shout")) < steps.index(
+        ("lead.size", "count")
+    )
 
 
 async def test_failed_subtask_is_rerouted_to_its_fallback(dev_server, task_queue):
     plan = [{"id": "risky", "agent": "broken", "input": {"text": "fallback"}}]
-    _, out = await run(dev_server.client, task_queue, supervised(fallbacks={"broken": "echo"}, agents=["broken", "echo"]),
-                       {"plan": plan})  # fmt: skip
+    _, out = await run(
+        dev_server.client,
+        task_queue,
+        supervised(fallbacks={"broken": "echo"}, agents=["broken", "echo"]),
+        {"plan": plan},
+    )
     record = out.state["lead"]
     assert record["results"]["risky"] == {"text": "fallback"}
     assert record["subtasks"][0]["fallback"] == "echo" and record["subtasks"][0]["agent"] == "echo"
@@ -62,7 +87,9 @@ async def test_replan_with_the_failure_as_context(dev_server, task_queue):
     _, out = await run(dev_server.client, task_queue, supervised(), {"plan": plan, "replan": replan})
     record = out.state["lead"]
     assert record["rounds"] == 2
-    assert record["failures"] == ["subtask 'first' (picky) failed: step 'first' (agent 'picky') failed: agent 'picky' raised KeyError: 'customer_id'"]
+    assert record["failures"] == [
+        "subtask 'first' (picky) failed: step 'first' (agent 'picky') failed: agent 'picky' raised KeyError: 'customer_id'"
+    ]
     assert record["rationale"].startswith("re-planned after: subtask 'first' (picky) failed")
     assert record["output"] == {"text": "RECOVERED"}
 
@@ -91,7 +118,11 @@ async def test_subtasks_are_visible_in_status_while_running(dev_server, task_que
         handle = await start(dev_server.client, request(supervised(), {"plan": plan}, task_queue))
         for _ in range(100):
             view = await describe_run(dev_server.client, handle.id)
-            if [(s.name, s.status) for s in view.steps] == [("lead.plan", "completed"), ("lead.quick", "completed"), ("lead.wait", "running")]:
+            if [(s.name, s.status) for s in view.steps] == [
+                ("lead.plan", "completed"),
+                ("lead.quick", "completed"),
+                ("lead.wait", "running"),
+            ]:
                 break
             await asyncio.sleep(0.05)
         assert [(s.name, s.status) for s in view.steps][-1] == ("lead.wait", "running")
@@ -108,11 +139,19 @@ async def test_fan_out_subtask_runs_once_per_item(dev_server, task_queue):
 
 
 async def test_a_subtask_can_be_a_parallel_vote(dev_server, task_queue):
-    vote = {"parallel": {"branches": [{"name": n, "agent": "voter", "input": {"vote": v}} for n, v in
-                                      (("a", "$input.first"), ("b", "reject"), ("c", "approve"))],
-                         "merge": {"strategy": "majority_vote"}}}  # fmt: skip
-    plan = [{"id": "pick", "agent": "writer", "input": {"vote": "approve"}},
-            {"id": "vote", "step": vote, "input": {"first": "$results.pick.vote"}, "depends_on": ["pick"]}]  # fmt: skip
+    vote = {
+        "parallel": {
+            "branches": [
+                {"name": n, "agent": "voter", "input": {"vote": v}}
+                for n, v in (("a", "$input.first"), ("b", "reject"), ("c", "approve"))
+            ],
+            "merge": {"strategy": "majority_vote"},
+        }
+    }
+    plan = [
+        {"id": "pick", "agent": "writer", "input": {"vote": "approve"}},
+        {"id": "vote", "step": vote, "input": {"first": "$results.pick.vote"}, "depends_on": ["pick"]},
+    ]
     handle, out = await run(dev_server.client, task_queue, supervised(agents=["writer", "voter"]), {"plan": plan})
     assert out is not None, (await describe_run(dev_server.client, handle.id)).error
     record = out.state["lead"]["results"]["vote"]
@@ -125,4 +164,6 @@ async def test_a_step_subtask_naming_a_disallowed_agent_is_refused(dev_server, t
     plan = [{"id": "vote", "step": {"parallel": {"branches": [{"agent": "voter", "input": {"vote": "approve"}}]}}}]
     handle, out = await run(dev_server.client, task_queue, supervised(agents=["shout"]), {"plan": plan})
     assert out is None
-    assert "subtask 'vote': agent 'voter' is not allowed here" in (await describe_run(dev_server.client, handle.id)).error
+    assert (
+        "subtask 'vote': agent 'voter' is not allowed here" in (await describe_run(dev_server.client, handle.id)).error
+    )

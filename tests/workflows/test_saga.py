@@ -47,13 +47,17 @@ def undone(ledger, run_id: str) -> list[str]:
 
 async def test_compensations_run_in_reverse_order_when_the_run_fails(dev_server, task_queue, tmp_path):
     ledger = tmp_path / "ledger.db"
-    handle, out = await run_to_end(dev_server.client, task_queue, FAILING, {"ledger": str(ledger)}, max_cached_workflows=0)
+    handle, out = await run_to_end(
+        dev_server.client, task_queue, FAILING, {"ledger": str(ledger)}, max_cached_workflows=0
+    )
     assert out is None
     order = undone(ledger, handle.id)
     # Last completed first: pay, then the two branches (in the order they completed), then reserve.
     assert order[0] == "pay" and order[-1] == "reserve" and sorted(order[1:3]) == ["both.car", "both.hotel"]
     assert len(order) == 4  # `note` declares no compensation, `ship` never completed
-    completed = [r[0] for r in rows(ledger, "select step from execs where run_id = ? and agent = 'tally' order by id", handle.id)]
+    completed = [
+        r[0] for r in rows(ledger, "select step from execs where run_id = ? and agent = 'tally' order by id", handle.id)
+    ]
     assert order[1:3] == [s for s in reversed(completed) if s.startswith("both.")]
 
     [[payload]] = rows(ledger, "select payload from undo where run_id = ? and step = 'pay'", handle.id)
@@ -113,13 +117,19 @@ async def test_compensations_run_in_reverse_order_when_the_run_is_cancelled(dev_
         assert isinstance(err.value.cause, CancelledError)
         recovery = await handle.query("recovery")
     assert undone(ledger, handle.id) == ["second", "first"]
-    assert [(c["step"], c["status"]) for c in recovery["compensations"]] == [("second", "completed"), ("first", "completed")]
+    assert [(c["step"], c["status"]) for c in recovery["compensations"]] == [
+        ("second", "completed"),
+        ("first", "completed"),
+    ]
     assert (recovery["reused"], recovery["origin"]) == ([], None)
     # A cancellation is not a failure: the fallback never ran, and the run ends cancelled.
     assert rows(ledger, "select count(*) from execs where run_id = ? and agent = 'backup'", handle.id) == [(0,)]
     view = await describe_run(client, handle.id)
     assert view.status == "canceled"
-    assert [(s.name, s.status) for s in view.steps if s.kind == "compensation"] == [("second", "completed"), ("first", "completed")]
+    assert [(s.name, s.status) for s in view.steps if s.kind == "compensation"] == [
+        ("second", "completed"),
+        ("first", "completed"),
+    ]
 
 
 async def test_a_failing_compensation_is_recorded_and_the_others_still_run(dev_server, task_queue, tmp_path):
