@@ -22,5 +22,5 @@ def leak_in_cause(data: dict) -> dict:
 
 
 def fail_with_text(data: dict) -> dict:
-    """Fails with the run's input in its message (encrypted failures, tests/test_codec.py)."""
+    """Fails with the run's input in its message (encrypted failures, tests/runtime/test_codec.py)."""
     raise RuntimeError(f"order {data['text']} could not be placed")

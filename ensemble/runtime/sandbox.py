@@ -8,7 +8,7 @@ code objects compiled once per process; what runs inside, and every restriction,
 
 The snippets are reached through a private hook of the SDK (`_Instance._run_code`); should a
 release move it, `sandbox_runner` falls back to the SDK's runner as it is (slower, same result),
-and `tests/test_worker_sandbox.py` fails so the change is noticed.
+and `tests/runtime/test_worker_sandbox.py` fails so the change is noticed.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from ensemble.runtime import server, telemetry
 from tests.conftest import ROOT
 from tests.deploy.test_files import queried_metrics
 from tests.flowkit import request, start
-from tests.test_metrics import FAILING, FLOW, scrape, wait_for_endpoint
+from tests.runtime.test_metrics import FAILING, FLOW, scrape, wait_for_endpoint
 
 
 async def test_every_metric_the_dashboard_and_alerts_query_is_exported(dev_server, task_queue, tmp_path):

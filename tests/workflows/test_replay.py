@@ -37,7 +37,7 @@ async def test_golden_history_replays(path):
 
 
 async def test_fresh_document_pipeline_history_replays_and_a_divergent_one_fails(dev_server, task_queue):
-    text = (Path(__file__).parent.parent / "examples/document_pipeline/documents/contract.txt").read_text()
+    text = (Path(__file__).resolve().parents[2] / "examples/document_pipeline/documents/contract.txt").read_text()
     from ensemble.authoring.flows import find_flow
 
     flow = find_flow("document_pipeline")

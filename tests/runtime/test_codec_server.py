@@ -15,7 +15,7 @@ import pytest
 
 from ensemble.runtime import codec, server
 from tests.conftest import ROOT, run_cli
-from tests.test_codec import decoded_payloads
+from tests.runtime.test_codec import decoded_payloads
 
 KEY = codec.new_key()
 TOKEN = "tok_" + os.urandom(16).hex()

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.failure_agents import rows
-from tests.test_dlq import start_worker, stop
+from tests.runs.test_dlq import start_worker, stop
 
 FLOW = """
 name: {name}

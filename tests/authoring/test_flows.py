@@ -8,6 +8,7 @@ import pytest
 from ensemble.authoring.flows import all_flows, find_flow, load_flow_file, register_flow
 from ensemble.spec import FlowSpec
 from ensemble.spec.errors import InputError
+from tests.conftest import ROOT
 
 GOOD = """\
 name: tiny
@@ -160,7 +161,7 @@ def test_published_json_schema_is_current_and_validates_bundled_flows():
     from ensemble.authoring.flows import EXAMPLES_DIR
     from ensemble.spec.schema import flow_schema
 
-    DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "flow.schema.json"
+    DEFAULT_OUT = ROOT / "docs" / "flow.schema.json"
 
     assert DEFAULT_OUT.read_text() == flow_schema(), (
         "run `python -m ensemble.spec.schema docs/flow.schema.json` to refresh docs/flow.schema.json"
