@@ -2,7 +2,7 @@
 TLS-terminating proxy (nginx from Debian's packages) that demands a client certificate; a client
 without the right certificate gets a one-line error from the CLI.
 
-Needs nginx (apt-get install -y nginx-light); the tests are skipped, saying so, without it. nginx
+Needs nginx (apt-get install -y nginx-light; .ci/run installs it); without it the tests fail, saying so. nginx
 rather than stunnel: gRPC clients require HTTP/2 negotiated by ALPN, which stunnel does not offer."""
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ from ensemble.runtime import server
 from tests.conftest import run_cli
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-pytestmark = pytest.mark.skipif(NGINX is None, reason="needs nginx from Debian: apt-get install -y nginx-light")
+
+
+@pytest.fixture(autouse=True)
+def _nginx_present() -> None:
+    # No silent skip: a machine without nginx fails these tests, saying what to install.
+    assert NGINX is not None, "these tests need nginx from Debian: apt-get install -y nginx-light (.ci/run does)"
 
 
 def _name(cn: str) -> x509.Name:

@@ -15,7 +15,7 @@ from tests.conftest import running_worker
 from tests.flowkit import request, start
 from tests.histories.refresh import golden_id
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORIES = sorted((Path(__file__).resolve().parents[1] / "histories").glob("*.json"))
 
 
 def replayer() -> Replayer:
