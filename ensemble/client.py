@@ -28,7 +28,8 @@ from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow
 from ensemble.authoring.reading import MAX_DEPTH, depth_of, one_line
 from ensemble.runs import dlq, inbox, timeline
 from ensemble.runs.audit import audit_run
-from ensemble.runs.history import get_run, read_history, stalled
+from ensemble.runs.history import get_run, read_history
+from ensemble.runs.live import stalled
 from ensemble.runs.view import describe_run
 from ensemble.runtime import connection, server
 from ensemble.runtime.launch import start_request

@@ -23,7 +23,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from ensemble.identity import keys
 from ensemble.logic.proofs import binding
-from ensemble.runs.history import STATUS_NAMES, get_run, wait_result
+from ensemble.runs.history import STATUS_NAMES, get_run
+from ensemble.runs.live import wait_result
 from ensemble.spec import WORKFLOW_NAME, GateDecision, GateDecisionResult
 from ensemble.spec import protocol as attributes
 from ensemble.spec.errors import EnsembleError, InputError
