@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -90,4 +92,4 @@ def _posted(event: GateEvent) -> dict:
     return body
 
 
-ACTIVITIES = [resolve_approvers, resolve_trust, notify]
+ACTIVITIES: list[Callable[..., Any]] = [resolve_approvers, resolve_trust, notify]

@@ -123,8 +123,9 @@ async def inject(call: AgentCall) -> None:
 
 async def _wait(call: AgentCall, seconds: float) -> None:
     """Sleep, heartbeating as the agent's spec asks, so only the fault's own length counts."""
-    beat = call.agent.heartbeat_s and not activity.info().is_local
-    step = min(call.agent.heartbeat_s / 2, 1.0) if beat else seconds
+    heartbeat_s = call.agent.heartbeat_s
+    beat = heartbeat_s and not activity.info().is_local
+    step = min(heartbeat_s / 2, 1.0) if heartbeat_s and beat else seconds
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     while (left := end - loop.time()) > 0:

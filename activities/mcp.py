@@ -20,14 +20,14 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED
+from mcp_types import CONNECTION_CLOSED, RequestParamsMeta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -208,7 +208,10 @@ async def call(
             await pool().drop(session)
             continue
         try:
-            result = await asyncio.wait_for(client.call_tool(remote, arguments, meta=meta), timeout_s)
+            # RequestParamsMeta is an open TypedDict (any extra key); the SDK casts a plain dict the same way
+            result = await asyncio.wait_for(
+                client.call_tool(remote, arguments, meta=cast(RequestParamsMeta, meta)), timeout_s
+            )
         except asyncio.TimeoutError:
             await pool().drop(session)  # a hung server gets a fresh session next time
             raise transient(f"{label} took longer than {timeout_s:g}s", kind="ToolTimeout") from None

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -75,6 +75,7 @@ def publish(run: FlowRun) -> None:
 
 def _notify(run: FlowRun, gate: OpenGate, event: str) -> None:
     """Post the gate event without holding the run up; the flow awaits notifications before it ends."""
+    assert gate.opened_at is not None  # set by enter_tier, which runs before every notification
     note = GateEvent(
         event=event,
         run_id=workflow.info().workflow_id,
@@ -175,7 +176,9 @@ async def run_gate(run: FlowRun, step: GateStep, path: str) -> Any:
             continue
     if gate.outcome is None:  # the ladder ran out: the declared default applies
         default = {"approve": "approved", "reject": "rejected", "fail": "timed_out"}[spec.on_timeout]
-        gate.settle(default, "timeout", workflow.now(), f"no decision by {gate.deadline.isoformat(timespec='seconds')}")
+        # only a tier with a timeout (hence a deadline) ends its wait without an outcome
+        deadline = cast(datetime, gate.deadline)
+        gate.settle(default, "timeout", workflow.now(), f"no decision by {deadline.isoformat(timespec='seconds')}")
     record = run.gates.close(gate)
     publish(run)
     _notify(run, gate, "decided")
@@ -204,6 +207,7 @@ async def raise_budget(run: FlowRun, why: str) -> None:
         await workflow.wait_condition(lambda: run.gates.find_open("budget") is None)
         return
     budget = run.budget
+    assert budget is not None  # FlowRun.budget_exhausted waits here only for a run with a budget
     raises = sum(1 for r in run.gates.records if r["gate"] == "budget")
     step = GateStep(
         name="budget",
@@ -218,10 +222,12 @@ async def raise_budget(run: FlowRun, why: str) -> None:
     )
     await run_gate(run, step, "budget" if not raises else f"budget#{raises + 1}")
     original = run.flow.budget
+    assert original is not None  # run.budget is a copy of it
+    # run.budget's limits are the flow's, only ever raised here: set in one when set in the other
     if budget.tokens is not None:
-        budget.tokens += budget.raise_tokens or original.tokens
+        budget.tokens += budget.raise_tokens or cast(int, original.tokens)
     if budget.usd is not None:
-        budget.usd += budget.raise_usd or original.usd
+        budget.usd += budget.raise_usd or cast(float, original.usd)
 
 
 BUDGET_GATE.append(raise_budget)

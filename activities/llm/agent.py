@@ -125,6 +125,7 @@ async def run_llm(call: AgentCall) -> AgentResult:
     ep = endpoint(model, who)
     output = output_of(agent, llm, who)
     info = activity.info()
+    assert info.workflow_id is not None  # an agent runs only as an activity of a flow's workflow
     tools = {s.name: s for s in agent.tool_specs if s.name in agent.tools}
     await describe_mcp_tools(tools, who)
     job = Job(

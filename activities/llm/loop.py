@@ -175,7 +175,7 @@ class Loop:
     # ------------------------------------------------------------ checkpoints
 
     def beat(self) -> None:
-        details = copy.deepcopy(self.cp)
+        details: dict[str, Any] | None = copy.deepcopy(self.cp)
         if len(json.dumps(details)) > MAX_CHECKPOINT_BYTES:
             details = None  # too big to keep: a retry starts over
         activity.heartbeat(details)

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import httpx
 
@@ -58,6 +58,10 @@ class Endpoint:
         return [self.key] if self.key else []  # with every value the worker holds (scrub.secret_values)
 
 
+@overload
+def _env(name: str) -> str | None: ...
+@overload
+def _env(name: str, default: str) -> str: ...
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name, "").strip()
     return value or default
@@ -89,15 +93,15 @@ def endpoint(model_ref: str, who: str) -> Endpoint:
             provider, model, "anthropic", f"{base}/v1/messages", headers, "ANTHROPIC_API_KEY", official, api_key
         )
     if provider == "azure":
-        base = _env("AZURE_OPENAI_ENDPOINT")
-        if base is None:
+        azure = _env("AZURE_OPENAI_ENDPOINT")
+        if azure is None:
             raise permanent(
                 f"{who}: the worker's environment has no AZURE_OPENAI_ENDPOINT (needed for {model_ref})",
                 kind="MissingSecret",
             )
         version = _env("AZURE_OPENAI_API_VERSION", "2024-10-21")
         api_key = key("AZURE_OPENAI_API_KEY", True)
-        url = f"{base.rstrip('/')}/openai/deployments/{model}/chat/completions?api-version={version}"
+        url = f"{azure.rstrip('/')}/openai/deployments/{model}/chat/completions?api-version={version}"
         return Endpoint(
             provider, model, "openai", url, {"api-key": api_key or ""}, "AZURE_OPENAI_API_KEY", True, api_key
         )

@@ -141,12 +141,13 @@ def agent(
         hints = typing.get_type_hints(fn)
         params = list(inspect.signature(fn).parameters.values())
         input_schema = _schema_of(hints.get(params[0].name)) if params else None
+        handler = f"{fn.__module__}:{fn.__qualname__}"
         spec = AgentSpec(
             name=name or fn.__name__,
             description=description or (inspect.getdoc(fn) or "").split("\n\n")[0],
             role=role,
             kind="function",
-            handler=f"{fn.__module__}:{fn.__qualname__}",
+            handler=handler,
             input_schema=input_schema,
             output_schema=_schema_of(hints.get("return")),
             timeout_s=timeout_s,
@@ -158,7 +159,7 @@ def agent(
             fast=fast,
         )
         register_agent(spec)
-        deploy(spec.handler, fn)
+        deploy(handler, fn)
         fn.__ensemble_agent__ = spec  # type: ignore[attr-defined]
         return fn
 

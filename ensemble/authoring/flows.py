@@ -46,7 +46,12 @@ from ensemble.spec.errors import InputError
 
 EXAMPLES_DIR = (Path(__file__).resolve().parent.parent / "examples").resolve()  # bundled with the package
 STEP_TAGS = set(STEP_KINDS)
-PATTERN_NAMES = {ParallelStep: "parallel", ChatStep: "group_chat", SupervisorStep: "hierarchical", GateStep: "approval"}
+PATTERN_NAMES: dict[type, str] = {
+    ParallelStep: "parallel",
+    ChatStep: "group_chat",
+    SupervisorStep: "hierarchical",
+    GateStep: "approval",
+}
 
 _PY_FLOWS: dict[str, FlowSpec] = {}
 
@@ -144,8 +149,10 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 
 class _Problems:
     def __init__(self, where: str, tree: yaml.Node | None) -> None:
-        self.where, self.tree, self.items = where, tree, []
-        self.trusted, self.unchecked = True, []
+        self.where, self.tree = where, tree
+        self.items: list[str] = []
+        self.trusted = True
+        self.unchecked: list[str] = []
 
     def not_checked(self, loc: tuple[Any, ...], message: str) -> None:
         line = _line_of(self.tree, loc) if self.tree is not None else None

@@ -148,18 +148,19 @@ def tool(
     ({approvers, quorum, timeout}) people approve each call's exact arguments first (docs/tools.md)."""
 
     def decorate(fn: F) -> F:
+        handler = f"{fn.__module__}:{fn.__qualname__}"
         spec = ToolSpec(
             name=name or fn.__name__,
             description=description or (inspect.getdoc(fn) or "").split("\n\n")[0],
             kind="function",
-            handler=f"{fn.__module__}:{fn.__qualname__}",
+            handler=handler,
             input_schema=signature(fn).schema(),
             effect=effect,
             timeout_s=timeout_s,
             approval=ToolApproval.model_validate(approval) if isinstance(approval, dict) else approval,
         )
         register_tool(spec)
-        deploy(spec.handler, fn)
+        deploy(handler, fn)
         fn.__ensemble_tool__ = spec  # type: ignore[attr-defined]
         return fn
 

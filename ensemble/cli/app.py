@@ -82,7 +82,9 @@ def read_input(raw: str | None, flow: LoadedFlow) -> Any:
 
 
 def takes_document(flow: LoadedFlow) -> bool:
-    props = (flow.spec.input_schema or {}).get("properties", {})
+    schema = flow.spec.input_schema
+    # a flow the CLI loaded has its 'package.module:Model' schema resolved to a dict
+    props = (schema if isinstance(schema, dict) else {}).get("properties", {})
     return "text" in props
 
 
@@ -99,7 +101,7 @@ def _rel(path: Path | None) -> str:
 
 def cmd_flows(args: argparse.Namespace) -> int:
     flows = all_flows()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": f.spec.name,
             "description": f.spec.description,

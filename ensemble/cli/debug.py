@@ -8,6 +8,7 @@ import importlib
 import json
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def read_history(path: Path, workflow_id: str | None) -> WorkflowHistory:
     return WorkflowHistory(workflow_id or recorded_run_id(history.events) or path.stem, history.events)
 
 
-def recorded_run_id(events: list[HistoryEvent]) -> str | None:
+def recorded_run_id(events: Sequence[HistoryEvent]) -> str | None:
     """The run id a history was recorded under: every agent call carries it in its context."""
     for e in events:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -148,8 +149,8 @@ def describe_event(e: HistoryEvent) -> str:
         a = e.activity_task_scheduled_event_attributes
         return f"agent '{a.activity_type.name}' for step '{a.activity_id}'"
     if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
-        a = e.start_child_workflow_execution_initiated_event_attributes
-        return f"child workflow {a.workflow_type.name} '{a.workflow_id}'"
+        child = e.start_child_workflow_execution_initiated_event_attributes
+        return f"child workflow {child.workflow_type.name} '{child.workflow_id}'"
     if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
         return f"timer '{e.timer_started_event_attributes.timer_id}'"
     if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
@@ -232,8 +233,8 @@ def _names(e: HistoryEvent) -> set[str]:
         a = e.activity_task_scheduled_event_attributes
         return {a.activity_type.name, a.activity_id}
     if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
-        a = e.start_child_workflow_execution_initiated_event_attributes
-        return {a.workflow_id, a.workflow_type.name}
+        child = e.start_child_workflow_execution_initiated_event_attributes
+        return {child.workflow_id, child.workflow_type.name}
     if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
         return {e.timer_started_event_attributes.timer_id}
     return set()

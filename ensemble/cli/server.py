@@ -18,9 +18,11 @@ def cmd_server(args: argparse.Namespace) -> int:
         address = os.environ["TEMPORAL_ADDRESS"]
         raise InputError(f"TEMPORAL_ADDRESS is set ({address}): Ensemble uses that cluster and manages no server")
     if args.action == "start":
-        info = server.start()
+        started = server.start()
         asyncio.run(_register_attributes())
-        print(f"Temporal server running at {info.address} (pid {info.pid}); Web UI {info.ui_url}; data {info.db}")
+        print(
+            f"Temporal server running at {started.address} (pid {started.pid}); Web UI {started.ui_url}; data {started.db}"
+        )
         return 0
     if args.action == "stop":
         info = server.stop()

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from temporalio.worker import Replayer
-from temporalio.workflow import NondeterminismError
+from temporalio.workflow import NondeterminismError, _Definition
 
 from ensemble.cli.debug import _event_type, describe_event, failure_message, load_workflows, locate
 from ensemble.runs.sample import histories, sample_runs
@@ -43,7 +43,8 @@ async def check(client: Any, workflows: list[type], *, per_flow: int, scan: int,
         replayer = Replayer(workflows=workflows, data_converter=data_converter(), runtime=quiet_runtime())
     except (TypeError, ValueError) as err:
         raise InputError(f"cannot replay against these workflows: {err}") from None
-    names = [w.__temporal_workflow_definition.name for w in workflows]
+    # the Replayer accepted them, so all are defined; a dynamic workflow (no name) has no type to sample
+    names = [name for w in workflows if (name := _Definition.must_from_class(w).name) is not None]
     runs = await sample_runs(client, names, per_flow=per_flow, scan=scan, flows=flows)
     out: list[Checked] = []
     async for run, history in histories(client, runs):

@@ -224,8 +224,9 @@ class GateBook:
         """Count a decision. `accepted`: an update the validator already accepted, replayed from
         history: its proof is read back, not verified again, so a replay never depends on the
         verifying library behaving as it did when the decision was taken."""
+        proof: Verified | None
         if accepted and d.proof and self._gate_for(d).identity == "proven":
-            proof: Verified | None = recorded(d.proof)
+            proof = recorded(d.proof)
             proof.subject = d.by  # the verified proof named `by` (whatever its subject claim)
         else:
             proof = self.check_proof(d, now)

@@ -67,6 +67,8 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
     """A client for the configured Temporal. With no TEMPORAL_ADDRESS the embedded server is
     used, started first when `start_server` (and left running). `runtime` carries metrics
     settings (see telemetry.worker_runtime); tracing plugins are added when tracing is on."""
+    info: server.ServerInfo | None = None
+    tls: TLSConfig | bool
     if embedded():
         was_running = server.running() is not None
         info = server.start() if start_server else server.running()  # start() refuses a broken state directory
@@ -81,7 +83,7 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
         address, tls, api_key = os.environ["TEMPORAL_ADDRESS"], _tls(), os.environ.get("TEMPORAL_API_KEY")
     loop = asyncio.get_running_loop()
     # a server this process just started may take a while; one already running answers at once or is broken
-    deadline = loop.time() + (wait_s if embedded() and info.pid in server.STARTED else 5.0)
+    deadline = loop.time() + (wait_s if embedded() and info is not None and info.pid in server.STARTED else 5.0)
     while True:
         try:
             client = await asyncio.wait_for(

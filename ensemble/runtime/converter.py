@@ -97,14 +97,17 @@ def decode_message(message: Message) -> None:
     for field, value in message.ListFields():
         if field.type != FieldDescriptor.TYPE_MESSAGE:
             continue
-        if field.message_type.GetOptions().map_entry:
-            inner = field.message_type.fields_by_name["value"]
+        message_type = field.message_type
+        assert message_type is not None  # every message field has its message type
+        if message_type.GetOptions().map_entry:
+            inner = message_type.fields_by_name["value"]
             if inner.type == FieldDescriptor.TYPE_MESSAGE:
+                assert inner.message_type is not None  # a message-typed map value has its message type
                 for key in list(value):
                     _decode_item(value[key], inner.message_type.full_name)
             continue
         for item in value if field.is_repeated else [value]:
-            _decode_item(item, field.message_type.full_name)
+            _decode_item(item, message_type.full_name)
 
 
 def _decode_item(item: Message, type_name: str) -> None:

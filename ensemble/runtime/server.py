@@ -210,11 +210,11 @@ def command(info: ServerInfo) -> list[str]:
         cmd += ["--ui-codec-endpoint", codec.endpoint()]
     for key, value in SQLITE_PRAGMAS.items():
         cmd += ["--sqlite-pragma", f"{key}={value}"]
-    for key, value in DYNAMIC_CONFIG.items():
-        cmd += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
-    for key in attributes.ALL:  # registered at start, so visibility queries work from the first run
-        kind = "".join(part.capitalize() for part in key.indexed_value_type.name.split("_"))
-        cmd += ["--search-attribute", f"{key.name}={kind}"]
+    for setting, config in DYNAMIC_CONFIG.items():
+        cmd += ["--dynamic-config-value", f"{setting}={json.dumps(config)}"]
+    for attr in attributes.ALL:  # registered at start, so visibility queries work from the first run
+        kind = "".join(part.capitalize() for part in attr.indexed_value_type.name.split("_"))
+        cmd += ["--search-attribute", f"{attr.name}={kind}"]
     return cmd
 
 

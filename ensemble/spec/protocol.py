@@ -5,6 +5,8 @@ Imports nothing but temporalio.common."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.common import SearchAttributeKey
 
 # Which flow a run is of.
@@ -19,7 +21,7 @@ PENDING = SearchAttributeKey.for_text("EnsemblePending")
 REDRIVE_OF = SearchAttributeKey.for_keyword("EnsembleRedriveOf")
 FORK_OF = SearchAttributeKey.for_keyword("EnsembleForkOf")
 
-ALL = [FLOW, GATES, APPROVERS, PENDING, REDRIVE_OF, FORK_OF]
+ALL: list[SearchAttributeKey[Any]] = [FLOW, GATES, APPROVERS, PENDING, REDRIVE_OF, FORK_OF]
 
 # ---------------------------------------------------------------- names the engine and readers share
 
