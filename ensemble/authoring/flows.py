@@ -25,17 +25,15 @@ import yaml
 from pydantic import ValidationError
 
 from ensemble.authoring.agents import deploy_agent, deploy_handler, deploy_module, get_agent, is_deployed
-from ensemble.authoring.reading import load_document, one_line
+from ensemble.authoring.checks import check_flow, steps_with_loc
+from ensemble.authoring.problems import Problems, plain_message, strip_tags
+from ensemble.authoring.reading import load_document
 from ensemble.authoring.tools import attach_to_agents, deploy_mcp_server
-from ensemble.logic.state import reference_paths, references
 from ensemble.spec import (
-    STEP_KINDS,
     AgentSpec,
-    AgentStep,
     ChatStep,
     FlowSpec,
     GateStep,
-    GateWhen,
     ParallelStep,
     SequenceStep,
     SupervisorStep,
@@ -45,7 +43,6 @@ from ensemble.spec import (
 from ensemble.spec.errors import InputError
 
 EXAMPLES_DIR = (Path(__file__).resolve().parent.parent / "examples").resolve()  # bundled with the package
-STEP_TAGS = set(STEP_KINDS)
 PATTERN_NAMES: dict[type, str] = {
     ParallelStep: "parallel",
     ChatStep: "group_chat",
@@ -111,77 +108,11 @@ def register_flow(spec: FlowSpec) -> FlowSpec:
 
 def walk_steps(steps: list[Any]) -> Iterator[Any]:
     """Every step, depth first, in declaration order."""
-    for _, step in _steps_with_loc(steps, ()):
+    for _, step in steps_with_loc(steps, ()):
         yield step
 
 
-# ---------------------------------------------------------------- errors with places
-
-
-def format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _strip_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Drop the step union's tag that pydantic puts after a step's index."""
-    return tuple(p for i, p in enumerate(loc) if not (i and isinstance(loc[i - 1], int) and p in STEP_TAGS))
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of a path inside a composed YAML document, as deep as it exists."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            nxt = node.value[part]
-        else:
-            nxt = None
-        if nxt is None:
-            break
-        node = nxt
-        line = node.start_mark.line + 1
-    return line
-
-
-class _Problems:
-    def __init__(self, where: str, tree: yaml.Node | None) -> None:
-        self.where, self.tree = where, tree
-        self.items: list[str] = []
-        self.trusted = True
-        self.unchecked: list[str] = []
-
-    def not_checked(self, loc: tuple[Any, ...], message: str) -> None:
-        line = _line_of(self.tree, loc) if self.tree is not None else None
-        place = f"{self.where}:{line}" if line else self.where
-        self.unchecked.append(f"{place}: {format_loc(loc)}: {message}")
-
-    def add(self, loc: tuple[Any, ...], message: str) -> None:
-        line = _line_of(self.tree, loc) if self.tree is not None else None
-        place = f"{self.where}:{line}" if line else self.where
-        self.items.append(one_line(f"{place}: {format_loc(loc)}: {message}", 1000))
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            n = len(self.items) - 1
-            more = f" (and {n} more problem{'s' if n > 1 else ''}: `starter.py validate FILE` lists them)" if n else ""
-            err = InputError(self.items[0] + more)
-            err.details = self.items
-            raise err
-
-
 # ---------------------------------------------------------------- loading
-
-
-def plain_message(msg: str) -> str:
-    """A validation message as a person reads it: without pydantic's "Value error, " prefix."""
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            return msg[len(prefix) :]
-    return msg
 
 
 def parse_flow(
@@ -189,7 +120,7 @@ def parse_flow(
 ) -> LoadedFlow:
     """Validate flow data (already parsed) and resolve its agents. `trusted=False` imports
     nothing (validating a file someone else wrote) and lists what it could not check."""
-    problems = _Problems(where, tree)
+    problems = Problems(where, tree)
     problems.trusted = trusted
     if not isinstance(data, dict):
         problems.add((), "a flow file holds a mapping with at least 'name' and 'steps'")
@@ -198,14 +129,14 @@ def parse_flow(
         spec = FlowSpec.model_validate(data)
     except ValidationError as err:
         for e in err.errors():
-            problems.add(_strip_tags(tuple(e["loc"])), plain_message(e["msg"]))
+            problems.add(strip_tags(tuple(e["loc"])), plain_message(e["msg"]))
         problems.raise_if_any()
         raise  # unreachable
     agents = resolve_agents(spec, problems)
     if isinstance(spec.input_schema, str):
         spec.input_schema = _model_schema(spec.input_schema, problems)
     loaded = LoadedFlow(spec=spec, agents=agents, source=base, unchecked=problems.unchecked)
-    check_flow(loaded, problems)
+    check_flow(loaded.spec, loaded.agents, problems)
     problems.raise_if_any()
     if trusted:
         _deploy(loaded, problems)
@@ -213,7 +144,7 @@ def parse_flow(
     return loaded
 
 
-def _deploy(loaded: LoadedFlow, problems: _Problems) -> None:
+def _deploy(loaded: LoadedFlow, problems: Problems) -> None:
     """Allow runs of this process to use the code this flow names (its agents' handlers, tools
     and models): the flow was loaded on purpose, by the process's own configuration or user."""
     by_name = {a.name: i for i, a in enumerate(loaded.spec.agents)}
@@ -238,7 +169,7 @@ def load_flow_file(path: str | Path, *, trusted: bool = True) -> LoadedFlow:
     return parse_flow(data, str(path), tree, path.resolve(), trusted=trusted)
 
 
-def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
+def resolve_agents(spec: FlowSpec, problems: Problems) -> dict[str, AgentSpec]:
     for i, module in enumerate(spec.imports):
         if not problems.trusted and not module.startswith(
             "ensemble."
@@ -255,7 +186,7 @@ def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
     agents: dict[str, AgentSpec] = {}
     refs: dict[str, tuple[Any, ...]] = {}
     skipped: set[str] = set()
-    for path, step in _steps_with_loc(spec.steps, ("steps",)):
+    for path, step in steps_with_loc(spec.steps, ("steps",)):
         for rel, name in agent_refs(step):
             refs.setdefault(name, (*path, *rel))
             found = agents.get(name) or inline.get(name) or get_agent(name)
@@ -299,7 +230,7 @@ def resolve_agents(spec: FlowSpec, problems: _Problems) -> dict[str, AgentSpec]:
     return agents
 
 
-def _model_schema(path: str, problems: _Problems) -> dict[str, Any] | None:
+def _model_schema(path: str, problems: Problems) -> dict[str, Any] | None:
     if not problems.trusted and not is_deployed(path) and not path.startswith("ensemble."):
         problems.not_checked(("input_schema",), f"model '{path}' not imported")
         return None
@@ -309,165 +240,6 @@ def _model_schema(path: str, problems: _Problems) -> dict[str, Any] | None:
     except Exception as err:  # an unimportable or non-model path is the flow file's problem
         problems.add(("input_schema",), f"cannot use '{path}' as a schema: {type(err).__name__}: {err}")
         return None
-
-
-def _steps_with_loc(steps: list[Any], loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
-    for i, step in enumerate(steps):
-        yield from _step_tree(step, (*loc, i))
-
-
-def _step_tree(step: Any, loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
-    yield loc, step
-    for rel, child in child_steps(step):
-        yield from _step_tree(child, (*loc, *rel))
-
-
-def check_flow(loaded: LoadedFlow, problems: _Problems) -> None:
-    """Checks beyond the schema: unique step names, references to state keys that exist."""
-    spec = loaded.spec
-    written = {"input", *spec.state}
-    for loc, step in _steps_with_loc(spec.steps, ("steps",)):
-        if isinstance(step, AgentStep):
-            keys = set(step.output) if isinstance(step.output, dict) else {step.output or step.step_name}
-            if "input" in keys:
-                problems.add(
-                    (*loc, "output"), "state key 'input' is the run's input and read-only; write to another key"
-                )
-            written.update(keys)
-        elif isinstance(step, (ParallelStep, ChatStep, SupervisorStep, GateStep)):
-            written.add(step.output or step.step_name)
-        if isinstance(step, ParallelStep):
-            if step.parallel.for_each:
-                written.add(step.parallel.as_)
-                written.add(f"{step.parallel.as_}_index")
-    # Sibling steps need distinct names: a step's path (and its activity id) is built from them.
-    groups = [(("steps",), spec.steps)]
-    for loc, step in _steps_with_loc(spec.steps, ("steps",)):
-        if isinstance(step, SequenceStep):
-            groups.append(((*loc, "sequence"), step.sequence))
-        elif isinstance(step, ParallelStep):
-            groups.append(((*loc, "parallel", "branches"), step.parallel.branches))
-    gates_seen: set[str] = set()
-    for base, siblings in groups:
-        for i, sibling in enumerate(siblings):
-            if not isinstance(sibling, GateStep):
-                continue
-            if sibling.name in gates_seen:  # people name a gate when they decide: one name, one gate
-                problems.add((*base, i, "name"), f"gate name '{sibling.name}' is used twice in this flow")
-            gates_seen.add(sibling.name)
-            target = sibling.gate.changes_to
-            if target and target not in [s.step_name for s in siblings[:i]]:
-                problems.add(
-                    (*base, i, "gate", "changes_to"),
-                    f"'{target}' is not a step before gate '{sibling.name}' in the same list",
-                )
-        seen: set[str] = set()
-        for i, sibling in enumerate(siblings):
-            if sibling.step_name in seen:
-                problems.add(
-                    (*base, i, "name"), f"step name '{sibling.step_name}' is used twice here; give one of them a 'name'"
-                )
-            seen.add(sibling.step_name)
-
-    shapes = _output_shapes(loaded, problems)
-
-    def check_refs(template: Any, loc: tuple[Any, ...]) -> None:
-        for key in references(template):
-            if key != "$" and key not in written:
-                problems.add(loc, f"'${key}' is not a state key of this flow (known: {', '.join(sorted(written))})")
-        for path in reference_paths(template):
-            key, _, rest = path.partition(".")
-            if key in shapes and rest:
-                missing = _missing_field(shapes[key][1], rest)
-                if missing:
-                    agent, schema = shapes[key]
-                    problems.add(
-                        loc,
-                        f"'${path}': agent '{agent}' declares no field '{missing[0]}' in its output "
-                        f"(fields: {', '.join(missing[1]) or 'none'})",
-                    )
-
-    for loc, step in _steps_with_loc(spec.steps, ("steps",)):
-        if isinstance(step, AgentStep):
-            check_refs(step.input, (*loc, "input"))
-        elif isinstance(step, ParallelStep) and step.parallel.for_each:
-            check_refs(step.parallel.for_each, (*loc, "parallel", "for_each"))
-        elif isinstance(step, ChatStep):
-            check_refs(step.chat.topic, (*loc, "chat", "topic"))
-        elif isinstance(step, GateStep):
-            when = step.gate.when
-            check_refs(when.value if isinstance(when, GateWhen) else when, (*loc, "gate", "when"))
-            check_refs(step.gate.show, (*loc, "gate", "show"))
-        elif isinstance(step, SupervisorStep):
-            check_refs(step.supervisor.planner_input, (*loc, "supervisor", "planner_input"))
-            for name in step.supervisor.fallbacks:
-                if name not in step.supervisor.agents:
-                    problems.add(
-                        (*loc, "supervisor", "fallbacks", name), f"'{name}' is not one of this supervisor's agents"
-                    )
-    check_refs(spec.output, ("output",))
-
-
-def _output_shapes(loaded: LoadedFlow, problems: _Problems) -> dict[str, tuple[str, dict[str, Any]]]:
-    """State keys written by agent steps whose agent declares an output model: key -> (agent, the
-    JSON schema of what lands there)."""
-    shapes: dict[str, tuple[str, dict[str, Any]]] = {}
-    for loc, step in _steps_with_loc(loaded.spec.steps, ("steps",)):
-        agent = loaded.agents.get(step.agent) if isinstance(step, AgentStep) else None
-        schema = agent.output_schema if agent is not None else None
-        if not schema or not isinstance(step, AgentStep):
-            continue
-        if isinstance(step.output, dict):
-            for key, field in step.output.items():
-                field = (field[1:] if field.startswith("$") else field).lstrip(".")
-                missing = _missing_field(schema, field) if field else None
-                if missing:
-                    problems.add(
-                        (*loc, "output", key),
-                        f"agent '{step.agent}' declares no field '{missing[0]}' in its "
-                        f"output (fields: {', '.join(missing[1]) or 'none'})",
-                    )
-                    continue
-                sub = _sub_schema(schema, field) if field else schema
-                if sub is not None:
-                    shapes[key] = (step.agent, sub)
-        else:
-            shapes[step.output or step.step_name] = (step.agent, schema)
-    return shapes
-
-
-def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        return schema.get("$defs", {}).get(ref.rsplit("/", 1)[-1], {})
-    return node
-
-
-def _sub_schema(schema: dict[str, Any], path: str) -> dict[str, Any] | None:
-    """The schema at `path` (fields separated by dots), or None where it cannot be known."""
-    node = _resolve(schema, schema)
-    for part in path.split("."):
-        props = node.get("properties")
-        if not isinstance(props, dict) or part not in props:
-            return None
-        node = _resolve(schema, props[part])
-    return node
-
-
-def _missing_field(schema: dict[str, Any], path: str) -> tuple[str, list[str]] | None:
-    """(the first field of `path` a closed object schema does not declare, the fields it does)."""
-    node = _resolve(schema, schema)
-    for part in path.split("."):
-        if "[" in part or part.isdigit():
-            return None  # an index: lists are not followed
-        props = node.get("properties")
-        if not isinstance(props, dict):
-            return None
-        if part not in props:
-            open_ended = node.get("additionalProperties") not in (None, False)
-            return None if open_ended else (part, sorted(props))
-        node = _resolve(schema, props[part])
-    return None
 
 
 # ---------------------------------------------------------------- discovery

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, mcp, serve, server, upgrade
+from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, mcp, serve, server, upgrade, worker
 
 # Every command group beyond app's own (run, status, result, cancel, flows, validate).
 GROUPS: tuple[app.Register, ...] = (
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     return app.main(argv, GROUPS)
 
 
-worker_main = app.worker_main
+worker_main = worker.worker_main
 
 
 def _exit(code: int) -> None:

@@ -20,8 +20,6 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from temporalio.client import Client
 
-from ensemble.activities import egress
-from ensemble.activities import scrub as secrets
 from ensemble.activities.threads import THREADS
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
 from ensemble.authoring.reading import MAX_DEPTH, decode, one_line, parse_json
@@ -29,9 +27,8 @@ from ensemble.cli.output import console, emit_json, print_outcome
 from ensemble.client import EnsembleClient
 from ensemble.runs.history import get_run
 from ensemble.runtime import connection as temporal
-from ensemble.runtime import logs, server, telemetry, versioning
+from ensemble.runtime import logs, server, telemetry
 from ensemble.runtime.payloads import max_input_bytes
-from ensemble.runtime.worker import default_task_queue, serve
 from ensemble.spec import RunRequest
 from ensemble.spec.errors import EnsembleError, InputError
 
@@ -40,7 +37,7 @@ from ensemble.spec.errors import EnsembleError, InputError
 Register = Callable[[argparse._SubParsersAction], None]
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
@@ -255,8 +252,8 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def build_parser(groups: Sequence[Register] = ()) -> argparse.ArgumentParser:
-    p = _Parser(prog="starter.py", description="Launch and steer Ensemble runs on Temporal.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = Parser(prog="starter.py", description="Launch and steer Ensemble runs on Temporal.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     s = sub.add_parser("flows", help="list bundled and registered flows")
     s.add_argument("--json", action="store_true")
@@ -308,7 +305,7 @@ def build_parser(groups: Sequence[Register] = ()) -> argparse.ArgumentParser:
     return p
 
 
-def _guard(fn) -> int:
+def guard(fn) -> int:
     try:
         result = fn()
         return asyncio.run(result) if asyncio.iscoroutine(result) else result
@@ -344,7 +341,7 @@ def main(argv: list[str] | None = None, groups: Sequence[Register] = ()) -> int:
     args = build_parser(groups).parse_args(argv)
     logs.setup(logging.ERROR if getattr(args, "json", False) else logging.WARNING)
     try:
-        code = _guard(lambda: _traced(args))
+        code = guard(lambda: _traced(args))
     finally:
         telemetry.flush()
     if THREADS.state().busy:  # an in-process worker's agent thread still running would hold the exit
@@ -365,127 +362,3 @@ def _traced(args: argparse.Namespace) -> Any:
     temporal.on_server_start = _announce
     telemetry.setup_tracing("ensemble-starter")  # OTEL_TRACES_EXPORTER: the run's trace starts here
     return args.fn(args)
-
-
-def worker_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="worker.py", description="Run an Ensemble worker (flows and agents).")
-    p.add_argument("--task-queue", default=None, help="queue to poll (default: $ENSEMBLE_TASK_QUEUE or 'ensemble')")
-    p.add_argument("--activities-only", action="store_true", help="run agents only (for agents with their own queue)")
-    p.add_argument(
-        "--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://HOST:N/metrics"
-    )
-    p.add_argument(
-        "--metrics-host",
-        default="127.0.0.1",
-        metavar="HOST",
-        help="address the metrics endpoint binds (default 127.0.0.1)",
-    )
-    p.add_argument(
-        "--health-port",
-        type=int,
-        default=None,
-        metavar="N",
-        help="serve http://127.0.0.1:N/health: 200 healthy, 503 degraded",
-    )
-    p.add_argument(
-        "--grace-s",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="on SIGTERM, let running agents finish for S seconds, then exit (default 10)",
-    )
-    p.add_argument(
-        "--env-allow",
-        default=None,
-        metavar="NAME,...",
-        help="environment variables flows may reference as ${env:NAME} (adds to $ENSEMBLE_ENV_ALLOW)",
-    )
-    p.add_argument(
-        "--egress-allow",
-        default=None,
-        metavar="HOST:PORT,...",
-        help="hosts http agents and tools may call (adds to $ENSEMBLE_EGRESS_ALLOW)",
-    )
-    p.add_argument(
-        "--flows",
-        action="append",
-        default=[],
-        metavar="PATH_OR_MODULE",
-        help="also run this flow file, directory of flows or module's agents (repeatable; adds to $ENSEMBLE_FLOWS)",
-    )
-    p.add_argument(
-        "--approvers",
-        metavar="FILE",
-        help="the approvers file (groups) gates resolve against (sets $ENSEMBLE_APPROVERS)",
-    )
-    p.add_argument(
-        "--approver-keys",
-        metavar="FILE",
-        help="the public keys and identity providers decisions are verified with (sets $ENSEMBLE_APPROVER_KEYS)",
-    )
-    versioned = "Worker Versioning (docs/deploy.md): "
-    p.add_argument(
-        "--deployment", metavar="NAME", help=versioned + "the Worker Deployment (default: $ENSEMBLE_DEPLOYMENT)"
-    )
-    p.add_argument("--build-id", metavar="ID", help=versioned + "this build's id (default: $ENSEMBLE_BUILD_ID)")
-    return p
-
-
-def worker_main(argv: list[str] | None = None) -> int:
-    args = worker_parser().parse_args(argv)
-    if args.approvers:
-        os.environ["ENSEMBLE_APPROVERS"] = str(Path(args.approvers).resolve())
-    if args.approver_keys:
-        os.environ["ENSEMBLE_APPROVER_KEYS"] = str(Path(args.approver_keys).resolve())
-    if args.flows:
-        os.environ["ENSEMBLE_FLOWS"] = ",".join(filter(None, [os.environ.get("ENSEMBLE_FLOWS", ""), *args.flows]))
-    logs.setup(logging.INFO)
-    for var, extra in ((secrets.ENV_ALLOW, args.env_allow), (egress.EGRESS_ALLOW, args.egress_allow)):
-        if extra:
-            os.environ[var] = ",".join(filter(None, (os.environ.get(var, ""), extra)))
-    if args.metrics_port:
-        egress.protect(f"{args.metrics_host}:{args.metrics_port}")
-
-    async def run() -> int:
-        import structlog
-
-        deployment = versioning.deployment_config(args.deployment, args.build_id)  # refused before connecting
-        telemetry.setup_tracing("ensemble-worker")
-        runtime = telemetry.worker_runtime(args.metrics_port, args.metrics_host)
-        client = await temporal.connect(runtime=runtime)
-        await temporal.ensure_search_attributes(client)
-        queue = args.task_queue or default_task_queue()
-        where = f"{client.service_client.config.target_host} (namespace {client.namespace})"
-        log = structlog.get_logger("ensemble.worker")
-        metrics = f"; metrics on http://{args.metrics_host}:{args.metrics_port}/metrics" if args.metrics_port else ""
-        if deployment:
-            metrics += f"; version {deployment.version.to_canonical_string()}"
-        health = f"; health on http://127.0.0.1:{args.health_port}/health" if args.health_port is not None else ""
-
-        def ready() -> None:
-            log.info(
-                f"worker polling task queue '{queue}' on {where}{metrics}{health}; Ctrl-C to stop", task_queue=queue
-            )
-
-        try:
-            stuck_exit_s = float(os.environ.get("ENSEMBLE_STUCK_EXIT_S") or 30)
-            code = await serve(
-                client,
-                queue,
-                workflows=not args.activities_only,
-                on_ready=ready,
-                grace_s=args.grace_s,
-                health_port=args.health_port,
-                stuck_exit_s=stuck_exit_s,
-                deployment_config=deployment,
-            )
-        finally:
-            telemetry.flush()
-        if code or THREADS.state().busy:  # threads that never return would hold the interpreter's exit
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        return 0
-
-    return _guard(run)

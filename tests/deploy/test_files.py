@@ -22,7 +22,7 @@ import yaml
 
 from ensemble.cli import GROUPS
 from ensemble.cli.app import build_parser as _build_parser
-from ensemble.cli.app import worker_parser
+from ensemble.cli.worker import worker_parser
 from ensemble.runtime import telemetry
 from tests.conftest import ROOT
 
