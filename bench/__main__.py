@@ -7,6 +7,7 @@ unless told otherwise."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import json
 import sys
@@ -23,7 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="markdown report (default BENCHMARKS.md; quick: bench/out/quick.md)")
     p.add_argument("--json", type=Path, default=None, help="raw results (default bench/results.json; quick: bench/out/quick.json)")
     p.add_argument("--note", default="", help="a line about the conditions, printed in the report")
+    p.add_argument("--suite", choices=["engine", "model"], default="engine",
+                   help="engine: hand-off, throughput, parked runs (default); model: model-bound runs, caps, crash cost")
+    p.add_argument("--points", default=None, help="model suite: N@L pairs to run instead of the plan's, e.g. 100@0,100@1")
     args = p.parse_args(argv)
+    if args.suite == "model":
+        return model_main(args)
     plan = runner.QUICK if args.quick else runner.FULL
     out = args.out or (ROOT / "bench" / "out" / "quick.md" if args.quick else ROOT / "BENCHMARKS.md")
     raw = args.json or (ROOT / "bench" / "out" / "quick.json" if args.quick else ROOT / "bench" / "results.json")
@@ -33,6 +39,28 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     out.write_text(report.render(results))
+    print(f"wrote {out} and {raw} ({results['seconds']:.0f} s)")
+    return 0
+
+
+def model_main(args: argparse.Namespace) -> int:
+    """`python -m bench --suite model [--quick]`: writes bench/out/model[-quick].md and .json (the
+    figures quoted in BENCHMARKS.md's model-bound section come from such a file)."""
+    from bench import modelbound, modelreport
+
+    plan = modelbound.MODEL_QUICK if args.quick else modelbound.MODEL_FULL
+    if args.points:
+        pairs = [x.split("@") for x in args.points.split(",")]
+        plan = dataclasses.replace(plan, points=[(int(n), float(lat)) for n, lat in pairs])
+    stem = "model-quick" if args.quick else "model"
+    out = args.out or ROOT / "bench" / "out" / f"{stem}.md"
+    raw = args.json or ROOT / "bench" / "out" / f"{stem}.json"
+    results = asyncio.run(runner.run_model(plan))
+    results["note"] = args.note
+    for path in (out, raw):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(results, indent=1, sort_keys=True, default=str) + "\n")
+    out.write_text(modelreport.render(results))
     print(f"wrote {out} and {raw} ({results['seconds']:.0f} s)")
     return 0
 

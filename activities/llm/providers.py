@@ -28,11 +28,23 @@ ANTHROPIC_VERSION = "2023-06-01"
 _client: httpx.AsyncClient | None = None
 
 
+DEFAULT_MAX_CONNECTIONS = 64
+
+
+def max_connections() -> int:
+    """Open connections to model servers per worker process: ENSEMBLE_LLM_MAX_CONNECTIONS, else 64."""
+    raw = os.environ.get("ENSEMBLE_LLM_MAX_CONNECTIONS", "").strip()
+    try:
+        return max(1, int(raw)) if raw else DEFAULT_MAX_CONNECTIONS
+    except ValueError:
+        return DEFAULT_MAX_CONNECTIONS
+
+
 def http() -> httpx.AsyncClient:
     """The worker process's one client. httpx never retries by itself: Temporal owns retries."""
     global _client
     if _client is None or _client.is_closed:
-        _client = httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=64))
+        _client = httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=max_connections()))
     return _client
 
 
