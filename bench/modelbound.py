@@ -60,6 +60,7 @@ MODEL_FULL = ModelPlan(
 # Each setting is tried on its own worker against the product's defaults, at `caps_point`.
 CAPS: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "model connections 64 (the default before this revision)": {"env": {"ENSEMBLE_LLM_MAX_CONNECTIONS": "64"}},
     "activity slots 2000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "2000"}},
     "workflow-task slots 1000": {"options": {"max_concurrent_workflow_tasks": 1000}},
     "workflow-task pollers 20, activity pollers 20": {
