@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", choices=["engine", "model"], default="engine",
                    help="engine: hand-off, throughput, parked runs (default); model: model-bound runs, caps, crash cost")
     p.add_argument("--points", default=None, help="model suite: N@L pairs to run instead of the plan's, e.g. 100@0,100@1")
+    p.add_argument("--caps", default=None, help="model suite: the N@L point where each cap is raised (default the plan's)")
+    p.add_argument("--crash-trials", type=int, default=None, help="model suite: kills per moment (default the plan's)")
     args = p.parse_args(argv)
     if args.suite == "model":
         return model_main(args)
@@ -52,9 +54,14 @@ def model_main(args: argparse.Namespace) -> int:
     if args.points:
         pairs = [x.split("@") for x in args.points.split(",")]
         plan = dataclasses.replace(plan, points=[(int(n), float(lat)) for n, lat in pairs])
+    if args.caps:
+        n, lat = args.caps.split("@")
+        plan = dataclasses.replace(plan, caps_point=(int(n), float(lat)))
+    if args.crash_trials is not None:
+        plan = dataclasses.replace(plan, crash_trials=args.crash_trials)
     stem = "model-quick" if args.quick else "model"
     out = args.out or ROOT / "bench" / "out" / f"{stem}.md"
-    raw = args.json or ROOT / "bench" / "out" / f"{stem}.json"
+    raw = args.json or (ROOT / "bench" / "out" / f"{stem}.json" if args.quick else ROOT / "bench" / "model-results.json")
     results = asyncio.run(runner.run_model(plan))
     results["note"] = args.note
     for path in (out, raw):
@@ -62,6 +69,10 @@ def model_main(args: argparse.Namespace) -> int:
     raw.write_text(json.dumps(results, indent=1, sort_keys=True, default=str) + "\n")
     out.write_text(modelreport.render(results))
     print(f"wrote {out} and {raw} ({results['seconds']:.0f} s)")
+    if not args.quick and args.out is None:  # a full run's figures go into BENCHMARKS.md too
+        bench_md = ROOT / "BENCHMARKS.md"
+        bench_md.write_text(modelreport.merge(bench_md.read_text(), results))
+        print(f"updated {bench_md}")
     return 0
 
 
