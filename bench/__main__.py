@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="engine: hand-off, throughput, parked runs (default); model: model-bound runs, caps, crash cost")
     p.add_argument("--points", default=None, help="model suite: N@L pairs to run instead of the plan's, e.g. 100@0,100@1")
     p.add_argument("--caps", default=None, help="model suite: the N@L point where each cap is raised (default the plan's)")
+    p.add_argument("--jitter", type=float, default=None, help="model suite: uniform random extra latency per call, seconds")
     p.add_argument("--crash-trials", type=int, default=None, help="model suite: kills per moment (default the plan's)")
     args = p.parse_args(argv)
     if args.suite == "model":
@@ -57,6 +58,8 @@ def model_main(args: argparse.Namespace) -> int:
     if args.caps:
         n, lat = args.caps.split("@")
         plan = dataclasses.replace(plan, caps_point=(int(n), float(lat)))
+    if args.jitter is not None:
+        plan = dataclasses.replace(plan, jitter=args.jitter)
     if args.crash_trials is not None:
         plan = dataclasses.replace(plan, crash_trials=args.crash_trials)
     stem = "model-quick" if args.quick else "model"

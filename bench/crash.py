@@ -85,7 +85,7 @@ def _count(model: Any, run: str, at: str, status: str, seconds: float) -> dict[s
 
 
 async def crash_cost(bench: Any, srv: Any, client: Any, model: Any, home: Any, *, trials: int, langgraph: bool) -> dict[str, Any]:
-    model.control(latency=0.3)
+    model.control(latency=0.3, jitter=0.0)
     out: dict[str, Any] = {"steps": STEPS, "kill_at": MOMENTS, "floor": FLOOR, "ensemble": [], "langgraph": []}
     for at in MOMENTS:
         for _ in range(trials):

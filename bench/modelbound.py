@@ -250,6 +250,7 @@ async def run_model_suite(plan: ModelPlan, home: Path, bench: Any) -> dict[str, 
         if "langgraph" in systems and (missing := langgraph_available()) is not None:
             systems.remove("langgraph")
             out["langgraph_skipped"] = missing
+        model.control(jitter=plan.jitter)
         log("warm-up: 5 runs each")
         for system in systems:
             await measure(sys_, system, 5, 0.0, 1)
