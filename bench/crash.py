@@ -45,10 +45,14 @@ async def ensemble_trial(bench: Any, srv: Any, client: Any, model: Any, at: str)
     first: WorkerProcess = bench.worker(srv, "ensemble", env)
     run = f"crash-ens-{uuid.uuid4().hex[:10]}"
     loaded = parse_flow(model_flow(STEPS, heartbeat_s=2), "bench crash flow")
-    req = RunRequest(flow=loaded.spec, agents=loaded.agents, input={"run": run, "text": "x"}, task_queue=first.task_queue)
+    req = RunRequest(
+        flow=loaded.spec, agents=loaded.agents, input={"run": run, "text": "x"}, task_queue=first.task_queue
+    )
     model.control(kill={"pid": first.pid, "key": f"{run} {at}", "when": "received"})
     t = time.perf_counter()
-    handle = await client.start_workflow(WORKFLOW_NAME, req, id=run, task_queue=first.task_queue, result_type=FlowOutcome)
+    handle = await client.start_workflow(
+        WORKFLOW_NAME, req, id=run, task_queue=first.task_queue, result_type=FlowOutcome
+    )
     await _wait_dead(first.proc)  # type: ignore[arg-type]
     bench.retire(first)
     second = WorkerProcess(first.address, first.task_queue, "ensemble", {}, model.worker_env())
@@ -62,7 +66,18 @@ async def ensemble_trial(bench: Any, srv: Any, client: Any, model: Any, at: str)
 
 async def langgraph_trial(model: Any, home: Any, at: str) -> dict[str, Any]:
     run = f"crash-lg-{uuid.uuid4().hex[:10]}"
-    cmd = [sys.executable, "-m", "bench.crash", "langgraph", "--db", str(home / "langgraph-crash.db"), "--base-url", model.base_url, "--run", run]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.crash",
+        "langgraph",
+        "--db",
+        str(home / "langgraph-crash.db"),
+        "--base-url",
+        model.base_url,
+        "--run",
+        run,
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t = time.perf_counter()
     first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
@@ -84,7 +99,9 @@ def _count(model: Any, run: str, at: str, status: str, seconds: float) -> dict[s
             "seconds": round(seconds, 2)}  # fmt: skip
 
 
-async def crash_cost(bench: Any, srv: Any, client: Any, model: Any, home: Any, *, trials: int, langgraph: bool) -> dict[str, Any]:
+async def crash_cost(
+    bench: Any, srv: Any, client: Any, model: Any, home: Any, *, trials: int, langgraph: bool
+) -> dict[str, Any]:
     model.control(latency=0.3, jitter=0.0)
     out: dict[str, Any] = {"steps": STEPS, "kill_at": MOMENTS, "floor": FLOOR, "ensemble": [], "langgraph": []}
     for at in MOMENTS:

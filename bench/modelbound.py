@@ -52,7 +52,17 @@ MODEL_QUICK = ModelPlan(mode="quick", points=[(50, 0.0), (50, 1.0), (100, 0.0), 
                         caps_point=(100, 1.0))  # fmt: skip
 MODEL_FULL = ModelPlan(
     mode="full",
-    points=[(100, 0.0), (100, 1.0), (100, 5.0), (1000, 0.0), (1000, 1.0), (1000, 5.0), (2000, 0.0), (2000, 1.0), (2000, 5.0)],
+    points=[
+        (100, 0.0),
+        (100, 1.0),
+        (100, 5.0),
+        (1000, 0.0),
+        (1000, 1.0),
+        (1000, 5.0),
+        (2000, 0.0),
+        (2000, 1.0),
+        (2000, 5.0),
+    ],
     caps_point=(1000, 1.0),
     crash_trials=3,
 )
@@ -66,7 +76,9 @@ CAPS: dict[str, dict[str, Any]] = {
     "workflow-task pollers 20, activity pollers 20": {
         "options": {"max_concurrent_workflow_task_polls": 20, "max_concurrent_activity_task_polls": 20}
     },
-    "model connections per provider 2000 (ENSEMBLE_LLM_MAX_CONNECTIONS)": {"env": {"ENSEMBLE_LLM_MAX_CONNECTIONS": "2000"}},
+    "model connections per provider 2000 (ENSEMBLE_LLM_MAX_CONNECTIONS)": {
+        "env": {"ENSEMBLE_LLM_MAX_CONNECTIONS": "2000"}
+    },
 }
 
 
@@ -151,7 +163,9 @@ class Systems:
 
             async def lg_one() -> None:
                 run = f"lg-{uuid.uuid4().hex[:12]}"
-                out = await graph.ainvoke({"run": run, "text": TEXT}, {"configurable": {"thread_id": run}}, durability="sync")
+                out = await graph.ainvoke(
+                    {"run": run, "text": TEXT}, {"configurable": {"thread_id": run}}, durability="sync"
+                )
                 if not out.get("text"):
                     raise RuntimeError("a LangGraph run returned no text")
 
@@ -170,7 +184,9 @@ class Systems:
                 if len(outcome.steps) != self.steps or not outcome.output:
                     raise RuntimeError(f"an Ensemble run finished {outcome.steps} with output {outcome.output!r}")
             else:
-                h = await self.client.start_workflow(MODEL_BASELINE_WORKFLOW, args=[run, self.steps, TEXT], id=run, task_queue=queue)
+                h = await self.client.start_workflow(
+                    MODEL_BASELINE_WORKFLOW, args=[run, self.steps, TEXT], id=run, task_queue=queue
+                )
                 await h.result()
             return h
 

@@ -80,13 +80,17 @@ def render(results: dict[str, Any]) -> str:
     if m.get("langgraph_skipped"):
         out.append(f"LangGraph skipped: {m['langgraph_skipped']}\n")
     for point in m["points"]:
-        out.append(f"\n## N = {point['runs']}, L = {point['latency_s']:g} s (ideal {_f(point['ideal_runs_per_s'])} runs/s)\n\n")
+        out.append(
+            f"\n## N = {point['runs']}, L = {point['latency_s']:g} s (ideal {_f(point['ideal_runs_per_s'])} runs/s)\n\n"
+        )
         base = point["systems"].get("temporal")
         rows = [_row(NAMES.get(k, k), s, point["ideal_runs_per_s"], base) for k, s in point["systems"].items()]
         out.append(_table(HEAD, rows))
     if m.get("caps"):
         c = m["caps"]
-        out.append(f"\n## Caps: Ensemble at N = {c['runs']}, L = {c['latency_s']:g} s, each setting raised on its own worker\n\n")
+        out.append(
+            f"\n## Caps: Ensemble at N = {c['runs']}, L = {c['latency_s']:g} s, each setting raised on its own worker\n\n"
+        )
         d = c["results"].get("defaults")
         rows = [_row(name, r, None, d) for name, r in c["results"].items()]
         out.append(_table(["setting", *HEAD[1:]], rows).replace("vs baseline", "vs defaults"))
@@ -100,6 +104,27 @@ def render(results: dict[str, Any]) -> str:
         rows = []
         for system in ("ensemble", "langgraph"):
             for t in c.get(system, []):
-                rows.append([NAMES[system], t["killed_at"], t["status"], str(t["model_calls"]), str(t["finished_calls_paid_twice"]), _f(t["seconds"], 1)])
-        out.append(_table(["system", "killed when this request arrived", "run", "model calls", "finished calls paid twice", "seconds"], rows))
+                rows.append(
+                    [
+                        NAMES[system],
+                        t["killed_at"],
+                        t["status"],
+                        str(t["model_calls"]),
+                        str(t["finished_calls_paid_twice"]),
+                        _f(t["seconds"], 1),
+                    ]
+                )
+        out.append(
+            _table(
+                [
+                    "system",
+                    "killed when this request arrived",
+                    "run",
+                    "model calls",
+                    "finished calls paid twice",
+                    "seconds",
+                ],
+                rows,
+            )
+        )
     return "".join(out)
