@@ -246,8 +246,8 @@ def test_model_server_answers_logs_each_call_and_changes_latency(tmp_path):
 
 
 def test_model_flow_sends_what_the_baseline_sends():
-    from ensemble.activities.llm.agent import render, system_prompt
     from bench.modelflows import INSTRUCTIONS, model_flow, user_message
+    from ensemble.activities.llm.agent import render, system_prompt
 
     loaded = parse_flow(model_flow(5, heartbeat_s=2), "bench model flow")
     assert [s.agent for s in loaded.spec.steps] == ["m1", "m2", "m3", "m4", "m5"]
@@ -294,3 +294,10 @@ def test_model_report_renders_points_caps_and_crash_and_merges_into_benchmarks()
     merged = modelreport.merge("# Benchmarks\n\nbody\n", results)
     assert merged.startswith("# Benchmarks\n\nbody\n") and "## Model-bound runs" in merged and "\n### N = 10" in merged
     assert modelreport.merge(merged, results) == merged  # replaced in place, not added twice
+
+
+def test_model_plans_are_bounded():
+    from bench.modelbound import MODEL_FULL, MODEL_QUICK
+
+    assert max(n for n, _ in MODEL_QUICK.points) <= 100 and MODEL_QUICK.caps_point[0] <= 100
+    assert {n for n, _ in MODEL_FULL.points} == {100, 1000, 2000} and {lat for _, lat in MODEL_FULL.points} == {0.0, 1.0, 5.0}
