@@ -64,6 +64,7 @@ def merge(document: str, results: dict[str, Any]) -> str:
 def render(results: dict[str, Any]) -> str:
     m = results["model"]
     v = results["versions"]
+    plan = m.get("plan", {})
     out = ["# Model-bound benchmark\n"]
     before, after = results["machine_before"], results["machine_after"]
     out.append(
@@ -75,7 +76,11 @@ def render(results: dict[str, Any]) -> str:
         "Runs of 5 model calls each, N started at once, against the loopback model server "
         "(`bench/modelserver.py`) answering every call after L seconds. CPU is per model step, from /proc "
         "(server = Temporal server, worker = the system's worker process, client = the benchmark process, "
-        "which is where LangGraph runs). Ideal = min(N / (5 L), the baseline's runs/s at L = 0 and the same N).\n"
+        "which is where LangGraph runs). Ideal = min(N / (5 L), the baseline's runs/s at L = 0 and the same N). "
+        f"Points run: {', '.join(f'{p[0]}@{p[1]:g}' for p in plan.get('points', []))}"
+        + (f", caps at {plan['caps_point'][0]}@{plan['caps_point'][1]:g}" if plan.get("caps_point") else "")
+        + ". Reproduce: `python -m bench --suite model` (all points; `--points N@L,...` for a subset, `--quick` for "
+        "a short run); settings and findings in [docs/performance.md](docs/performance.md#model-bound-runs).\n"
     )
     if m.get("langgraph_skipped"):
         out.append(f"LangGraph skipped: {m['langgraph_skipped']}\n")
