@@ -61,16 +61,39 @@ def env_allowed() -> frozenset[str]:
     return frozenset(n.strip() for n in os.environ.get(ENV_ALLOW, "").split(",") if n.strip())
 
 
-def secret_values(extra: Iterable[str] = ()) -> list[str]:
-    """Every secret value this worker holds, longest first."""
+def _env_secrets() -> frozenset[str]:
     allowed = env_allowed()
-    values: set[str] = {v for v in extra if v and len(v) >= MIN_SECRET}
+    values: set[str] = set()
     for name, value in os.environ.items():
         if name in allowed or name in PROVIDER_KEYS or (_SECRET_ENV.search(name) and not _NOT_SECRET_ENV.match(name)):
             values.add(value.strip())
         if name in _LIST_ENV:
             values.update(item.partition(":")[2].strip() for item in value.split(","))
-    return sorted((v for v in values if len(v) >= MIN_SECRET), key=len, reverse=True)
+    return frozenset(values)
+
+
+# Every log line and error passes scrub(), once per string field: the environment is read again only
+# when it has changed (compared as the process's raw environment, without decoding a value).
+_held: tuple[Any, frozenset[str], list[str]] | None = None
+
+
+def _secrets_held() -> tuple[frozenset[str], list[str]]:
+    global _held
+    raw = getattr(os.environ, "_data", None)
+    snapshot = tuple(raw.items()) if isinstance(raw, dict) else None
+    if snapshot is None or _held is None or _held[0] != snapshot:
+        found = _env_secrets()
+        _held = (snapshot, found, sorted((v for v in found if len(v) >= MIN_SECRET), key=len, reverse=True))
+    return _held[1], _held[2]
+
+
+def secret_values(extra: Iterable[str] = ()) -> list[str]:
+    """Every secret value this worker holds, longest first."""
+    found, ordered = _secrets_held()
+    more = {v for v in extra if v and len(v) >= MIN_SECRET and v not in found}
+    if not more:
+        return list(ordered)
+    return sorted((*ordered, *more), key=len, reverse=True)
 
 
 _TOKEN_CHAR = re.compile(r"[A-Za-z0-9_\-./+=:]")

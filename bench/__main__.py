@@ -7,6 +7,7 @@ unless told otherwise."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import json
 import sys
@@ -23,7 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="markdown report (default BENCHMARKS.md; quick: bench/out/quick.md)")
     p.add_argument("--json", type=Path, default=None, help="raw results (default bench/results.json; quick: bench/out/quick.json)")
     p.add_argument("--note", default="", help="a line about the conditions, printed in the report")
+    p.add_argument("--suite", choices=["engine", "model"], default="engine",
+                   help="engine: hand-off, throughput, parked runs (default); model: model-bound runs, caps, crash cost")
+    p.add_argument("--points", default=None, help="model suite: N@L pairs to run instead of the plan's, e.g. 100@0,100@1")
+    p.add_argument("--caps", default=None, help="model suite: the N@L point where each cap is raised (default the plan's)")
+    p.add_argument("--jitter", type=float, default=None, help="model suite: uniform random extra latency per call, seconds")
+    p.add_argument("--crash-trials", type=int, default=None, help="model suite: kills per moment (default the plan's)")
     args = p.parse_args(argv)
+    if args.suite == "model":
+        return model_main(args)
     plan = runner.QUICK if args.quick else runner.FULL
     out = args.out or (ROOT / "bench" / "out" / "quick.md" if args.quick else ROOT / "BENCHMARKS.md")
     raw = args.json or (ROOT / "bench" / "out" / "quick.json" if args.quick else ROOT / "bench" / "results.json")
@@ -34,6 +43,39 @@ def main(argv: list[str] | None = None) -> int:
     raw.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     out.write_text(report.render(results))
     print(f"wrote {out} and {raw} ({results['seconds']:.0f} s)")
+    return 0
+
+
+def model_main(args: argparse.Namespace) -> int:
+    """`python -m bench --suite model [--quick]`: writes bench/out/model[-quick].md and .json (the
+    figures quoted in BENCHMARKS.md's model-bound section come from such a file)."""
+    from bench import modelbound, modelreport
+
+    plan = modelbound.MODEL_QUICK if args.quick else modelbound.MODEL_FULL
+    if args.points:
+        pairs = [x.split("@") for x in args.points.split(",")]
+        plan = dataclasses.replace(plan, points=[(int(n), float(lat)) for n, lat in pairs])
+    if args.caps:
+        n, lat = args.caps.split("@")
+        plan = dataclasses.replace(plan, caps_point=(int(n), float(lat)))
+    if args.jitter is not None:
+        plan = dataclasses.replace(plan, jitter=args.jitter)
+    if args.crash_trials is not None:
+        plan = dataclasses.replace(plan, crash_trials=args.crash_trials)
+    stem = "model-quick" if args.quick else "model"
+    out = args.out or ROOT / "bench" / "out" / f"{stem}.md"
+    raw = args.json or (ROOT / "bench" / "out" / f"{stem}.json" if args.quick else ROOT / "bench" / "model-results.json")
+    results = asyncio.run(runner.run_model(plan))
+    results["note"] = args.note
+    for path in (out, raw):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(results, indent=1, sort_keys=True, default=str) + "\n")
+    out.write_text(modelreport.render(results))
+    print(f"wrote {out} and {raw} ({results['seconds']:.0f} s)")
+    if not args.quick and args.out is None:  # a full run's figures go into BENCHMARKS.md too
+        bench_md = ROOT / "BENCHMARKS.md"
+        bench_md.write_text(modelreport.merge(bench_md.read_text(), results))
+        print(f"updated {bench_md}")
     return 0
 
 

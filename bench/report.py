@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from bench.stats import fmt_ms, fmt_spread
@@ -320,4 +322,10 @@ def render(r: dict[str, Any]) -> str:
         "its own embedded server in a temporary directory on free ports, never `./.ensemble`, and stops "
         "everything it started when it ends.\n",
     ]
-    return "\n".join(parts)
+    text = "\n".join(parts)
+    model = Path(__file__).resolve().parent / "model-results.json"
+    if model.exists():  # the model-bound suite's latest full run (python -m bench --suite model)
+        from bench import modelreport
+
+        text = modelreport.merge(text, json.loads(model.read_text()))
+    return text

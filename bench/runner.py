@@ -242,3 +242,23 @@ async def run(plan: Plan) -> dict[str, Any]:
     out["seconds"] = round(time.time() - started, 1)
     out["finished_at"] = time.strftime("%Y-%m-%d %H:%M %Z")
     return out
+
+
+async def run_model(plan: Any) -> dict[str, Any]:
+    """The model-bound suite (bench/modelbound.py) on its own server and workers."""
+    from bench.modelbound import run_model_suite
+
+    started = time.time()
+    compile_bytecode()
+    home = Path(tempfile.mkdtemp(prefix="ensemble-bench-model-"))
+    out: dict[str, Any] = {"versions": _versions(), "machine_before": _machine()}
+    bench = Bench(Plan(mode=plan.mode), home)
+    try:
+        out["model"] = await run_model_suite(plan, home, bench)
+    finally:
+        bench.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    out["machine_after"] = _machine()
+    out["seconds"] = round(time.time() - started, 1)
+    out["finished_at"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    return out

@@ -1,8 +1,9 @@
 """A benchmark worker in its own process: `python -m bench.worker --address HOST:PORT
---task-queue Q --kind ensemble|baseline [--options JSON]`.
+--task-queue Q --kind ensemble|baseline|model_baseline [--options JSON]`.
 
 `ensemble` builds the product's worker (ensemble.runtime.worker.build_worker, its defaults); `baseline`
-a plain Temporal worker for the hand-written chain. `--options` are Worker keyword arguments,
+a plain Temporal worker for the hand-written chain; `model_baseline` one for the model-bound suite's
+hand-written workflow (bench/modelflows.py). `--options` are Worker keyword arguments,
 plus `sandbox`: `default` (the product's: ENSEMBLE_SANDBOX, trusted unless set), `sdk` (the same
 restrictions in the SDK's own runner, which compiles its sandbox snippets on every call) or `off`
 (no sandbox; for comparison only), and `log_level` (default `info`). An `ensemble` worker logs as `python worker.py` does
@@ -50,6 +51,11 @@ def build(client: Client, task_queue: str, kind: str, options: dict[str, Any]) -
         logs.setup(getattr(logging, log_level))  # INFO as `python worker.py`: two lines per agent attempt
 
         return build_worker(client, task_queue, **options)
+    if kind == "model_baseline":
+        from bench.modelbaseline import ModelBaseline
+        from bench.modelflows import model_step
+
+        return Worker(client, task_queue=task_queue, workflows=[ModelBaseline], activities=[model_step], **options)
     from bench.agents import tick_activity
     from bench.baseline import BaselineChain
 
@@ -73,7 +79,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
     parser.add_argument("--address", required=True)
     parser.add_argument("--task-queue", required=True)
-    parser.add_argument("--kind", choices=["ensemble", "baseline"], required=True)
+    parser.add_argument("--kind", choices=["ensemble", "baseline", "model_baseline"], required=True)
     parser.add_argument("--options", default="{}")
     asyncio.run(main(parser.parse_args()))
     sys.stdout.flush()

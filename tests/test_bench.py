@@ -279,3 +279,84 @@ def test_report_renders_every_section_and_judges_the_targets():
 def test_plans_are_bounded():
     assert runner.QUICK.parked == [500] and not runner.QUICK.server_variants
     assert max(runner.FULL.parked) == 10000
+
+
+# ---------------------------------------------------------------- the model-bound suite (bench/modelbound.py)
+
+
+def test_model_server_answers_logs_each_call_and_changes_latency(tmp_path):
+    import httpx
+
+    from bench.modelbound import ModelServerProcess
+    from bench.modelflows import body
+
+    model = ModelServerProcess(tmp_path)
+    try:
+        assert model.control(latency=0.2, jitter=0.0) == {"latency": 0.2, "jitter": 0.0}
+        t = __import__("time").monotonic()
+        reply = httpx.post(f"{model.base_url}/chat/completions", json=body("run-1", "m1", "hi"), timeout=10).json()
+        assert __import__("time").monotonic() - t >= 0.2
+        assert reply["choices"][0]["message"]["content"]
+        httpx.post(f"{model.base_url}/chat/completions", json=body("run-1", "m2", "hi"), timeout=10)
+        assert model.keys() == ["run-1 m1", "run-1 m2"]  # one line per call, keyed by run and step
+        assert model.stats() == {"requests": 2, "in_flight": 0}
+    finally:
+        model.stop()
+
+
+def test_model_flow_sends_what_the_baseline_sends():
+    from bench.modelflows import INSTRUCTIONS, model_flow, user_message
+    from ensemble.activities.llm.agent import render, system_prompt
+
+    loaded = parse_flow(model_flow(5, heartbeat_s=2), "bench model flow")
+    assert [s.agent for s in loaded.spec.steps] == ["m1", "m2", "m3", "m4", "m5"]
+    agent = loaded.agents["m3"]
+    assert agent.kind == "llm" and agent.heartbeat_s == 2
+    assert system_prompt(agent.llm, None, "openai") == INSTRUCTIONS
+    assert render(agent.llm.prompt, {"run": "r", "text": "x"}, "m3") == user_message("r", "m3", "x")
+
+
+def test_ideal_is_the_model_or_the_cpu_whichever_binds():
+    from bench.modelbound import ideal
+
+    assert ideal(100, 5, 1.0, 12.0) == 12.0  # 100 / 5 s = 20 runs/s: the CPU (12/s at L = 0) binds
+    assert ideal(100, 5, 5.0, 12.0) == 4.0  # 100 / 25 s: the model binds
+    assert ideal(100, 5, 0.0, 12.0) == 12.0
+    assert ideal(100, 5, 0.0, None) is None
+
+
+def _measure(rate: float, cpu: float) -> dict:
+    return {"runs": 10, "latency_s": 1.0, "seconds": 10 / rate, "runs_per_s": rate, "model_calls": 50,
+            "cpu_ms_per_step": {"server": cpu, "worker": cpu, "client": 0.3, "model_server": 0.1},
+            "worker_rss_mb": {"rss_mb": 100.0, "peak_mb": 110.0},
+            "wft_schedule_to_start_ms": {"p50": 5.0, "p99": 50.0, "max": 60.0}, "history_bytes_per_step": 3000.0}  # fmt: skip
+
+
+def test_model_report_renders_points_caps_and_crash_and_merges_into_benchmarks():
+    from bench import modelreport
+
+    results = {
+        "versions": {"temporalio": "1", "langgraph": "1"}, "seconds": 60.0, "finished_at": "2026-01-01 00:00 UTC",
+        "machine_before": {"cpus": 2, "load_avg": [3.0, 3.0, 3.0], "platform": "Linux"},
+        "machine_after": {"cpus": 2, "load_avg": [3.0, 3.0, 3.0], "platform": "Linux"}, "note": "shared machine",
+        "model": {
+            "points": [{"runs": 10, "latency_s": 1.0, "ideal_runs_per_s": 2.0,
+                        "systems": {"ensemble": _measure(1.8, 12.0), "temporal": _measure(2.0, 10.0)}}],
+            "caps": {"runs": 10, "latency_s": 1.0, "settings": {}, "results": {"defaults": _measure(1.8, 12.0)}},
+            "crash": {"steps": 5, "kill_at": ["m4"], "floor": 6, "langgraph": [],
+                      "ensemble": [{"killed_at": "m4", "status": "completed", "model_calls": 6, "finished_calls_paid_twice": 0, "seconds": 9.0}]},
+        },
+    }  # fmt: skip
+    text = modelreport.render(results)
+    assert "| Ensemble | 1.80 | 0.90× | 90 % | 12.0 | 12.0 | 0.30 | 1.20× | 110 | 5.00 / 50.0 | 3000 | 50 |" in text
+    assert "| Ensemble | m4 | completed | 6 | 0 | 9.0 |" in text and "shared machine" in text
+    merged = modelreport.merge("# Benchmarks\n\nbody\n", results)
+    assert merged.startswith("# Benchmarks\n\nbody\n") and "## Model-bound runs" in merged and "\n### N = 10" in merged
+    assert modelreport.merge(merged, results) == merged  # replaced in place, not added twice
+
+
+def test_model_plans_are_bounded():
+    from bench.modelbound import MODEL_FULL, MODEL_QUICK
+
+    assert max(n for n, _ in MODEL_QUICK.points) <= 100 and MODEL_QUICK.caps_point[0] <= 100
+    assert {n for n, _ in MODEL_FULL.points} == {100, 1000, 2000} and {lat for _, lat in MODEL_FULL.points} == {0.0, 1.0, 5.0}

@@ -359,7 +359,11 @@ class Loop:
                 )
             cp["turns"] += 1
         cp["transcript"].append(entry)
-        self.beat()
+        if calls and not any(c["name"] == OUTPUT_TOOL for c in calls):
+            self.beat()
+        # A final answer is not heartbeated here: it is evaluated at once, and the attempt either
+        # completes with it (its result is the record) or re-asks, which heartbeats. This saves a
+        # heartbeat round trip to the server per model-backed step (docs/performance.md).
 
     async def _run_tools(self, at: int, append: Any) -> None:
         """Run the calls of the assistant entry at `at` that have no result yet, checkpointing each."""

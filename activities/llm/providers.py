@@ -28,11 +28,28 @@ ANTHROPIC_VERSION = "2023-06-01"
 _client: httpx.AsyncClient | None = None
 
 
+# Model calls in flight are bounded by the worker's activity slots (one call per agent attempt at a
+# time); the pool must not be a lower cap, and every connection it opens is kept alive for reuse
+# (httpx keeps 20 by default: the rest were closed after each reply and opened again, a TCP and
+# TLS handshake per model call). See docs/performance.md.
+DEFAULT_MAX_CONNECTIONS = 1000
+
+
+def max_connections() -> int:
+    """Open (and kept-alive) connections to model servers per worker process:
+    ENSEMBLE_LLM_MAX_CONNECTIONS, else 1000."""
+    raw = os.environ.get("ENSEMBLE_LLM_MAX_CONNECTIONS", "").strip()
+    try:
+        return max(1, int(raw)) if raw else DEFAULT_MAX_CONNECTIONS
+    except ValueError:
+        return DEFAULT_MAX_CONNECTIONS
+
+
 def http() -> httpx.AsyncClient:
     """The worker process's one client. httpx never retries by itself: Temporal owns retries."""
     global _client
     if _client is None or _client.is_closed:
-        _client = httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=64))
+        _client = httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=max_connections(), max_keepalive_connections=max_connections()))
     return _client
 
 

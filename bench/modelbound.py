@@ -1,0 +1,308 @@
+"""The model-bound suite (`python -m bench --suite model`): runs of 5 model calls against a loopback
+model server with a set latency, N in flight at once, Ensemble beside a hand-written plain-Temporal
+workflow (the baseline) and LangGraph, all calling the same server with the same request.
+
+Per (system, N, L): runs/s (N over the wall time from the first start to the last result), the
+ideal min(N / (5 L), the baseline's rate at L = 0 and the same N), CPU per model step of the
+Temporal server, the worker, this client and the model server (from /proc), the worker's RSS, and
+the workflow-task schedule-to-start p50/p99 and history bytes per step from a sample of histories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from bench.modelflows import MODEL_BASELINE_WORKFLOW, langgraph_graph, model_flow
+from bench.scenarios import cpu_seconds
+from bench.server import ROOT, BenchServer, WorkerProcess, rss_mb
+from bench.stats import percentile
+from ensemble.authoring.flows import parse_flow
+from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest
+
+TEXT = "Invoice 2026-114 from ACME: 3 items, total 1,240.00 EUR, due in 30 days."
+
+
+@dataclass
+class ModelPlan:
+    mode: str
+    points: list[tuple[int, float]]  # (N in flight, model latency s), L = 0 first for each N
+    steps: int = 5
+    jitter: float = 0.0  # uniform extra latency per call, seconds
+    history_sample: int = 40
+    systems: tuple[str, ...] = ("ensemble", "temporal", "langgraph")
+    caps_point: tuple[int, float] | None = (100, 1.0)  # where raising each cap is tried
+    crash_trials: int = 1
+
+
+# about 3 minutes on a loaded 2-core machine
+MODEL_QUICK = ModelPlan(mode="quick", points=[(50, 0.0), (50, 1.0)], history_sample=10, caps_point=(50, 1.0))
+MODEL_FULL = ModelPlan(
+    mode="full",
+    points=[
+        (100, 0.0),
+        (100, 1.0),
+        (100, 5.0),
+        (1000, 0.0),
+        (1000, 1.0),
+        (1000, 5.0),
+        (2000, 0.0),
+        (2000, 1.0),
+        (2000, 5.0),
+    ],
+    caps_point=(1000, 1.0),
+    crash_trials=3,
+)
+
+# Each setting is tried on its own worker against the product's defaults, at `caps_point`.
+CAPS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "model connections 64 (the default before this revision)": {"env": {"ENSEMBLE_LLM_MAX_CONNECTIONS": "64"}},
+    "activity slots 2000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "2000"}},
+    "workflow-task slots 1000": {"options": {"max_concurrent_workflow_tasks": 1000}},
+    "workflow-task pollers 20, activity pollers 20": {
+        "options": {"max_concurrent_workflow_task_polls": 20, "max_concurrent_activity_task_polls": 20}
+    },
+    "model connections per provider 2000 (ENSEMBLE_LLM_MAX_CONNECTIONS)": {
+        "env": {"ENSEMBLE_LLM_MAX_CONNECTIONS": "2000"}
+    },
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench model {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class ModelServerProcess:
+    """`python -m bench.modelserver` in its own process, with its request log."""
+
+    def __init__(self, home: Path) -> None:
+        self.log_path = home / "model-requests.jsonl"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.modelserver", "--log", str(self.log_path)],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("listening on "):
+            raise RuntimeError("the benchmark's model server did not start")
+        self.port = int(line.split()[-1])
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def control(self, **change: Any) -> dict[str, Any]:
+        return httpx.post(f"http://127.0.0.1:{self.port}/control", json=change, timeout=10).json()
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=10).json()
+
+    def keys(self) -> list[str]:
+        return [json.loads(line)["key"] for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def worker_env(self) -> dict[str, str]:
+        return {"OPENAI_BASE_URL": self.base_url, "ENSEMBLE_EGRESS_ALLOW": "127.0.0.1", "ENSEMBLE_LLM": ""}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@dataclass
+class Systems:
+    """How to start one run on each system, and the processes each one's work happens in."""
+
+    client: Client
+    model: ModelServerProcess
+    home: Path
+    steps: int
+    queues: dict[str, str] = field(default_factory=dict)
+    pids: dict[str, dict[str, int]] = field(default_factory=dict)
+    _lg: Any = None
+    _lg_conn: Any = None
+
+    def request(self, queue: str) -> RunRequest:
+        loaded = parse_flow(model_flow(self.steps), "bench model flow")
+        return RunRequest(flow=loaded.spec, agents=loaded.agents, input=None, task_queue=queue)
+
+    async def langgraph(self) -> Any:
+        if self._lg is None:
+            import aiosqlite
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            self._lg_conn = await aiosqlite.connect(str(self.home / "langgraph-model.db"))
+            saver = AsyncSqliteSaver(self._lg_conn)
+            await saver.setup()
+            self._lg = langgraph_graph(self.model.base_url, self.steps, saver)
+        return self._lg
+
+    async def close(self) -> None:
+        if self._lg_conn is not None:
+            await self._lg_conn.close()
+
+    async def batch(self, system: str, n: int, queue: str | None = None) -> tuple[float, list[Any]]:
+        """Start n runs at once, wait for all; (seconds, handles)."""
+        t = time.perf_counter()
+        if system == "langgraph":
+            graph = await self.langgraph()
+
+            async def lg_one() -> None:
+                run = f"lg-{uuid.uuid4().hex[:12]}"
+                out = await graph.ainvoke(
+                    {"run": run, "text": TEXT}, {"configurable": {"thread_id": run}}, durability="sync"
+                )
+                if not out.get("text"):
+                    raise RuntimeError("a LangGraph run returned no text")
+
+            await asyncio.gather(*(lg_one() for _ in range(n)))
+            return time.perf_counter() - t, []
+        queue = queue or self.queues[system]
+        req = self.request(queue) if system == "ensemble" else None
+
+        async def one() -> Any:
+            run = f"mb-{system[:3]}-{uuid.uuid4().hex[:12]}"
+            if system == "ensemble":
+                assert req is not None
+                h = await self.client.start_workflow(WORKFLOW_NAME, req.model_copy(update={"input": {"run": run, "text": TEXT}}),
+                                                     id=run, task_queue=queue, result_type=FlowOutcome)  # fmt: skip
+                outcome = await h.result()
+                if len(outcome.steps) != self.steps or not outcome.output:
+                    raise RuntimeError(f"an Ensemble run finished {outcome.steps} with output {outcome.output!r}")
+            else:
+                h = await self.client.start_workflow(
+                    MODEL_BASELINE_WORKFLOW, args=[run, self.steps, TEXT], id=run, task_queue=queue
+                )
+                await h.result()
+            return h
+
+        handles = await asyncio.gather(*(one() for _ in range(n)))
+        return time.perf_counter() - t, list(handles)
+
+
+async def history_facts(handles: list[Any], steps: int, sample: int) -> dict[str, Any]:
+    """Workflow-task schedule-to-start (ms) and history bytes per model step, from a sample."""
+    waits: list[float] = []
+    sizes: list[float] = []
+    for h in handles[:: max(1, len(handles) // sample)][:sample]:
+        events = list((await h.fetch_history()).events)
+        sizes.append(sum(e.ByteSize() for e in events) / steps)
+        scheduled: int | None = None
+        for e in events:
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+                scheduled = e.event_time.ToNanoseconds()
+            elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED and scheduled is not None:
+                waits.append((e.event_time.ToNanoseconds() - scheduled) / 1e6)
+                scheduled = None
+    if not waits:
+        return {}
+    return {
+        "wft_schedule_to_start_ms": {"p50": percentile(waits, 50), "p99": percentile(waits, 99), "max": max(waits)},
+        "history_bytes_per_step": statistics.median(sizes),
+    }
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    out = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    out["client"] = cpu_seconds()
+    return out
+
+
+async def measure(sys_: Systems, system: str, n: int, latency: float, sample: int, queue: str | None = None,
+                  pids: dict[str, int] | None = None) -> dict[str, Any]:  # fmt: skip
+    sys_.model.control(latency=latency)
+    pids = {**(pids or sys_.pids.get(system, {})), "model_server": sys_.model.pid}
+    calls_before = sys_.model.stats()["requests"]
+    before = _cpu(pids)
+    seconds, handles = await sys_.batch(system, n, queue)
+    after = _cpu(pids)
+    calls = sys_.model.stats()["requests"] - calls_before
+    steps = n * sys_.steps
+    out: dict[str, Any] = {
+        "runs": n, "latency_s": latency, "seconds": round(seconds, 3), "runs_per_s": n / seconds,
+        "model_calls": calls, "cpu_ms_per_step": {k: (after[k] - before[k]) * 1000 / steps for k in before},
+    }  # fmt: skip
+    if "worker" in pids:
+        out["worker_rss_mb"] = rss_mb(pids["worker"])
+    if handles:
+        out.update(await history_facts(handles, sys_.steps, sample))
+    return out
+
+
+def ideal(n: int, steps: int, latency: float, baseline_l0: float | None) -> float | None:
+    bounds = [b for b in ((n / (steps * latency)) if latency else None, baseline_l0) if b]
+    return min(bounds) if bounds else None
+
+
+async def run_model_suite(plan: ModelPlan, home: Path, bench: Any) -> dict[str, Any]:
+    """`bench` is the runner's Bench (servers and workers it stops at the end)."""
+    from bench.chains import langgraph_available
+
+    model = ModelServerProcess(home)
+    out: dict[str, Any] = {"plan": {k: v for k, v in plan.__dict__.items()}, "points": []}
+    try:
+        srv, client = await bench.server("model")
+        env = {"env": model.worker_env()}
+        ens = bench.worker(srv, "ensemble", env)
+        base = bench.worker(srv, "model_baseline", env)
+        sys_ = Systems(client, model, home, plan.steps, queues={"ensemble": ens.task_queue, "temporal": base.task_queue},
+                       pids={"ensemble": {"server": srv.pid, "worker": ens.pid}, "temporal": {"server": srv.pid, "worker": base.pid},
+                             "langgraph": {}})  # fmt: skip
+        systems = list(plan.systems)
+        if "langgraph" in systems and (missing := langgraph_available()) is not None:
+            systems.remove("langgraph")
+            out["langgraph_skipped"] = missing
+        model.control(jitter=plan.jitter)
+        log("warm-up: 5 runs each")
+        for system in systems:
+            await measure(sys_, system, 5, 0.0, 1)
+        baseline_l0: dict[int, float] = {}
+        for n, latency in plan.points:
+            point: dict[str, Any] = {"runs": n, "latency_s": latency, "systems": {}}
+            for system in systems:
+                log(f"N={n} L={latency:g}s: {system}")
+                point["systems"][system] = await measure(sys_, system, n, latency, plan.history_sample)
+            if latency == 0 and "temporal" in point["systems"]:
+                baseline_l0[n] = point["systems"]["temporal"]["runs_per_s"]
+            point["ideal_runs_per_s"] = ideal(n, plan.steps, latency, baseline_l0.get(n))
+            out["points"].append(point)
+        if plan.caps_point:
+            out["caps"] = await caps(bench, srv, sys_, plan, env)
+        await sys_.close()
+        if plan.crash_trials:
+            from bench.crash import crash_cost
+
+            out["crash"] = await crash_cost(bench, srv, client, model, home, trials=plan.crash_trials,
+                                            langgraph="langgraph" in systems)  # fmt: skip
+        bench.retire(ens, base)
+    finally:
+        model.stop()
+    return out
+
+
+async def caps(bench: Any, srv: BenchServer, sys_: Systems, plan: ModelPlan, env: dict[str, Any]) -> dict[str, Any]:
+    n, latency = plan.caps_point  # type: ignore[misc]
+    found: dict[str, Any] = {"runs": n, "latency_s": latency, "settings": CAPS, "results": {}}
+    for name, setting in CAPS.items():
+        log(f"caps at N={n} L={latency:g}s: {name}")
+        merged = {"options": setting.get("options", {}), "env": {**env["env"], **setting.get("env", {})}}
+        proc: WorkerProcess = bench.worker(srv, "ensemble", merged)
+        await sys_.batch("ensemble", 5, proc.task_queue)  # warm-up
+        found["results"][name] = await measure(sys_, "ensemble", n, latency, 10, queue=proc.task_queue,
+                                               pids={"server": srv.pid, "worker": proc.pid})  # fmt: skip
+        bench.retire(proc)
+    return found
