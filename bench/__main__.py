@@ -7,8 +7,8 @@ unless told otherwise."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -21,14 +21,28 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description="Ensemble benchmarks (see BENCHMARKS.md)")
     p.add_argument("--quick", action="store_true", help="small samples, one server, under 3 minutes")
-    p.add_argument("--out", type=Path, default=None, help="markdown report (default BENCHMARKS.md; quick: bench/out/quick.md)")
-    p.add_argument("--json", type=Path, default=None, help="raw results (default bench/results.json; quick: bench/out/quick.json)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="markdown report (default BENCHMARKS.md; quick: bench/out/quick.md)"
+    )
+    p.add_argument(
+        "--json", type=Path, default=None, help="raw results (default bench/results.json; quick: bench/out/quick.json)"
+    )
     p.add_argument("--note", default="", help="a line about the conditions, printed in the report")
-    p.add_argument("--suite", choices=["engine", "model"], default="engine",
-                   help="engine: hand-off, throughput, parked runs (default); model: model-bound runs, caps, crash cost")
-    p.add_argument("--points", default=None, help="model suite: N@L pairs to run instead of the plan's, e.g. 100@0,100@1")
-    p.add_argument("--caps", default=None, help="model suite: the N@L point where each cap is raised (default the plan's)")
-    p.add_argument("--jitter", type=float, default=None, help="model suite: uniform random extra latency per call, seconds")
+    p.add_argument(
+        "--suite",
+        choices=["engine", "model"],
+        default="engine",
+        help="engine: hand-off, throughput, parked runs (default); model: model-bound runs, caps, crash cost",
+    )
+    p.add_argument(
+        "--points", default=None, help="model suite: N@L pairs to run instead of the plan's, e.g. 100@0,100@1"
+    )
+    p.add_argument(
+        "--caps", default=None, help="model suite: the N@L point where each cap is raised (default the plan's)"
+    )
+    p.add_argument(
+        "--jitter", type=float, default=None, help="model suite: uniform random extra latency per call, seconds"
+    )
     p.add_argument("--crash-trials", type=int, default=None, help="model suite: kills per moment (default the plan's)")
     args = p.parse_args(argv)
     if args.suite == "model":
@@ -64,7 +78,9 @@ def model_main(args: argparse.Namespace) -> int:
         plan = dataclasses.replace(plan, crash_trials=args.crash_trials)
     stem = "model-quick" if args.quick else "model"
     out = args.out or ROOT / "bench" / "out" / f"{stem}.md"
-    raw = args.json or (ROOT / "bench" / "out" / f"{stem}.json" if args.quick else ROOT / "bench" / "model-results.json")
+    raw = args.json or (
+        ROOT / "bench" / "out" / f"{stem}.json" if args.quick else ROOT / "bench" / "model-results.json"
+    )
     results = asyncio.run(runner.run_model(plan))
     results["note"] = args.note
     for path in (out, raw):

@@ -54,7 +54,8 @@ def chain_flow(steps: int, fast: bool = False) -> dict[str, Any]:
         "name": f"bench_chain{steps}{'_fast' if fast else ''}",
         "agents": agents_block(),
         "steps": [
-            {"name": name, "agent": agent, "input": f"${names[i - 1]}" if i else "$input"} for i, name in enumerate(names)
+            {"name": name, "agent": agent, "input": f"${names[i - 1]}" if i else "$input"}
+            for i, name in enumerate(names)
         ],
         "output": {"ticks": [f"${name}" for name in names]},
     }

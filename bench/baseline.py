@@ -22,8 +22,12 @@ class BaselineChain:
         out = []
         for _ in range(steps):
             if local:
-                data = await workflow.execute_local_activity(tick_activity, data, start_to_close_timeout=timedelta(seconds=30))
+                data = await workflow.execute_local_activity(
+                    tick_activity, data, start_to_close_timeout=timedelta(seconds=30)
+                )
             else:
-                data = await workflow.execute_activity(tick_activity, data, start_to_close_timeout=timedelta(seconds=30))
+                data = await workflow.execute_activity(
+                    tick_activity, data, start_to_close_timeout=timedelta(seconds=30)
+                )
             out.append(data)
         return out

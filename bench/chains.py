@@ -41,7 +41,9 @@ class EnsembleChain:
     def request(self, steps: int, run_input: Any) -> RunRequest:
         if steps not in self._requests:
             loaded = parse_flow(chain_flow(steps, self.fast), "bench chain")
-            self._requests[steps] = RunRequest(flow=loaded.spec, agents=loaded.agents, input=None, task_queue=self.task_queue)
+            self._requests[steps] = RunRequest(
+                flow=loaded.spec, agents=loaded.agents, input=None, task_queue=self.task_queue
+            )
         return self._requests[steps].model_copy(update={"input": run_input})
 
     async def run(self, steps: int) -> ChainRun:
@@ -68,7 +70,10 @@ class TemporalChain:
     async def run(self, steps: int) -> ChainRun:
         t = time.perf_counter()
         handle = await self.client.start_workflow(
-            BASELINE_WORKFLOW, args=[steps, self.local], id=f"baseline-{uuid.uuid4().hex[:12]}", task_queue=self.task_queue
+            BASELINE_WORKFLOW,
+            args=[steps, self.local],
+            id=f"baseline-{uuid.uuid4().hex[:12]}",
+            task_queue=self.task_queue,
         )
         ticks = await handle.result()
         return ChainRun(ticks=ticks, seconds=time.perf_counter() - t, handle=handle)

@@ -36,7 +36,11 @@ async def _start_many(client: Client, req: RunRequest, count: int, concurrency: 
     async def one() -> WorkflowHandle:
         async with gate:
             return await client.start_workflow(
-                WORKFLOW_NAME, req, id=f"parked-{uuid.uuid4().hex[:12]}", task_queue=req.task_queue, result_type=FlowOutcome
+                WORKFLOW_NAME,
+                req,
+                id=f"parked-{uuid.uuid4().hex[:12]}",
+                task_queue=req.task_queue,
+                result_type=FlowOutcome,
             )
 
     return list(await asyncio.gather(*(one() for _ in range(count))))
@@ -45,7 +49,12 @@ async def _start_many(client: Client, req: RunRequest, count: int, concurrency: 
 async def _is_parked(handle: WorkflowHandle) -> bool:
     desc = await handle.describe()
     raw = desc.raw_description
-    return desc.status is not None and desc.status.name == "RUNNING" and not raw.HasField("pending_workflow_task") and (desc.history_length or 0) > 3
+    return (
+        desc.status is not None
+        and desc.status.name == "RUNNING"
+        and not raw.HasField("pending_workflow_task")
+        and (desc.history_length or 0) > 3
+    )
 
 
 async def _wait_parked(handles: list[WorkflowHandle], timeout_s: float) -> None:
@@ -64,7 +73,13 @@ async def _wait_parked(handles: list[WorkflowHandle], timeout_s: float) -> None:
 
 
 async def parked_runs(
-    client: Client, worker: WorkerProcess, server_pid: int, *, targets: list[int], decisions: int, start_concurrency: int = 50
+    client: Client,
+    worker: WorkerProcess,
+    server_pid: int,
+    *,
+    targets: list[int],
+    decisions: int,
+    start_concurrency: int = 50,
 ) -> dict[str, Any]:
     req = gate_request(worker.task_queue)
     if isinstance(req, str):

@@ -13,7 +13,7 @@ CHAINS = {
     "ensemble_fast": "Ensemble, fast path (`fast: true`, local activities)",
     "temporal": "plain Temporal, activities",
     "temporal_local": "plain Temporal, local activities",
-    "langgraph": "LangGraph + SqliteSaver (`durability=\"sync\"`)",
+    "langgraph": 'LangGraph + SqliteSaver (`durability="sync"`)',
 }
 SPLIT = {
     "report": "agent returns → ActivityTaskCompleted",
@@ -129,8 +129,10 @@ def _throughput(r: dict[str, Any]) -> str:
                 cpu_rows.append([CHAINS[chain], *(f"{used.get(p, 0):.1f}" for p in ("server", "worker", "client")),
                                  f"{total:.1f}", f"{2000 / total:.0f}/s" if total else "–"])  # fmt: skip
     if cpu_rows:
-        out += ("\nCPU per run with 10 in flight (ms, median of rounds; from /proc/PID/stat for the server and worker, "
-                "getrusage for the client). On 2 cores, 2,000 ms of CPU per second bounds the rate at 2000 / total:\n\n")
+        out += (
+            "\nCPU per run with 10 in flight (ms, median of rounds; from /proc/PID/stat for the server and worker, "
+            "getrusage for the client). On 2 cores, 2,000 ms of CPU per second bounds the rate at 2000 / total:\n\n"
+        )
         out += _table(["runs of", "server", "worker", "client", "total", "bound on 2 cores"], cpu_rows)
     return out
 
@@ -146,7 +148,17 @@ def _parked(r: dict[str, Any]) -> str:
                      f"{ph['worker_peak_mb']:.0f} MB", f"{ph['server_rss_mb']:.0f} MB",
                      f"{fmt_ms(d['p50'])} / {fmt_ms(d['p99'])} ms (n={d['n']})"])  # fmt: skip
     out = f"Idle worker before the runs: {p['idle_worker_rss_mb']:.0f} MB.\n\n"
-    out += _table(["runs parked", "time to park them", "worker RSS", "worker peak", "server RSS", "decision → run completed p50 / p99"], rows)
+    out += _table(
+        [
+            "runs parked",
+            "time to park them",
+            "worker RSS",
+            "worker peak",
+            "server RSS",
+            "decision → run completed p50 / p99",
+        ],
+        rows,
+    )
     compare = r.get("parked_compare") or {}
     if compare:
         out += "\nWorker memory with the same number of parked runs under other settings (a fresh server and worker each):\n\n"
@@ -155,7 +167,14 @@ def _parked(r: dict[str, Any]) -> str:
             ph = (found.get("phases") or [None])[0]
             if ph:
                 d = ph["decide_to_complete_ms"]
-                rows.append([name, f"{ph['parked']:,}", f"{ph['worker_rss_mb']:.0f} MB", f"{fmt_ms(d['p50'])} / {fmt_ms(d['p99'])} ms"])
+                rows.append(
+                    [
+                        name,
+                        f"{ph['parked']:,}",
+                        f"{ph['worker_rss_mb']:.0f} MB",
+                        f"{fmt_ms(d['p50'])} / {fmt_ms(d['p99'])} ms",
+                    ]
+                )
         out += _table(["worker setting", "runs parked", "worker RSS", "decision → completed p50 / p99"], rows)
     return out
 
@@ -178,8 +197,10 @@ def _tuning(r: dict[str, Any]) -> str:
     out = _table(["worker setting", "hand-off p50", "hand-off p99", "workflow task p50", "p50 vs defaults",
                   "5-agent runs/s, c=10", "same, fast path", "worker CPU ms/run", "same, fast path"], rows)  # fmt: skip
     runs = r["plan"].get("tuning_throughput_runs")
-    return out + (f"\nEvery setting's worker runs at once here, and each rate is over {runs} runs: compare the rows "
-                  "with each other (and the worker's CPU per run above all), not with the Throughput table.\n")
+    return out + (
+        f"\nEvery setting's worker runs at once here, and each rate is over {runs} runs: compare the rows "
+        "with each other (and the worker's CPU per run above all), not with the Throughput table.\n"
+    )
 
 
 def _servers(r: dict[str, Any]) -> str:
@@ -194,7 +215,14 @@ def _servers(r: dict[str, Any]) -> str:
                  fmt_spread(r["handoff"]["temporal"]["p50"], " ms")]]  # fmt: skip
         for name, v in variants.items():
             h = v["handoff"]
-            rows.append([name, fmt_spread(h["ensemble"]["p50"], " ms"), fmt_spread(h["ensemble"]["p99"], " ms"), fmt_spread(h["temporal"]["p50"], " ms")])
+            rows.append(
+                [
+                    name,
+                    fmt_spread(h["ensemble"]["p50"], " ms"),
+                    fmt_spread(h["ensemble"]["p99"], " ms"),
+                    fmt_spread(h["temporal"]["p50"], " ms"),
+                ]
+            )
         out += _table(["server", "Ensemble hand-off p50", "Ensemble hand-off p99", "plain Temporal hand-off p50"], rows)
     return out
 
@@ -238,9 +266,14 @@ def _effects(r: dict[str, Any]) -> str:
 
         tuned("no bytecode cache", "Workers without compiled bytecode (the benchmark compiles it; a container with "
               "PYTHONDONTWRITEBYTECODE=1 and no .pyc files does not)")  # fmt: skip
-        tuned("ENSEMBLE_SANDBOX=strict", "`ENSEMBLE_SANDBOX=strict` (Ensemble's workflow modules re-imported for every run)")
-        tuned("the SDK's sandbox runner (snippets compiled per call)",
-              "The SDK's own sandbox runner, which compiles its snippets on every call (Ensemble compiles them once)")
+        tuned(
+            "ENSEMBLE_SANDBOX=strict",
+            "`ENSEMBLE_SANDBOX=strict` (Ensemble's workflow modules re-imported for every run)",
+        )
+        tuned(
+            "the SDK's sandbox runner (snippets compiled per call)",
+            "The SDK's own sandbox runner, which compiles its snippets on every call (Ensemble compiles them once)",
+        )
         tuned("eager activities off", "Eager activities turned off in the worker")
         tuned("no sandbox (comparison only)", "No sandbox at all (not offered: for comparison)")
     compare = r.get("parked_compare") or {}
@@ -305,15 +338,24 @@ def render(r: dict[str, Any]) -> str:
         "Durable persistence everywhere: Temporal's SQLite file in WAL mode with `synchronous=normal`, "
         "LangGraph's SQLite checkpointer in WAL mode with its defaults. Absolute times move with the "
         "machine's load; ratios measured within one round move much less.\n",
-        "## Targets\n", _targets(r),
-        f"## Hand-off latency ({plan['steps']}-agent chain, steady state)\n", _handoff(r),
-        "### Where a standard hand-off goes\n", _split(r),
-        f"## Throughput ({plan['flow_steps']}-agent runs)\n", _throughput(r),
-        "## Parked runs\n", _parked(r),
-        f"## Worker settings ({plan['steps']}-agent chain; throughput of {plan['flow_steps']}-agent runs, 10 in flight)\n", _tuning(r),
-        "## Server settings\n", _servers(r),
-        "## What each setting does\n", _effects(r),
-        "## Method\n", METHOD.format(gaps=plan["runs"] * (plan["steps"] - 1), **plan),
+        "## Targets\n",
+        _targets(r),
+        f"## Hand-off latency ({plan['steps']}-agent chain, steady state)\n",
+        _handoff(r),
+        "### Where a standard hand-off goes\n",
+        _split(r),
+        f"## Throughput ({plan['flow_steps']}-agent runs)\n",
+        _throughput(r),
+        "## Parked runs\n",
+        _parked(r),
+        f"## Worker settings ({plan['steps']}-agent chain; throughput of {plan['flow_steps']}-agent runs, 10 in flight)\n",
+        _tuning(r),
+        "## Server settings\n",
+        _servers(r),
+        "## What each setting does\n",
+        _effects(r),
+        "## Method\n",
+        METHOD.format(gaps=plan["runs"] * (plan["steps"] - 1), **plan),
         "## Reproduce\n",
         "```bash\n.venv/bin/pip install -e '.[dev,bench]'\n"
         ".venv/bin/python -m bench            # full: this file and bench/results.json (about 15 minutes)\n"

@@ -23,7 +23,11 @@ from bench.parked import parked_runs
 from bench.scenarios import handoff, ratios, throughputs
 from bench.server import ROOT, BenchServer, WorkerProcess
 
-POLL_RPS = ("history.transferProcessorMaxPollRPS", "history.timerProcessorMaxPollRPS", "history.visibilityProcessorMaxPollRPS")
+POLL_RPS = (
+    "history.transferProcessorMaxPollRPS",
+    "history.timerProcessorMaxPollRPS",
+    "history.visibilityProcessorMaxPollRPS",
+)
 
 
 @dataclass
@@ -119,7 +123,9 @@ class Bench:
     def worker(self, srv: BenchServer, kind: str, setting: dict[str, Any] | None = None) -> WorkerProcess:
         setting = setting or {}
         env = {k: v.format(home=self.home) for k, v in setting.get("env", {}).items()}
-        proc = WorkerProcess(srv.address, f"bench-{kind}-{uuid.uuid4().hex[:8]}", kind, dict(setting.get("options", {})), env)
+        proc = WorkerProcess(
+            srv.address, f"bench-{kind}-{uuid.uuid4().hex[:8]}", kind, dict(setting.get("options", {})), env
+        )
         proc.start()
         self.workers.append(proc)
         return proc
@@ -165,7 +171,9 @@ class Bench:
             chains.pop("langgraph").close()
         log(f"throughput: {plan.flow_steps}-agent runs at concurrency {list(plan.throughput)}")
         picked = {k: chains[k] for k in ("ensemble", "ensemble_fast", "temporal", "temporal_local")}
-        out["throughput"] = await throughputs(picked, steps=plan.flow_steps, plan=plan.throughput, rounds=plan.throughput_rounds)
+        out["throughput"] = await throughputs(
+            picked, steps=plan.flow_steps, plan=plan.throughput, rounds=plan.throughput_rounds
+        )
         self.retire(ens, base)
         await self.tuning(srv, client, out)
         log(f"parked runs: {plan.parked}")
@@ -187,15 +195,22 @@ class Bench:
         fast = {name: EnsembleChain(client, p.task_queue, fast=True, pids=pids[name]) for name, p in procs.items()}
         result = await handoff(std, steps=plan.steps, warmup=plan.warmup, runs=plan.tuning_runs, rounds=plan.rounds)
         rate_plan = {10: plan.tuning_throughput_runs}
-        timed = [name for name, setting in TUNING.items() if setting.get("throughput", True)]  # replaying every task is too slow
+        timed = [
+            name for name, setting in TUNING.items() if setting.get("throughput", True)
+        ]  # replaying every task is too slow
         rates = await throughputs({n: std[n] for n in timed}, steps=plan.flow_steps, plan=rate_plan, rounds=plan.rounds)
-        rates_fast = await throughputs({n: fast[n] for n in timed}, steps=plan.flow_steps, plan=rate_plan, rounds=plan.rounds)
+        rates_fast = await throughputs(
+            {n: fast[n] for n in timed}, steps=plan.flow_steps, plan=rate_plan, rounds=plan.rounds
+        )
         out["tuning"] = {
             "settings": TUNING,
             "handoff": result,
             "vs_defaults": {name: ratios(result, name, "defaults", "p50") for name in TUNING},
             "throughput_c10": {name: {"standard": rates[name]["10"], "fast": rates_fast[name]["10"]} for name in timed},
-            "cpu_ms_c10": {name: {"standard": rates[name]["cpu_ms"]["10"], "fast": rates_fast[name]["cpu_ms"]["10"]} for name in timed},
+            "cpu_ms_c10": {
+                name: {"standard": rates[name]["cpu_ms"]["10"], "fast": rates_fast[name]["cpu_ms"]["10"]}
+                for name in timed
+            },
         }
         self.retire(*procs.values())
 
@@ -206,7 +221,9 @@ class Bench:
             log(f"parked runs, {name}: {self.plan.parked_compare}")
             srv, client = await self.server(f"parked-{i}")
             proc = self.worker(srv, "ensemble", setting)
-            found = await parked_runs(client, proc, srv.pid, targets=[self.plan.parked_compare], decisions=self.plan.decisions)
+            found = await parked_runs(
+                client, proc, srv.pid, targets=[self.plan.parked_compare], decisions=self.plan.decisions
+            )
             out["parked_compare"][name] = {"setting": setting, **found}
             self.retire(proc)
             srv.stop()
@@ -218,8 +235,13 @@ class Bench:
             log(f"server variant: {name}")
             srv, client = await self.server(f"variant-{i}", **change)
             ens, base = self.worker(srv, "ensemble"), self.worker(srv, "baseline")
-            chains = {"ensemble": EnsembleChain(client, ens.task_queue), "temporal": TemporalChain(client, base.task_queue)}
-            result = await handoff(chains, steps=plan.steps, warmup=plan.warmup, runs=plan.tuning_runs, rounds=plan.rounds)
+            chains = {
+                "ensemble": EnsembleChain(client, ens.task_queue),
+                "temporal": TemporalChain(client, base.task_queue),
+            }
+            result = await handoff(
+                chains, steps=plan.steps, warmup=plan.warmup, runs=plan.tuning_runs, rounds=plan.rounds
+            )
             out["server_variants"][name] = {"settings": srv.settings(), "handoff": result}
             self.retire(ens, base)
             srv.stop()

@@ -47,7 +47,11 @@ async def handoff(chains: dict[str, Chain], *, steps: int, warmup: int, runs: in
                     last[name].append(run)
             pooled[name] += gaps
             rounds_of[name].append(
-                {"p50": percentile(gaps, 50), "p99": percentile(gaps, 99), "step_ms": statistics.median(seconds) * 1000 / steps}
+                {
+                    "p50": percentile(gaps, 50),
+                    "p99": percentile(gaps, 99),
+                    "step_ms": statistics.median(seconds) * 1000 / steps,
+                }
             )
     out: dict[str, Any] = {}
     for name, chain in chains.items():

@@ -65,7 +65,11 @@ class BenchServer:
         self.home.mkdir(parents=True, exist_ok=True)
         port = embedded.free_port()
         self.info = embedded.ServerInfo(
-            pid=0, port=port, ui_port=embedded.free_port(), db=str(self.home / "temporal.db"), log=str(self.home / "server.log")
+            pid=0,
+            port=port,
+            ui_port=embedded.free_port(),
+            db=str(self.home / "temporal.db"),
+            log=str(self.home / "server.log"),
         )
         with open(self.info.log, "ab") as log:
             self.proc = subprocess.Popen(

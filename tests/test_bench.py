@@ -359,4 +359,8 @@ def test_model_plans_are_bounded():
     from bench.modelbound import MODEL_FULL, MODEL_QUICK
 
     assert max(n for n, _ in MODEL_QUICK.points) <= 100 and MODEL_QUICK.caps_point[0] <= 100
-    assert {n for n, _ in MODEL_FULL.points} == {100, 1000, 2000} and {lat for _, lat in MODEL_FULL.points} == {0.0, 1.0, 5.0}
+    assert {n for n, _ in MODEL_FULL.points} == {100, 1000, 2000} and {lat for _, lat in MODEL_FULL.points} == {
+        0.0,
+        1.0,
+        5.0,
+    }

@@ -49,7 +49,10 @@ def http() -> httpx.AsyncClient:
     """The worker process's one client. httpx never retries by itself: Temporal owns retries."""
     global _client
     if _client is None or _client.is_closed:
-        _client = httpx.AsyncClient(follow_redirects=False, limits=httpx.Limits(max_connections=max_connections(), max_keepalive_connections=max_connections()))
+        _client = httpx.AsyncClient(
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=max_connections(), max_keepalive_connections=max_connections()),
+        )
     return _client
 
 

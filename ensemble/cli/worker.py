@@ -13,7 +13,7 @@ from pathlib import Path
 from ensemble.activities import egress
 from ensemble.activities import scrub as secrets
 from ensemble.activities.threads import THREADS
-from ensemble.cli.app import guard, Parser
+from ensemble.cli.app import Parser, guard
 from ensemble.runtime import connection as temporal
 from ensemble.runtime import logs, telemetry, versioning
 from ensemble.runtime.worker import default_task_queue, serve
