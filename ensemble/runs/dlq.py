@@ -167,7 +167,7 @@ async def dead_letters(client: Client, *, flow: str | None = None, limit: int = 
                 continue
             try:
                 out.append(await dead_letter(client, run_id, look_up_redrive=False))
-            except EnsembleError:  # not a flow run this reader understands
+            except Exception:  # not a flow run this process can read (another shape, or payloads under a key it lacks)
                 continue
 
     async for wf in client.list_workflows(query):

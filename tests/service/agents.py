@@ -15,5 +15,5 @@ async def shaky(data: dict, ctx: AgentContext) -> dict:
 
 
 @agent(description="Fails for good on every call", retry=RetrySpec(initial_interval_s=0.1, max_attempts=2))
-async def broken(data: dict) -> dict:
+async def service_broken(data: dict) -> dict:
     raise ValueError("broken on purpose")

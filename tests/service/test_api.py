@@ -239,7 +239,7 @@ async def test_retries_and_failures_are_followed_live_and_redriven(service: Serv
     flow = {
         "name": "shaky_then_broken",
         "imports": ["tests.service.agents"],
-        "steps": [{"agent": "shaky", "input": {}}, {"agent": "broken", "input": {}}],
+        "steps": [{"agent": "shaky", "input": {}}, {"agent": "service_broken", "input": {}}],
     }
     run_id = f"shaky-{uuid.uuid4().hex[:8]}"
     await start_request(service.client.temporal, request(flow, {}, service.task_queue), run_id, summary="test")
@@ -248,7 +248,7 @@ async def test_retries_and_failures_are_followed_live_and_redriven(service: Serv
         await asyncio.wait_for(read_events(ops, run_id, events), 60)
         seen = [(kind, data.get("step"), data.get("attempt") or data.get("status")) for _, kind, data, _ in events]
         assert ("step_retried", "shaky", 3) in seen and ("step_finished", "shaky", "completed") in seen
-        assert ("step_retried", "broken", 2) in seen and ("step_finished", "broken", "failed") in seen
+        assert ("step_retried", "service_broken", 2) in seen and ("step_finished", "service_broken", "failed") in seen
         assert events[-1][1] == "run_ended" and events[-1][2]["status"] == "failed"
 
         async def listed():
@@ -256,7 +256,7 @@ async def test_retries_and_failures_are_followed_live_and_redriven(service: Serv
             return [d for d in letters if d["run_id"] == run_id]
 
         [letter] = await wait_for(listed)
-        assert letter["failed_step"] == "broken"
+        assert letter["failed_step"] == "service_broken"
         redriven = await ops.post(f"/api/dlq/{run_id}/redrive")
         assert redriven.status_code == 201, redriven.text
         assert redriven.json()["run_id"] == f"{run_id}.redrive-1" and redriven.json()["reused"] == ["shaky"]
