@@ -21,6 +21,7 @@ import pytest
 
 from ensemble.runtime import server
 from tests.conftest import ROOT
+from tests.deploy.netns_starter import FLOW
 from tests.failure_agents import rows
 
 RUNS = 50
@@ -129,9 +130,12 @@ async def test_a_worker_host_cut_off_mid_run_loses_nothing_and_repeats_nothing(t
         )
 
         workers = {}
+        flow_file = tmp_path / "multihost.flow.yaml"  # only deployed code runs: the workers are deployed with it
+        flow_file.write_text(FLOW)
         for host in ("w1", "w2"):
             env = {**base, "TEMPORAL_ADDRESS": hosts.server_address(host), "ENSEMBLE_TASK_QUEUE": queue}
-            workers[host] = hosts.run(host, [sys.executable, "worker.py"], env=env, log=tmp_path / f"worker-{host}.log")
+            cmd = [sys.executable, "worker.py", "--flows", str(flow_file)]
+            workers[host] = hosts.run(host, cmd, env=env, log=tmp_path / f"worker-{host}.log")
         args = [hosts.server_address("st"), queue, str(ledger), str(RUNS), str(HOLD), str(out)]
         starter_cmd = [sys.executable, "-m", "tests.deploy.netns_starter", *args]
         starter = hosts.run("st", starter_cmd, env=base, log=tmp_path / "starter.log")
