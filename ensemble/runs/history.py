@@ -35,7 +35,7 @@ STATUS_NAMES = {
     WorkflowExecutionStatus.TIMED_OUT: "timed_out",
     WorkflowExecutionStatus.CONTINUED_AS_NEW: "running",
 }
-_CLOSED = {
+ACTIVITY_CLOSED = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: ("activity_task_completed_event_attributes", "completed"),
     EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: ("activity_task_failed_event_attributes", "failed"),
     EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: ("activity_task_timed_out_event_attributes", "timed_out"),
@@ -312,8 +312,8 @@ async def _fold(converter: DataConverter, h: RunHistory, events: list[Any], *, f
             attrs = event.activity_task_started_event_attributes
             if started := by_event.get(attrs.scheduled_event_id):
                 started.status, started.attempts, started.attempt_started_at = "running", attrs.attempt, when
-        elif etype in _CLOSED:
-            field_name, status = _CLOSED[etype]
+        elif etype in ACTIVITY_CLOSED:
+            field_name, status = ACTIVITY_CLOSED[etype]
             attrs = getattr(event, field_name)
             resolved = keys_by_event.get(attrs.scheduled_event_id)
             if resolved is not None and status == "completed":

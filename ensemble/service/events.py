@@ -21,16 +21,11 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from ensemble.runs.history import ACTIVITY_CLOSED as _CLOSED
 from ensemble.runs.history import failure_text
 from ensemble.spec import protocol
 
 E = EventType
-_CLOSED = {
-    E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: ("activity_task_completed_event_attributes", "completed"),
-    E.EVENT_TYPE_ACTIVITY_TASK_FAILED: ("activity_task_failed_event_attributes", "failed"),
-    E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: ("activity_task_timed_out_event_attributes", "timed_out"),
-    E.EVENT_TYPE_ACTIVITY_TASK_CANCELED: ("activity_task_canceled_event_attributes", "canceled"),
-}
 _ENDED = {
     E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: "completed",
     E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: "failed",
