@@ -9,7 +9,12 @@ threads. Every request is logged as one JSON line: `{"t", "done", "key"}` where 
 line of the request's last user message (the benchmark puts the run id and step there), so the
 log says how many times each model call was paid for.
 
-`POST /control` with a JSON body changes the server while it runs: `latency`, `jitter`, and
+A request that asks for structured output (`response_format`) is answered with
+`{"message": TEXT}` as its content, TEXT padded to `reply_bytes` (default: the short reply), which is
+what a group chat's participants return (bench/longchat.py).
+
+`POST /control` with a JSON body changes the server while it runs: `latency`, `jitter`,
+`reply_bytes`, and
 `kill` = `{"pid": P, "key": K, "when": "received"|"answered"}` sends SIGKILL to process P when a
 request with key K is received (in flight) or has been answered (for the crash-cost scenario).
 `GET /stats` returns `{"requests": n, "in_flight": n}`.
@@ -37,6 +42,7 @@ class ModelServer:
         self.log = log.open("a", buffering=1)
         self.kill: dict[str, Any] | None = None
         self.requests = self.in_flight = 0
+        self.reply_bytes = 0
 
     def _maybe_kill(self, key: str, when: str) -> None:
         k = self.kill
@@ -61,12 +67,21 @@ class ModelServer:
         finally:
             self.in_flight -= 1
         n = self.requests
+        content = REPLY_TEXT
+        if body.get("response_format"):
+            text = REPLY_TEXT if self.reply_bytes <= len(REPLY_TEXT) else self._padded(self.reply_bytes)
+            content = json.dumps({"message": text})
         self.log.write(json.dumps({"t": t, "done": time.time(), "key": key}) + "\n")
         return {
             "id": f"chatcmpl-{n}", "object": "chat.completion", "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY_TEXT}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48},
         }, key  # fmt: skip
+
+    @staticmethod
+    def _padded(size: int) -> str:
+        words = (REPLY_TEXT + " ") * (size // (len(REPLY_TEXT) + 1) + 1)
+        return words[:size].rstrip()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -84,9 +99,11 @@ class ModelServer:
                     for name in ("latency", "jitter"):
                         if name in change:
                             setattr(self, name, float(change[name]))
+                    if "reply_bytes" in change:
+                        self.reply_bytes = int(change["reply_bytes"])
                     if "kill" in change:
                         self.kill = change["kill"]
-                    reply = {"latency": self.latency, "jitter": self.jitter}
+                    reply = {"latency": self.latency, "jitter": self.jitter, "reply_bytes": self.reply_bytes}
                 elif method == "GET" and path == "/stats":
                     reply = {"requests": self.requests, "in_flight": self.in_flight}
                 else:

@@ -292,7 +292,7 @@ def test_model_server_answers_logs_each_call_and_changes_latency(tmp_path):
 
     model = ModelServerProcess(tmp_path)
     try:
-        assert model.control(latency=0.2, jitter=0.0) == {"latency": 0.2, "jitter": 0.0}
+        assert model.control(latency=0.2, jitter=0.0) == {"latency": 0.2, "jitter": 0.0, "reply_bytes": 0}
         t = __import__("time").monotonic()
         reply = httpx.post(f"{model.base_url}/chat/completions", json=body("run-1", "m1", "hi"), timeout=10).json()
         assert __import__("time").monotonic() - t >= 0.2
@@ -364,3 +364,27 @@ def test_model_plans_are_bounded():
         1.0,
         5.0,
     }
+
+
+def test_a_long_chat_keeps_every_runs_history_small_and_its_transcript_by_reference(tmp_path):
+    """bench/longchat.py end to end, small: 60 turns of 8,000-character messages, continuing as new
+    every 20 turns on the embedded server (payload store on). The transcript outgrows the store's
+    threshold, so the later continue-as-new inputs and the chat's result go by reference."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "longchat.json"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TEMPORAL_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.longchat", "--turns", "60", "--turns-per-run", "20", "--window", "5",
+         "--reply-bytes", "8000", "--json", str(out)],
+        cwd=runner.ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["turns_taken"] == 60 and figures["transcript_messages"] == 60
+    assert figures["model_calls"] == 60  # one model call per turn, none paid twice
+    assert figures["chat_runs"] == 3
+    assert figures["references"] >= 2  # the 40-turn transcript carried on, and the chat's result
+    assert figures["largest_run_bytes"] < figures["limit_bytes"]

@@ -210,7 +210,7 @@ class ChatSpec(_Strict):
     participants: list[str] = Field(min_length=2)
     selector: str = Field("round_robin", description="'round_robin', or an agent that names the next speaker")
     topic: Any = Field(None, description="template: what the chat is about")
-    max_turns: int = Field(12, ge=1, le=500)
+    max_turns: int = Field(12, ge=1, le=100_000)
     until: ChatUntil = Field(default_factory=ChatUntil)
     window: int = Field(20, ge=1, description="messages of the transcript each turn sees")
     turns_per_run: int = Field(50, ge=1, description="continue-as-new after this many turns in one run")
