@@ -1,7 +1,7 @@
 """Tools from MCP servers (docs/tools.md), through the official `mcp` SDK's client.
 
-A worker keeps one session per MCP server (per event loop): a stdio server is a process it starts
-with the command of the flow file it was deployed with, a streamable HTTP server a URL that passes
+A worker keeps one session per MCP server (per event loop), and closes them when it shuts down: a
+stdio server is a process it starts with the command of the flow file it was deployed with, a streamable HTTP server a URL that passes
 the egress allow-list, with headers from the `${env:...}` allow-list. The server's tools are listed
 once per session. When a session breaks (the server crashed or restarted), the next call opens a
 new one and lists again; a server that cannot be reached fails the attempt as retryable, so the run
@@ -163,6 +163,14 @@ _POOLS: dict[int, Pool] = {}
 def pool() -> Pool:
     loop = asyncio.get_running_loop()
     return _POOLS.setdefault(id(loop), Pool())
+
+
+async def close_sessions() -> None:
+    """Close every MCP session of this event loop (a stdio server's process ends with its session).
+    The worker calls it once its last agent on this loop has finished."""
+    held = _POOLS.pop(id(asyncio.get_running_loop()), None)
+    if held is not None:
+        await held.close()
 
 
 async def describe(server: str, remote: str, who: str) -> tuple[str, dict[str, Any]]:

@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from ensemble.activities import approvals, egress, faults, run_agent, threads
+from ensemble.activities import approvals, egress, faults, mcp, run_agent, threads
 from ensemble.authoring.deploy import load_worker_flows
 from ensemble.runtime import codec, logs, server
 from ensemble.runtime.health import HealthServer
@@ -64,6 +64,25 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return sandbox_runner(restrictions)
 
 
+_LIVE: dict[int, int] = {}  # running Ensemble workers per event loop
+
+
+class EnsembleWorker(Worker):
+    """A Temporal worker that, when the last Ensemble worker of its event loop stops, also closes
+    what its agents opened for the worker's lifetime (MCP sessions, so stdio MCP servers end)."""
+
+    async def run(self) -> None:
+        loop = id(asyncio.get_running_loop())
+        _LIVE[loop] = _LIVE.get(loop, 0) + 1
+        try:
+            await super().run()
+        finally:
+            _LIVE[loop] -= 1
+            if not _LIVE[loop]:
+                del _LIVE[loop]
+                await mcp.close_sessions()
+
+
 def build_worker(
     client: Client,
     task_queue: str,
@@ -71,7 +90,7 @@ def build_worker(
     workflows: bool = True,
     activities: bool = True,
     **options: Any,
-) -> Worker:
+) -> EnsembleWorker:
     faults.check()  # a malformed ENSEMBLE_FAULTS stops the worker here, in one line
     logs.as_library()
     # Agents never call the Temporal server, its Web UI or the codec endpoint (docs/security.md, Egress).
@@ -85,7 +104,7 @@ def build_worker(
     options.setdefault("workflow_runner", workflow_runner())
     options.setdefault("max_concurrent_activities", activity_slots())
     threads.configure(options["max_concurrent_activities"])  # one agent thread per activity slot
-    return Worker(
+    return EnsembleWorker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS) if workflows else [],

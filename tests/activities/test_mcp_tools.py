@@ -59,6 +59,31 @@ async def test_mcp_tool_round_trip_with_idempotency_key(
     add, pay = ledger(book)
     assert add["key"] is None  # read tools get no key
     assert pay["key"] and pay["key"].startswith(handle.id) and pay["status"] == "paid"
+    if transport == "stdio":  # the worker has stopped: the stdio server it started has ended with it
+        assert await processes_naming(str(book)) == []
+
+
+async def processes_naming(text: str, wait_s: float = 10.0) -> list[int]:
+    """Pids of live processes whose command line holds `text`, once none are left or `wait_s` passed."""
+    import asyncio
+    import os
+    from pathlib import Path
+
+    def alive() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    if text.encode() in (entry / "cmdline").read_bytes():
+                        found.append(int(entry.name))
+                except OSError:
+                    pass
+        return found
+
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while (pids := alive()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+    return pids
 
 
 async def test_a_tool_not_on_the_agents_list_is_refused_and_recorded(
