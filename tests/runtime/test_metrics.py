@@ -3,41 +3,11 @@ after runs: Temporal's own and Ensemble's agent latency, attempts, failures."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import signal
 import socket
-import subprocess
-import sys
-import urllib.request
 
-from ensemble.runtime import server
-from tests.conftest import ROOT, run_cli
-from tests.flowkit import request, start
-
-FLOW = """
-name: metered
-imports: [tests.agents]
-steps:
-  - agent: shout
-    input: {text: $input.text}
-  - agent: flaky
-    input: {}
-"""
-
-FAILING = """
-name: metered_failing
-imports: [tests.agents]
-steps:
-  - agent: picky
-    input: {}
-"""
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        assert resp.status == 200
-        return resp.read().decode()
+from tests.conftest import run_cli
+from tests.metrics_worker import scrape_after_runs
 
 
 def sample(body: str, name: str, **labels: str) -> float:
@@ -54,36 +24,8 @@ def sample(body: str, name: str, **labels: str) -> float:
     return total
 
 
-async def wait_for_endpoint(port: int, worker: subprocess.Popen) -> None:
-    for _ in range(200):
-        assert worker.poll() is None, "the worker exited"
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError("metrics endpoint never came up")
-
-
 async def test_worker_serves_temporal_and_agent_metrics(dev_server, task_queue, tmp_path):
-    port = server.free_port()
-    worker = subprocess.Popen(
-        [sys.executable, "worker.py", "--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
-        cwd=ROOT,
-        env=dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "worker.log").open("w"),
-    )
-    try:
-        await wait_for_endpoint(port, worker)
-        for _ in range(2):
-            await (await start(dev_server.client, request(FLOW, {"text": "hi"}, task_queue))).result()
-        failed = await start(dev_server.client, request(FAILING, {}, task_queue))
-        await asyncio.gather(failed.result(), return_exceptions=True)
-        body = scrape(port)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=30)
+    body = await scrape_after_runs(dev_server, task_queue, tmp_path / "worker.log", completed=2)
 
     q = {"task_queue": task_queue}
     # Temporal SDK metrics on the same endpoint
