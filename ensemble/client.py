@@ -61,7 +61,7 @@ def check_input(value: Any, flow: LoadedFlow) -> None:
     if size > limit:
         hint = (
             ""
-            if limit > INLINE_LIMIT
+            if limit >= INLINE_LIMIT
             else (
                 "; configure a payload store (ENSEMBLE_PAYLOAD_STORE, docs/operations.md) to pass large documents by reference"
             )
