@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -33,6 +34,8 @@ BUDGET_GATE: list[Callable[[FlowRun, str], Awaitable[None]]] = []
 # workflows/tool_gate.py (docs/tools.md). It returns the result of the agent's continuation.
 TOOL_GATE: list[Callable[[FlowRun, AgentSpec, AgentCall, AgentResult, str, str], Awaitable[AgentResult]]] = []
 TOOL_APPROVAL_PATCH = "ensemble-tool-approval"
+# A run without a payload store fails, with its reason, a value too large to send (see `inline_size`).
+INLINE_LIMIT_PATCH = "ensemble-inline-limit"
 
 
 def pattern(step_type: type) -> Callable[[StepRunner], StepRunner]:
@@ -98,6 +101,11 @@ async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, tas
         retry_policy=retry_policy(agent),
         summary=f"{agent.name} · step {activity_id.split('#')[0]}",
     )
+
+
+def inline_size(value: Any) -> int:
+    """The bytes of JSON `value` takes in a payload, as the data converter writes it (compact, UTF-8)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode(errors="replace"))
 
 
 def failure_message(err: BaseException) -> str:
@@ -185,6 +193,7 @@ class FlowRun:
             self.reused.append(activity_id)
             return self.request.reuse[activity_id].model_copy(deep=True)
         await self.check_budget(agent, step_path)
+        self.check_inline(agent, payload, step_path)
         call = AgentCall(agent=agent, input=payload, context=self.agent_context(agent, step_path, activity_id))
         self.running.append(step_path)
         try:
@@ -203,6 +212,51 @@ class FlowRun:
             ) from err
         finally:
             self.running.remove(step_path)
+
+    def too_large(self, value: Any) -> int | None:
+        """The size of `value` when the run has no payload store and `value` is over what it may
+        send inline (RunRequest.inline_limit); None when it fits or goes by reference. Such a value
+        would fail every workflow task that sends it (PAYLOADS_TOO_LARGE): the run would hang."""
+        limit = self.request.inline_limit
+        if limit is None:
+            return None
+        size = inline_size(value)
+        # Checked after the size, so runs that sent such a value before this check replay unchanged.
+        return size if size > limit and workflow.patched(INLINE_LIMIT_PATCH) else None
+
+    def too_large_reason(self, what: str, size: int, fix: str) -> str:
+        limit = self.request.inline_limit or 0
+        return (
+            f"{what} is {size / 2**20:.2f} MiB of JSON, over the {limit / 2**20:.2f} MiB a run without a payload "
+            f"store can send through Temporal; configure a payload store (ENSEMBLE_PAYLOAD_STORE, or the S3 driver: "
+            f"docs/operations.md) or {fix}"
+        )
+
+    def check_inline(self, agent: AgentSpec, payload: Any, step_path: str) -> None:
+        """Before an agent's activity is scheduled: fail the run, for good, when its input is too
+        large to send (a `fast` agent's input stays in the worker: never too large)."""
+        if agent.fast or (size := self.too_large(payload)) is None:
+            return
+        raise ApplicationError(
+            f"step '{step_path}' (agent '{agent.name}') not started: "
+            + self.too_large_reason("its input", size, "pass the step a smaller input (its `input:`)"),
+            type="PayloadTooLarge",
+            non_retryable=True,
+        )
+
+    def check_outcome(self, output: Any) -> None:
+        """Before the run completes: fail it when its outcome (output and state) is too large to send."""
+        state = {k: v for k, v in self.state.values.items() if k != "input"}
+        if (size := self.too_large({"output": output, "state": state})) is None:
+            return
+        raise ApplicationError(
+            "the run cannot complete: "
+            + self.too_large_reason(
+                "its outcome (output and state)", size, "keep large values out of the flow's state"
+            ),
+            type="PayloadTooLarge",
+            non_retryable=True,
+        )
 
     async def check_budget(self, agent: AgentSpec, step_path: str) -> None:
         """Before an agent that may call a model: stop when the run's budget is spent."""
@@ -270,6 +324,12 @@ class FlowRun:
 
     async def _run_compensation(self, entry: Compensation) -> None:
         agent = self.request.agents[entry.agent]
+        if not agent.fast and (size := self.too_large(entry.payload)) is not None:
+            entry.status = "failed"
+            entry.error = "not started: " + self.too_large_reason(
+                "its input", size, "give it a smaller `compensate_input`"
+            )
+            return
         call = AgentCall(
             agent=agent, input=entry.payload, context=self.agent_context(agent, entry.step, entry.activity_id)
         )

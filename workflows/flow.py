@@ -33,6 +33,7 @@ class EnsembleFlow:
                 if request.flow.output is not None
                 else {k: v for k, v in run.state.values.items() if k != "input"}
             )
+            run.check_outcome(output)  # a run without a payload store fails, with its reason, instead of hanging
         except (FailureError, asyncio.CancelledError):
             # Failed for good, or cancelled: undo the completed steps, last first (workflows/saga.py),
             # then end failed or cancelled all the same. A bug in workflow code is neither: its task

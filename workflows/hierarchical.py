@@ -53,11 +53,18 @@ def _child_flow(run: FlowRun, sub: Subtask, agent: str | None, path: str) -> Flo
 
 
 async def _delegate(run: FlowRun, sub: Subtask, agent: str | None, path: str, attempt: int, payload: Any) -> Any:
+    if (size := run.too_large(payload)) is not None:  # without a payload store (docs/operations.md)
+        raise ApplicationError(
+            f"subtask '{path}' not started: " + run.too_large_reason("its input", size, "give it a smaller input"),
+            type="PayloadTooLarge",
+            non_retryable=True,
+        )
     request = RunRequest(
         flow=_child_flow(run, sub, agent, path),
         agents={name: run.request.agents[name] for name in ([agent] if agent else sub.agents())},
         input=payload,
         task_queue=run.request.task_queue,
+        inline_limit=run.request.inline_limit,  # the subtask's steps are held to the same limit
     )
     child_id = f"{workflow.info().workflow_id}/{path}" + (f"#{attempt}" if attempt > 1 else "")
     outcome = await workflow.execute_child_workflow(

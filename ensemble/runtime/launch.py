@@ -24,7 +24,13 @@ async def start_request(
 ) -> str:
     """Start a flow run of `request` under `run_id` (a run id names one run, ever). `origin` is a
     (search attribute, run id) pair for a run seeded from another one (redrive, fork); `memo` is
-    kept on the run (`asks_again`: the rejected run a new run asks again)."""
+    kept on the run (`asks_again`: the rejected run a new run asks again).
+
+    A client whose data converter has no payload store starts the run with
+    `inline_limit`: the workflow then fails it with a clear reason, instead of hanging, when a
+    value it would send grows past what Temporal takes inline (docs/operations.md)."""
+    stored = getattr(client.data_converter, "external_storage", None) is not None
+    request = request.model_copy(update={"inline_limit": None if stored else protocol.INLINE_VALUE_LIMIT})
     pairs = [SearchAttributePair(protocol.FLOW, request.flow.name)]
     if origin is not None:
         pairs.append(SearchAttributePair(origin[0], origin[1]))

@@ -415,6 +415,11 @@ class RunRequest(_Strict):
     # A new run that asks again after people rejected another run (not seeded from it); the
     # workflow does not read it: it is the run's record of which rejection it follows.
     asks_again: AskedAgain | None = None
+    inline_limit: int | None = Field(
+        None,
+        description="without a payload store: the largest step input or outcome, in bytes of JSON, the run sends "
+        "inline; a larger one fails the run (PayloadTooLarge). None: large values go by reference",
+    )
 
 
 class AgentContext(_Strict):

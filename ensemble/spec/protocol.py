@@ -47,6 +47,17 @@ STATE_QUERY = "state"
 PROGRESS_QUERY = "progress"
 RECOVERY_QUERY = "recovery"
 
+# ---------------------------------------------------------------- payload sizes
+
+# Temporal refuses a payload over 2 MiB: the workflow task that would send it fails, again and
+# again, and the run would hang in `running`.
+PAYLOAD_LIMIT = 2 * 1024 * 1024
+# Without a payload store (docs/operations.md), the largest value in bytes of JSON a run sends
+# inline (a step's input, a compensation's, a subtask's, the run's outcome): the limit less room
+# for what travels with it (the agent's spec, the step's context). The starting client puts it in
+# the run's request (`RunRequest.inline_limit`); with a store, large values go by reference.
+INLINE_VALUE_LIMIT = PAYLOAD_LIMIT - 64 * 1024
+
 
 def step_of(activity_id: str) -> str:
     """The step path an activity id belongs to (`a.b[2]#fallback` -> `a.b[2]`)."""

@@ -1,0 +1,118 @@
+"""Every run ends without a payload store too: a value the workflow itself would send over Temporal's
+2 MB limit (a step's input built from the state, the run's outcome) fails the run at once with its
+reason, into the dead-letter queue, after its compensations; it used to fail every workflow task
+and leave the run `running` forever."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError
+
+from ensemble.runs.dlq import dead_letter, dead_letters
+from ensemble.runs.history import read_history
+from ensemble.runs.view import describe_run
+from ensemble.runtime.launch import start_request
+from ensemble.spec import FlowOutcome, protocol
+from tests.conftest import DevServer, running_worker
+from tests.flowkit import request
+
+pytestmark = pytest.mark.reliability
+
+UNDO = "    compensate: rel_measure\n    compensate_input: {tag: undo-first}\n"
+
+
+def flow(name: str, mb: float, last: str, output: str) -> str:
+    """Two steps that each return `mb` MiB (the first one undone by a compensation), then `last`."""
+    return (
+        f"name: {name}\nimports: [tests.reliability.agents]\nsteps:\n"
+        f"  - name: first\n    agent: rel_big_output\n    input: {{mb: {mb}}}\n    output: a\n{UNDO}"
+        f"  - name: second\n    agent: rel_big_output\n    input: {{mb: {mb}}}\n    output: b\n"
+        f"{last}output: {output}\n"
+    )
+
+
+WHOLE_STATE = "  - name: whole\n    agent: rel_measure\n    input: $\n    output: m\n"
+
+
+def without_store(client: Client) -> Client:
+    """A client (and so a worker built on it) whose data converter has no payload store, as on a
+    cluster where none is configured: every value travels inline."""
+    converter = dataclasses.replace(client.data_converter, external_storage=None)
+    return Client(client.service_client, namespace=client.namespace, data_converter=converter)
+
+
+async def run_without_store(dev_server: DevServer, task_queue: str, text: str, timeout_s: float = 60):
+    client = without_store(dev_server.client)
+    async with running_worker(client, task_queue):
+        run_id = await start_request(client, request(text, {}, task_queue), f"inl-{uuid.uuid4().hex[:8]}", summary="t")
+        handle = client.get_workflow_handle(run_id, result_type=FlowOutcome)
+        try:  # bounded: before the guard, such a run never ended (the status below is then `running`)
+            await asyncio.wait_for(handle.result(), timeout_s)
+        except (WorkflowFailureError, asyncio.TimeoutError):
+            pass
+    return client, run_id, await describe_run(client, run_id), await handle.fetch_history()
+
+
+@pytest.mark.parametrize(
+    ("case", "last", "output", "failed_step", "what"),
+    [
+        ("input", WHOLE_STATE, "{chars: $m.chars}", "whole", "step 'whole' (agent 'rel_measure') not started"),
+        ("outcome", "", "{blob: $b.blob}", None, "the run cannot complete: its outcome (output and state) is"),
+    ],
+    ids=["step-input", "outcome"],
+)
+async def test_a_value_over_the_limit_fails_the_run_with_its_reason(
+    dev_server: DevServer,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    figure,
+    case: str,
+    last: str,
+    output: str,
+    failed_step: str | None,
+    what: str,
+) -> None:
+    monkeypatch.setenv("ENSEMBLE_PAYLOAD_STORE", "off")  # the agents' output limit too
+    record = tmp_path / "record"
+    monkeypatch.setenv("RELIABILITY_RECORD", str(record))
+    name = f"inline-{case}-{uuid.uuid4().hex[:6]}"
+    # 1.2 MiB + 1.2 MiB: each output fits inline, the whole state (or the outcome) does not.
+    client, run_id, view, history = await run_without_store(dev_server, task_queue, flow(name, 1.2, last, output))
+    assert view.status == "failed", view
+    assert view.error and what in view.error, view.error
+    assert "ENSEMBLE_PAYLOAD_STORE" in view.error and "MiB" in view.error, view.error
+    wft_failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+    assert not wft_failed, "a workflow task failed: the value was sent"
+    recorded = (await read_history(client, run_id)).request
+    assert recorded is not None and recorded.inline_limit == protocol.INLINE_VALUE_LIMIT
+    assert record.read_text().splitlines() == ["undo-first"]  # the compensation ran, once
+    letter = await dead_letter(client, run_id)
+    assert letter.failed_step == failed_step and what in (letter.error or ""), letter
+    assert [c["status"] for c in letter.compensations] == ["completed"], letter.compensations
+    assert run_id in [d.run_id for d in await dead_letters(client, flow=name)]
+    figure(f"{case} over the limit without a store: reason", view.error[:160])
+
+
+async def test_values_under_the_limit_still_run_without_a_store(
+    dev_server: DevServer, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENSEMBLE_PAYLOAD_STORE", "off")
+    _, run_id, view, _ = await run_without_store(
+        dev_server, task_queue, flow(f"inline-fits-{uuid.uuid4().hex[:6]}", 0.6, WHOLE_STATE, "{chars: $m.chars}")
+    )
+    assert view.status == "completed", view.error
+    # With a payload store (the embedded server's), the run carries no limit.
+    recorded = (await read_history(dev_server.client, run_id)).request
+    assert recorded is not None and recorded.inline_limit == protocol.INLINE_VALUE_LIMIT
+    req = request(flow("stored", 0.1, "", "{n: 1}"), {}, task_queue)
+    stored_id = await start_request(dev_server.client, req, f"inl-{uuid.uuid4().hex[:8]}", summary="t")
+    stored = (await read_history(dev_server.client, stored_id)).request
+    assert stored is not None and stored.inline_limit is None
+    await dev_server.client.get_workflow_handle(stored_id).terminate("not run: only its request is checked")
