@@ -14,7 +14,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 
-from ensemble.runs.dlq import dead_letter, dead_letters
+from ensemble.runs.dlq import dead_letter, dead_letters, redrive
 from ensemble.runs.history import read_history
 from ensemble.runs.view import describe_run
 from ensemble.runtime.launch import start_request
@@ -62,7 +62,7 @@ async def run_without_store(dev_server: DevServer, task_queue: str, text: str, t
 @pytest.mark.parametrize(
     ("case", "last", "output", "failed_step", "what"),
     [
-        ("input", WHOLE_STATE, "{chars: $m.chars}", "whole", "step 'whole' (agent 'rel_measure') not started"),
+        ("step-input", WHOLE_STATE, "{chars: $m.chars}", "whole", "step 'whole' (agent 'rel_measure') not started"),
         ("outcome", "", "{blob: $b.blob}", None, "the run cannot complete: its outcome (output and state) is"),
     ],
     ids=["step-input", "outcome"],
@@ -98,6 +98,15 @@ async def test_a_value_over_the_limit_fails_the_run_with_its_reason(
     assert [c["status"] for c in letter.compensations] == ["completed"], letter.compensations
     assert run_id in [d.run_id for d in await dead_letters(client, flow=name)]
     figure(f"{case} over the limit without a store: reason", view.error[:160])
+    if case == "step-input":  # with a payload store configured, a redrive completes from the failed step
+        new_id, _ = await redrive(dev_server.client, run_id)
+        async with running_worker(dev_server.client, task_queue):
+            outcome = await asyncio.wait_for(dev_server.client.get_workflow_handle(new_id).result(), 60)
+        assert outcome["output"] == {"chars": 0}
+        redriven = await describe_run(dev_server.client, new_id)
+        # `first` was undone by its compensation, so it runs again; `second` is reused
+        steps = {s.name: s.status for s in redriven.steps}
+        assert steps == {"first": "completed", "second": "reused", "whole": "completed"}, redriven.steps
 
 
 async def test_values_under_the_limit_still_run_without_a_store(
