@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -17,6 +16,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from ensemble.logic.gates import GateBook, gate_names
+    from ensemble.logic.inline import InlineBudget, inline_size, oversize_reason
     from ensemble.logic.pricing import PriceUnknown, Spending
     from ensemble.logic.state import RunState, StateError, output_writes, resolve
     from ensemble.spec import AgentCall, AgentContext, AgentResult, AgentSpec, AgentStep, RunRequest, Step, protocol
@@ -103,11 +103,6 @@ async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, tas
     )
 
 
-def inline_size(value: Any) -> int:
-    """The bytes of JSON `value` takes in a payload, as the data converter writes it (compact, UTF-8)."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode(errors="replace"))
-
-
 def failure_message(err: BaseException) -> str:
     """The innermost meaningful message of an activity/child failure chain."""
     while isinstance(err, ActivityError) and err.cause is not None:
@@ -145,6 +140,7 @@ class FlowRun:
         self.reused: list[str] = []  # activity ids whose recorded results a seeded run used
         self.spending = Spending()  # model use so far, against the flow's budget (shared by branches)
         self.budget = request.flow.budget.model_copy() if request.flow.budget else None  # raised by approvals
+        self.inline = InlineBudget()  # without a payload store: bytes of agent inputs in flight (shared by branches)
 
     def _activity_id(self, step: str) -> str:
         n = self._ids.get(step, 0) + 1
@@ -193,7 +189,7 @@ class FlowRun:
             self.reused.append(activity_id)
             return self.request.reuse[activity_id].model_copy(deep=True)
         await self.check_budget(agent, step_path)
-        self.check_inline(agent, payload, step_path)
+        held = await self.admit_inline(agent, payload, step_path)
         call = AgentCall(agent=agent, input=payload, context=self.agent_context(agent, step_path, activity_id))
         self.running.append(step_path)
         try:
@@ -212,6 +208,7 @@ class FlowRun:
             ) from err
         finally:
             self.running.remove(step_path)
+            self.inline.in_flight -= held
 
     def too_large(self, value: Any) -> int | None:
         """The size of `value` when the run has no payload store and `value` is over what it may
@@ -225,24 +222,34 @@ class FlowRun:
         return size if size > limit and workflow.patched(INLINE_LIMIT_PATCH) else None
 
     def too_large_reason(self, what: str, size: int, fix: str) -> str:
-        limit = self.request.inline_limit or 0
-        return (
-            f"{what} is {size / 2**20:.2f} MiB of JSON, over the {limit / 2**20:.2f} MiB a run without a payload "
-            f"store can send through Temporal; configure a payload store (ENSEMBLE_PAYLOAD_STORE, or the S3 driver: "
-            f"docs/operations.md) or {fix}"
-        )
+        return oversize_reason(what, size, self.request.inline_limit or 0, fix)
 
-    def check_inline(self, agent: AgentSpec, payload: Any, step_path: str) -> None:
-        """Before an agent's activity is scheduled: fail the run, for good, when its input is too
-        large to send (a `fast` agent's input stays in the worker: never too large)."""
-        if agent.fast or (size := self.too_large(payload)) is None:
-            return
-        raise ApplicationError(
-            f"step '{step_path}' (agent '{agent.name}') not started: "
-            + self.too_large_reason("its input", size, "pass the step a smaller input (its `input:`)"),
-            type="PayloadTooLarge",
-            non_retryable=True,
-        )
+    async def admit_inline(self, agent: AgentSpec, payload: Any, step_path: str) -> int:
+        """Before an agent's activity is scheduled, without a payload store: fail the run, for good,
+        when its input is too large to send; and while other agents' inputs in flight would take
+        the workflow task that schedules it over the size of one gRPC message (Temporal would
+        terminate the run: parallel branches, a fan-out), wait for some of them to finish, so that
+        it goes out in a later task. The bytes it holds until it ends (a `fast` agent's input
+        stays in the worker: none)."""
+        limit = self.request.inline_limit
+        if agent.fast or limit is None:
+            return 0
+        size = inline_size(payload)
+        if size > limit and workflow.patched(INLINE_LIMIT_PATCH):
+            raise ApplicationError(
+                f"step '{step_path}' (agent '{agent.name}') not started: "
+                + self.too_large_reason("its input", size, "pass the step a smaller input (its `input:`)"),
+                type="PayloadTooLarge",
+                non_retryable=True,
+            )
+        waited = False
+        while not self.inline.admits(size):
+            if not waited and not workflow.patched(INLINE_LIMIT_PATCH):
+                break  # a run recorded before this check: as it ran
+            waited = True
+            await workflow.wait_condition(lambda: self.inline.admits(size))
+        self.inline.in_flight += size
+        return size
 
     def check_outcome(self, output: Any) -> None:
         """Before the run completes: fail it when its outcome (output and state) is too large to send."""

@@ -57,6 +57,9 @@ PAYLOAD_LIMIT = 2 * 1024 * 1024
 # for what travels with it (the agent's spec, the step's context). The starting client puts it in
 # the run's request (`RunRequest.inline_limit`); with a store, large values go by reference.
 INLINE_VALUE_LIMIT = PAYLOAD_LIMIT - 64 * 1024
+# All the commands of one workflow task travel in one gRPC message, which Temporal refuses over
+# 4 MiB (and terminates the run): agent inputs in flight together stay under this.
+INLINE_TASK_LIMIT = 4 * 1024 * 1024 - 512 * 1024
 
 
 def step_of(activity_id: str) -> str:

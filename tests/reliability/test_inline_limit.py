@@ -125,3 +125,31 @@ async def test_values_under_the_limit_still_run_without_a_store(
     stored = (await read_history(dev_server.client, stored_id)).request
     assert stored is not None and stored.inline_limit is None
     await dev_server.client.get_workflow_handle(stored_id).terminate("not run: only its request is checked")
+
+
+FAN_OUT = """name: inline-fan-{u}
+imports: [tests.reliability.agents]
+steps:
+  - {{name: first, agent: rel_big_output, input: {{mb: 1.5}}, output: a}}
+  - name: fan
+    parallel:
+      branches:
+        - {{name: x, agent: rel_measure, input: {{text: $a.blob}}}}
+        - {{name: y, agent: rel_measure, input: {{text: $a.blob}}}}
+        - {{name: z, agent: rel_measure, input: {{text: $a.blob}}}}
+output: {{n: 1}}
+"""
+
+
+async def test_parallel_inputs_over_one_message_go_out_in_turns(
+    dev_server: DevServer, task_queue: str, monkeypatch: pytest.MonkeyPatch, figure
+) -> None:
+    """Three branches each sending 1.5 MiB: each fits, together they are over the 4 MiB of one gRPC
+    message, which made Temporal terminate the run; the third now waits for a branch to end."""
+    monkeypatch.setenv("ENSEMBLE_PAYLOAD_STORE", "off")
+    _, _, view, history = await run_without_store(dev_server, task_queue, FAN_OUT.format(u=uuid.uuid4().hex[:6]))
+    assert view.status == "completed", (view.status, view.error)
+    assert [s.output for s in view.steps if s.name.startswith("fan.")] == [{"chars": int(1.5 * 2**20)}] * 3
+    wft_failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+    assert not wft_failed, "a workflow task failed"
+    figure("3 x 1.5 MiB branch inputs without a store: history bytes", len(history.to_json().encode()))
