@@ -34,6 +34,13 @@ async def run_chat(run: FlowRun, step: ChatStep, path: str) -> dict[str, Any]:
         task_queue=run.request.task_queue,
         budget=run.spending.remaining(run.budget),
     )
+    if (size := run.too_large(chat.topic)) is not None:  # without a payload store (docs/operations.md)
+        raise ApplicationError(
+            f"step '{path}' (group chat) not started: "
+            + run.too_large_reason("its topic", size, "give it a smaller `topic:`"),
+            type="PayloadTooLarge",
+            non_retryable=True,
+        )
     run.running.append(path)
     try:
         record = await workflow.execute_child_workflow(

@@ -111,10 +111,14 @@ def _notify(run: FlowRun, gate: OpenGate, event: str) -> None:
 
 
 def _shown(run: FlowRun, gate: OpenGate) -> Any:
-    if gate.spec.show is None:
+    return _shown_by(run, gate.spec)
+
+
+def _shown_by(run: FlowRun, spec: GateSpec) -> Any:
+    if spec.show is None:
         return None
     try:
-        return resolve(gate.spec.show, run.state.values)
+        return resolve(spec.show, run.state.values)
     except StateError:
         return None
 
@@ -127,6 +131,13 @@ async def run_gate(run: FlowRun, step: GateStep, path: str) -> Any:
         run.write(step.output, step.name, record, path)
         run.completed.append(path)
         return record
+    if spec.show is not None and (size := run.too_large(_shown_by(run, spec))) is not None:  # no payload store
+        raise ApplicationError(
+            f"gate '{step.name}' not opened: "
+            + run.too_large_reason("what it shows (`show:`)", size, "show less (a summary, or a reference)"),
+            type="PayloadTooLarge",
+            non_retryable=True,
+        )
     gate = run.gates.start(step, path)
     proven = workflow.patched(PROVEN_PATCH)
     if proven:

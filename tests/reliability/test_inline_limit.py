@@ -30,7 +30,7 @@ UNDO = "    compensate: rel_measure\n    compensate_input: {tag: undo-first}\n"
 def flow(name: str, mb: float, last: str, output: str) -> str:
     """Two steps that each return `mb` MiB (the first one undone by a compensation), then `last`."""
     return (
-        f"name: {name}\nimports: [tests.reliability.agents]\nsteps:\n"
+        f"name: {name}\nimports: [tests.reliability.agents, tests.chat_agents]\nsteps:\n"
         f"  - name: first\n    agent: rel_big_output\n    input: {{mb: {mb}}}\n    output: a\n{UNDO}"
         f"  - name: second\n    agent: rel_big_output\n    input: {{mb: {mb}}}\n    output: b\n"
         f"{last}output: {output}\n"
@@ -38,6 +38,8 @@ def flow(name: str, mb: float, last: str, output: str) -> str:
 
 
 WHOLE_STATE = "  - name: whole\n    agent: rel_measure\n    input: $\n    output: m\n"
+CHAT = "  - name: talk\n    chat:\n      participants: [yes_man, stubborn]\n      topic: {x: $a.blob, y: $b.blob}\n"
+GATE = "  - name: review\n    gate:\n      approvers: [alice]\n      show: {x: $a.blob, y: $b.blob}\n"
 
 
 def without_store(client: Client) -> Client:
@@ -64,8 +66,10 @@ async def run_without_store(dev_server: DevServer, task_queue: str, text: str, t
     [
         ("step-input", WHOLE_STATE, "{chars: $m.chars}", "whole", "step 'whole' (agent 'rel_measure') not started"),
         ("outcome", "", "{blob: $b.blob}", None, "the run cannot complete: its outcome (output and state) is"),
+        ("gate", GATE, "{n: 1}", None, "gate 'review' not opened: what it shows (`show:`) is 2.40 MiB"),
+        ("chat", CHAT, "{n: 1}", "talk", "step 'talk' (group chat) not started: its topic is 2.40 MiB"),
     ],
-    ids=["step-input", "outcome"],
+    ids=["step-input", "outcome", "gate", "chat"],
 )
 async def test_a_value_over_the_limit_fails_the_run_with_its_reason(
     dev_server: DevServer,
