@@ -336,6 +336,7 @@ class FlowRun:
             entry.error = "not started: " + self.too_large_reason(
                 "its input", size, "give it a smaller `compensate_input`"
             )
+            workflow.logger.warning("compensation of step '%s' (agent '%s') %s", entry.step, agent.name, entry.error)
             return
         call = AgentCall(
             agent=agent, input=entry.payload, context=self.agent_context(agent, entry.step, entry.activity_id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import uuid
 from pathlib import Path
 
@@ -157,3 +158,38 @@ async def test_parallel_inputs_over_one_message_go_out_in_turns(
     wft_failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
     assert not wft_failed, "a workflow task failed"
     figure("3 x 1.5 MiB branch inputs without a store: history bytes", len(history.to_json().encode()))
+
+
+COMPENSATION = """name: inline-undo-{u}
+imports: [tests.reliability.agents]
+steps:
+  - {{name: first, agent: rel_big_output, input: {{mb: 1.2}}, output: a}}
+  - {{name: second, agent: rel_big_output, input: {{mb: 1.2, text: $a.blob}}, output: b, compensate: rel_measure}}
+  - {{name: third, agent: rel_big_output, input: {{mb: 0.1}}, output: c, compensate: rel_measure,
+      compensate_input: {{tag: undo-third}}}}
+  - {{name: boom, agent: rel_unserialisable, input: {{}}}}
+"""
+
+
+async def test_a_compensation_over_the_limit_is_not_sent_and_the_others_run(
+    dev_server: DevServer,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`second`'s compensation gets its input and output by default: 2.4 MiB, not sent; the
+    worker's log says so, the run fails with its own reason and `third` is still undone."""
+    monkeypatch.setenv("ENSEMBLE_PAYLOAD_STORE", "off")
+    record = tmp_path / "record"
+    monkeypatch.setenv("RELIABILITY_RECORD", str(record))
+    caplog.set_level(logging.WARNING)
+    client, run_id, view, history = await run_without_store(
+        dev_server, task_queue, COMPENSATION.format(u=uuid.uuid4().hex[:6])
+    )
+    assert view.status == "failed" and "cannot be sent as JSON" in (view.error or ""), view.error
+    assert record.read_text().splitlines() == ["undo-third"]
+    warned = [r.getMessage() for r in caplog.records if "compensation of step 'second'" in r.getMessage()]
+    assert warned and "not started: its input is 2.40 MiB" in warned[0], warned
+    wft_failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+    assert not wft_failed, "a workflow task failed: the compensation's input was sent"
