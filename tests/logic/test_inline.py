@@ -5,7 +5,8 @@ from __future__ import annotations
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from ensemble.logic.inline import InlineBudget, inline_size, oversize_reason
-from ensemble.spec import protocol
+from ensemble.spec import RunRequest, protocol
+from tests.flowkit import request
 
 
 def test_inline_size_is_the_size_the_data_converter_writes() -> None:
@@ -27,3 +28,13 @@ def test_the_reason_names_the_size_the_limit_and_the_fix() -> None:
     reason = oversize_reason("its input", 3 * 2**20, protocol.INLINE_VALUE_LIMIT, "pass less")
     assert reason.startswith("its input is 3.00 MiB of JSON, over the 1.94 MiB")
     assert "ENSEMBLE_PAYLOAD_STORE" in reason and reason.endswith("or pass less")
+
+
+def test_a_request_without_a_limit_is_written_as_before_the_field() -> None:
+    plain = request("name: x\nimports: [tests.agents]\nsteps:\n  - agent: shout\n    input: {text: hi}\n", {}, "q")
+    [payload] = pydantic_data_converter.payload_converter.to_payloads([plain])
+    assert b"inline_limit" not in payload.data  # read by workers that predate the field
+    limited = plain.model_copy(update={"inline_limit": protocol.INLINE_VALUE_LIMIT})
+    [payload] = pydantic_data_converter.payload_converter.to_payloads([limited])
+    back = pydantic_data_converter.payload_converter.from_payloads([payload], [RunRequest])[0]
+    assert back == limited and back.inline_limit == protocol.INLINE_VALUE_LIMIT
