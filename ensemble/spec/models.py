@@ -14,16 +14,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    ConfigDict,
-    Discriminator,
-    Field,
-    SerializerFunctionWrapHandler,
-    Tag,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from ensemble.spec import protocol
 from ensemble.spec.agent import AgentKind, AgentSpec, RetrySpec  # noqa: F401  (re-exported)
@@ -428,16 +419,10 @@ class RunRequest(_Strict):
         None,
         description="without a payload store: the largest step input or outcome, in bytes of JSON, the run sends "
         "inline; a larger one fails the run (PayloadTooLarge). None: large values go by reference",
+        # Left out when None: a request with a payload store is written as before the field, so
+        # workers that predate it (a request is strict about its fields) still read it.
+        exclude_if=lambda limit: limit is None,
     )
-
-    @model_serializer(mode="wrap")
-    def _without_unset_limit(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """Leave `inline_limit` out when it is None: a request with a payload store stays as it was,
-        readable by workers that predate the field (a request is strict about its fields)."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("inline_limit", 0) is None:
-            del data["inline_limit"]
-        return data
 
 
 class AgentContext(_Strict):
