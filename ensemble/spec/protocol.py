@@ -49,13 +49,15 @@ RECOVERY_QUERY = "recovery"
 
 # ---------------------------------------------------------------- payload sizes
 
-# Temporal refuses a payload over 2 MiB: the workflow task that would send it fails, again and
-# again, and the run would hang in `running`.
-PAYLOAD_LIMIT = 2 * 1024 * 1024
+# Temporal refuses a payload over `limit.blobSize.error` (2 MB by default; the embedded server and
+# deploy/ set 1 MiB, ensemble/runtime/payloads.py INLINE_LIMIT): the workflow task that would send
+# one fails, again and again, and the run would hang in `running`.
+PAYLOAD_LIMIT = 1024 * 1024
 # Without a payload store (docs/operations.md), the largest value in bytes of JSON a run sends
 # inline (a step's input, a compensation's, a subtask's, the run's outcome): the limit less room
-# for what travels with it (the agent's spec, the step's context). The starting client puts it in
-# the run's request (`RunRequest.inline_limit`); with a store, large values go by reference.
+# for what travels with it (the agent's spec, the step's context), as for an agent's output. The
+# starting client puts it in the run's request (`RunRequest.inline_limit`); with a store, large
+# values go by reference.
 INLINE_VALUE_LIMIT = PAYLOAD_LIMIT - 64 * 1024
 # All the commands of one workflow task travel in one gRPC message, which Temporal refuses over
 # 4 MiB (and terminates the run): agent inputs in flight together stay under this.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from ensemble.logic.inline import InlineBudget, inline_size, oversize_reason
+from ensemble.runtime import payloads, server
 from ensemble.spec import RunRequest, protocol
 from tests.flowkit import request
 
@@ -26,7 +27,7 @@ def test_the_budget_admits_one_input_alone_and_keeps_those_in_flight_under_one_m
 
 def test_the_reason_names_the_size_the_limit_and_the_fix() -> None:
     reason = oversize_reason("its input", 3 * 2**20, protocol.INLINE_VALUE_LIMIT, "pass less")
-    assert reason.startswith("its input is 3.00 MiB of JSON, over the 1.94 MiB")
+    assert reason.startswith("its input is 3.00 MiB of JSON, over the 0.94 MiB")
     assert "ENSEMBLE_PAYLOAD_STORE" in reason and reason.endswith("or pass less")
 
 
@@ -38,3 +39,7 @@ def test_a_request_without_a_limit_is_written_as_before_the_field() -> None:
     [payload] = pydantic_data_converter.payload_converter.to_payloads([limited])
     back = pydantic_data_converter.payload_converter.from_payloads([payload], [RunRequest])[0]
     assert back == limited and back.inline_limit == protocol.INLINE_VALUE_LIMIT
+
+
+def test_the_payload_limit_is_the_one_ensemble_sets_on_temporal() -> None:
+    assert protocol.PAYLOAD_LIMIT == payloads.INLINE_LIMIT == server.DYNAMIC_CONFIG["limit.blobSize.error"]

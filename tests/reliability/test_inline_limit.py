@@ -67,8 +67,8 @@ async def run_without_store(dev_server: DevServer, task_queue: str, text: str, t
     [
         ("step-input", WHOLE_STATE, "{chars: $m.chars}", "whole", "step 'whole' (agent 'rel_measure') not started"),
         ("outcome", "", "{blob: $b.blob}", None, "the run cannot complete: its outcome (output and state) is"),
-        ("gate", GATE, "{n: 1}", None, "gate 'review' not opened: what it shows (`show:`) is 2.40 MiB"),
-        ("chat", CHAT, "{n: 1}", "talk", "step 'talk' (group chat) not started: its topic is 2.40 MiB"),
+        ("gate", GATE, "{n: 1}", None, "gate 'review' not opened: what it shows (`show:`) is 1.20 MiB"),
+        ("chat", CHAT, "{n: 1}", "talk", "step 'talk' (group chat) not started: its topic is 1.20 MiB"),
     ],
     ids=["step-input", "outcome", "gate", "chat"],
 )
@@ -88,8 +88,9 @@ async def test_a_value_over_the_limit_fails_the_run_with_its_reason(
     record = tmp_path / "record"
     monkeypatch.setenv("RELIABILITY_RECORD", str(record))
     name = f"inline-{case}-{uuid.uuid4().hex[:6]}"
-    # 1.2 MiB + 1.2 MiB: each output fits inline, the whole state (or the outcome) does not.
-    client, run_id, view, history = await run_without_store(dev_server, task_queue, flow(name, 1.2, last, output))
+    # 0.6 MiB + 0.6 MiB: each output fits inline (1 MiB, limit.blobSize.error as Ensemble sets it),
+    # the whole state (or the outcome) does not.
+    client, run_id, view, history = await run_without_store(dev_server, task_queue, flow(name, 0.6, last, output))
     assert view.status == "failed", view
     assert view.error and what in view.error, view.error
     assert "ENSEMBLE_PAYLOAD_STORE" in view.error and "MiB" in view.error, view.error
@@ -119,7 +120,7 @@ async def test_values_under_the_limit_still_run_without_a_store(
 ) -> None:
     monkeypatch.setenv("ENSEMBLE_PAYLOAD_STORE", "off")
     _, run_id, view, _ = await run_without_store(
-        dev_server, task_queue, flow(f"inline-fits-{uuid.uuid4().hex[:6]}", 0.6, WHOLE_STATE, "{chars: $m.chars}")
+        dev_server, task_queue, flow(f"inline-fits-{uuid.uuid4().hex[:6]}", 0.3, WHOLE_STATE, "{chars: $m.chars}")
     )
     assert view.status == "completed", view.error
     # With a payload store (the embedded server's), the run carries no limit.
@@ -135,13 +136,15 @@ async def test_values_under_the_limit_still_run_without_a_store(
 FAN_OUT = """name: inline-fan-{u}
 imports: [tests.reliability.agents]
 steps:
-  - {{name: first, agent: rel_big_output, input: {{mb: 1.5}}, output: a}}
+  - {{name: first, agent: rel_big_output, input: {{mb: 0.9}}, output: a}}
   - name: fan
     parallel:
       branches:
         - {{name: x, agent: rel_measure, input: {{text: $a.blob}}}}
         - {{name: y, agent: rel_measure, input: {{text: $a.blob}}}}
         - {{name: z, agent: rel_measure, input: {{text: $a.blob}}}}
+        - {{name: v, agent: rel_measure, input: {{text: $a.blob}}}}
+        - {{name: w, agent: rel_measure, input: {{text: $a.blob}}}}
 output: {{n: 1}}
 """
 
@@ -149,22 +152,22 @@ output: {{n: 1}}
 async def test_parallel_inputs_over_one_message_go_out_in_turns(
     dev_server: DevServer, task_queue: str, monkeypatch: pytest.MonkeyPatch, figure
 ) -> None:
-    """Three branches each sending 1.5 MiB: each fits, together they are over the 4 MiB of one gRPC
-    message, which made Temporal terminate the run; the third now waits for a branch to end."""
+    """Five branches each sending 0.9 MiB: each fits, together they are over the 4 MiB of one gRPC
+    message, which made Temporal terminate the run; the fourth and fifth now wait for a branch to end."""
     monkeypatch.setenv("ENSEMBLE_PAYLOAD_STORE", "off")
     _, _, view, history = await run_without_store(dev_server, task_queue, FAN_OUT.format(u=uuid.uuid4().hex[:6]))
     assert view.status == "completed", (view.status, view.error)
-    assert [s.output for s in view.steps if s.name.startswith("fan.")] == [{"chars": int(1.5 * 2**20)}] * 3
+    assert [s.output for s in view.steps if s.name.startswith("fan.")] == [{"chars": int(0.9 * 2**20)}] * 5
     wft_failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
     assert not wft_failed, "a workflow task failed"
-    figure("3 x 1.5 MiB branch inputs without a store: history bytes", len(history.to_json().encode()))
+    figure("5 x 0.9 MiB branch inputs without a store: history bytes", len(history.to_json().encode()))
 
 
 COMPENSATION = """name: inline-undo-{u}
 imports: [tests.reliability.agents]
 steps:
-  - {{name: first, agent: rel_big_output, input: {{mb: 1.2}}, output: a}}
-  - {{name: second, agent: rel_big_output, input: {{mb: 1.2, text: $a.blob}}, output: b, compensate: rel_measure}}
+  - {{name: first, agent: rel_big_output, input: {{mb: 0.6}}, output: a}}
+  - {{name: second, agent: rel_big_output, input: {{mb: 0.6, text: $a.blob}}, output: b, compensate: rel_measure}}
   - {{name: third, agent: rel_big_output, input: {{mb: 0.1}}, output: c, compensate: rel_measure,
       compensate_input: {{tag: undo-third}}}}
   - {{name: boom, agent: rel_unserialisable, input: {{}}}}
@@ -178,7 +181,7 @@ async def test_a_compensation_over_the_limit_is_not_sent_and_the_others_run(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """`second`'s compensation gets its input and output by default: 2.4 MiB, not sent; the
+    """`second`'s compensation gets its input and output by default: 1.2 MiB, not sent; the
     worker's log says so, the run fails with its own reason and `third` is still undone."""
     monkeypatch.setenv("ENSEMBLE_PAYLOAD_STORE", "off")
     record = tmp_path / "record"
@@ -190,6 +193,6 @@ async def test_a_compensation_over_the_limit_is_not_sent_and_the_others_run(
     assert view.status == "failed" and "cannot be sent as JSON" in (view.error or ""), view.error
     assert record.read_text().splitlines() == ["undo-third"]
     warned = [r.getMessage() for r in caplog.records if "compensation of step 'second'" in r.getMessage()]
-    assert warned and "not started: its input is 2.40 MiB" in warned[0], warned
+    assert warned and "not started: its input is 1.20 MiB" in warned[0], warned
     wft_failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
     assert not wft_failed, "a workflow task failed: the compensation's input was sent"
