@@ -179,6 +179,22 @@ def test_state_directory_is_owner_only_and_a_deleted_database_is_loud(
         run_cli(["server", "stop"], env)
 
 
+def test_an_unreadable_database_is_one_line_at_start(dev_server: DevServer, tmp_path: Path, task_queue: str) -> None:
+    """A state directory whose database is not one SQLite can read (damaged, or another file put
+    in its place): the server cannot start, and every command says why in one line."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "temporal.db").write_bytes(bytes(range(256)) * 400)
+    env = env_for(dev_server, home, task_queue, ENSEMBLE_SERVER_PORT=str(server.free_port()))
+    try:
+        for args in (["server", "start"], ["run", "hello", "--input", '{"name": "x"}', "--wait"]):
+            line = one_line_error(run_cli(args, env, timeout=60))
+            assert "not a database" in line and "server.log" in line, line
+        assert not server.port_open(int(env["ENSEMBLE_SERVER_PORT"]))  # nothing else answers in its place
+    finally:
+        run_cli(["server", "stop"], env)
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 48 MiB tmpfs the test mounts itself (needs root)."""
