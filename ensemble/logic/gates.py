@@ -203,7 +203,7 @@ class GateBook:
             raise GateRefused(
                 f"gate '{gate.name}' is not open: it was just {(gate.outcome or 'opened').replace('_', ' ')}"
             )
-        if d.by not in gate.approvers and not (gate.identity == "proven" and gate.groups()):
+        if d.by not in gate.approvers and not (gate.identity == "proven" and gate.groups() and d.proof):
             # On a proven gate whose tier names groups, someone the approvers file does not list may
             # still be a member by their identity provider's groups claim: their proof says (verify).
             raise GateRefused(

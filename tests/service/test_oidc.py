@@ -11,9 +11,12 @@ import uuid
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
+from temporalio.worker import Replayer
 
 from ensemble.identity import keys
 from ensemble.logic.proofs import binding, binding_hash
+from ensemble.runtime.converter import data_converter
+from ensemble.workflows.flow import EnsembleFlow
 from tests.service.conftest import CONTRACT, Service, park, wait_for
 
 ISSUER = "https://idp.example.test"
@@ -136,3 +139,9 @@ async def test_a_member_of_the_tiers_group_by_the_groups_claim_approves(service:
         assert (await zoe.get(f"/api/runs/{run_id}")).status_code == 403  # decided: no longer hers to read
     [decision] = (await service.client.audit(run_id))["decisions"]  # re-verified from the history
     assert decision["by"] == "zoe" and decision["verified"], decision
+    handle = service.client.temporal.get_workflow_handle(run_id)
+    await handle.result()
+    replayed = await Replayer(workflows=[EnsembleFlow], data_converter=data_converter()).replay_workflow(
+        await handle.fetch_history()
+    )  # the gate's published groups (a patch) and the group member's accepted decision replay
+    assert replayed.replay_failure is None
