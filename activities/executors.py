@@ -2,8 +2,8 @@
 executor of the agent's kind. A new kind registers an executor here with `executor("kind")`.
 
 Whatever an agent returns or raises leaves this activity in a shape Temporal can carry: an output
-that cannot be serialised, or is over what the payload store (or, without one, Temporal's 2 MB
-payload limit) accepts, fails the step at once and for good (retrying would return the same), and
+that cannot be serialised, or is over what the payload store (or, without one, the 1 MiB payload
+limit Ensemble sets on Temporal) accepts, fails the step at once and for good (retrying would return the same), and
 an error message is cut to a size that fits, so a run ends with a reason instead of retrying a
 workflow task forever."""
 

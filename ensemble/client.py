@@ -38,7 +38,10 @@ from ensemble.runtime.worker import build_worker, default_task_queue
 from ensemble.spec import GateDecision, GateDecisionResult, RunRequest, RunStatusView
 from ensemble.spec.errors import EnsembleError, InputError
 
-__all__ = ["EnsembleClient", "FlowInfo", "RunConflict", "RunOutcome", "StartedRun", "check_input"]
+__all__ = ["SAME_INPUT", "EnsembleClient", "FlowInfo", "RunConflict", "RunOutcome", "StartedRun", "check_input"]
+
+# `ask_again(..., run_input=SAME_INPUT)`: the rejected run's own input (the default).
+SAME_INPUT: Any = object()
 
 
 class RunConflict(EnsembleError):
@@ -58,7 +61,7 @@ def check_input(value: Any, flow: LoadedFlow) -> None:
     if size > limit:
         hint = (
             ""
-            if limit > INLINE_LIMIT
+            if limit >= INLINE_LIMIT
             else (
                 "; configure a payload store (ENSEMBLE_PAYLOAD_STORE, docs/operations.md) to pass large documents by reference"
             )
@@ -152,11 +155,56 @@ class EnsembleClient:
     async def start(self, flow: str | Path | LoadedFlow, run_input: Any, *, run_id: str | None = None) -> StartedRun:
         """Start a run. `run_id` makes starting idempotent for the caller: a second start under
         the same id is refused (EnsembleError) and never starts a second run."""
-        request = self.request(flow, run_input)
+        return await self.launch(self.request(flow, run_input), run_id=run_id)
+
+    async def launch(self, request: RunRequest, *, run_id: str | None = None) -> StartedRun:
+        """Start a run of a request built by `request()` or `again_request()`."""
         name = request.flow.name
         run_id = run_id or f"{name}-{uuid.uuid4().hex[:8]}"
-        await start_request(self.temporal, request, run_id, summary=f"{name}: {request.flow.description}")
+        again = request.asks_again
+        await start_request(
+            self.temporal,
+            request,
+            run_id,
+            summary=f"{name}: {again.line() if again else request.flow.description}",
+            memo={"asks_again": again.run_id} if again else None,
+        )
         return StartedRun(run_id=run_id, flow=name, task_queue=request.task_queue)
+
+    async def again_request(
+        self, rejected_run_id: str, *, flow: str | Path | LoadedFlow | None = None, run_input: Any = SAME_INPUT
+    ) -> RunRequest:
+        """The request of a new run asking again after people rejected `rejected_run_id`: the same
+        flow (as this process has it now; `flow` must name it if given) with the rejected run's
+        input unless `run_input` is given, recording which run and rejection it follows
+        (`RunRequest.asks_again`). InputError for an unknown run, a run people did not reject, or
+        another flow. The rejected run is only read."""
+        asked, old = await dlq.rejected_run(self.temporal, rejected_run_id)
+        loaded = (
+            find_flow(old.flow.name) if flow is None else flow if isinstance(flow, LoadedFlow) else find_flow(str(flow))
+        )
+        if loaded.spec.name != old.flow.name:
+            raise InputError(
+                f"run '{rejected_run_id}' is a run of flow '{old.flow.name}', not '{loaded.spec.name}': "
+                f"ask again with `starter.py run {old.flow.name} --again {rejected_run_id}`"
+            )
+        value = old.input if run_input is SAME_INPUT else run_input
+        return self.request(loaded, value).model_copy(update={"asks_again": asked})
+
+    async def ask_again(
+        self,
+        rejected_run_id: str,
+        *,
+        flow: str | Path | LoadedFlow | None = None,
+        run_input: Any = SAME_INPUT,
+        run_id: str | None = None,
+    ) -> StartedRun:
+        """Start a new run that asks again after people rejected `rejected_run_id`
+        (`starter.py run FLOW --again RUN_ID`); see `again_request()`. The rejected run stays
+        rejected: this is a run of its own, with its own gates, whose status and audit name it."""
+        return await self.launch(
+            await self.again_request(rejected_run_id, flow=flow, run_input=run_input), run_id=run_id
+        )
 
     async def start_once(
         self, flow: str | Path | LoadedFlow, run_input: Any, *, run_id: str

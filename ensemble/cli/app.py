@@ -24,7 +24,7 @@ from ensemble.activities.threads import THREADS
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
 from ensemble.authoring.reading import MAX_DEPTH, decode, one_line, parse_json
 from ensemble.cli.output import console, emit_json, print_outcome
-from ensemble.client import EnsembleClient
+from ensemble.client import SAME_INPUT, EnsembleClient
 from ensemble.runs.history import get_run
 from ensemble.runtime import connection as temporal
 from ensemble.runtime import logs, server, telemetry
@@ -181,16 +181,29 @@ async def warn_worker_settings(client: Client, queue: str) -> None:
 
 async def cmd_run(args: argparse.Namespace) -> int:
     flow = find_flow(args.flow)
-    value = read_input(args.input, flow)
-    ensemble = EnsembleClient(await temporal.connect())
-    request = ensemble.request(flow, value)  # checked against the flow's schema before connecting further
+    if args.again:  # a new run asking again after a rejected one: its input unless --input is given
+        value = read_input(args.input, flow) if args.input is not None else SAME_INPUT
+        ensemble = EnsembleClient(await temporal.connect())
+        request = await ensemble.again_request(args.again, flow=flow, run_input=value)
+    else:
+        value = read_input(args.input, flow)
+        ensemble = EnsembleClient(await temporal.connect())
+        request = ensemble.request(flow, value)  # checked against the flow's schema before connecting further
     await temporal.ensure_search_attributes(ensemble.temporal)
-    started = await ensemble.start(flow, value, run_id=args.id)
+    started = await ensemble.launch(request, run_id=args.id)
+    again = request.asks_again
     if not args.wait:
         if args.json:
-            emit_json({"run_id": started.run_id, "flow": started.flow, "status": "running"})
+            emit_json(
+                {
+                    "run_id": started.run_id,
+                    "flow": started.flow,
+                    "status": "running",
+                    **({"asks_again": again.model_dump()} if again else {}),
+                }
+            )
         else:
-            print(f"started run {started.run_id} of flow '{started.flow}'")
+            print(f"started run {started.run_id} of flow '{started.flow}'" + (f"; it {again.line()}" if again else ""))
             if not await temporal.has_pollers(ensemble.temporal, started.task_queue):
                 note("no worker polls this run's task queue yet: start one with `python worker.py`")
             else:
@@ -204,7 +217,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 note(
                     f"no worker polls task queue '{q}' that some agents need: start `python worker.py --task-queue {q} --activities-only`"
                 )
-        print(f"started run {started.run_id} of flow '{started.flow}'; waiting for it to end", file=sys.stderr)
+        asks = f"; it {again.line()}" if again else ""
+        print(f"started run {started.run_id} of flow '{started.flow}'{asks}; waiting for it to end", file=sys.stderr)
     async with ensemble.serving(
         started.run_id, started.task_queue, on_note=None if quiet else note, on_broken=server_broke
     ):
@@ -273,6 +287,11 @@ def build_parser(groups: Sequence[Register] = ()) -> argparse.ArgumentParser:
     s.add_argument("flow", help="a flow name or a flow file path")
     s.add_argument("--input", help="JSON, or @FILE (.json, or a text document for document flows)")
     s.add_argument("--id", help="the run id (default: FLOW-<random>)")
+    s.add_argument(
+        "--again",
+        metavar="RUN_ID",
+        help="ask again after people rejected RUN_ID: a new run with its input (unless --input), that names it",
+    )
     s.add_argument(
         "--wait",
         action="store_true",

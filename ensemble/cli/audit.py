@@ -14,6 +14,7 @@ from ensemble.cli.output import console, emit_json
 from ensemble.runs.audit import AuditReport, audit_history, audit_run
 from ensemble.runtime import connection as temporal
 from ensemble.runtime.converter import data_converter
+from ensemble.spec import AskedAgain
 from ensemble.spec.errors import InputError
 
 
@@ -42,6 +43,8 @@ def _print(report: AuditReport, out: Console) -> None:
         f"run [bold]{report.run_id}[/bold] (flow {report.flow}, identity {report.identity}): "
         + ("[green]every decision verified[/green]" if report.ok else "[red]VERIFICATION FAILED[/red]")
     )
+    if report.asks_again:
+        out.print(AskedAgain.model_validate(report.asks_again).line(), markup=False, highlight=False)
     if not report.decisions:
         out.print("no decisions on record")
         return

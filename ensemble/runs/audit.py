@@ -46,6 +46,7 @@ class AuditReport:
     flow: str
     identity: str
     decisions: list[AuditedDecision] = field(default_factory=list)
+    asks_again: dict[str, Any] | None = None  # the rejected run this run asks again (`run --again`)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +58,7 @@ class AuditReport:
             "flow": self.flow,
             "identity": self.identity,
             "ok": self.ok,
+            "asks_again": self.asks_again,
             "decisions": [asdict(d) for d in self.decisions],
         }
 
@@ -85,7 +87,12 @@ def audit(h: RunHistory, *, run_id: str) -> AuditReport:
     request = h.request
     if request is None:
         raise ValueError(f"the history of {run_id} has no flow run's start event")
-    report = AuditReport(run_id=run_id, flow=request.flow.name, identity=request.flow.identity)
+    report = AuditReport(
+        run_id=run_id,
+        flow=request.flow.name,
+        identity=request.flow.identity,
+        asks_again=request.asks_again.model_dump() if request.asks_again else None,
+    )
     opened = sorted([(k.at, k) for k in h.tier_keys], key=lambda pair: pair[0])
     seen: set[str] = set()
     for d in h.decisions:

@@ -26,7 +26,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from ensemble.authoring.flows import walk_steps
 from ensemble.runs.history import Call, RunHistory, read_history
 from ensemble.runtime.launch import start_request
-from ensemble.spec import WORKFLOW_NAME, AgentResult, AgentStep, RunRequest, protocol
+from ensemble.spec import WORKFLOW_NAME, AgentResult, AgentStep, AskedAgain, RunRequest, protocol
 from ensemble.spec import protocol as attributes
 from ensemble.spec.errors import EnsembleError, InputError
 
@@ -100,11 +100,9 @@ async def dead_letter(
         except EnsembleError:
             pass
     compensated = record.compensated()
-    rejected = None
-    if record.error_type == "GateRejected" and (m := _REJECTED.search(record.error or "")):
-        at = record.ended_at.isoformat(timespec="seconds") if record.ended_at else None
-        rejected = {"gate": m.group(1), "by": m.group(2), "why": m.group(3) or "", "at": at}
-        step, agent, attempts = m.group(1), "(people)", 0
+    rejected = rejection(record)
+    if rejected is not None:
+        step, agent, attempts = rejected["gate"], "(people)", 0
     return DeadLetter(
         run_id=run_id,
         flow=record.run_request.flow.name,
@@ -130,14 +128,46 @@ async def dead_letter(
     )
 
 
+def rejection(record: RunHistory) -> dict[str, Any] | None:
+    """`{gate, by, why, at}` when people rejected the run (it failed with GateRejected), else None."""
+    if record.status != "failed" or record.error_type != "GateRejected":
+        return None
+    m = _REJECTED.search(record.error or "")
+    if m is None:
+        return None
+    at = record.ended_at.isoformat(timespec="seconds") if record.ended_at else None
+    return {"gate": m.group(1), "by": m.group(2), "why": m.group(3) or "", "at": at}
+
+
 def refuse_rejected(record: RunHistory, what: str) -> None:
     """A run people rejected is final: no redrive or fork asks its gate again."""
-    if record.error_type == "GateRejected" and (m := _REJECTED.search(record.error or "")):
-        why = f" ({m.group(3)})" if m.group(3) else ""
+    rejected = rejection(record)
+    if rejected is not None:
+        why = f" ({rejected['why']})" if rejected["why"] else ""
         raise EnsembleError(
-            f"run '{record.run_id}' was rejected at gate '{m.group(1)}' by {m.group(2)}{why}: a rejection is final and "
-            f"{what} would ask again; start a new run instead (`starter.py run {record.run_request.flow.name} --input ...`)"
+            f"run '{record.run_id}' was rejected at gate '{rejected['gate']}' by {rejected['by']}{why}: a rejection is "
+            f"final and {what} would ask again; ask again in a new run that names it: "
+            f"`starter.py run {record.run_request.flow.name} --again {record.run_id}`"
         )
+
+
+async def rejected_run(client: Client, run_id: str) -> tuple[AskedAgain, RunRequest]:
+    """What a new run asking again after `run_id` records, and the rejected run's request.
+    Refused (InputError) for an unknown run and for a run people did not reject."""
+    try:
+        record = await read_run(client, run_id)
+    except InputError:
+        raise
+    except EnsembleError as err:
+        raise InputError(f"--again {run_id}: {err}") from None
+    rejected = rejection(record)
+    if rejected is None:
+        ended = "still running" if record.status == "running" else record.status
+        raise InputError(
+            f"run '{run_id}' is {ended}, not rejected: --again asks again only after people rejected a run"
+            + (f" (a failed run is redriven: `starter.py dlq redrive {run_id}`)" if record.status == "failed" else "")
+        )
+    return AskedAgain(run_id=run_id, **rejected), record.run_request
 
 
 async def redriven_as(client: Client, run_id: str) -> str | None:

@@ -15,7 +15,7 @@ from rich.text import Text
 from temporalio.client import Client
 
 from ensemble.runs.view import describe_run
-from ensemble.spec import RunStatusView, StepRecord
+from ensemble.spec import AskedAgain, RunStatusView, StepRecord
 
 ENDED = ("completed", "failed", "canceled", "terminated", "timed_out")
 STATUS_STYLE = {
@@ -143,7 +143,10 @@ def render(view: RunStatusView, *, progress: bool = False, width: int = 140) -> 
     )
     if view.started_at:
         head.append(f" · started {view.started_at[:19].replace('T', ' ')} UTC")
-    parts: list[RenderableType] = [head, steps_table(view, width)]
+    parts: list[RenderableType] = [head]
+    if view.asks_again:
+        parts.append(Text(safe(AskedAgain.model_validate(view.asks_again).line())))
+    parts.append(steps_table(view, width))
     if view.pending_approvals:
         parts.append(approvals_table(view.pending_approvals))
     usage = getattr(view, "usage", None)

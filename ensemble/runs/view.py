@@ -177,6 +177,7 @@ async def describe_run(client: Client, run_id: str, execution: str | None = None
         started_at=iso(h.description.start_time),
         ended_at=iso(h.description.close_time),
         usage=total_usage(records),
+        asks_again=h.request.asks_again.model_dump() if h.request and h.request.asks_again else None,
     )
 
 

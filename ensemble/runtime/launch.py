@@ -20,9 +20,11 @@ async def start_request(
     *,
     summary: str,
     origin: tuple[Any, str] | None = None,
+    memo: dict[str, Any] | None = None,
 ) -> str:
     """Start a flow run of `request` under `run_id` (a run id names one run, ever). `origin` is a
-    (search attribute, run id) pair for a run seeded from another one (redrive, fork)."""
+    (search attribute, run id) pair for a run seeded from another one (redrive, fork); `memo` is
+    kept on the run (`asks_again`: the rejected run a new run asks again)."""
     pairs = [SearchAttributePair(protocol.FLOW, request.flow.name)]
     if origin is not None:
         pairs.append(SearchAttributePair(origin[0], origin[1]))
@@ -35,6 +37,7 @@ async def start_request(
                 task_queue=request.task_queue,
                 search_attributes=TypedSearchAttributes(pairs),
                 static_summary=summary[:200],
+                memo=memo,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 versioning_override=versioning.start_override(request.flow),  # pinned or auto-upgrade (docs/deploy.md)
             )

@@ -38,7 +38,9 @@ from temporalio.converter import (
 from ensemble.spec.errors import EnsembleError, InputError
 
 DEFAULT_THRESHOLD = 256 * 1024
-INLINE_LIMIT = 2 * 1024 * 1024  # Temporal refuses a payload over 2 MB
+# The largest payload Temporal takes: `limit.blobSize.error`, 2 MB by default, which the embedded
+# server (runtime/server.py) and the cluster settings in deploy/ lower to 1 MiB (docs/security.md).
+INLINE_LIMIT = 1024 * 1024
 INLINE_INPUT_LIMIT = 512 * 1024  # without a store: a run's input is copied into the state and step inputs
 STORED_INPUT_LIMIT = 64 * 1024 * 1024  # with a store: bounded by the worker's memory, not by Temporal
 
@@ -104,9 +106,15 @@ def _threshold() -> int:
     if not raw:
         return DEFAULT_THRESHOLD
     try:
-        return max(0, int(raw)) * 1024
+        threshold = max(0, int(raw)) * 1024
     except ValueError:
         raise InputError(f"ENSEMBLE_PAYLOAD_THRESHOLD_KB={raw!r} is not a number of KiB") from None
+    if threshold > INLINE_LIMIT // 2:
+        raise InputError(
+            f"ENSEMBLE_PAYLOAD_THRESHOLD_KB={raw} is over {INLINE_LIMIT // 2048}: a payload kept inline must stay "
+            f"well under the {INLINE_LIMIT // 1024} KiB Temporal takes (limit.blobSize.error)"
+        )
+    return threshold
 
 
 @functools.lru_cache(maxsize=8)

@@ -29,11 +29,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ensemble.runtime import codec, converter
+from ensemble.runtime.payloads import INLINE_LIMIT
 from ensemble.spec import protocol as attributes
 from ensemble.spec.errors import EnsembleError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 7233
+
+MAX_SIGNALS = 10
 
 # The dev server's history service reads its task queues through rate limiters of 20 polls/s by
 # default, which puts ~50 ms between one agent and the next. These raise them (see docs/operations.md).
@@ -46,6 +49,13 @@ DYNAMIC_CONFIG = {
     # Eager activity dispatch: the worker that completes a workflow task takes the next agent's
     # activity in the same reply (the dev server's default today; said here so it stays so).
     "system.enableActivityEagerExecution": True,
+    # What a caller who may signal a run can make it write (docs/security.md, Decisions by signal):
+    # no payload over 1 MiB (signals, and everything else: larger values go by reference through the
+    # payload store, over 256 KiB) and at most 10 signals per run (only raw callers signal; Ensemble
+    # decides by update). 10 x 1 MiB stays within the history's 10 MB warning size and a fifth of the
+    # 50 MB at which Temporal terminates a run.
+    "limit.blobSize.error": INLINE_LIMIT,
+    "history.maximumSignalsPerExecution": MAX_SIGNALS,
 }
 SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal"}
 

@@ -23,6 +23,7 @@ from ensemble.spec.models import (
     AgentResult,
     AgentSpec,
     AgentStep,
+    AskedAgain,
     BudgetSpec,
     ChatSpec,
     ChatStep,
@@ -128,6 +129,7 @@ __all__ = [
     "agent_refs",
     "FlowSpec",
     "RunRequest",
+    "AskedAgain",
     "AgentContext",
     "AgentCall",
 ]

@@ -381,6 +381,21 @@ class FlowSpec(_Strict):
         return value
 
 
+class AskedAgain(_Strict):
+    """The rejected run a run asks again (`starter.py run FLOW --again RUN_ID`): people rejected
+    it at `gate`; the new run is a run of its own, and the rejected one stays rejected."""
+
+    run_id: str
+    gate: str
+    by: str
+    why: str = ""
+    at: str | None = None
+
+    def line(self) -> str:
+        why = f": {self.why}" if self.why else ""
+        return f"asks again after rejected run {self.run_id} (rejected by {self.by} at gate '{self.gate}'{why})"
+
+
 class RunRequest(_Strict):
     """The workflow input: a flow with every agent it uses resolved, and the run's input."""
 
@@ -397,6 +412,9 @@ class RunRequest(_Strict):
     reuse: dict[str, AgentResult] = Field(default_factory=dict)
     idempotency_keys: dict[str, str] = Field(default_factory=dict)
     origin: str | None = None
+    # A new run that asks again after people rejected another run (not seeded from it); the
+    # workflow does not read it: it is the run's record of which rejection it follows.
+    asks_again: AskedAgain | None = None
 
 
 class AgentContext(_Strict):

@@ -123,3 +123,6 @@ class RunStatusView(_Strict):
     usage: Usage | None = Field(
         None, description="the token usage of every step, summed (none when no step used a model)"
     )
+    asks_again: dict[str, Any] | None = Field(
+        None, description="the rejected run this run asks again: {run_id, gate, by, why, at} (`run --again`)"
+    )
