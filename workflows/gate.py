@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from ensemble.logic.gates import OpenGate
     from ensemble.logic.proofs import digest
     from ensemble.logic.state import StateError, resolve
-    from ensemble.spec import GateEvent, GateSpec, GateStep, GateWhen, protocol
+    from ensemble.spec import GROUP_PREFIX, GateEvent, GateSpec, GateStep, GateWhen, protocol
     from ensemble.spec import protocol as attributes
     from ensemble.spec.gate import TierTrust
 
@@ -35,6 +35,9 @@ RESOLVE_TRUST = protocol.RESOLVE_APPROVER_KEYS
 # Runs started before proven decisions existed replay without it: their gates believe names and
 # take min(quorum, people) as before.
 PROVEN_PATCH = "ensemble-proven-decisions"
+# Runs started before it publish their open gates without the tier's groups (the inbox then finds
+# a gate only by the names of its people).
+GROUPS_PATCH = "ensemble-pending-groups"
 NOTIFY = protocol.NOTIFY
 _RESOLVE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5
@@ -60,6 +63,11 @@ def publish(run: FlowRun) -> None:
     open_gates = run.gates.pending()
     if open_gates:
         people = sorted({p for g in open_gates for p in g["approvers"]})
+        if workflow.patched(GROUPS_PATCH):  # a member of a tier's group (an identity provider's claim) finds it too
+            groups = {gate.path: gate.groups() for gate in run.gates.open.values()}
+            for g in open_gates:
+                g["groups"] = groups.get(g["path"], [])
+            people += sorted({f"{GROUP_PREFIX}{n}" for g in open_gates for n in g["groups"]})
         workflow.upsert_search_attributes(
             [
                 attributes.GATES.value_set(sorted({g["gate"] for g in open_gates})),

@@ -85,6 +85,11 @@ class OpenGate:
     def settle(self, outcome: str, by: str, now: datetime, comment: str = "") -> None:
         self.outcome, self.decided_by, self.decided_at, self.comment = outcome, by, now, comment
 
+    def groups(self) -> list[str]:
+        """The tier's groups (`group:NAME` approvers), as recorded when it opened: a proof whose
+        identity provider's groups claim names one of them is an approver's."""
+        return sorted(self.trust.groups) if self.trust is not None else []
+
     def summary(self) -> dict[str, Any]:
         """The open gate as the inbox lists it."""
         return {
@@ -198,7 +203,9 @@ class GateBook:
             raise GateRefused(
                 f"gate '{gate.name}' is not open: it was just {(gate.outcome or 'opened').replace('_', ' ')}"
             )
-        if d.by not in gate.approvers:
+        if d.by not in gate.approvers and not (gate.identity == "proven" and gate.groups() and d.proof):
+            # On a proven gate whose tier names groups, someone the approvers file does not list may
+            # still be a member by their identity provider's groups claim: their proof says (verify).
             raise GateRefused(
                 f"'{d.by}' is not an approver of gate '{gate.name}' at tier {gate.tier} (approvers: {', '.join(gate.approvers)})"
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from temporalio.client import (
@@ -25,7 +26,7 @@ from ensemble.identity import keys
 from ensemble.logic.proofs import binding
 from ensemble.runs.history import STATUS_NAMES, get_run
 from ensemble.runs.live import wait_result
-from ensemble.spec import WORKFLOW_NAME, GateDecision, GateDecisionResult
+from ensemble.spec import GROUP_PREFIX, WORKFLOW_NAME, GateDecision, GateDecisionResult
 from ensemble.spec import protocol as attributes
 from ensemble.spec.errors import EnsembleError, InputError
 
@@ -40,10 +41,21 @@ def _quote(value: str) -> str:
     return f"'{value}'"
 
 
-async def pending(client: Client, approver: str | None = None) -> list[dict[str, Any]]:
-    """One row per open gate: run_id, flow, gate, approvers, tier, opened_at, deadline (and quorum,
-    approvals so far, round), oldest first."""
-    query = WAITING_QUERY + (f" AND {attributes.APPROVERS.name} = {_quote(approver)}" if approver else "")
+def waits_on(gate: dict[str, Any], approver: str, groups: Sequence[str] = ()) -> bool:
+    """Whether an open gate (as `pending` lists it) waits on `approver`: named among its people,
+    or (`groups`, from an identity provider's groups claim) a member of one of the tier's groups.
+    The run's validator still judges the decision's proof."""
+    return approver in (gate.get("approvers") or []) or any(g in (gate.get("groups") or []) for g in groups)
+
+
+async def pending(client: Client, approver: str | None = None, groups: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """One row per open gate: run_id, flow, gate, approvers, groups, tier, opened_at, deadline (and
+    quorum, approvals so far, round), oldest first. With `approver`, only the gates waiting on them
+    (see `waits_on`)."""
+    query = WAITING_QUERY
+    if approver:
+        names = [approver, *(f"{GROUP_PREFIX}{g}" for g in groups)]
+        query += f" AND {attributes.APPROVERS.name} IN ({', '.join(_quote(n) for n in names)})"
     rows: list[dict[str, Any]] = []
     async for wf in client.list_workflows(query):
         attrs = wf.typed_search_attributes
@@ -52,7 +64,7 @@ async def pending(client: Client, approver: str | None = None) -> list[dict[str,
         except ValueError:
             gates = []
         for gate in gates:
-            if approver and approver not in gate.get("approvers", []):
+            if approver and not waits_on(gate, approver, groups):
                 continue
             rows.append({"run_id": wf.id, "flow": attrs.get(attributes.FLOW), **gate})
     return sorted(rows, key=lambda r: (r.get("opened_at") or "", r["run_id"]))

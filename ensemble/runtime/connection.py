@@ -33,6 +33,20 @@ SEARCH_ATTRIBUTES: dict[str, IndexedValueType.ValueType] = {
 }
 
 
+_runtime: Runtime | None = None
+
+
+def default_runtime() -> Runtime:
+    """The process's Temporal runtime when the caller brings none: like the SDK's default (core
+    warnings and up), but the core's log lines go through Python logging (the `temporalio.core`
+    logger, on stderr with the CLI's logging) instead of straight to stdout, where a warning such
+    as a payload over 512 KiB (TMPRL1103) would land after `--json` output. Made once per process."""
+    global _runtime
+    if _runtime is None:
+        _runtime = telemetry.worker_runtime()
+    return _runtime
+
+
 # Told when `connect` starts the embedded server because it was not running (the CLI says so on
 # stderr: a server that was stopped on purpose should not come back silently).
 on_server_start: Callable[[server.ServerInfo], None] | None = None
@@ -66,7 +80,8 @@ def _tls() -> TLSConfig | bool:
 async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: Runtime | None = None) -> Client:
     """A client for the configured Temporal. With no TEMPORAL_ADDRESS the embedded server is
     used, started first when `start_server` (and left running). `runtime` carries metrics
-    settings (see telemetry.worker_runtime); tracing plugins are added when tracing is on."""
+    settings (see telemetry.worker_runtime), else `default_runtime()`; tracing plugins are added
+    when tracing is on."""
     info: server.ServerInfo | None = None
     tls: TLSConfig | bool
     if embedded():
@@ -93,7 +108,7 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
                     tls=tls,
                     api_key=api_key,
                     data_converter=data_converter(),
-                    runtime=runtime,
+                    runtime=runtime or default_runtime(),
                     plugins=telemetry.plugins(),
                 ),
                 max(1.0, deadline - loop.time()),

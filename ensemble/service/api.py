@@ -12,9 +12,10 @@ from pydantic import BaseModel, Field
 
 from ensemble.client import EnsembleClient, FlowInfo, RunOutcome, StartedRun
 from ensemble.logic.proofs import binding, binding_hash
+from ensemble.runs import inbox
 from ensemble.service import events
 from ensemble.service.auth import Principal, RateLimiter, Roles, ServiceError, verify_bearer
-from ensemble.spec import RunStatusView
+from ensemble.spec import GROUP_PREFIX, RunStatusView
 from ensemble.spec.errors import EnsembleError
 
 RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
@@ -99,11 +100,18 @@ async def may_read(svc: Service, who: Principal, run_id: str) -> RunStatusView |
         view = await svc.client.status(run_id)
     except EnsembleError:  # whether a run exists is not for a caller who may not read it
         view = None
-    if view is not None and any(who.subject in (g.get("approvers") or []) for g in view.pending_approvals):
+    if view is not None and any(approves(who, g) for g in view.pending_approvals):
         return view
     raise ServiceError(
         403, "forbidden", f"'{who.subject}' may not read run '{run_id}': the roles file grants no 'read'"
     )
+
+
+def approves(who: Principal, gate: dict[str, Any]) -> bool:
+    """Whether the caller may see and decide an open gate: one of its people, or a member (by
+    their identity provider's groups claim) of one of the tier's groups. The run's validator is
+    the final judge of the decision itself (its proof must name the caller, and their groups)."""
+    return inbox.waits_on(gate, who.subject, [] if who.local else who.groups)
 
 
 async def _open(svc: Service, run_id: str, gate: str) -> dict[str, Any] | None:
@@ -171,7 +179,7 @@ async def cancel_run(run_id: str, who: Caller, svc: Svc, body: CancelRequest | N
 
 @router.get("/approvals", summary="The gates waiting on the caller")
 async def my_approvals(who: Caller, svc: Svc) -> list[dict[str, Any]]:
-    return await svc.client.pending(who.subject)
+    return await inbox.pending(svc.client.temporal, who.subject, [] if who.local else who.groups)
 
 
 @router.post(
@@ -182,12 +190,14 @@ async def decide(run_id: str, gate: str, body: DecisionRequest, who: Caller, svc
     open_gate = await _open(svc, run_id, gate)
     if open_gate is None:
         raise ServiceError(409, "refused", f"run '{run_id}' has no open gate '{gate}'")
-    if who.subject not in (open_gate.get("approvers") or []):
+    if not approves(who, open_gate):
         raise ServiceError(
             403,
             "forbidden",
             f"'{who.subject}' is not an approver of gate '{gate}' "
-            f"(approvers: {', '.join(open_gate.get('approvers') or [])})",
+            f"(approvers: {', '.join(open_gate.get('approvers') or [])}"
+            + "".join(f"; or a member of {GROUP_PREFIX}{g}" for g in open_gate.get("groups") or [])
+            + ")",
         )
     if body.decision == "request_changes" and not body.comment.strip():
         raise ServiceError(400, "invalid_input", "request_changes needs a comment saying what to change")
@@ -208,7 +218,7 @@ async def gate_view(run_id: str, gate: str, who: Caller, svc: Svc) -> dict[str, 
     found = await svc.client.open_gate(run_id, gate)
     if found is None:
         raise ServiceError(404, "not_found", f"run '{run_id}' has no open gate '{gate}'")
-    if who.subject not in (found.get("approvers") or []) and not svc.roles.may(who, "read"):
+    if not approves(who, found) and not svc.roles.may(who, "read"):
         raise ServiceError(
             403, "forbidden", f"'{who.subject}' is not an approver of gate '{gate}' and may not read runs"
         )
@@ -230,7 +240,7 @@ async def gate_binding(
     g = await _open(svc, run_id, gate)
     if g is None:
         raise ServiceError(409, "refused", f"run '{run_id}' has no open gate '{gate}'")
-    if who.subject not in (g.get("approvers") or []):
+    if not approves(who, g):
         raise ServiceError(403, "forbidden", f"'{who.subject}' is not an approver of gate '{gate}'")
     bound = binding(
         run_id,
