@@ -83,7 +83,9 @@ async def main(args: argparse.Namespace) -> None:
         env = {"env": model.worker_env()}
         ens = bench.worker(srv, "ensemble", env)
         base = bench.worker(srv, "model_baseline", env)
-        sys_ = Systems(client, model, home, args.steps, queues={"ensemble": ens.task_queue, "temporal": base.task_queue})
+        sys_ = Systems(
+            client, model, home, args.steps, queues={"ensemble": ens.task_queue, "temporal": base.task_queue}
+        )
         for system, label in (("ensemble", "Ensemble"), ("temporal", "plain Temporal (baseline)")):
             _, handles = await sys_.batch(system, 1)
             events = list((await handles[0].fetch_history()).events)

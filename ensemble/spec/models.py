@@ -436,7 +436,12 @@ class AgentCall(_Strict):
     def to_wire(self, activity_id: str, workflow_id: str) -> dict[str, Any]:
         """The activity input for `activity_id` of run `workflow_id` (the activity type is the
         agent's name)."""
-        agent = self.agent.model_dump(mode="json", exclude_defaults=True, exclude=_WORKFLOW_ONLY | _FROM_INFO)
+        exclude = set(_WORKFLOW_ONLY | _FROM_INFO)
+        if self.agent.kind == "function":
+            # its handler's own types check input and output; only its model-backed version
+            # (`llm`) reads the output schema
+            exclude |= {"input_schema"} if self.agent.llm is not None else {"input_schema", "output_schema"}
+        agent = self.agent.model_dump(mode="json", exclude_defaults=True, exclude=exclude)
         ctx = self.context
         context: dict[str, Any] = {"flow": ctx.flow}
         if ctx.run_id != workflow_id:
