@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any
 
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
@@ -38,11 +41,40 @@ def executor(kind: str) -> Callable[[Executor], Executor]:
     return register
 
 
+def _seconds(value: timedelta | None) -> float | None:
+    return value.total_seconds() if value else None
+
+
+def read_call(payload: Any) -> AgentCall:
+    """The activity's input, compact (`AgentCall.to_wire`) or in the full shape of earlier
+    releases, completed from this activity's info."""
+    info = activity.info()
+    data = activity.payload_converter().from_payload(payload, dict)
+    if not isinstance(data, dict):
+        raise permanent(f"agent '{info.activity_type}': the activity input is not an agent call", kind="InvalidInput")
+    try:
+        return AgentCall.from_wire(
+            data,
+            workflow_id=info.workflow_id or "",
+            activity_id=info.activity_id,
+            activity_type=info.activity_type,
+            attempt=info.attempt,
+            timeout_s=_seconds(info.start_to_close_timeout),
+            heartbeat_s=_seconds(info.heartbeat_timeout),
+            is_local=info.is_local,
+        )
+    except ValidationError as err:
+        raise permanent(
+            f"agent '{info.activity_type}': the activity input is not an agent call: {str(err)[:300]}",
+            kind="InvalidInput",
+        ) from None
+
+
 @activity.defn(dynamic=True)
-async def run_agent(args: Sequence[RawValue]) -> AgentResult:
-    """Run whichever agent this activity type names."""
-    call = activity.payload_converter().from_payload(args[0].payload, AgentCall)
-    call.context.attempt = activity.info().attempt
+async def run_agent(args: Sequence[RawValue]) -> dict[str, Any]:
+    """Run whichever agent this activity type names. Its result is sent compact
+    (`AgentResult.to_wire`)."""
+    call = read_call(args[0].payload)
     kind = call.agent.kind
     if kind == "function" and call.agent.llm is not None and os.environ.get("ENSEMBLE_LLM", "").strip():
         kind = "llm"  # this worker runs the agent's model-backed version (docs/llm.md)
@@ -55,7 +87,9 @@ async def run_agent(args: Sequence[RawValue]) -> AgentResult:
             result = await run(call)
         except Exception as err:  # every failure leaves bounded and scrubbed, without its cause chain
             raise scrubbed_error(_bounded(err)) from None
-        return observed.done(checked_output(call, result))
+        wire = checked_output(call, result)
+        observed.done(result)
+        return wire
 
 
 def output_limit() -> int:
@@ -63,10 +97,12 @@ def output_limit() -> int:
     return STORED_INPUT_LIMIT if external_storage() is not None else INLINE_LIMIT - 64 * 1024
 
 
-def checked_output(call: AgentCall, result: AgentResult) -> AgentResult:
+def checked_output(call: AgentCall, result: AgentResult) -> dict[str, Any]:
+    """The result as it is sent (`AgentResult.to_wire`), once it is known to fit."""
     who = f"agent '{call.agent.name}'"
     try:
-        size = len(json.dumps(result.model_dump(mode="json")).encode())
+        wire = result.to_wire()
+        size = len(json.dumps(wire).encode())
     except (TypeError, ValueError, RecursionError) as err:  # the same output would fail the same way again
         raise permanent(
             f"{who} returned an output that cannot be sent as JSON: {str(err)[:300]}", kind="UnserializableOutput"
@@ -82,7 +118,7 @@ def checked_output(call: AgentCall, result: AgentResult) -> AgentResult:
             f"{who} returned {size / 2**20:.1f} MiB, over the {limit / 2**20:.1f} MiB a step's output may be{hint}",
             kind="OutputTooLarge",
         )
-    return result
+    return wire
 
 
 def _bounded(err: Exception) -> Exception:

@@ -1,11 +1,16 @@
-"""Where plain (sync) agents run: one bounded thread pool per worker process, sized with the
-worker's activity slots, that a hung agent cannot wedge.
+"""Where plain (sync) agents run: one bounded thread pool per worker process, that a hung agent
+cannot wedge.
 
-A Python thread cannot be stopped. An agent still running past its step's timeout is *stuck*: its
-activity keeps its slot until the thread returns (so the worker never takes more work than it has
-threads for), and the worker reports itself degraded — a log line, the
-`ensemble_worker_stuck_threads` gauge and the health endpoint (`worker.py --health-port`). When every
-slot is stuck the worker is of no use: `worker.py` exits (code 3) so its supervisor restarts it.
+The pool is sized apart from the worker's activity slots: async agents (llm, http, mcp and async
+function agents) take no thread, so a worker may hold far more of them in flight than it has
+threads. `ENSEMBLE_AGENT_THREADS` sets the pool (default: the activity slots, at most
+DEFAULT_THREADS); a sync agent beyond it waits for a thread, its attempt's timeout running.
+
+A Python thread cannot be stopped. An agent still running past its step's timeout is *stuck*: it
+keeps its thread until it returns (so the worker never runs more sync agents than it has threads
+for), and the worker reports itself degraded — a log line, the `ensemble_worker_stuck_threads`
+gauge and the health endpoint (`worker.py --health-port`). When every thread is stuck the worker
+is of no use to sync agents: `worker.py` exits (code 3) so its supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -24,13 +29,17 @@ from typing import Any
 import structlog
 from temporalio import activity
 
-DEFAULT_SLOTS = 100  # Temporal's default of concurrent activities per worker
+# Concurrent activities per worker (ENSEMBLE_ACTIVITY_SLOTS): model calls in flight are bounded by
+# it, and an async agent waiting on its model costs a coroutine, not a thread.
+DEFAULT_SLOTS = 2000
+# Threads for sync agents per worker process (ENSEMBLE_AGENT_THREADS), at most the activity slots.
+DEFAULT_THREADS = 100
 STUCK_GAUGE = "ensemble_worker_stuck_threads"
 
 
 @dataclass
 class ThreadState:
-    slots: int
+    slots: int  # threads in the pool
     busy: int
     stuck: int
 
@@ -51,8 +60,8 @@ class AgentThreads:
         self.stuck_since: float | None = None
 
     def resize(self, slots: int) -> None:
-        """One thread per activity slot. A process running several workers gets the largest of
-        their slot counts (threads already running finish on the pool they started on)."""
+        """`slots` threads. A process running several workers gets the largest of their thread
+        counts (threads already running finish on the pool they started on)."""
         with self._lock:
             if self._pool is not None and slots <= self.slots:
                 return
@@ -63,13 +72,13 @@ class AgentThreads:
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:  # an executor called outside a worker built by Ensemble
-            self.resize(DEFAULT_SLOTS)
+            self.resize(DEFAULT_THREADS)
         assert self._pool is not None
         return self._pool
 
     def state(self) -> ThreadState:
         with self._lock:
-            return ThreadState(self.slots or DEFAULT_SLOTS, self.busy, self.stuck)
+            return ThreadState(self.slots or DEFAULT_THREADS, self.busy, self.stuck)
 
     def _count(self, busy: int = 0, stuck: int = 0) -> None:
         with self._lock:
@@ -88,7 +97,10 @@ class AgentThreads:
         loop = asyncio.get_running_loop()
         # The agent's thread sees the activity's context (its log bindings, its trace span).
         context = contextvars.copy_context()
-        future = loop.run_in_executor(self._executor(), functools.partial(context.run, fn, *args))
+        # Beyond the pool's threads it waits in the pool's queue, its attempt's timeout running (as
+        # Temporal's does); one that times out or is cancelled there is taken out, never run.
+        queued = self._executor().submit(functools.partial(context.run, fn, *args))
+        future = asyncio.wrap_future(queued, loop=loop)
         self._count(busy=1)
         timeout = _timeout_s()
         started = loop.time()
@@ -105,6 +117,12 @@ class AgentThreads:
                     if future.done() or stuck:  # cancelled while already stuck: the worker is going away
                         raise
                     cancelled = True
+                if queued.cancel():  # it never started: nothing is stuck
+                    raise (
+                        asyncio.CancelledError()
+                        if cancelled
+                        else TimeoutError(f"{who} waited past its timeout for a thread")
+                    )
                 if not stuck:
                     stuck = True
                     self._count(stuck=1)
@@ -146,6 +164,6 @@ def _gauge(stuck: int) -> None:
 THREADS = AgentThreads()
 
 
-def configure(slots: int) -> AgentThreads:
-    THREADS.resize(slots)
+def configure(threads: int) -> AgentThreads:
+    THREADS.resize(threads)
     return THREADS

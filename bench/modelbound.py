@@ -71,7 +71,9 @@ MODEL_FULL = ModelPlan(
 CAPS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "model connections 64 (the default before this revision)": {"env": {"ENSEMBLE_LLM_MAX_CONNECTIONS": "64"}},
-    "activity slots 2000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "2000"}},
+    "activity slots 100 (the default before this revision)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "100"}},
+    "activity slots 4000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "4000"}},
+    "agent threads 1000 (ENSEMBLE_AGENT_THREADS)": {"env": {"ENSEMBLE_AGENT_THREADS": "1000"}},
     "workflow-task slots 1000": {"options": {"max_concurrent_workflow_tasks": 1000}},
     "workflow-task pollers 20, activity pollers 20": {
         "options": {"max_concurrent_workflow_task_polls": 20, "max_concurrent_activity_task_polls": 20}

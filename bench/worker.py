@@ -49,6 +49,14 @@ def build(client: Client, task_queue: str, kind: str, options: dict[str, Any]) -
         from ensemble.runtime.worker import build_worker
 
         logs.setup(getattr(logging, log_level))  # INFO as `python worker.py`: two lines per agent attempt
+        # Only deployed code runs: this worker is deployed with the benchmark's agent, as
+        # `worker.py --flows bench.agents` would be.
+        from bench.agents import agents_block
+        from ensemble.authoring.agents import deploy_agent
+        from ensemble.spec import AgentSpec
+
+        for spec in agents_block():
+            deploy_agent(AgentSpec.model_validate(spec))
 
         return build_worker(client, task_queue, **options)
     if kind == "model_baseline":

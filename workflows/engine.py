@@ -62,12 +62,16 @@ async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, tas
     on its own task queue if it names one. Every pattern calls agents through here.
 
     A `fast` agent runs as a local activity on this worker instead: no task queue round trip, and
-    its result is recorded as a marker when the workflow task completes (docs/performance.md)."""
+    its result is recorded as a marker when the workflow task completes (docs/performance.md).
+
+    The input is sent compact (`AgentCall.to_wire`: what the activity cannot learn from its own
+    info, fields at their defaults left out); it changes the payload, not the command."""
+    wire = call.to_wire(activity_id, workflow.info().workflow_id)
     if agent.fast:
         try:
             return await workflow.execute_local_activity(
                 agent.name,
-                call,
+                wire,
                 result_type=AgentResult,
                 activity_id=activity_id,
                 start_to_close_timeout=timedelta(seconds=agent.timeout_s),
@@ -91,7 +95,7 @@ async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, tas
             ) from err
     return await workflow.execute_activity(
         agent.name,
-        call,
+        wire,
         result_type=AgentResult,
         activity_id=activity_id,
         task_queue=agent.task_queue or task_queue,

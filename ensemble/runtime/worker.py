@@ -103,7 +103,7 @@ def build_worker(
         load_worker_flows()  # only deployed code runs: what this worker may run, loaded once
     options.setdefault("workflow_runner", workflow_runner())
     options.setdefault("max_concurrent_activities", activity_slots())
-    threads.configure(options["max_concurrent_activities"])  # one agent thread per activity slot
+    threads.configure(agent_threads(options["max_concurrent_activities"]))  # for sync agents only
     return EnsembleWorker(
         client,
         task_queue=task_queue,
@@ -114,15 +114,27 @@ def build_worker(
 
 
 def activity_slots() -> int:
-    raw = os.environ.get("ENSEMBLE_ACTIVITY_SLOTS", "").strip()
+    """Agent attempts in flight per worker (ENSEMBLE_ACTIVITY_SLOTS, default 2,000): async agents
+    (model calls, http, mcp) are bounded by this alone."""
+    return _positive("ENSEMBLE_ACTIVITY_SLOTS", threads.DEFAULT_SLOTS, "concurrent agents")
+
+
+def agent_threads(slots: int) -> int:
+    """Threads for sync agents (ENSEMBLE_AGENT_THREADS; default the activity slots, at most
+    DEFAULT_THREADS): a thread each, a hung one held until it returns (activities/threads.py)."""
+    return _positive("ENSEMBLE_AGENT_THREADS", min(slots, threads.DEFAULT_THREADS), "threads for sync agents")
+
+
+def _positive(name: str, default: int, what: str) -> int:
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return threads.DEFAULT_SLOTS
+        return default
     try:
         value = int(raw)
         if value < 1:
             raise ValueError
     except ValueError:
-        raise InputError(f"ENSEMBLE_ACTIVITY_SLOTS={raw!r} is not a positive number of concurrent agents") from None
+        raise InputError(f"{name}={raw!r} is not a positive number of {what}") from None
     return value
 
 

@@ -60,6 +60,11 @@ class AgentResult(_Strict):
     # waits at a gate; the agent continues from `held.checkpoint` once people decide (docs/tools.md).
     held: ToolHold | None = None
 
+    def to_wire(self) -> dict[str, Any]:
+        """The activity result as it is sent: fields at their defaults left out (they read back
+        the same)."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
 
 StepStatus = Literal[
     "scheduled", "running", "retrying", "waiting", "completed", "failed", "canceled", "timed_out", "reused"

@@ -1,0 +1,54 @@
+"""Sync agents' thread pool is sized apart from the worker's activity slots: async agents are
+bounded by the slots only, sync agents by the threads; one waiting for a thread and cancelled there
+never runs and is not counted stuck."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from ensemble.activities.threads import DEFAULT_SLOTS, DEFAULT_THREADS, AgentThreads
+from ensemble.runtime.worker import activity_slots, agent_threads
+from ensemble.spec.errors import InputError
+
+
+def test_slots_and_threads_are_set_apart(monkeypatch):
+    monkeypatch.delenv("ENSEMBLE_ACTIVITY_SLOTS", raising=False)
+    monkeypatch.delenv("ENSEMBLE_AGENT_THREADS", raising=False)
+    assert (activity_slots(), agent_threads(activity_slots())) == (DEFAULT_SLOTS, DEFAULT_THREADS)
+    assert DEFAULT_SLOTS > DEFAULT_THREADS  # async agents are not bound by the thread count
+    monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "20")
+    assert agent_threads(activity_slots()) == 20  # never more threads than slots by default
+    monkeypatch.setenv("ENSEMBLE_AGENT_THREADS", "7")
+    assert agent_threads(activity_slots()) == 7
+    monkeypatch.setenv("ENSEMBLE_AGENT_THREADS", "none")
+    with pytest.raises(InputError, match="ENSEMBLE_AGENT_THREADS='none' is not a positive number"):
+        agent_threads(20)
+
+
+async def test_a_sync_agent_cancelled_while_waiting_for_a_thread_never_runs():
+    pool = AgentThreads()
+    pool.resize(1)
+    release = threading.Event()
+    ran: list[str] = []
+
+    def agent(name: str) -> str:
+        ran.append(name)
+        release.wait(10)
+        return name
+
+    first = asyncio.create_task(pool.run(agent, "first"))
+    while not ran:
+        await asyncio.sleep(0.01)
+    queued = asyncio.create_task(pool.run(agent, "queued"))
+    await asyncio.sleep(0.05)
+    assert pool.state().busy == 2
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert pool.state().stuck == 0 and pool.state().busy == 1
+    release.set()
+    assert await first == "first"
+    assert ran == ["first"] and pool.state().busy == 0
