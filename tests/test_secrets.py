@@ -5,6 +5,7 @@ reaches anything a run leaves behind: the history (`temporal workflow show`), vi
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import secrets
 import string
@@ -198,45 +199,50 @@ async def test_a_sentinel_key_never_leaves_the_worker(dev_server, task_queue, ec
             worker.wait(timeout=20)
     assert SENTINEL in Echo.seen, "the services never saw the key: the test proves nothing"
 
-    redacted = 0
     temporal = str(Path(sys.executable).parent / "temporal")
     address = ["--address", dev_server.info.address, "--namespace", "default"]
-    for run_id in run_ids:
-        shown = subprocess.run(
-            [temporal, "workflow", "show", "-w", run_id, "-o", "json", *address],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert shown.returncode == 0, shown.stderr
-        assert "Failed" in shown.stdout or "FAILED" in shown.stdout
-        assert_clean(f"temporal workflow show {run_id}", shown.stdout)
-        redacted += shown.stdout.count("[redacted]")
-        described = subprocess.run(
-            [temporal, "workflow", "describe", "-w", run_id, "-o", "json", *address],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert_clean(f"temporal workflow describe {run_id}", described.stdout)
+
+    def temporal_cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([temporal, *args, *address], capture_output=True, text=True, timeout=60)
+
+    def read_back(run_id: str) -> list[tuple[str, subprocess.CompletedProcess]]:
+        """Everything a person can read about one run, through `temporal` and the CLI."""
+        page = tmp_path / f"{run_id}.html"
+        views = [
+            (f"temporal workflow show {run_id}", temporal_cli("workflow", "show", "-w", run_id, "-o", "json")),
+            (f"temporal workflow describe {run_id}", temporal_cli("workflow", "describe", "-w", run_id, "-o", "json")),
+        ]
         # (`history RUN` exports what `temporal workflow show` printed above)
         for args in (
             ["status", run_id, "--json"],
             ["status", run_id],
             ["dlq", "show", run_id, "--json"],
             ["dlq", "show", run_id],
+            ["timeline", run_id, "--out", str(page)],
         ):
-            out = run_cli(args, env)
-            assert out.returncode in (0, 1), out.stderr
-            assert_clean(" ".join(args), out.stdout + out.stderr)
-        page = tmp_path / f"{run_id}.html"
-        assert run_cli(["timeline", run_id, "--out", str(page)], env).returncode == 0
-        assert_clean(f"timeline {run_id}", page.read_text())
+            views.append((" ".join(args), run_cli(args, env)))
+        timeline = views[-1][1]
+        assert timeline.returncode == 0, timeline.stderr
+        views.append((f"timeline {run_id} (the page)", subprocess.CompletedProcess([], 0, page.read_text(), "")))
+        return views
+
+    # The read-backs of different runs are independent: a few at a time keep the test short.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        per_run = list(pool.map(read_back, run_ids))
+    redacted = 0
+    for views in per_run:
+        (show_label, shown), (describe_label, described), *commands = views
+        assert shown.returncode == 0, shown.stderr
+        assert "Failed" in shown.stdout or "FAILED" in shown.stdout
+        assert_clean(show_label, shown.stdout)
+        redacted += shown.stdout.count("[redacted]")
+        assert_clean(describe_label, described.stdout)
+        for label, out in commands:
+            assert out.returncode in (0, 1), (label, out.stderr)
+            assert_clean(label, out.stdout + out.stderr)
     assert redacted >= len(run_ids), "the failures should say where a secret was taken out"
 
-    listed = subprocess.run(
-        [temporal, "workflow", "list", "-o", "json", *address], capture_output=True, text=True, timeout=60
-    )
+    listed = temporal_cli("workflow", "list", "-o", "json")
     assert_clean("temporal workflow list (visibility)", listed.stdout)
     assert_clean("dlq list", run_cli(["dlq", "list", "--json"], env).stdout)
     assert_clean("dlq list (table)", run_cli(["dlq", "list"], env).stdout)
