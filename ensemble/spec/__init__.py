@@ -17,13 +17,10 @@ from ensemble.spec.models import (
     STEP_KINDS,
     TOOL_NAME_RE,
     WORKFLOW_NAME,
-    AgentCall,
-    AgentContext,
     AgentKind,
     AgentResult,
     AgentSpec,
     AgentStep,
-    AskedAgain,
     BudgetSpec,
     ChatSpec,
     ChatStep,
@@ -51,7 +48,6 @@ from ensemble.spec.models import (
     Price,
     Reducer,
     RetrySpec,
-    RunRequest,
     RunStatus,
     RunStatusView,
     SequenceStep,
@@ -69,6 +65,7 @@ from ensemble.spec.models import (
     child_steps,
     parse_duration,
 )
+from ensemble.spec.run import AgentCall, AgentContext, AskedAgain, RunRequest
 
 __all__ = [
     "NAME_RE",

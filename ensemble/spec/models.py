@@ -1,12 +1,13 @@
-"""The shared shapes of Ensemble: agent specs, flow specs, run requests and records.
+"""The shared shapes of Ensemble's flows: steps of every pattern and flow specs.
 
 Both workflows and activities import this module, so it imports nothing heavier than pydantic.
 Everything a run needs to be interpreted (the flow and every agent spec it uses) travels in the
 workflow input, so a run's history alone is enough to replay it.
 
-Agents, steps, flows and run requests are defined here; gate shapes (gate_spec.py), model-backed
-agent settings and budgets (llm_spec.py) and run records (records.py) live beside it and are
-re-exported, so `from ensemble.spec import ...` finds every shared shape.
+Steps and flows are defined here; agent specs (agent.py), gate shapes (gate.py), model-backed
+agent settings and budgets (llm.py) and run records (records.py) live beside it and are
+re-exported; run requests and agent calls (run.py) build on it. `from ensemble.spec import ...`
+finds every shared shape.
 """
 
 from __future__ import annotations
@@ -379,142 +380,3 @@ class FlowSpec(_Strict):
         if "input" in value:
             raise ValueError("'input' is reserved: the run's input is always state key 'input'")
         return value
-
-
-class AskedAgain(_Strict):
-    """The rejected run a run asks again (`starter.py run FLOW --again RUN_ID`): people rejected
-    it at `gate`; the new run is a run of its own, and the rejected one stays rejected."""
-
-    run_id: str
-    gate: str
-    by: str
-    why: str = ""
-    at: str | None = None
-
-    def line(self) -> str:
-        why = f": {self.why}" if self.why else ""
-        return f"asks again after rejected run {self.run_id} (rejected by {self.by} at gate '{self.gate}'{why})"
-
-
-class RunRequest(_Strict):
-    """The workflow input: a flow with every agent it uses resolved, and the run's input."""
-
-    flow: FlowSpec
-    agents: dict[str, AgentSpec]
-    input: Any = None
-    task_queue: str = DEFAULT_TASK_QUEUE
-    inbox: bool = Field(
-        True, description="publish open gates as search attributes for `pending`; off where they cannot be registered"
-    )
-    # A seeded run (a redrive or a fork, see docs/failures.md): recorded agent results by activity
-    # id, used instead of running those agents again; the idempotency keys it inherits by activity
-    # id; and the run it was seeded from.
-    reuse: dict[str, AgentResult] = Field(default_factory=dict)
-    idempotency_keys: dict[str, str] = Field(default_factory=dict)
-    origin: str | None = None
-    # A new run that asks again after people rejected another run (not seeded from it); the
-    # workflow does not read it: it is the run's record of which rejection it follows.
-    asks_again: AskedAgain | None = None
-    inline_limit: int | None = Field(
-        None,
-        description="without a payload store: the largest step input or outcome, in bytes of JSON, the run sends "
-        "inline; a larger one fails the run (PayloadTooLarge). None: large values go by reference",
-        # Left out when None: a request with a payload store is written as before the field, so
-        # workers that predate it (a request is strict about its fields) still read it.
-        exclude_if=lambda limit: limit is None,
-    )
-
-
-class AgentContext(_Strict):
-    """What an agent knows about the step it runs in."""
-
-    run_id: str
-    flow: str
-    step: str
-    agent: str
-    attempt: int = 1
-    # Only for agents with effect `irreversible`: the same for every attempt of this step, and in a
-    # redrive or fork of the run, so the agent's service can refuse to do the effect twice.
-    idempotency_key: str | None = None
-
-
-# Fields of an agent spec the activity never reads (the workflow uses them to schedule it), and
-# those it reads from the activity's own info instead (`AgentCall.from_wire`): left out of the
-# activity input, which every step writes to the run's history.
-_WORKFLOW_ONLY = frozenset({"description", "role", "schedule_to_close_s", "task_queue"})
-_FROM_INFO = frozenset({"name", "timeout_s", "heartbeat_s", "fast"})
-
-
-class AgentCall(_Strict):
-    """The activity input: the agent's spec, the step's resolved input, and the context.
-
-    On the wire (`to_wire`, `from_wire`) it is compact: the spec without the fields the activity
-    never reads or learns from its own info, every field at its default left out, and the context
-    without what the activity's info says (run id = workflow id, agent = activity type, step =
-    activity id without its `#` suffix, attempt). An input in the full shape (runs scheduled by
-    earlier releases) reads the same."""
-
-    agent: AgentSpec
-    input: Any = None
-    context: AgentContext
-    verdict: ToolVerdict | None = Field(None, description="continue after people decided about a held tool call")
-
-    def to_wire(self, activity_id: str, workflow_id: str) -> dict[str, Any]:
-        """The activity input for `activity_id` of run `workflow_id` (the activity type is the
-        agent's name)."""
-        exclude = set(_WORKFLOW_ONLY | _FROM_INFO)
-        if self.agent.kind == "function":
-            # its handler's own types check input and output; only its model-backed version
-            # (`llm`) reads the output schema
-            exclude |= {"input_schema"} if self.agent.llm is not None else {"input_schema", "output_schema"}
-        agent = self.agent.model_dump(mode="json", exclude_defaults=True, exclude=exclude)
-        ctx = self.context
-        context: dict[str, Any] = {"flow": ctx.flow}
-        if ctx.run_id != workflow_id:
-            context["run_id"] = ctx.run_id
-        if ctx.agent != self.agent.name:
-            context["agent"] = ctx.agent
-        if ctx.step != protocol.step_of(activity_id):
-            context["step"] = ctx.step
-        if ctx.idempotency_key is not None:
-            if ctx.idempotency_key == protocol.idempotency_key(workflow_id, activity_id):
-                context["keyed"] = True  # the activity derives the same key
-            else:
-                context["idempotency_key"] = ctx.idempotency_key  # inherited by a redrive or fork
-        wire: dict[str, Any] = {"agent": agent, "context": context}
-        if self.input is not None:
-            wire["input"] = self.input
-        if self.verdict is not None:
-            wire["verdict"] = self.verdict.model_dump(mode="json", exclude_defaults=True)
-        return wire
-
-    @classmethod
-    def from_wire(
-        cls,
-        data: dict[str, Any],
-        *,
-        workflow_id: str,
-        activity_id: str,
-        activity_type: str,
-        attempt: int,
-        timeout_s: float | None,
-        heartbeat_s: float | None,
-        is_local: bool,
-    ) -> AgentCall:
-        """The call an activity was given, compact or in the full shape, with what its info says."""
-        agent = dict(data.get("agent") or {})
-        agent.setdefault("name", activity_type)
-        if timeout_s:
-            agent.setdefault("timeout_s", timeout_s)
-        if heartbeat_s:
-            agent.setdefault("heartbeat_s", heartbeat_s)
-        if is_local:
-            agent.setdefault("fast", True)
-        context = dict(data.get("context") or {})
-        if context.pop("keyed", False):
-            context.setdefault("idempotency_key", protocol.idempotency_key(workflow_id, activity_id))
-        context.setdefault("run_id", workflow_id)
-        context.setdefault("agent", agent["name"])
-        context.setdefault("step", protocol.step_of(activity_id))
-        context["attempt"] = attempt
-        return cls.model_validate({**data, "agent": agent, "context": context})
