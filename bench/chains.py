@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowHandle
 from bench.agents import chain_flow, stamp
 from bench.baseline import BASELINE_WORKFLOW
 from ensemble.authoring.flows import parse_flow
+from ensemble.runtime.launch import without_duplicate_agents
 from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest
 
 
@@ -41,8 +42,8 @@ class EnsembleChain:
     def request(self, steps: int, run_input: Any) -> RunRequest:
         if steps not in self._requests:
             loaded = parse_flow(chain_flow(steps, self.fast), "bench chain")
-            self._requests[steps] = RunRequest(
-                flow=loaded.spec, agents=loaded.agents, input=None, task_queue=self.task_queue
+            self._requests[steps] = without_duplicate_agents(  # as the client records it: each agent once
+                RunRequest(flow=loaded.spec, agents=loaded.agents, input=None, task_queue=self.task_queue)
             )
         return self._requests[steps].model_copy(update={"input": run_input})
 

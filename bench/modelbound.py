@@ -31,6 +31,7 @@ from bench.scenarios import cpu_seconds
 from bench.server import ROOT, BenchServer, WorkerProcess, rss_mb
 from bench.stats import percentile
 from ensemble.authoring.flows import parse_flow
+from ensemble.runtime.launch import without_duplicate_agents
 from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest
 
 TEXT = "Invoice 2026-114 from ACME: 3 items, total 1,240.00 EUR, due in 30 days."
@@ -140,7 +141,10 @@ class Systems:
 
     def request(self, queue: str) -> RunRequest:
         loaded = parse_flow(model_flow(self.steps), "bench model flow")
-        return RunRequest(flow=loaded.spec, agents=loaded.agents, input=None, task_queue=queue)
+        # as the client records it (runtime/launch.start_request): each agent once
+        return without_duplicate_agents(
+            RunRequest(flow=loaded.spec, agents=loaded.agents, input=None, task_queue=queue)
+        )
 
     async def langgraph(self) -> Any:
         if self._lg is None:

@@ -13,6 +13,17 @@ from ensemble.spec import RunRequest, protocol
 from ensemble.spec.errors import EnsembleError
 
 
+def without_duplicate_agents(request: RunRequest) -> RunRequest:
+    """The request as the run's history records it: an agent the flow file defines travels once,
+    in `agents` (every agent the run uses, resolved), not a second time in the flow's own list.
+    Nothing reads the flow's copy once a run has started; an inline agent that differs from the
+    resolved one, or that no step uses, stays."""
+    kept = [a for a in request.flow.agents if request.agents.get(a.name) != a]
+    if len(kept) == len(request.flow.agents):
+        return request
+    return request.model_copy(update={"flow": request.flow.model_copy(update={"agents": kept})})
+
+
 async def start_request(
     client: Client,
     request: RunRequest,
@@ -31,6 +42,7 @@ async def start_request(
     value it would send grows past what Temporal takes inline (docs/operations.md)."""
     stored = getattr(client.data_converter, "external_storage", None) is not None
     request = request.model_copy(update={"inline_limit": None if stored else protocol.INLINE_VALUE_LIMIT})
+    request = without_duplicate_agents(request)
     pairs = [SearchAttributePair(protocol.FLOW, request.flow.name)]
     if origin is not None:
         pairs.append(SearchAttributePair(origin[0], origin[1]))

@@ -187,3 +187,29 @@ async def test_a_bundled_flow_step_input_stays_small(dev_server, task_queue):
         assert len(payload.data) <= MAX_HELLO_INPUT, payload.data.decode()
         sent = json.loads(payload.data)
         assert set(sent["agent"]) == {"handler"} and set(sent["context"]) == {"flow"}
+
+
+async def test_an_agent_the_flow_defines_is_recorded_once_in_the_run_request(dev_server, task_queue):
+    """The start event holds each agent once (in `agents`), not again in the flow's own list;
+    the recorded request reads back as a request, and a defined agent no step uses stays."""
+    from ensemble.authoring.flows import parse_flow
+    from ensemble.client import EnsembleClient
+
+    writer = {"name": "writer", "kind": "llm", "model": "openai:m", "llm": {"instructions": "Write."}}
+    spare = {"name": "spare", "kind": "llm", "model": "openai:m", "llm": {"instructions": "Unused."}}
+    loaded = parse_flow(
+        {"name": "wire_once", "agents": [writer, spare], "steps": [{"agent": "writer", "input": "$input"}]}, "test"
+    )
+    request = RunRequest(flow=loaded.spec, agents=loaded.agents, input={"text": "hi"}, task_queue=task_queue)
+    assert {a.name for a in request.flow.agents} == {"writer", "spare"}
+    started = await EnsembleClient(dev_server.client).launch(request, run_id=f"wire-once-{uuid.uuid4().hex[:8]}")
+    handle = dev_server.client.get_workflow_handle(started.run_id)
+    try:
+        first = (await handle.fetch_history()).events[0]
+        [payload] = first.workflow_execution_started_event_attributes.input.payloads
+        recorded = RunRequest.model_validate_json(payload.data)
+    finally:
+        await handle.terminate("only its start event was needed")
+    assert [a.name for a in recorded.flow.agents] == ["spare"]  # no step uses it: not in `agents`
+    assert recorded.agents == request.agents  # every agent the run uses, resolved, exactly once
+    assert payload.data.count(b'"instructions":"Write."') == 1
