@@ -304,8 +304,10 @@ async def _fold(converter: DataConverter, h: RunHistory, events: list[Any], *, f
             if isinstance(call_input, dict):
                 context = call_input.get("context") or {}
                 call.input = call_input.get("input")
-                call.key = context.get("idempotency_key")
                 h.recorded_run_id = h.recorded_run_id or context.get("run_id")
+                call.key = context.get("idempotency_key")
+                if call.key is None and context.get("keyed"):  # compact: derived from run and activity id
+                    call.key = protocol.idempotency_key(h.run_id, attrs.activity_id)
             by_event[event.event_id] = call
             h.calls.append(call)
         elif etype == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
@@ -425,7 +427,10 @@ def _derive_keys(h: RunHistory) -> None:
         return
     for call in h.calls:
         spec = h.request.agents.get(call.agent)
-        if call.key is None and call.status != "reused" and spec is not None and spec.effect == "irreversible":
+        irreversible = spec is not None and (
+            spec.effect == "irreversible" or any(t.effect == "irreversible" for t in spec.tool_specs)
+        )
+        if call.key is None and call.status != "reused" and irreversible:
             call.key = h.request.idempotency_keys.get(call.activity_id) or protocol.idempotency_key(
                 h.run_id, call.activity_id
             )

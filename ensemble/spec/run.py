@@ -84,8 +84,8 @@ class AgentCall(_Strict):
 
     On the wire (`to_wire`, `from_wire`) it is compact: the spec without the fields the activity
     never reads or learns from its own info, every field at its default left out, and the context
-    without what the activity's info says (run id = workflow id, agent = activity type, step =
-    activity id without its `#` suffix, attempt). An input in the full shape (runs scheduled by
+    without what the activity's info says (agent = activity type, step = activity id without its
+    `#` suffix, attempt; an idempotency key derived from run and activity id is marked `keyed`). An input in the full shape (runs scheduled by
     earlier releases) reads the same."""
 
     agent: AgentSpec
@@ -103,9 +103,9 @@ class AgentCall(_Strict):
             exclude |= {"input_schema"} if self.agent.llm is not None else {"input_schema", "output_schema"}
         agent = self.agent.model_dump(mode="json", exclude_defaults=True, exclude=exclude)
         ctx = self.context
-        context: dict[str, Any] = {"flow": ctx.flow}
-        if ctx.run_id != workflow_id:
-            context["run_id"] = ctx.run_id
+        # The run id stays: an exported history names its run only through what it records, and
+        # decisions and idempotency keys are bound to it (audit, redrive of an exported run).
+        context: dict[str, Any] = {"flow": ctx.flow, "run_id": ctx.run_id}
         if ctx.agent != self.agent.name:
             context["agent"] = ctx.agent
         if ctx.step != protocol.step_of(activity_id):

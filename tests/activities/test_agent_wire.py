@@ -186,7 +186,7 @@ async def test_a_bundled_flow_step_input_stays_small(dev_server, task_queue):
         [payload] = e.activity_task_scheduled_event_attributes.input.payloads
         assert len(payload.data) <= MAX_HELLO_INPUT, payload.data.decode()
         sent = json.loads(payload.data)
-        assert set(sent["agent"]) == {"handler"} and set(sent["context"]) == {"flow"}
+        assert set(sent["agent"]) == {"handler"} and set(sent["context"]) == {"flow", "run_id"}
 
 
 async def test_an_agent_the_flow_defines_is_recorded_once_in_the_run_request(dev_server, task_queue):
