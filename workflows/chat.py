@@ -15,6 +15,7 @@ from temporalio.workflow import ParentClosePolicy
 from ensemble.workflows.engine import FlowRun, execute_agent, failure_message, pattern
 
 with workflow.unsafe.imports_passed_through():
+    from ensemble.logic.inline import inline_size, oversize_reason
     from ensemble.logic.pricing import PriceUnknown, Spending, cost_usd
     from ensemble.spec import AgentCall, AgentContext, AgentSpec, ChatStep, Usage, protocol
     from ensemble.spec.chat import ChatEnd, ChatInput, ChatMessage, ChatRecord
@@ -33,6 +34,7 @@ async def run_chat(run: FlowRun, step: ChatStep, path: str) -> dict[str, Any]:
         path=path,
         task_queue=run.request.task_queue,
         budget=run.spending.remaining(run.budget),
+        inline_limit=run.request.inline_limit,
     )
     if (size := run.too_large(chat.topic)) is not None:  # without a payload store (docs/operations.md)
         raise ApplicationError(
@@ -100,10 +102,12 @@ class EnsembleChat:
             taken = chat.turns - started_at  # turns in this run: at least one, so every run makes progress
             if taken >= chat.spec.turns_per_run or (taken > 0 and workflow.info().is_continue_as_new_suggested()):
                 await workflow.wait_condition(workflow.all_handlers_finished)
+                _check_inline(chat, chat.model_dump(mode="json"), "the transcript it continues as new with")
                 workflow.continue_as_new(chat)  # carries the whole transcript; raises
             await self._take_turn(chat)
         await workflow.wait_condition(workflow.all_handlers_finished)
         ended_by, decision = ending
+        _check_inline(chat, [m.model_dump(mode="json") for m in chat.transcript], "its record (the whole transcript)")
         return ChatRecord(
             ended_by=ended_by,
             turns=chat.turns,
@@ -169,6 +173,7 @@ async def _call(chat: ChatInput, agent_name: str, activity_id: str, payload: Any
         context=AgentContext(run_id=chat.run_id, flow=chat.flow, step=activity_id, agent=agent.name),
     )
     _check_budget(chat, agent, activity_id)
+    _check_inline(chat, payload, f"{label} '{agent.name}''s input (the last {chat.spec.window} messages)")
     try:
         result = await execute_agent(agent, call, activity_id, chat.task_queue)
     except ActivityError as err:
@@ -192,6 +197,25 @@ async def _call(chat: ChatInput, agent_name: str, activity_id: str, payload: Any
         )
         chat.spent_usd += usd
     return result.output
+
+
+CHAT_INLINE_PATCH = "ensemble-chat-inline-limit"
+
+
+def _check_inline(chat: ChatInput, value: Any, what: str) -> None:
+    """Without a payload store, fail the chat (and so its flow run, into the DLQ) when a value it is
+    about to send is over what Temporal takes inline: sent, it would fail every workflow task and
+    the chat would hang. With a store (`inline_limit` None) such values go by reference."""
+    if chat.inline_limit is None:
+        return
+    size = inline_size(value)
+    if size > chat.inline_limit and workflow.patched(CHAT_INLINE_PATCH):
+        raise ApplicationError(
+            f"chat '{chat.path}' at turn {chat.turns}: "
+            + oversize_reason(what, size, chat.inline_limit, "keep messages shorter, or lower `window` or `max_turns`"),
+            type="PayloadTooLarge",
+            non_retryable=True,
+        )
 
 
 def _check_budget(chat: ChatInput, agent: AgentSpec, activity_id: str) -> None:

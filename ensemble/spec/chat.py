@@ -42,6 +42,12 @@ class ChatInput(_Strict):
     budget: BudgetSpec | None = Field(None, description="what is left of the flow run's budget for this chat")
     spent: Usage = Field(default_factory=Usage, description="the participants' model use so far")
     spent_usd: float = 0.0
+    inline_limit: int | None = Field(
+        None,
+        description="the flow run's RunRequest.inline_limit: without a payload store, the largest value the chat "
+        "sends inline (a turn's input, the transcript it continues as new with, its record)",
+        exclude_if=lambda limit: limit is None,  # written as before the field when there is a store
+    )
 
     @property
     def turns(self) -> int:

@@ -60,3 +60,8 @@ def rel_hold(data: dict) -> dict:
         with open(record, "a") as fh:
             fh.write(f"hold:{data.get('tag', '')}\n")
     return {"held": True}
+
+
+@agent(description="A group chat participant whose every message is `topic.kib` KiB long", timeout_s=30)
+def rel_talker(data: dict) -> dict:
+    return {"message": "y" * int(data["topic"]["kib"]) * 1024}

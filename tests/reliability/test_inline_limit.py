@@ -115,6 +115,33 @@ async def test_a_value_over_the_limit_fails_the_run_with_its_reason(
         assert steps == {"first": "completed", "second": "reused", "whole": "completed"}, redriven.steps
 
 
+async def test_a_chat_whose_transcript_outgrows_the_limit_fails_with_its_reason(
+    dev_server: DevServer, task_queue: str, monkeypatch: pytest.MonkeyPatch, figure
+) -> None:
+    """A chat of 400 KiB messages without a payload store: each turn's input (one message) and the
+    continue-as-new after 4 turns (two long messages) fit inline; the record of 6 turns (three long
+    messages) does not. Before the guard the chat's completion failed every workflow task and the
+    flow run waited on it forever."""
+    monkeypatch.setenv("ENSEMBLE_PAYLOAD_STORE", "off")
+    name = f"inline-chat-{uuid.uuid4().hex[:6]}"
+    text = (
+        f"name: {name}\nimports: [tests.reliability.agents, tests.chat_agents]\nsteps:\n"
+        "  - name: talk\n    chat:\n      participants: [rel_talker, yes_man]\n      topic: {kib: 400}\n"
+        "      window: 1\n      turns_per_run: 4\n      max_turns: 6\n"
+    )
+    client, run_id, view, history = await run_without_store(dev_server, task_queue, text)
+    assert view.status == "failed", view
+    assert view.error and "chat 'talk' at turn 6: its record (the whole transcript) is" in view.error, view.error
+    assert "ENSEMBLE_PAYLOAD_STORE" in view.error and "`window`" in view.error, view.error
+    chat_runs = [ex async for ex in client.list_workflows(f'WorkflowId = "{run_id}/talk"')]
+    assert len(chat_runs) == 2  # it continued as new once, with a transcript that fit
+    for ex in chat_runs:
+        events = [e async for e in client.get_workflow_handle(ex.id, run_id=ex.run_id).fetch_history_events()]
+        assert not [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+    assert run_id in [d.run_id for d in await dead_letters(client, flow=name)]
+    figure("chat transcript over the limit without a store: reason", view.error[:160])
+
+
 async def test_values_under_the_limit_still_run_without_a_store(
     dev_server: DevServer, task_queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
