@@ -18,7 +18,8 @@ def test_slots_and_threads_are_set_apart(monkeypatch):
     monkeypatch.delenv("ENSEMBLE_ACTIVITY_SLOTS", raising=False)
     monkeypatch.delenv("ENSEMBLE_AGENT_THREADS", raising=False)
     assert (activity_slots(), agent_threads(activity_slots())) == (DEFAULT_SLOTS, DEFAULT_THREADS)
-    assert DEFAULT_SLOTS > DEFAULT_THREADS  # async agents are not bound by the thread count
+    monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "500")  # raised for async agents: the threads stay bounded
+    assert (activity_slots(), agent_threads(activity_slots())) == (500, DEFAULT_THREADS)
     monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "20")
     assert agent_threads(activity_slots()) == 20  # never more threads than slots by default
     monkeypatch.setenv("ENSEMBLE_AGENT_THREADS", "7")
