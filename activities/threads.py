@@ -29,10 +29,10 @@ from typing import Any
 import structlog
 from temporalio import activity
 
-# Concurrent activities per worker (ENSEMBLE_ACTIVITY_SLOTS): model calls in flight are bounded by
-# it, and an async agent waiting on its model costs a coroutine, not a thread. Raised on a machine
-# with the CPU for it; 2,000 on 2 cores started more agents at once than the worker could get to
-# their first heartbeat in time (docs/performance.md).
+# Concurrent activities per worker (ENSEMBLE_ACTIVITY_SLOTS, a number or auto): model calls in
+# flight are bounded by it, and an async agent waiting on its model costs a coroutine, not a thread.
+# Raised on a machine with the CPU for it; 2,000 on 2 cores started more agents at once than the
+# worker could get to their first heartbeat in time (docs/performance.md).
 DEFAULT_SLOTS = 100
 # Threads for sync agents per worker process (ENSEMBLE_AGENT_THREADS), at most the activity slots.
 DEFAULT_THREADS = 100

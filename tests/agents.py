@@ -92,6 +92,21 @@ async def sleeper(data: dict) -> dict:
     return {"label": data.get("label"), "vote": data.get("vote", "approve")}
 
 
+IN_FLIGHT = {"now": 0, "most": 0}
+
+
+@agent()
+async def gauge(data: dict) -> dict:
+    """Counts how many of it run at once in this process (IN_FLIGHT), for `seconds`."""
+    IN_FLIGHT["now"] += 1
+    IN_FLIGHT["most"] = max(IN_FLIGHT["most"], IN_FLIGHT["now"])
+    try:
+        await asyncio.sleep(float(data.get("seconds", 0.3)))
+    finally:
+        IN_FLIGHT["now"] -= 1
+    return {"label": data.get("label")}
+
+
 @agent()
 def writer(data: dict) -> dict:
     """Returns `data` so a step can write it to state keys."""
