@@ -44,6 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         "--jitter", type=float, default=None, help="model suite: uniform random extra latency per call, seconds"
     )
     p.add_argument("--crash-trials", type=int, default=None, help="model suite: kills per moment (default the plan's)")
+    p.add_argument(
+        "--systems", default=None, help="model suite: systems to run, e.g. ensemble,temporal (default all three)"
+    )
+    p.add_argument(
+        "--settings",
+        default=None,
+        help="model suite: the caps settings to try, the starts of their names separated by | (default all)",
+    )
     args = p.parse_args(argv)
     if args.suite == "model":
         return model_main(args)
@@ -76,6 +84,11 @@ def model_main(args: argparse.Namespace) -> int:
         plan = dataclasses.replace(plan, jitter=args.jitter)
     if args.crash_trials is not None:
         plan = dataclasses.replace(plan, crash_trials=args.crash_trials)
+    if args.systems:
+        plan = dataclasses.replace(plan, systems=tuple(args.systems.split(",")))
+    if args.settings:
+        starts = tuple(x.strip() for x in args.settings.split("|"))
+        plan = dataclasses.replace(plan, settings=tuple(k for k in modelbound.CAPS if k.startswith(starts)))
     stem = "model-quick" if args.quick else "model"
     out = args.out or ROOT / "bench" / "out" / f"{stem}.md"
     raw = args.json or (

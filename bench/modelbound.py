@@ -46,6 +46,7 @@ class ModelPlan:
     history_sample: int = 40
     systems: tuple[str, ...] = ("ensemble", "temporal", "langgraph")
     caps_point: tuple[int, float] | None = (100, 1.0)  # where raising each cap is tried
+    settings: tuple[str, ...] | None = None  # the CAPS tried there (default all)
     crash_trials: int = 1
 
 
@@ -72,8 +73,16 @@ MODEL_FULL = ModelPlan(
 CAPS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "model connections 64 (the default before this revision)": {"env": {"ENSEMBLE_LLM_MAX_CONNECTIONS": "64"}},
-    "activity slots 100 (the default before this revision)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "100"}},
-    "activity slots 4000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "4000"}},
+    "activity slots 2000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "2000"}},
+    "activity slots 300 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "300"}},
+    "activity slots 300, workflow cache 4000 (max_cached_workflows)": {
+        "env": {"ENSEMBLE_ACTIVITY_SLOTS": "300"},
+        "options": {"max_cached_workflows": 4000},
+    },
+    "activity slots auto, up to 2000 (ENSEMBLE_ACTIVITY_SLOTS=auto)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "auto"}},
+    "activity slots auto, up to 4000 (ENSEMBLE_ACTIVITY_SLOTS=auto:4000)": {
+        "env": {"ENSEMBLE_ACTIVITY_SLOTS": "auto:4000"}
+    },
     "agent threads 1000 (ENSEMBLE_AGENT_THREADS)": {"env": {"ENSEMBLE_AGENT_THREADS": "1000"}},
     "workflow-task slots 1000": {"options": {"max_concurrent_workflow_tasks": 1000}},
     "workflow-task pollers 20, activity pollers 20": {
@@ -261,7 +270,9 @@ async def run_model_suite(plan: ModelPlan, home: Path, bench: Any) -> dict[str, 
     model = ModelServerProcess(home)
     out: dict[str, Any] = {"plan": {k: v for k, v in plan.__dict__.items()}, "points": []}
     try:
-        srv, client = await bench.server("model")
+        # The client waits on up to 2,000 results at once, each a long poll: the frontend allows 1,200
+        # per namespace by default ("namespace concurrent poller limit exceeded").
+        srv, client = await bench.server("model", add={"frontend.namespaceCount": 10000})
         env = {"env": model.worker_env()}
         ens = bench.worker(srv, "ensemble", env)
         base = bench.worker(srv, "model_baseline", env)
@@ -304,6 +315,8 @@ async def caps(bench: Any, srv: BenchServer, sys_: Systems, plan: ModelPlan, env
     n, latency = plan.caps_point  # type: ignore[misc]
     found: dict[str, Any] = {"runs": n, "latency_s": latency, "settings": CAPS, "results": {}}
     for name, setting in CAPS.items():
+        if plan.settings is not None and name not in plan.settings:
+            continue
         log(f"caps at N={n} L={latency:g}s: {name}")
         merged = {"options": setting.get("options", {}), "env": {**env["env"], **setting.get("env", {})}}
         proc: WorkerProcess = bench.worker(srv, "ensemble", merged)
