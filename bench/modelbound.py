@@ -321,7 +321,18 @@ async def caps(bench: Any, srv: BenchServer, sys_: Systems, plan: ModelPlan, env
         merged = {"options": setting.get("options", {}), "env": {**env["env"], **setting.get("env", {})}}
         proc: WorkerProcess = bench.worker(srv, "ensemble", merged)
         await sys_.batch("ensemble", 5, proc.task_queue)  # warm-up
-        found["results"][name] = await measure(sys_, "ensemble", n, latency, 10, queue=proc.task_queue,
-                                               pids={"server": srv.pid, "worker": proc.pid})  # fmt: skip
+        try:
+            found["results"][name] = await measure(sys_, "ensemble", n, latency, 10, queue=proc.task_queue,
+                                                   pids={"server": srv.pid, "worker": proc.pid})  # fmt: skip
+        except Exception as err:  # a setting that makes runs fail is a finding, not the end of the suite
+            found["results"][name] = {"failed": f"{type(err).__name__}: {err}"[:300], "cause": _cause(err)}
+            log(f"caps: {name} failed: {found['results'][name]['cause']}")
         bench.retire(proc)
     return found
+
+
+def _cause(err: BaseException) -> str:
+    """The innermost cause of a failed run (e.g. `activity Heartbeat timeout`)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return str(err)[:200]

@@ -25,6 +25,10 @@ def _cpu(m: dict[str, Any], key: str) -> str:
 
 
 def _row(label: str, m: dict[str, Any], ideal: float | None, base: dict[str, Any] | None) -> list[str]:
+    if "failed" in m:  # runs failed under this setting (caps)
+        return [label, f"runs failed: {m.get('cause') or m['failed']}", *["–"] * (len(HEAD) - 2)]
+    if base and "failed" in base:
+        base = None
     wft = m.get("wft_schedule_to_start_ms") or {}
     vs = m["runs_per_s"] / base["runs_per_s"] if base else None
     cpu = sum(m["cpu_ms_per_step"].get(k, 0) for k in ("server", "worker"))
