@@ -63,9 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     for path in (out, raw):
         path.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    out.write_text(report.render(results))
+    out.write_text(report.render(results) + _sections_after_model_bound(out))
     print(f"wrote {out} and {raw} ({results['seconds']:.0f} s)")
     return 0
+
+
+def _sections_after_model_bound(path: Path) -> str:
+    """What `path` holds after its model-bound section (figures of other benches, such as
+    `bench.longchat`), kept when the engine suite writes the file again."""
+    from bench.modelreport import END
+
+    old = path.read_text() if path.exists() else ""
+    return old.partition(END)[2].lstrip("\n").join(["\n", ""]) if END in old else ""
 
 
 def model_main(args: argparse.Namespace) -> int:
