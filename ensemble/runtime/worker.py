@@ -110,6 +110,8 @@ def build_worker(
     if activities:
         load_worker_flows()  # only deployed code runs: what this worker may run, loaded once
     options.setdefault("workflow_runner", workflow_runner())
+    if "max_cached_workflows" not in options and (cached := workflow_cache()) is not None:
+        options["max_cached_workflows"] = cached
     limit = options.get("max_concurrent_activities") or threads.DEFAULT_SLOTS
     if "tuner" not in options and "max_concurrent_activities" not in options:
         slots = activity_slots()
@@ -178,6 +180,18 @@ def activity_slots() -> int | AutoSlots:
             raise InputError(f"ENSEMBLE_ACTIVITY_SLOTS={raw!r}: after auto: comes the most slots, a positive number")
         return AutoSlots(maximum=int(top))
     return _positive("ENSEMBLE_ACTIVITY_SLOTS", threads.DEFAULT_SLOTS, "concurrent agents (or auto)")
+
+
+def workflow_cache() -> int | None:
+    """Runs a worker keeps in memory between their workflow tasks (ENSEMBLE_WORKFLOW_CACHE; unset:
+    the SDK's 1,000). A run evicted from it replays its history at its next task; 0 replays every
+    task. Raise it when more runs than that are in flight at once (docs/performance.md)."""
+    raw = os.environ.get("ENSEMBLE_WORKFLOW_CACHE", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise InputError(f"ENSEMBLE_WORKFLOW_CACHE={raw!r} is not a number of runs (0 or more)")
+    return int(raw)
 
 
 def agent_threads(slots: int) -> int:

@@ -1,5 +1,6 @@
 """ENSEMBLE_ACTIVITY_SLOTS: a fixed number of agent attempts in flight per worker, or `auto[:MAX]`,
-the SDK's resource-based slots (handed out while CPU and memory stay under target, up to MAX)."""
+the SDK's resource-based slots (handed out while CPU and memory stay under target, up to MAX).
+ENSEMBLE_WORKFLOW_CACHE: the runs a worker keeps in memory."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from temporalio.worker import FixedSizeSlotSupplier, ResourceBasedSlotSupplier
 
 from ensemble.activities.threads import DEFAULT_SLOTS, THREADS
-from ensemble.runtime.worker import AutoSlots, activity_slots, build_worker
+from ensemble.runtime.worker import AutoSlots, activity_slots, build_worker, workflow_cache
 from ensemble.spec.errors import InputError
 from tests import agents
 from tests.flowkit import run_to_end
@@ -64,3 +65,22 @@ async def test_runs_complete_within_the_slots(dev_server, task_queue, monkeypatc
     assert outcome is not None
     assert sorted(outcome.output["fan"]["by_branch"]) == sorted(f"b{i}" for i in range(BRANCHES))
     assert agents.IN_FLIGHT["most"] == most  # reached and never exceeded
+
+
+@pytest.mark.parametrize(("raw", "want"), [("", None), ("0", 0), (" 4000 ", 4000)])
+def test_the_workflow_cache_setting(monkeypatch, raw, want):
+    monkeypatch.setenv("ENSEMBLE_WORKFLOW_CACHE", raw)
+    assert workflow_cache() == want
+
+
+def test_a_bad_workflow_cache_is_one_line(monkeypatch):
+    monkeypatch.setenv("ENSEMBLE_WORKFLOW_CACHE", "-1")
+    with pytest.raises(InputError, match="ENSEMBLE_WORKFLOW_CACHE='-1' is not a number of runs"):
+        workflow_cache()
+
+
+async def test_the_worker_caches_as_many_runs_as_set(dev_server, task_queue, monkeypatch):
+    monkeypatch.setenv("ENSEMBLE_WORKFLOW_CACHE", "7")
+    assert build_worker(dev_server.client, task_queue).config()["max_cached_workflows"] == 7
+    given = build_worker(dev_server.client, f"{task_queue}-b", max_cached_workflows=3)  # serve(...) options win
+    assert given.config()["max_cached_workflows"] == 3
