@@ -31,6 +31,8 @@ from ensemble.spec import protocol as attributes
 from ensemble.spec.errors import EnsembleError, InputError
 
 _STEP_IN_ERROR = re.compile(r"step '([^']+)'")
+# A step whose agent was never started (its input too large to send: workflows/engine.py).
+_AGENT_IN_ERROR = re.compile(r"step '[^']+' \(agent '([^']+)'\) not started")
 # How workflows/gate.py fails a run that people rejected: final, never redriven or forked past.
 _REJECTED = re.compile(r"gate '([^']+)' rejected by (.+?)(?:: (.*))?$", re.S)
 
@@ -99,6 +101,8 @@ async def dead_letter(
             step = step or child_id[len(run_id) + 1 :]
         except EnsembleError:
             pass
+    if act is None and agent is None and (named := _AGENT_IN_ERROR.search(record.error or "")):
+        agent = named.group(1)
     compensated = record.compensated()
     rejected = rejection(record)
     if rejected is not None:

@@ -101,6 +101,7 @@ async def test_a_value_over_the_limit_fails_the_run_with_its_reason(
     assert record.read_text().splitlines() == ["undo-first"]  # the compensation ran, once
     letter = await dead_letter(client, run_id)
     assert letter.failed_step == failed_step and what in (letter.error or ""), letter
+    assert letter.agent == ("rel_measure" if case == "step-input" else None), letter  # the agent never started
     assert [c["status"] for c in letter.compensations] == ["completed"], letter.compensations
     assert run_id in [d.run_id for d in await dead_letters(client, flow=name)]
     figure(f"{case} over the limit without a store: reason", view.error[:160])
