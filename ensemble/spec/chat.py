@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ensemble.spec.models import AgentSpec, BudgetSpec, ChatSpec, Usage
+from ensemble.spec import compact
+from ensemble.spec.models import BudgetSpec, ChatSpec, Usage
 
 ChatEnd = Literal["keyword", "consensus", "max_turns"]
 
@@ -32,7 +33,7 @@ class ChatInput(_Strict):
     """The chat workflow's input and the whole state it carries when it continues as new."""
 
     spec: ChatSpec
-    agents: dict[str, AgentSpec] = Field(description="the participants' and the selector's specs")
+    agents: compact.Agents = Field(description="the participants' and the selector's specs (written compact)")
     topic: Any = None
     run_id: str = Field(description="the flow run's workflow id (agents see it in their context)")
     flow: str
