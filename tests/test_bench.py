@@ -342,7 +342,8 @@ def test_model_report_renders_points_caps_and_crash_and_merges_into_benchmarks()
         "model": {
             "points": [{"runs": 10, "latency_s": 1.0, "ideal_runs_per_s": 2.0,
                         "systems": {"ensemble": _measure(1.8, 12.0), "temporal": _measure(2.0, 10.0)}}],
-            "caps": {"runs": 10, "latency_s": 1.0, "settings": {}, "results": {"defaults": _measure(1.8, 12.0)}},
+            "caps": {"runs": 10, "latency_s": 1.0, "settings": {}, "results": {"defaults": _measure(1.8, 12.0),
+                     "slots 2000": {"failed": "WorkflowFailureError: Workflow execution failed", "cause": "activity Heartbeat timeout"}}},
             "crash": {"steps": 5, "kill_at": ["m4"], "floor": 6, "langgraph": [],
                       "ensemble": [{"killed_at": "m4", "status": "completed", "model_calls": 6, "finished_calls_paid_twice": 0, "seconds": 9.0}]},
         },
@@ -353,6 +354,17 @@ def test_model_report_renders_points_caps_and_crash_and_merges_into_benchmarks()
     merged = modelreport.merge("# Benchmarks\n\nbody\n", results)
     assert merged.startswith("# Benchmarks\n\nbody\n") and "## Model-bound runs" in merged and "\n### N = 10" in merged
     assert modelreport.merge(merged, results) == merged  # replaced in place, not added twice
+    assert "| slots 2000 | runs failed: activity Heartbeat timeout | – |" in text  # a setting that broke runs
+
+
+def test_the_engine_suite_keeps_what_follows_the_model_bound_section(tmp_path):
+    from bench.__main__ import _sections_after_model_bound
+    from bench.modelreport import BEGIN, END
+
+    doc = tmp_path / "BENCHMARKS.md"
+    assert _sections_after_model_bound(doc) == ""  # no file yet
+    doc.write_text(f"# Benchmarks\n\n{BEGIN}\nmodel\n{END}\n\n## Long conversations\n\nfigures\n")
+    assert _sections_after_model_bound(doc) == "\n## Long conversations\n\nfigures\n"
 
 
 def test_model_plans_are_bounded():
