@@ -20,14 +20,8 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from mcp import Client
-from mcp.client.stdio import StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, RequestParamsMeta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -37,7 +31,22 @@ from ensemble.activities.scrub import clip, resolve_env_refs, scrub
 from ensemble.authoring.tools import deployed_mcp_server
 from ensemble.spec.llm import McpServerSpec
 
+if TYPE_CHECKING:
+    from mcp import Client
+
 log = logging.getLogger("ensemble.mcp")
+
+
+def preload() -> None:
+    """Import the MCP SDK (about a second of CPU): the worker does it at start when its deployed
+    flows name MCP servers, so the first tool call does not hold the event loop; a process that
+    never talks to an MCP server (the CLI, a worker without MCP tools) never pays it."""
+    import mcp.client.stdio
+    import mcp.client.streamable_http
+    import mcp.shared._httpx_utils
+    import mcp.shared.exceptions  # noqa: F401
+
+
 META_KEY = "ensemble/idempotency_key"
 
 
@@ -62,6 +71,10 @@ class Session:
     broken: bool = False
 
     async def _target(self, who: str) -> Any:
+        from mcp.client.stdio import StdioServerParameters
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
         spec = self.spec
         if spec.command:
             env = {k: resolve_env_refs(v, who) for k, v in spec.env.items()}
@@ -71,6 +84,8 @@ class Session:
         return streamable_http_client(spec.url or "", http_client=create_mcp_http_client(headers=headers))
 
     async def _hold(self, target: Any) -> None:
+        from mcp import Client
+
         assert self.ready is not None
         try:
             async with Client(target, mode="legacy", cache=None) as client:
@@ -206,6 +221,9 @@ async def call(
     """Call tool `remote` of MCP server `server`: its text and whether it is an error for the model.
     A broken session is reopened once (the server restarted); a server that stays unreachable
     fails the attempt, retryably."""
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import CONNECTION_CLOSED, RequestParamsMeta
+
     label = f"{who}: tool '{remote}' of MCP server '{server}'"
     for attempt in (1, 2):
         session = await pool().session(server, who)

@@ -23,7 +23,6 @@ from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from ensemble.activities.threads import THREADS
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow
 from ensemble.authoring.reading import MAX_DEPTH, depth_of, one_line
 from ensemble.runs import dlq, inbox, timeline
@@ -426,6 +425,8 @@ class EnsembleClient:
 async def _drained_within(worker: Any, seconds: Callable[[], float]) -> AsyncIterator[Any]:
     """A worker run for the length of a block; on leaving, it drains for at most `seconds()` (an
     agent thread that never returns must not hold the caller)."""
+    from ensemble.activities.threads import THREADS  # imported with the worker already
+
     await worker.__aenter__()
     try:
         yield worker

@@ -58,6 +58,11 @@ def deployed_mcp_server(name: str) -> McpServerSpec | None:
     return _MCP_SERVERS.get(name)
 
 
+def any_mcp_servers() -> bool:
+    """Whether this process was deployed with any MCP server."""
+    return bool(_MCP_SERVERS)
+
+
 class ToolError(Exception):
     """Raise in a tool to answer the model with an error it can act on ("no order A-1"); the
     agent carries on. Other exceptions fail the agent's attempt, which Temporal retries."""

@@ -20,7 +20,6 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from temporalio.client import Client
 
-from ensemble.activities.threads import THREADS
 from ensemble.authoring.flows import LoadedFlow, all_flows, find_flow, import_flow_modules, load_flow_file
 from ensemble.authoring.reading import MAX_DEPTH, decode, one_line, parse_json
 from ensemble.cli.output import console, emit_json, print_outcome
@@ -324,6 +323,13 @@ def build_parser(groups: Sequence[Register] = ()) -> argparse.ArgumentParser:
     return p
 
 
+def _agent_threads_busy() -> bool:
+    """Whether an in-process worker holds an agent thread (no worker ran here if its module, whose
+    package imports every agent kind, was never imported)."""
+    threads = sys.modules.get("ensemble.activities.threads")
+    return threads is not None and threads.THREADS.state().busy
+
+
 def run_async(coro: Any) -> Any:
     """asyncio.run, except when an in-process worker still holds an agent thread that will not
     return: then the loop is left as it is, unclosed (closing it would cancel the worker's tasks
@@ -334,7 +340,7 @@ def run_async(coro: Any) -> Any:
     try:
         return runner.run(coro)
     finally:
-        if not THREADS.state().busy:
+        if not _agent_threads_busy():
             runner.close()
 
 
@@ -377,7 +383,7 @@ def main(argv: list[str] | None = None, groups: Sequence[Register] = ()) -> int:
         code = guard(lambda: _traced(args))
     finally:
         telemetry.flush()
-    if THREADS.state().busy:  # an in-process worker's agent thread still running would hold the exit
+    if _agent_threads_busy():  # an in-process worker's agent thread still running would hold the exit
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

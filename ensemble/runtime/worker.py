@@ -30,6 +30,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from ensemble.activities import approvals, egress, faults, mcp, run_agent, threads
 from ensemble.authoring.deploy import load_worker_flows
+from ensemble.authoring.tools import any_mcp_servers
 from ensemble.runtime import codec, logs, server
 from ensemble.runtime.health import HealthServer
 from ensemble.runtime.sandbox import sandbox_runner
@@ -109,6 +110,8 @@ def build_worker(
         egress.protect(info.ui_url)
     if activities:
         load_worker_flows()  # only deployed code runs: what this worker may run, loaded once
+        if any_mcp_servers():
+            mcp.preload()
     options.setdefault("workflow_runner", workflow_runner())
     if "max_cached_workflows" not in options and (cached := workflow_cache()) is not None:
         options["max_cached_workflows"] = cached

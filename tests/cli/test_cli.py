@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -270,3 +272,26 @@ def test_worker_settings_given_to_the_cli_are_flagged_when_a_worker_serves_the_r
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+PROBE = """
+import asyncio, sys
+import ensemble.cli.app as app
+app.build_parser().parse_args(["status", "x"])
+print("cli:", "mcp" in sys.modules)
+from ensemble.runtime.connection import connect
+from ensemble.runtime.worker import build_worker
+async def main():
+    build_worker(await connect(), "probe")  # the bundled mcp_tools flow deploys MCP server 'rates'
+    print("worker:", "mcp.client.stdio" in sys.modules)
+asyncio.run(main())
+"""
+
+
+def test_the_cli_never_imports_the_mcp_sdk_and_a_worker_deployed_with_mcp_servers_does_at_start(env):
+    """Every command pays its imports: the CLI starts without the MCP SDK (about a second of CPU),
+    and a worker whose flows name MCP servers imports it at start, not in its first tool call."""
+
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["cli: False", "worker: True"]
