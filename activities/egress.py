@@ -22,6 +22,7 @@ and the event loop's resolver, a few dozen lines over the standard `ipaddress` m
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import os
 import socket
@@ -55,6 +56,7 @@ class Entry:
     source: str  # where the entry came from, for messages
 
 
+@functools.lru_cache(maxsize=256)  # read on every call an agent makes; a pure function of the text
 def _split(item: str) -> tuple[str, int | None]:
     item = item.strip()
     if "://" in item:
@@ -153,6 +155,13 @@ def _special(host: str, ip: IP, port: int) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
+def _where(url: str) -> tuple[str, str, int]:
+    """Scheme, host (lower case) and port of `url` (cached: agents call the same few URLs)."""
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host.lower(), parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
 async def check_url(url: str, who: str) -> None:
     """Raise a non-retryable `EgressRefused` unless this worker may connect to `url`."""
 
@@ -163,12 +172,11 @@ async def check_url(url: str, who: str) -> None:
 
     url_text = url.split("?", 1)[0][:200]
     try:
-        parsed = httpx.URL(url)
+        scheme, host, port = _where(url)
     except (httpx.InvalidURL, ValueError):
         raise refuse("not a URL") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
+    if scheme not in ("http", "https") or not host:
         raise refuse("only http and https URLs with a host are allowed")
-    host, port = parsed.host.lower(), parsed.port or (443 if parsed.scheme == "https" else 80)
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if host in METADATA_HOSTS and not any(e.host == host and e.port == port for e in entries()):
         raise refuse(

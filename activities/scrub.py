@@ -55,6 +55,15 @@ _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
 )
 
+# One pass that finds whether any shape may be present, before the substitutions run one by one
+# (most logged strings hold none): the same patterns, their case-insensitivity scoped to each.
+_ANY_SHAPE = re.compile(
+    "|".join(
+        f"(?i:{p.pattern[4:]})" if p.pattern.startswith("(?i)") else f"(?:{p.pattern})" for p, _ in _SHAPES
+    )
+)
+_SHORTEST = min(MIN_SECRET, 8)  # no secret value and no token shape fits in fewer characters
+
 
 def env_allowed() -> frozenset[str]:
     """The environment variables flows may reference on this worker."""
@@ -74,15 +83,15 @@ def _env_secrets() -> frozenset[str]:
 
 # Every log line and error passes scrub(), once per string field: the environment is read again only
 # when it has changed (compared as the process's raw environment, without decoding a value).
-_held: tuple[Any, frozenset[str], list[str]] | None = None
+_held: tuple[dict[Any, Any] | None, frozenset[str], list[str]] | None = None
 
 
 def _secrets_held() -> tuple[frozenset[str], list[str]]:
     global _held
     raw = getattr(os.environ, "_data", None)
-    snapshot = tuple(raw.items()) if isinstance(raw, dict) else None
-    if snapshot is None or _held is None or _held[0] != snapshot:
+    if not isinstance(raw, dict) or _held is None or _held[0] != raw:
         found = _env_secrets()
+        snapshot = dict(raw) if isinstance(raw, dict) else None
         _held = (snapshot, found, sorted((v for v in found if len(v) >= MIN_SECRET), key=len, reverse=True))
     return _held[1], _held[2]
 
@@ -130,14 +139,15 @@ def _fragments(text: str, secret: str) -> str:
 def scrub(text: str, extra: Iterable[str] = ()) -> str:
     """`text` with every secret the worker holds (and `extra` values) and every token shape
     replaced by `[redacted]`. Apply it before cutting text short."""
-    if not text:
+    if len(text) < _SHORTEST:
         return text
     for secret in secret_values(extra):
         if secret in text:
             text = text.replace(secret, REDACTED)
         text = _fragments(text, secret)
-    for pattern, replacement in _SHAPES:
-        text = pattern.sub(replacement, text)
+    if _ANY_SHAPE.search(text):
+        for pattern, replacement in _SHAPES:
+            text = pattern.sub(replacement, text)
     return text
 
 

@@ -264,6 +264,8 @@ async def test_the_redaction_step_knows_values_shapes_and_cut_pieces(monkeypatch
     assert scrub.scrub("cut at the end: tok-Abcdefg") == "cut at the end: [redacted]"
     assert scrub.scrub("…h123456789 cut at the start") == "…[redacted] cut at the start"
     assert scrub.clip("x" * 95 + "tok-Abcdefgh123456789", 100) == "x" * 95 + "[reda"
+    monkeypatch.setenv("LATER_API_KEY", "q7w8e9")  # set after the first scrub, and as short as a secret gets
+    assert scrub.scrub("q7w8e9") == "[redacted]" and scrub.scrub("key q7w8e9.") == "key [redacted]."
     for shape in (
         "Authorization: Bearer abc.def-ghi_jkl",
         "sk-proj-abcdefghijklmnop1234",
@@ -272,6 +274,9 @@ async def test_the_redaction_step_knows_values_shapes_and_cut_pieces(monkeypatch
         'password="hunter2hunter2"',
         "ghp_abcdefghijklmnopqrstuvwx",
         "Authorization: Basic dXNlcjpwYXNzd29yZA==",
+        "API_KEY=abcdef123",
+        "xoxb-1234567890-abcdef",
+        "then BEARER abcdefgh12345678 then",
     ):
         assert "[redacted]" in scrub.scrub(shape), shape
     for plain in (

@@ -67,6 +67,9 @@ def _json_wanted() -> bool:
     return not sys.stderr.isatty()
 
 
+QUIET_AT_INFO = ("httpx", "httpcore")
+
+
 def setup(level: int = logging.INFO) -> None:
     """Route structlog and the standard library's logging to stderr, one line per record."""
     as_json = _json_wanted()
@@ -93,6 +96,10 @@ def setup(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request at INFO ("HTTP Request: POST ... 200 OK"): a line per model call
+    # that `agent finished` already covers; their warnings and errors still show (DEBUG shows all).
+    for name in QUIET_AT_INFO:
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
 
 
 def as_library() -> None:

@@ -160,3 +160,18 @@ def test_failure_is_one_field_without_traceback_unless_debug(tmp_path):
     )
     record = json.loads(debug.stderr.splitlines()[0])
     assert "Traceback" in record["exception"]
+
+
+def test_the_http_clients_request_lines_are_left_out_and_its_warnings_kept():
+    code = textwrap.dedent("""
+        import logging
+        from ensemble.runtime import logs
+        logs.setup()
+        logging.getLogger("httpx").info('HTTP Request: POST http://127.0.0.1/v1/chat/completions "HTTP/1.1 200 OK"')
+        logging.getLogger("httpcore.connection").info("connect_tcp.started")
+        logging.getLogger("httpx").warning("retrying the connection")
+        logging.getLogger("ensemble.agent").info("agent finished")
+    """)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert [json.loads(line)["event"] for line in out.stderr.splitlines()] == ["retrying the connection", "agent finished"]
