@@ -58,9 +58,7 @@ _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
 # One pass that finds whether any shape may be present, before the substitutions run one by one
 # (most logged strings hold none): the same patterns, their case-insensitivity scoped to each.
 _ANY_SHAPE = re.compile(
-    "|".join(
-        f"(?i:{p.pattern[4:]})" if p.pattern.startswith("(?i)") else f"(?:{p.pattern})" for p, _ in _SHAPES
-    )
+    "|".join(f"(?i:{p.pattern[4:]})" if p.pattern.startswith("(?i)") else f"(?:{p.pattern})" for p, _ in _SHAPES)
 )
 _SHORTEST = min(MIN_SECRET, 8)  # no secret value and no token shape fits in fewer characters
 

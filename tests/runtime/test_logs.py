@@ -174,4 +174,7 @@ def test_the_http_clients_request_lines_are_left_out_and_its_warnings_kept():
     """)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert [json.loads(line)["event"] for line in out.stderr.splitlines()] == ["retrying the connection", "agent finished"]
+    assert [json.loads(line)["event"] for line in out.stderr.splitlines()] == [
+        "retrying the connection",
+        "agent finished",
+    ]
