@@ -148,11 +148,17 @@ def _configured(setting: str, home: str, embedded: bool, threshold: int) -> Exte
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _resolved(home: str, cwd: str) -> str:
+    return str((Path(cwd) / home).resolve())
+
+
 def external_storage() -> ExternalStorage | None:
-    """The payload store this process's environment configures (see the module docstring)."""
-    home = Path(os.environ.get("ENSEMBLE_HOME") or ".ensemble").resolve()
+    """The payload store this process's environment configures (see the module docstring); read
+    for every agent step, so the state directory is resolved once per setting."""
+    home = _resolved(os.environ.get("ENSEMBLE_HOME") or ".ensemble", os.getcwd())
     embedded = not os.environ.get("TEMPORAL_ADDRESS")
-    return _configured(os.environ.get("ENSEMBLE_PAYLOAD_STORE", "").strip(), str(home), embedded, _threshold())
+    return _configured(os.environ.get("ENSEMBLE_PAYLOAD_STORE", "").strip(), home, embedded, _threshold())
 
 
 def max_input_bytes() -> int:
