@@ -82,4 +82,11 @@ async def scrape_after_runs(dev_server: DevServer, task_queue: str, log: Path, *
             await (await start(dev_server.client, request(FLOW, {"text": "hi"}, task_queue))).result()
         failed = await start(dev_server.client, request(FAILING, {}, task_queue))
         await asyncio.gather(failed.result(), return_exceptions=True)
-        return scrape(port)
+        # The client can learn that the run failed before the worker's endpoint shows it counted
+        # (CI saw `temporal_workflow_failed` missing once): wait for it, for at most 10 s.
+        for _ in range(100):
+            body = scrape(port)
+            if "temporal_workflow_failed" in body:
+                break
+            await asyncio.sleep(0.1)
+        return body
