@@ -324,8 +324,8 @@ def build_parser(groups: Sequence[Register] = ()) -> argparse.ArgumentParser:
 
 
 def _agent_threads_busy() -> bool:
-    """Whether an in-process worker holds an agent thread (no worker ran here if its module, whose
-    package imports every agent kind, was never imported)."""
+    """Whether an in-process worker holds an agent thread (none can if the agents' thread pool
+    was never imported in this process)."""
     threads = sys.modules.get("ensemble.activities.threads")
     return threads is not None and threads.THREADS.state().busy
 
