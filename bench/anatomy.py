@@ -52,7 +52,9 @@ def anatomy(events: list[Any], steps: int) -> dict[str, Any]:
             first["result_data"] = a.result.payloads[0].data.decode() if a.result.payloads else ""
         elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED and "started" not in first:
             first["started"] = e.ByteSize()
-            first["start_input"] = _payloads_bytes(e.workflow_execution_started_event_attributes.input)
+            start = e.workflow_execution_started_event_attributes.input
+            first["start_input"] = _payloads_bytes(start)
+            first["start_data"] = start.payloads[0].data.decode() if start.payloads else ""
     total = sum(e.ByteSize() for e in events)
     return {"total": total, "per_step": total / steps, "by_type": dict(by_type), "first": first}
 
@@ -69,6 +71,7 @@ def render(name: str, a: dict[str, Any], show: bool) -> str:
     )
     lines.append(f"  first step: completed {f.get('completed', 0):,} B = result {f.get('result')}")
     if show:
+        lines.append(f"  start:  {f.get('start_data')}")
         lines.append(f"  input:  {f.get('input_data')}")
         lines.append(f"  result: {f.get('result_data')}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from ensemble.cli.app import Parser, guard
 from ensemble.runtime import connection as temporal
 from ensemble.runtime import logs, telemetry, versioning
 from ensemble.runtime.worker import default_task_queue, serve
+from ensemble.spec.errors import EnsembleError
 
 
 def worker_parser() -> argparse.ArgumentParser:
@@ -91,7 +92,12 @@ def worker_main(argv: list[str] | None = None) -> int:
         os.environ["ENSEMBLE_APPROVER_KEYS"] = str(Path(args.approver_keys).resolve())
     if args.flows:
         os.environ["ENSEMBLE_FLOWS"] = ",".join(filter(None, [os.environ.get("ENSEMBLE_FLOWS", ""), *args.flows]))
-    logs.setup(logging.INFO)
+    try:
+        level = logs.env_level(logging.INFO)
+    except EnsembleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    logs.setup(level)
     for var, extra in ((secrets.ENV_ALLOW, args.env_allow), (egress.EGRESS_ALLOW, args.egress_allow)):
         if extra:
             os.environ[var] = ",".join(filter(None, (os.environ.get(var, ""), extra)))

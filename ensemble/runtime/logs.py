@@ -24,12 +24,13 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from ensemble.activities.scrub import REDACTED, scrub, secret_values
+from ensemble.spec.errors import InputError
 
 _SECRET_FIELD = re.compile(
     r"(^|_)(secret|password|passwd|api_?key|authorization|credentials?|access_?token|refresh_?token|bearer|cookie)s?($|_)",
     re.I,
 )
-__all__ = ["REDACTED", "secret_values", "setup"]
+__all__ = ["REDACTED", "env_level", "secret_values", "setup"]
 
 
 class _Redactor:
@@ -68,6 +69,18 @@ def _json_wanted() -> bool:
 
 
 QUIET_AT_INFO = ("httpx", "httpcore")
+LEVEL_ENV = "ENSEMBLE_LOG_LEVEL"
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def env_level(default: int) -> int:
+    """The level `ENSEMBLE_LOG_LEVEL` asks for (debug, info, warning, error), else `default`."""
+    raw = os.environ.get(LEVEL_ENV, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in _LEVELS:
+        raise InputError(f"{LEVEL_ENV}={raw[:40]!r} is not a log level: use debug, info, warning or error")
+    return _LEVELS[raw]
 
 
 def setup(level: int = logging.INFO) -> None:

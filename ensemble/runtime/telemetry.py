@@ -242,9 +242,9 @@ def attempt_outcome(call: AgentCall, err: BaseException) -> str:
 @contextlib.contextmanager
 def observe_agent(call: AgentCall) -> Iterator[AgentAttempt]:
     """One agent attempt, observed: an `agent <name>` span (current while the executor runs, so
-    model and tool spans nest under it), log lines `agent started` / `agent finished` bound with
-    run_id, flow, step, agent and attempt, and the `ensemble_agent_*` metrics. Never records the
-    agent's input or output."""
+    model and tool spans nest under it), log lines `agent started` (debug) / `agent finished`
+    (info, or warning/error for a failed attempt) bound with run_id, flow, step, agent and attempt,
+    and the `ensemble_agent_*` metrics. Never records the agent's input or output."""
     ctx = call.context
     fields = {"run_id": ctx.run_id, "flow": ctx.flow, "step": ctx.step, "agent": ctx.agent, "attempt": ctx.attempt}
     attrs: dict[str, Any] = {f"ensemble.{k}": v for k, v in fields.items()}
@@ -259,7 +259,7 @@ def observe_agent(call: AgentCall) -> Iterator[AgentAttempt]:
         if sc.is_valid:
             fields["trace_id"] = format(sc.trace_id, "032x")
         with structlog.contextvars.bound_contextvars(**fields):
-            log.info("agent started", kind=call.agent.kind)
+            log.debug("agent started", kind=call.agent.kind)  # one info line per attempt is enough
             attempt = AgentAttempt(span)
             try:
                 yield attempt
@@ -269,7 +269,14 @@ def observe_agent(call: AgentCall) -> Iterator[AgentAttempt]:
                 span.set_attribute("ensemble.outcome", outcome)
                 level = log.warning if outcome == "retrying" else log.error
                 message = (getattr(err, "message", None) or str(err) or type(err).__name__).splitlines()[0][:300]
-                level("agent finished", outcome=outcome, latency_ms=ms, error_type=type(err).__name__, error=message)
+                level(
+                    "agent finished",
+                    kind=call.agent.kind,
+                    outcome=outcome,
+                    latency_ms=ms,
+                    error_type=type(err).__name__,
+                    error=message,
+                )
                 _record_metrics(ctx.agent, ms, outcome, None)
                 raise
             ms = round((time.monotonic() - started) * 1000, 1)
@@ -285,7 +292,7 @@ def observe_agent(call: AgentCall) -> Iterator[AgentAttempt]:
                     }
                 )
                 extra = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
-            log.info("agent finished", outcome="completed", latency_ms=ms, **extra)
+            log.info("agent finished", kind=call.agent.kind, outcome="completed", latency_ms=ms, **extra)
             _record_metrics(ctx.agent, ms, "completed", attempt.usage)
 
 

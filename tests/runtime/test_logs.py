@@ -1,10 +1,11 @@
 """Structured logs of a real worker process: JSON lines bound with run id, flow, step, agent and
-attempt; one `agent started` and one `agent finished` per attempt; no secrets, no inputs, no
-tracebacks."""
+attempt; one `agent finished` per attempt (and `agent started` before it at debug); no secrets,
+no inputs, no tracebacks."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -91,18 +92,15 @@ async def test_worker_logs_json_lines_bound_to_the_agent_attempt(dev_server, tas
     assert any("worker polling task queue" in r["event"] for r in lines)
     agent_lines = [r for r in lines if r["event"] in ("agent started", "agent finished")]
     seen = [(r["event"], r["agent"], r["attempt"], r.get("outcome")) for r in agent_lines]
-    assert sorted(seen) == sorted(
+    assert sorted(seen) == sorted(  # at info, one line per attempt: `agent started` is a debug line
         [
-            ("agent started", "shout", 1, None),
             ("agent finished", "shout", 1, "completed"),
-            ("agent started", "flaky", 1, None),
             ("agent finished", "flaky", 1, "retrying"),
-            ("agent started", "flaky", 2, None),
             ("agent finished", "flaky", 2, "completed"),
-            ("agent started", "leaky", 1, None),
             ("agent finished", "leaky", 1, "completed"),
         ]
     )
+    assert all(r["kind"] == "function" for r in agent_lines)
     for r in agent_lines:
         assert (r["run_id"], r["flow"], r["step"]) == (run_id, "logged", r["agent"])
         assert r["level"] in ("info", "warning") and r["logger"] == "ensemble.agent" and r["timestamp"]
@@ -122,10 +120,13 @@ async def test_worker_logs_json_lines_bound_to_the_agent_attempt(dev_server, tas
     assert any("[redacted]" in r["event"] for r in own)
 
 
-async def test_console_rendering_on_request(dev_server, task_queue, agents_dir, tmp_path):
-    """ENSEMBLE_LOG_FORMAT=console gives the readable form a terminal gets."""
+async def test_console_rendering_and_debug_level_on_request(dev_server, task_queue, agents_dir, tmp_path):
+    """ENSEMBLE_LOG_FORMAT=console gives the readable form a terminal gets; ENSEMBLE_LOG_LEVEL=debug
+    adds `agent started` before each attempt."""
     log = tmp_path / "worker.log"
-    worker = worker_lines(dev_server, task_queue, agents_dir, log, ENSEMBLE_LOG_FORMAT="console")
+    worker = worker_lines(
+        dev_server, task_queue, agents_dir, log, ENSEMBLE_LOG_FORMAT="console", ENSEMBLE_LOG_LEVEL="debug"
+    )
     try:
         handle = await start(dev_server.client, request(FLOW, {"text": "hi"}, task_queue))
         await handle.result()
@@ -135,6 +136,9 @@ async def test_console_rendering_on_request(dev_server, task_queue, agents_dir, 
     text = log.read_text()
     finished = [line for line in text.splitlines() if "agent finished" in line and "agent=shout" in line]
     assert len(finished) == 1 and "outcome=completed" in finished[0] and f"run_id={handle.id}" in finished[0]
+    started = [line for line in text.splitlines() if "agent started" in line and "agent=shout" in line]
+    assert len(started) == 1 and "kind=function" in started[0]
+    assert text.index(started[0]) < text.index(finished[0])
     assert not text.lstrip().startswith("{")
     assert SENTINEL not in text
 
@@ -178,3 +182,18 @@ def test_the_http_clients_request_lines_are_left_out_and_its_warnings_kept():
         "retrying the connection",
         "agent finished",
     ]
+
+
+def test_an_unknown_log_level_is_one_line_and_exit_2():
+    proc = subprocess.run(
+        [sys.executable, "worker.py"],
+        cwd=ROOT,
+        env={**os.environ, "ENSEMBLE_LOG_LEVEL": "loud"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == "error: ENSEMBLE_LOG_LEVEL='loud' is not a log level: use debug, info, warning or error"
+    )
