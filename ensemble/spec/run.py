@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer, model_validator
 
-from ensemble.spec import compact, protocol
+from ensemble.spec import compact, compact_run, protocol
 from ensemble.spec.agent import AgentSpec
 from ensemble.spec.base import _Strict
 from ensemble.spec.models import DEFAULT_TASK_QUEUE, FlowSpec
@@ -60,6 +60,17 @@ class RunRequest(_Strict):
         # workers that predate it (a request is strict about its fields) still read it.
         exclude_if=lambda limit: limit is None,
     )
+
+    # The request itself is written compact too: the flow's steps and settings and the request's
+    # own fields without their values at the defaults, by a frozen table (ensemble.spec.compact_run).
+    @model_serializer(mode="wrap", when_used="json")
+    def _compact(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        return compact_run.compact(handler(self))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand(cls, data: Any) -> Any:
+        return compact_run.expand(data)
 
 
 class AgentContext(_Strict):
