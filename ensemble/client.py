@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -338,10 +338,11 @@ class EnsembleClient:
                 raise EnsembleError(f"run '{run_id}' is no longer running") from None
             raise
 
-    async def pending(self, approver: str | None = None) -> list[dict[str, Any]]:
-        """Every gate waiting on people across the namespace (only `approver`'s when given):
-        run_id, flow, gate, approvers, tier, quorum, approvals, opened_at, deadline."""
-        return await inbox.pending(self.temporal, approver)
+    async def pending(self, approver: str | None = None, groups: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Every gate waiting on people across the namespace (only those `approver` may decide
+        now, directly or through one of `groups`, when given): run_id, flow, gate, approvers,
+        groups, tier, quorum, approvals, opened_at, deadline."""
+        return await inbox.pending(self.temporal, approver, groups)
 
     # ------------------------------------------------------------ workers in this process
 

@@ -17,13 +17,17 @@ from ensemble.spec.errors import InputError
 
 async def cmd_pending(args: argparse.Namespace) -> int:
     # connect() registers the search attributes: a cluster that has never seen Ensemble has an empty inbox
-    rows = await (await EnsembleClient.connect()).pending(args.approver)
+    groups = [g.strip() for item in args.group or [] for g in item.split(",") if g.strip()]
+    if groups and not args.approver:
+        raise InputError("--group needs --approver: the gates that person may decide, directly or through a group")
+    rows = await (await EnsembleClient.connect()).pending(args.approver, groups)
     if args.json:
         keep = (
             "run_id",
             "flow",
             "gate",
             "approvers",
+            "groups",
             "tier",
             "opened_at",
             "deadline",
@@ -47,7 +51,7 @@ async def cmd_pending(args: argparse.Namespace) -> int:
             r.get("flow") or "?",
             r["gate"],
             str(r["tier"]),
-            ", ".join(r["approvers"]),
+            ", ".join([*r["approvers"], *(f"group:{g}" for g in r.get("groups") or [])]),
             f"{r['approvals']}/{r['quorum']}",
             r.get("opened_at") or "",
             r.get("deadline") or "-",
@@ -108,6 +112,12 @@ def _token(args: argparse.Namespace) -> str | None:
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("pending", help="runs waiting on people, across the namespace")
     s.add_argument("--approver", help="only gates this user may decide now")
+    s.add_argument(
+        "--group",
+        action="append",
+        metavar="GROUP",
+        help="with --approver: the groups the user is in (repeat, or comma-separated); gates of those groups too",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_pending)
     for name, decision, what in (

@@ -36,9 +36,12 @@ def cli_json(args: list[str], env) -> dict | list:
     return json.loads(result.stdout)
 
 
-async def inbox(env, run_id: str, *, approver: str | None = None, present: bool = True) -> list[dict]:
+async def inbox(
+    env, run_id: str, *, approver: str | None = None, groups: tuple[str, ...] = (), present: bool = True
+) -> list[dict]:
     """The run's rows in `pending --json`, once visibility shows them (or shows them gone)."""
     extra = ["--approver", approver] if approver else []
+    extra += [arg for g in groups for arg in ("--group", g)]
     for _ in range(100):
         rows = [r for r in cli_json(["pending", *extra], env) if r["run_id"] == run_id]
         if bool(rows) == present:
@@ -146,6 +149,16 @@ async def test_a_parked_run_survives_a_worker_restart_and_is_approved_through_th
 async def test_request_changes_sends_the_contract_review_back_with_the_comment(env):
     contract = ROOT / "examples/contract_review/contract.txt"
     run_id = cli_json(["run", "contract_review", "--input", f"@{contract}", "--wait"], env)["run_id"]
+    # zoe is in no approvers file: through her identity provider's group `legal` the gate waits on her
+    [row] = await inbox(env, run_id, approver="zoe", groups=("finance,legal",))
+    assert row["gate"] == "legal" and row["groups"] == ["legal"] and "zoe" not in row["approvers"]
+    assert not [
+        r for r in cli_json(["pending", "--approver", "zoe", "--group", "finance"], env) if r["run_id"] == run_id
+    ]
+    alone = run_cli(["pending", "--group", "legal"], env)
+    assert alone.returncode == 2 and alone.stderr.strip() == (
+        "error: --group needs --approver: the gates that person may decide, directly or through a group"
+    )
     again = cli_json(
         ["request-changes", run_id, "--gate", "legal", "--by", "bob", "--comment", "explain clause 10"], env
     )
