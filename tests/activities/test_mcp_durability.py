@@ -35,8 +35,9 @@ def _worker(dev_server, task_queue: str, model, flows: str) -> subprocess.Popen:
     )
 
 
-async def _checkpointed(handle, needle: bytes, timeout: float = 20) -> None:
-    """Until the running agent's last heartbeat (its checkpoint) holds `needle`."""
+async def _checkpointed(handle, needle: bytes, timeout: float = 60) -> None:
+    """Until the running agent's last heartbeat (its checkpoint) holds `needle` (a loaded machine takes a while
+    to start the worker and the agent)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         desc = await handle.describe()
