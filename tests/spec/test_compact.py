@@ -14,7 +14,7 @@ from temporalio.worker import Replayer
 from ensemble.authoring.flows import all_flows
 from ensemble.runtime.converter import data_converter
 from ensemble.runtime.worker import WORKFLOWS, workflow_runner
-from ensemble.spec import RunRequest, compact
+from ensemble.spec import RunRequest, compact, compact_run
 from ensemble.spec.agent import AgentSpec
 from ensemble.spec.chat import ChatInput
 from tests.flowkit import request, run_to_end
@@ -86,6 +86,10 @@ async def test_a_run_records_its_agents_compact_and_replays(dev_server, task_que
                                            "description": "Upper-cases text", "handler": "tests.agents:shout",
                                            "input_schema": recorded["agents"]["shout"]["input_schema"],
                                            "output_schema": recorded["agents"]["shout"]["output_schema"]}  # fmt: skip
+    # the request itself is compact too (ensemble.spec.compact_run): the flow without its defaults
+    assert recorded[compact.MARK] == compact_run.LATEST
+    assert recorded["flow"] == {"name": "compact_hello", "imports": ["tests.agents"],
+                                "steps": [{"agent": "shout", "input": {"text": "$input.text"}}]}  # fmt: skip
     replayer = Replayer(workflows=list(WORKFLOWS), data_converter=data_converter(), workflow_runner=workflow_runner())
     await replayer.replay_workflow(history)  # raises on any nondeterminism
 

@@ -1,5 +1,6 @@
 """A run request writes its flow and its own fields compact, by a frozen table of defaults, and reads
-them back from the version it names, never from today's models (ensemble.spec.compact_run)."""
+them back from the version it names, never from today's models (ensemble.spec.compact_run). A
+recorded run's compact request and its replay: tests/spec/test_compact.py."""
 
 from __future__ import annotations
 
@@ -7,15 +8,12 @@ import json
 
 import pytest
 from pydantic import ValidationError
-from temporalio.api.enums.v1 import EventType
-from temporalio.worker import Replayer
 
 from ensemble.authoring.flows import all_flows
 from ensemble.runtime.converter import data_converter
-from ensemble.runtime.worker import WORKFLOWS, workflow_runner
 from ensemble.spec import RunRequest, compact_run
 from ensemble.spec.compact import MARK
-from tests.flowkit import request, run_to_end
+from tests.flowkit import request
 from tests.spec.test_compact import check_written
 
 CONVERTER = data_converter().payload_converter
@@ -127,18 +125,3 @@ def test_an_unknown_defaults_version_is_refused_with_its_reason():
     data = json.loads(CONVERTER.to_payloads([request(EVERY_KIND, None, "q")])[0].data)
     with pytest.raises(ValidationError, match="defaults version 99, which this release does not know"):
         RunRequest.model_validate({**data, MARK: 99})
-
-
-async def test_a_run_records_its_request_compact_and_replays(dev_server, task_queue):
-    flow = "name: compact_run\nimports: [tests.agents]\nsteps:\n  - agent: shout\n    input: {text: $input.text}\n"
-    handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {"text": "hi"})
-    assert outcome is not None and outcome.output == {"shout": {"text": "HI"}}
-    history = await handle.fetch_history()
-    started = history.events[0]
-    assert started.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
-    recorded = json.loads(started.workflow_execution_started_event_attributes.input.payloads[0].data)
-    assert recorded[MARK] == compact_run.LATEST
-    assert recorded["flow"] == {"name": "compact_run", "imports": ["tests.agents"],
-                                "steps": [{"agent": "shout", "input": {"text": "$input.text"}}]}  # fmt: skip
-    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=data_converter(), workflow_runner=workflow_runner())
-    await replayer.replay_workflow(history)  # raises on any nondeterminism
