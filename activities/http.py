@@ -14,17 +14,9 @@ import jsonschema
 from ensemble.activities.egress import check_url
 from ensemble.activities.errors import classify_status, permanent, transient
 from ensemble.activities.executors import executor
+from ensemble.activities.pool import pool
 from ensemble.activities.scrub import clip, resolve_env_refs
 from ensemble.spec import AgentCall, AgentResult
-
-_client: httpx.AsyncClient | None = None
-
-
-def _http() -> httpx.AsyncClient:
-    global _client
-    if _client is None or _client.is_closed:
-        _client = httpx.AsyncClient(follow_redirects=False)
-    return _client
 
 
 def _headers(call: AgentCall) -> dict[str, str]:
@@ -61,7 +53,7 @@ async def run_http(call: AgentCall) -> AgentResult:
     headers = _headers(call)
     await check_url(agent.url or "", who)
     try:
-        response = await _http().post(agent.url or "", json=call.input, headers=headers, timeout=agent.timeout_s)
+        response = await pool("agents").post(agent.url or "", json=call.input, headers=headers, timeout=agent.timeout_s)
     except httpx.TimeoutException:
         raise transient(f"{who} timed out", kind="Timeout") from None
     except httpx.TransportError as err:

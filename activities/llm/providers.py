@@ -21,39 +21,11 @@ import httpx
 
 from ensemble.activities.egress import check_url
 from ensemble.activities.errors import classify_status, parse_retry_after, permanent, retry_after_of, transient
+from ensemble.activities.pool import pool
 from ensemble.activities.scrub import clip
 from ensemble.spec import LLM_PROVIDERS, OUTPUT_TOOL, ToolSpec, Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
-_client: httpx.AsyncClient | None = None
-
-
-# Model calls in flight are bounded by the worker's activity slots (one call per agent attempt at a
-# time); the pool must not be a lower cap, and every connection it opens is kept alive for reuse
-# (httpx keeps 20 by default: the rest were closed after each reply and opened again, a TCP and
-# TLS handshake per model call). See docs/performance.md.
-DEFAULT_MAX_CONNECTIONS = 1000
-
-
-def max_connections() -> int:
-    """Open (and kept-alive) connections to model servers per worker process:
-    ENSEMBLE_LLM_MAX_CONNECTIONS, else 1000."""
-    raw = os.environ.get("ENSEMBLE_LLM_MAX_CONNECTIONS", "").strip()
-    try:
-        return max(1, int(raw)) if raw else DEFAULT_MAX_CONNECTIONS
-    except ValueError:
-        return DEFAULT_MAX_CONNECTIONS
-
-
-def http() -> httpx.AsyncClient:
-    """The worker process's one client. httpx never retries by itself: Temporal owns retries."""
-    global _client
-    if _client is None or _client.is_closed:
-        _client = httpx.AsyncClient(
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=max_connections(), max_keepalive_connections=max_connections()),
-        )
-    return _client
 
 
 @dataclass
@@ -417,7 +389,7 @@ async def complete(ep: Endpoint, req: Request, who: str) -> Reply:
     body = anthropic_body(ep, req) if ep.wire == "anthropic" else openai_body(ep, req)
     await check_url(ep.url, who)
     try:
-        response = await http().post(
+        response = await pool("models").post(
             ep.url, json=body, headers=ep.headers, timeout=httpx.Timeout(req.timeout_s, connect=10.0)
         )
     except httpx.TimeoutException:

@@ -24,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 from ensemble.activities import mcp
 from ensemble.activities.egress import check_url
 from ensemble.activities.errors import parse_retry_after, permanent, retry_after_of, transient
-from ensemble.activities.llm.providers import http
+from ensemble.activities.pool import pool
 from ensemble.activities.scrub import clip, resolve_env_refs, scrub
 from ensemble.authoring.tools import Signature, ToolContext, ToolError, load_signature
 from ensemble.spec import ToolSpec
@@ -131,7 +131,7 @@ async def _run_http(spec: ToolSpec, arguments: dict[str, Any], ctx: ToolContext,
     label = f"{who}: tool '{spec.name}'"
     await check_url(spec.url or "", label)
     try:
-        response = await http().post(spec.url or "", json=arguments, headers=headers, timeout=spec.timeout_s)
+        response = await pool("models").post(spec.url or "", json=arguments, headers=headers, timeout=spec.timeout_s)
     except httpx.TimeoutException:
         raise transient(f"{label} timed out", kind="ToolTimeout") from None
     except httpx.TransportError as err:
