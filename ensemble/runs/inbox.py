@@ -26,6 +26,7 @@ from ensemble.identity import keys
 from ensemble.logic.proofs import binding
 from ensemble.runs.history import STATUS_NAMES, get_run
 from ensemble.runs.live import wait_result
+from ensemble.runtime import telemetry
 from ensemble.spec import GROUP_PREFIX, WORKFLOW_NAME, GateDecision, GateDecisionResult
 from ensemble.spec import protocol as attributes
 from ensemble.spec.errors import EnsembleError, InputError
@@ -120,7 +121,8 @@ async def settle(
             if done:
                 return result.result()
             try:
-                open_gates = await handle.query("pending")
+                with telemetry.unsampled():  # the caller's polls, not the run's work: no spans
+                    open_gates = await handle.query("pending")
             except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
                 continue  # the run just ended, or no worker answered yet
             if open_gates:

@@ -19,12 +19,14 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import secrets
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor
 from temporalio import activity, workflow
@@ -120,6 +122,25 @@ def run_span(flow: str, run_id: str) -> Iterator[trace.Span]:
         f"run {flow}", kind=trace.SpanKind.CLIENT, attributes={"ensemble.flow": flow, "ensemble.run_id": run_id}
     ) as span:
         yield span
+
+
+@contextlib.contextmanager
+def unsampled() -> Iterator[None]:
+    """Calls made inside record no spans, here or in the worker that answers them: they run under
+    a parent that is not sampled, and Temporal carries that decision in its headers. For polls a
+    caller makes while it waits on a run (not the run's work, and each would otherwise be a trace
+    of its own)."""
+    parent = trace.SpanContext(
+        trace_id=secrets.randbits(128) or 1,
+        span_id=secrets.randbits(64) or 1,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+    )
+    token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(parent)))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 class _FlowSpanInterceptor(temporal_worker.Interceptor):

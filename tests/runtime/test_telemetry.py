@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from ensemble.runtime import telemetry
+from ensemble.runs import inbox
+from ensemble.runtime import launch, telemetry
 from ensemble.runtime.connection import connect
 from tests.conftest import ROOT, run_cli, running_worker
 from tests.flowkit import request, retried_flow, start
@@ -156,6 +157,27 @@ async def test_model_and_tool_spans_nest_under_the_agent_span(traced_client, tas
     assert (agent_span.attributes["ensemble.tokens.prompt"], agent_span.attributes["ensemble.tokens.total"]) == (7, 10)
 
 
+async def test_waiting_for_a_run_adds_nothing_to_its_trace(traced_client, task_queue):
+    """`run --wait` polls the run for open gates while it waits; those polls are not the run's work
+    and never start traces of their own (before, a run slower than the first poll had two)."""
+    flow = {
+        "name": "traced_wait",
+        "imports": ["tests.agents"],
+        "steps": [{"agent": "sleeper", "input": {"seconds": 1.5, "label": "slow"}}],
+    }
+    req = request(flow, {}, task_queue)
+    run_id = f"traced_wait-{uuid.uuid4().hex[:8]}"
+    before = len(SPANS.get_finished_spans())
+    async with running_worker(traced_client, task_queue):
+        await launch.start_request(traced_client, req, run_id, summary="traced wait")
+        outcome = await inbox.settle(traced_client, traced_client.get_workflow_handle(run_id), poll_s=0.1)
+    assert outcome["status"] == "completed"
+    spans = SPANS.get_finished_spans()[before:]
+    assert not [s.name for s in spans if "Query" in s.name]
+    assert len({s.context.trace_id for s in spans}) == 1
+    assert [s.name for s in agent_spans(spans)] == ["agent sleeper"]
+
+
 class _Collector(http.server.BaseHTTPRequestHandler):
     bodies: list[tuple[str, bytes]] = []
 
@@ -200,7 +222,10 @@ def test_cli_run_exports_the_trace_over_otlp(dev_server, task_queue):
     assert services == {"ensemble-ci"}
     names = Counter(s.name for s in spans)
     assert names["run hello"] == 1 and names["RunWorkflow:EnsembleFlow"] == 1
-    assert len({s.trace_id for s in spans}) == 1
+    traces: dict[bytes, list[str]] = {}
+    for s in spans:
+        traces.setdefault(s.trace_id, []).append(s.name)
+    assert len(traces) == 1, f"spans by trace: {list(traces.values())}"
     agent_attrs = [{a.key: a.value for a in s.attributes} for s in spans if s.name.startswith("agent ")]
     assert agent_attrs and all(a["ensemble.run_id"].string_value == run_id for a in agent_attrs)
 
