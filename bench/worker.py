@@ -46,7 +46,7 @@ def build(client: Client, task_queue: str, kind: str, options: dict[str, Any]) -
         options["workflow_runner"] = sandbox
     if kind == "ensemble":
         from ensemble.runtime import logs
-        from ensemble.runtime.worker import build_worker
+        from ensemble.runtime.worker import build_worker, freeze_startup
 
         logs.setup(getattr(logging, log_level))  # INFO as `python worker.py`: two lines per agent attempt
         # Only deployed code runs: this worker is deployed with the benchmark's agent, as
@@ -58,7 +58,9 @@ def build(client: Client, task_queue: str, kind: str, options: dict[str, Any]) -
         for spec in agents_block():
             deploy_agent(AgentSpec.model_validate(spec))
 
-        return build_worker(client, task_queue, **options)
+        worker = build_worker(client, task_queue, **options)
+        freeze_startup()  # as `python worker.py` (serve) does
+        return worker
     if kind == "model_baseline":
         from bench.modelbaseline import ModelBaseline
         from bench.modelflows import model_step
