@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from temporalio import activity
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
@@ -23,9 +22,11 @@ from temporalio.exceptions import ApplicationError
 from ensemble.activities.errors import permanent
 from ensemble.activities.faults import inject as inject_faults
 from ensemble.activities.scrub import scrubbed_error
+from ensemble.activities.specs import spec_by_digest
 from ensemble.runtime.payloads import INLINE_LIMIT, STORED_INPUT_LIMIT, external_storage
 from ensemble.runtime.telemetry import observe_agent
 from ensemble.spec import AgentCall, AgentResult
+from ensemble.spec.run import SPEC_REF
 
 MAX_ERROR_CHARS = 8 * 1024  # an error message travels in the run's history: keep it readable and small
 
@@ -45,13 +46,16 @@ def _seconds(value: timedelta | None) -> float | None:
     return value.total_seconds() if value else None
 
 
-def read_call(payload: Any) -> AgentCall:
+async def read_call(payload: Any) -> AgentCall:
     """The activity's input, compact (`AgentCall.to_wire`) or in the full shape of earlier
-    releases, completed from this activity's info."""
+    releases, completed from this activity's info; a spec named by digest is read from the run's
+    start event (`activities/specs.py`)."""
     info = activity.info()
     data = activity.payload_converter().from_payload(payload, dict)
     if not isinstance(data, dict):
         raise permanent(f"agent '{info.activity_type}': the activity input is not an agent call", kind="InvalidInput")
+    if isinstance(ref := data.get("agent"), str) and ref.startswith(SPEC_REF):
+        data = {**data, "agent": await spec_by_digest(ref)}
     try:
         return AgentCall.from_wire(
             data,
@@ -63,7 +67,7 @@ def read_call(payload: Any) -> AgentCall:
             heartbeat_s=_seconds(info.heartbeat_timeout),
             is_local=info.is_local,
         )
-    except ValidationError as err:
+    except ValueError as err:  # a pydantic ValidationError too
         raise permanent(
             f"agent '{info.activity_type}': the activity input is not an agent call: {str(err)[:300]}",
             kind="InvalidInput",
@@ -74,7 +78,7 @@ def read_call(payload: Any) -> AgentCall:
 async def run_agent(args: Sequence[RawValue]) -> dict[str, Any]:
     """Run whichever agent this activity type names. Its result is sent compact
     (`AgentResult.to_wire`)."""
-    call = read_call(args[0].payload)
+    call = await read_call(args[0].payload)
     kind = call.agent.kind
     if kind == "function" and call.agent.llm is not None and os.environ.get("ENSEMBLE_LLM", "").strip():
         kind = "llm"  # this worker runs the agent's model-backed version (docs/llm.md)

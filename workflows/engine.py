@@ -65,8 +65,11 @@ async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, tas
     its result is recorded as a marker when the workflow task completes (docs/performance.md).
 
     The input is sent compact (`AgentCall.to_wire`: what the activity cannot learn from its own
-    info, fields at their defaults left out); it changes the payload, not the command."""
-    wire = call.to_wire(activity_id, workflow.info().workflow_id)
+    info, fields at their defaults left out) and names the agent's spec by its digest: every
+    workflow that calls agents holds their specs in its own input (a flow run's request, a chat's
+    input), which the worker reads once per spec (activities/specs.py). It changes the payload, not
+    the command."""
+    wire = call.to_wire(activity_id, workflow.info().workflow_id, by_digest=True)
     if agent.fast:
         try:
             return await workflow.execute_local_activity(

@@ -4,6 +4,9 @@ which every step writes the call to the run's history."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from typing import Any
 
 from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer, model_validator
@@ -93,6 +96,31 @@ _WORKFLOW_ONLY = frozenset({"description", "role", "schedule_to_close_s", "task_
 _FROM_INFO = frozenset({"name", "timeout_s", "heartbeat_s", "fast"})
 
 
+def agent_wire(agent: AgentSpec) -> dict[str, Any]:
+    """An agent's spec as its activity reads it: without the fields the activity never reads or
+    learns from its own info, and without any field at its default (pydantic fills them in again)."""
+    exclude = set(_WORKFLOW_ONLY | _FROM_INFO)
+    if agent.kind == "function":
+        # its handler's own types check input and output; only its model-backed version (`llm`)
+        # reads the output schema
+        exclude |= {"input_schema"} if agent.llm is not None else {"input_schema", "output_schema"}
+    return agent.model_dump(mode="json", exclude_defaults=True, exclude=exclude)
+
+
+# An agent step's input names its agent's spec by this prefix and a digest of `agent_wire`
+# (`AgentCall.to_wire(..., by_digest=True)`); the spec itself is in the start event of the run
+# that scheduled the step (`ensemble/activities/specs.py` reads it there).
+SPEC_REF = "#"
+
+
+def spec_digest(wire: dict[str, Any]) -> str:
+    """A digest of an agent's wire spec (`agent_wire`): 144 bits of SHA-256 over its canonical
+    JSON, so a worker may keep specs by digest across runs (no run can make another's digest name
+    its own spec)."""
+    canonical = json.dumps(wire, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()[:18]).decode()
+
+
 class AgentCall(_Strict):
     """The activity input: the agent's spec, the step's resolved input, and the context.
 
@@ -107,15 +135,12 @@ class AgentCall(_Strict):
     context: AgentContext
     verdict: ToolVerdict | None = Field(None, description="continue after people decided about a held tool call")
 
-    def to_wire(self, activity_id: str, workflow_id: str) -> dict[str, Any]:
+    def to_wire(self, activity_id: str, workflow_id: str, *, by_digest: bool = False) -> dict[str, Any]:
         """The activity input for `activity_id` of run `workflow_id` (the activity type is the
-        agent's name)."""
-        exclude = set(_WORKFLOW_ONLY | _FROM_INFO)
-        if self.agent.kind == "function":
-            # its handler's own types check input and output; only its model-backed version
-            # (`llm`) reads the output schema
-            exclude |= {"input_schema"} if self.agent.llm is not None else {"input_schema", "output_schema"}
-        agent = self.agent.model_dump(mode="json", exclude_defaults=True, exclude=exclude)
+        agent's name). `by_digest`: the agent's spec is named by its digest (`"#" + spec_digest`),
+        for a workflow whose own input holds that spec."""
+        wire_spec = agent_wire(self.agent)
+        agent: dict[str, Any] | str = SPEC_REF + spec_digest(wire_spec) if by_digest else wire_spec
         ctx = self.context
         # The run id stays: an exported history names its run only through what it records, and
         # decisions and idempotency keys are bound to it (audit, redrive of an exported run).
@@ -150,7 +175,10 @@ class AgentCall(_Strict):
         is_local: bool,
     ) -> AgentCall:
         """The call an activity was given, compact or in the full shape, with what its info says."""
-        agent = dict(data.get("agent") or {})
+        agent = data.get("agent") or {}
+        if not isinstance(agent, dict):  # a spec named by digest: resolved first (activities/specs.py)
+            raise ValueError(f"the agent's spec is not given: {str(agent)[:40]}")
+        agent = dict(agent)
         agent.setdefault("name", activity_type)
         if timeout_s:
             agent.setdefault("timeout_s", timeout_s)

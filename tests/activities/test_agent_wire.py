@@ -30,13 +30,15 @@ from ensemble.spec import (
     protocol,
 )
 from ensemble.spec.records import ToolVerdict
+from ensemble.spec.run import agent_wire, spec_digest
 from tests.conftest import running_worker
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 # The largest activity input (bytes of JSON) a step of the bundled `hello` flow may send: in the
-# full shape it was 962-1,060 bytes (tests/histories/hello.json), compact it is about 130.
+# full shape it was 962-1,060 bytes (tests/histories/hello.json), compact about 130, with its spec named by
+# digest about 110.
 # Growing back fails here.
-MAX_HELLO_INPUT = 300
+MAX_HELLO_INPUT = 200
 
 
 def _read_back(call: AgentCall, activity_id: str, workflow_id: str, wire: dict[str, Any]) -> AgentCall:
@@ -186,7 +188,10 @@ async def test_a_bundled_flow_step_input_stays_small(dev_server, task_queue):
         [payload] = e.activity_task_scheduled_event_attributes.input.payloads
         assert len(payload.data) <= MAX_HELLO_INPUT, payload.data.decode()
         sent = json.loads(payload.data)
-        assert set(sent["agent"]) == {"handler"} and set(sent["context"]) == {"flow", "run_id"}
+        # the spec is named by its digest; the start event holds it
+        agent = req.agents[e.activity_task_scheduled_event_attributes.activity_type.name]
+        assert sent["agent"] == "#" + spec_digest(agent_wire(agent))
+        assert set(sent["context"]) == {"flow", "run_id"}
 
 
 async def test_an_agent_the_flow_defines_is_recorded_once_in_the_run_request(dev_server, task_queue):
