@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from ensemble.spec.errors import InputError
+
 SHARD = 4  # connections per client: a pool this small costs next to nothing to walk
 DEFAULT_MAX_CONNECTIONS = 1000
 
@@ -29,10 +31,15 @@ def max_connections() -> int:
     """Open (and kept-alive) connections per worker process, for each of the model providers
     (together) and the `http` agents: ENSEMBLE_LLM_MAX_CONNECTIONS, else 1000."""
     raw = os.environ.get("ENSEMBLE_LLM_MAX_CONNECTIONS", "").strip()
-    try:
-        return max(1, int(raw)) if raw else DEFAULT_MAX_CONNECTIONS
-    except ValueError:
+    if not raw:
         return DEFAULT_MAX_CONNECTIONS
+    try:
+        value = int(raw)
+        if value < 1:
+            raise ValueError
+    except ValueError:  # the worker refuses it when it starts (ensemble/runtime/worker.py)
+        raise InputError(f"ENSEMBLE_LLM_MAX_CONNECTIONS={raw!r} is not a positive number of connections") from None
+    return value
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):

@@ -29,7 +29,7 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from ensemble.activities import approvals, egress, faults, mcp, run_agent, threads
+from ensemble.activities import approvals, egress, faults, mcp, pool, run_agent, threads
 from ensemble.authoring.deploy import load_worker_flows
 from ensemble.authoring.tools import any_mcp_servers
 from ensemble.runtime import codec, logs, server
@@ -110,6 +110,7 @@ def build_worker(
     if info is not None:
         egress.protect(info.ui_url)
     if activities:
+        pool.max_connections()  # a malformed ENSEMBLE_LLM_MAX_CONNECTIONS stops the worker here, in one line
         load_worker_flows()  # only deployed code runs: what this worker may run, loaded once
         if any_mcp_servers():
             mcp.preload()

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ensemble.activities.pool import Pool
+from ensemble.activities.pool import DEFAULT_MAX_CONNECTIONS, Pool, max_connections
+from ensemble.spec.errors import InputError
 
 
 @dataclass
@@ -98,3 +99,17 @@ async def test_no_cookie_is_carried_between_requests(server: Server) -> None:
         assert server.cookies == [""] * 6  # every reply set one; no request sent it back
     finally:
         await pool.aclose()
+
+
+@pytest.mark.parametrize("raw, want", [("", DEFAULT_MAX_CONNECTIONS), (" 250 ", 250)])
+def test_the_limit_is_read_from_the_environment(monkeypatch, raw, want) -> None:
+    monkeypatch.setenv("ENSEMBLE_LLM_MAX_CONNECTIONS", raw)
+    assert max_connections() == want
+
+
+@pytest.mark.parametrize("raw", ["lots", "0", "-5", "1.5"])
+def test_a_malformed_limit_is_refused_in_one_line(monkeypatch, raw) -> None:
+    monkeypatch.setenv("ENSEMBLE_LLM_MAX_CONNECTIONS", raw)
+    with pytest.raises(InputError, match="ENSEMBLE_LLM_MAX_CONNECTIONS=.* is not a positive number") as err:
+        max_connections()
+    assert "\n" not in str(err.value)

@@ -203,6 +203,11 @@ def test_worker_with_unreachable_server_exits_cleanly(env):
     refused(run_cli([], env, script="worker.py"), 1, "cannot reach Temporal")
 
 
+def test_worker_with_a_malformed_setting_exits_in_one_line(env):
+    bad = {**env, "ENSEMBLE_LLM_MAX_CONNECTIONS": "lots"}
+    refused(run_cli([], bad, script="worker.py"), 2, "ENSEMBLE_LLM_MAX_CONNECTIONS='lots' is not a positive number")
+
+
 def test_validate_lists_every_problem(env, tmp_path):
     bad = tmp_path / "two.yaml"
     bad.write_text(
