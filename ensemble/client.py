@@ -34,7 +34,7 @@ from ensemble.runtime import connection, server
 from ensemble.runtime.launch import start_request
 from ensemble.runtime.payloads import INLINE_LIMIT, max_input_bytes
 from ensemble.runtime.worker import build_worker, default_task_queue
-from ensemble.spec import GateDecision, GateDecisionResult, RunRequest, RunStatusView
+from ensemble.spec import GateDecision, GateDecisionResult, RunRequest, RunStatusView, protocol
 from ensemble.spec.errors import EnsembleError, InputError
 
 __all__ = ["SAME_INPUT", "EnsembleClient", "FlowInfo", "RunConflict", "RunOutcome", "StartedRun", "check_input"]
@@ -166,6 +166,7 @@ class EnsembleClient:
             request,
             run_id,
             summary=f"{name}: {again.line() if again else request.flow.description}",
+            origin=(protocol.ASKS_AGAIN, again.run_id) if again else None,  # `dlq list` shows it
             memo={"asks_again": again.run_id} if again else None,
         )
         return StartedRun(run_id=run_id, flow=name, task_queue=request.task_queue)

@@ -93,6 +93,8 @@ async def cmd_list(args: argparse.Namespace) -> int:
         error = (
             f"REJECTED by {d.rejected['by']}: {d.rejected['why'] or '(no comment)'}" if d.rejected else _short(d.error)
         )
+        if d.asked_again_as:
+            error += f"; asked again as {d.asked_again_as}"
         table.add_row(
             d.run_id, d.flow, d.failed_step or "?", d.agent or "", str(d.attempts), (d.failed_at or "")[:19], error
         )
@@ -132,6 +134,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
                 f"at gate '{r['gate']}' by {r['by']} at {r['at']}: {r['why'] or '(no comment)'} (final: not redriven)",
             ),
         )
+        rows.insert(3, ("asked again as", letter.asked_again_as or "- (`run FLOW --again RUN_ID` asks again)"))
     for c in letter.compensations:
         rows.append(
             ("compensation", f"{c['step']}: {c['agent']} {c['status']}" + (f" ({c['error']})" if c["error"] else ""))

@@ -63,9 +63,21 @@ class DeadLetter:
     compensations: list[dict[str, Any]] = field(default_factory=list)
     redriven_as: str | None = None
     rejected: dict[str, Any] | None = None  # {gate, by, why, at}: people rejected the run, for good
+    asked_again_as: str | None = None  # a rejected run: the latest new run that asks again (`run --again`)
 
     def brief(self) -> dict[str, Any]:
-        keep = ("run_id", "flow", "failed_step", "agent", "error", "attempts", "input", "failed_at", "rejected")
+        keep = (
+            "run_id",
+            "flow",
+            "failed_step",
+            "agent",
+            "error",
+            "attempts",
+            "input",
+            "failed_at",
+            "rejected",
+            "asked_again_as",
+        )
         return {k: v for k, v in asdict(self).items() if k in keep}
 
 
@@ -129,6 +141,7 @@ async def dead_letter(
         ],
         redriven_as=await redriven_as(client, run_id) if look_up_redrive else None,
         rejected=rejected,
+        asked_again_as=await asked_again_as(client, run_id) if look_up_redrive and rejected else None,
     )
 
 
@@ -181,6 +194,13 @@ async def redriven_as(client: Client, run_id: str) -> str | None:
     return None
 
 
+async def asked_again_as(client: Client, run_id: str) -> str | None:
+    """The newest run that asks again after rejected run `run_id`, if one does."""
+    async for wf in client.list_workflows(f"{attributes.ASKS_AGAIN.name} = {_quote(run_id)}", limit=1):
+        return wf.id
+    return None
+
+
 async def dead_letters(client: Client, *, flow: str | None = None, limit: int = 50) -> list[DeadLetter]:
     """Failed top-level flow runs that no run redrives, newest first."""
     query = f"WorkflowType = '{WORKFLOW_NAME}' AND ExecutionStatus = 'Failed' AND ParentWorkflowId IS NULL"
@@ -196,13 +216,18 @@ async def dead_letters(client: Client, *, flow: str | None = None, limit: int = 
             wf.typed_search_attributes.get(attributes.REDRIVE_OF)
             async for wf in client.list_workflows(f"{attributes.REDRIVE_OF.name} IN ({names})")
         }
+        again: dict[str, str] = {}  # rejected run -> the newest run asking again (listed newest first)
+        async for wf in client.list_workflows(f"{attributes.ASKS_AGAIN.name} IN ({names})"):
+            again.setdefault(wf.typed_search_attributes.get(attributes.ASKS_AGAIN) or "", wf.id)
         for run_id in ids:
             if run_id in redriven or len(out) >= limit:
                 continue
             try:
-                out.append(await dead_letter(client, run_id, look_up_redrive=False))
+                letter = await dead_letter(client, run_id, look_up_redrive=False)
             except Exception:  # not a flow run this process can read (another shape, or payloads under a key it lacks)
                 continue
+            letter.asked_again_as = again.get(run_id) if letter.rejected else None
+            out.append(letter)
 
     async for wf in client.list_workflows(query):
         if wf.status == WorkflowExecutionStatus.FAILED:

@@ -20,8 +20,10 @@ PENDING = SearchAttributeKey.for_text("EnsemblePending")
 # that run off the dead-letter queue, and the run a fork starts from.
 REDRIVE_OF = SearchAttributeKey.for_keyword("EnsembleRedriveOf")
 FORK_OF = SearchAttributeKey.for_keyword("EnsembleForkOf")
+# A new run that asks again after people rejected a run (`run FLOW --again RUN_ID`): the rejected run.
+ASKS_AGAIN = SearchAttributeKey.for_keyword("EnsembleAsksAgain")
 
-ALL: list[SearchAttributeKey[Any]] = [FLOW, GATES, APPROVERS, PENDING, REDRIVE_OF, FORK_OF]
+ALL: list[SearchAttributeKey[Any]] = [FLOW, GATES, APPROVERS, PENDING, REDRIVE_OF, FORK_OF, ASKS_AGAIN]
 
 # ---------------------------------------------------------------- names the engine and readers share
 

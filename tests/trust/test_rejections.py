@@ -73,6 +73,7 @@ async def test_a_rejected_run_is_listed_as_rejected_and_cannot_be_redriven_or_fo
     [row] = rows
     assert row["failed_step"] == "legal" and row["agent"] == "(people)"
     assert row["rejected"]["by"] == "alice" and row["rejected"]["why"] == "too risky" and row["rejected"]["at"]
+    assert row["asked_again_as"] is None  # not yet
     redrive = await asyncio.to_thread(run_cli, ["dlq", "redrive", handle.id], env)
     assert redrive.returncode == 1 and len(redrive.stderr.strip().splitlines()) == 1
     assert "was rejected at gate 'legal' by alice (too risky): a rejection is final" in redrive.stderr
@@ -108,6 +109,17 @@ async def test_a_rejected_run_is_listed_as_rejected_and_cannot_be_redriven_or_fo
     report = await ensemble.audit(again.run_id)
     assert report["ok"] and report["asks_again"]["run_id"] == handle.id
     assert await (await new.describe()).memo() == {"asks_again": handle.id}
+    # The dead-letter queue still lists the rejected run, now with the run that asks again.
+    for _ in range(60):
+        [listed_again] = [r for r in await ensemble.dead_letters() if r["run_id"] == handle.id]
+        if listed_again["asked_again_as"]:
+            break
+        await asyncio.sleep(0.5)
+    assert listed_again["asked_again_as"] == again.run_id
+    shown = await asyncio.to_thread(run_cli, ["dlq", "show", handle.id], env)
+    assert shown.returncode == 0 and f"asked again as: {again.run_id}" in shown.stdout, shown.stdout
+    table = await asyncio.to_thread(run_cli, ["dlq", "list"], env)
+    assert table.returncode == 0 and again.run_id in table.stdout, table.stdout  # in the rejected run's row
     # The rejected run is untouched: still rejected, nothing added to its history.
     assert (await dev_server.client.get_workflow_handle(handle.id).fetch_history()).events == before
     assert (await ensemble.status(handle.id)).status == "failed"
