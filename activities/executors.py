@@ -46,18 +46,20 @@ def _seconds(value: timedelta | None) -> float | None:
     return value.total_seconds() if value else None
 
 
-async def read_call(payload: Any) -> AgentCall:
+async def read_call(payload: Any) -> tuple[AgentCall, bool]:
     """The activity's input, compact (`AgentCall.to_wire`) or in the full shape of earlier
     releases, completed from this activity's info; a spec named by digest is read from the run's
-    start event (`activities/specs.py`)."""
+    start event (`activities/specs.py`). And whether it was named by digest: the workflow that
+    scheduled it then reads a result with compact token usage."""
     info = activity.info()
     data = activity.payload_converter().from_payload(payload, dict)
     if not isinstance(data, dict):
         raise permanent(f"agent '{info.activity_type}': the activity input is not an agent call", kind="InvalidInput")
-    if isinstance(ref := data.get("agent"), str) and ref.startswith(SPEC_REF):
+    by_digest = isinstance(ref := data.get("agent"), str) and ref.startswith(SPEC_REF)
+    if by_digest:
         data = {**data, "agent": await spec_by_digest(ref)}
     try:
-        return AgentCall.from_wire(
+        call = AgentCall.from_wire(
             data,
             workflow_id=info.workflow_id or "",
             activity_id=info.activity_id,
@@ -72,13 +74,14 @@ async def read_call(payload: Any) -> AgentCall:
             f"agent '{info.activity_type}': the activity input is not an agent call: {str(err)[:300]}",
             kind="InvalidInput",
         ) from None
+    return call, by_digest
 
 
 @activity.defn(dynamic=True)
 async def run_agent(args: Sequence[RawValue]) -> dict[str, Any]:
     """Run whichever agent this activity type names. Its result is sent compact
     (`AgentResult.to_wire`)."""
-    call = await read_call(args[0].payload)
+    call, by_digest = await read_call(args[0].payload)
     kind = call.agent.kind
     if kind == "function" and call.agent.llm is not None and os.environ.get("ENSEMBLE_LLM", "").strip():
         kind = "llm"  # this worker runs the agent's model-backed version (docs/llm.md)
@@ -91,7 +94,7 @@ async def run_agent(args: Sequence[RawValue]) -> dict[str, Any]:
             result = await run(call)
         except Exception as err:  # every failure leaves bounded and scrubbed, without its cause chain
             raise scrubbed_error(_bounded(err)) from None
-        wire = checked_output(call, result)
+        wire = checked_output(call, result, compact_usage=by_digest)
         observed.done(result)
         return wire
 
@@ -101,11 +104,11 @@ def output_limit() -> int:
     return STORED_INPUT_LIMIT if external_storage() is not None else INLINE_LIMIT - 64 * 1024
 
 
-def checked_output(call: AgentCall, result: AgentResult) -> dict[str, Any]:
+def checked_output(call: AgentCall, result: AgentResult, *, compact_usage: bool = False) -> dict[str, Any]:
     """The result as it is sent (`AgentResult.to_wire`), once it is known to fit."""
     who = f"agent '{call.agent.name}'"
     try:
-        wire = result.to_wire()
+        wire = result.to_wire(compact_usage=compact_usage)
         size = len(json.dumps(wire).encode())
     except (TypeError, ValueError, RecursionError) as err:  # the same output would fail the same way again
         raise permanent(

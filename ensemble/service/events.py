@@ -23,7 +23,7 @@ from temporalio.client import Client
 
 from ensemble.runs.history import ACTIVITY_CLOSED as _CLOSED
 from ensemble.runs.history import failure_text
-from ensemble.spec import protocol
+from ensemble.spec import Usage, protocol
 
 E = EventType
 _ENDED = {
@@ -84,8 +84,9 @@ class _Follower:
                 if status == "completed":
                     result = await _decode(self.client, attrs.result)
                     usage = result.get("usage") if isinstance(result, dict) else None
-                    if usage:
-                        data["usage"] = usage
+                    if usage:  # a dict, or a list as results send it compact (Usage.to_wire)
+                        with contextlib.suppress(ValueError):
+                            data["usage"] = Usage.model_validate(usage).model_dump()
                 elif status in ("failed", "timed_out"):
                     data["error"] = failure_text(attrs.failure)
                 out.append(("step_finished", data))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ensemble.spec.base import _Strict
 
@@ -14,6 +14,24 @@ class Usage(_Strict):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_wire(cls, data: Any) -> Any:
+        """Also read as a result sends it compact (`to_wire`)."""
+        if isinstance(data, list) and len(data) in (2, 3) and all(type(n) is int for n in data):
+            prompt, completion, *total = data
+            return {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": (total or [prompt + completion])[0],
+            }
+        return data
+
+    def to_wire(self) -> list[int]:
+        """`[prompt, completion]` when the total is their sum, else `[prompt, completion, total]`."""
+        pair = [self.prompt_tokens, self.completion_tokens]
+        return pair if self.total_tokens == sum(pair) else [*pair, self.total_tokens]
 
 
 class ToolRefusal(_Strict):
@@ -60,10 +78,14 @@ class AgentResult(_Strict):
     # waits at a gate; the agent continues from `held.checkpoint` once people decide (docs/tools.md).
     held: ToolHold | None = None
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, *, compact_usage: bool = False) -> dict[str, Any]:
         """The activity result as it is sent: fields at their defaults left out (they read back
-        the same)."""
-        return self.model_dump(mode="json", exclude_defaults=True)
+        the same); with `compact_usage`, the token usage as a list (`Usage.to_wire`), for a
+        workflow that reads it (one that named the agent's spec by digest)."""
+        wire = self.model_dump(mode="json", exclude_defaults=True)
+        if compact_usage and self.usage is not None:
+            wire["usage"] = self.usage.to_wire()
+        return wire
 
 
 StepStatus = Literal[

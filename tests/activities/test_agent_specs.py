@@ -86,6 +86,19 @@ async def test_runs_started_together_read_each_spec_once(dev_server, task_queue,
         assert sent["agent"].startswith("#") and sent["agent"][1:] in held
 
 
+async def test_a_fast_agent_reads_its_spec_too(dev_server, task_queue, reads):
+    """A `fast` agent runs as a local activity on the run's own worker, which reads the spec the
+    same way."""
+    flow = {"name": "fast_digest", "imports": ["tests.agents"], "steps": [{"agent": "mirror", "input": "$input"}]}
+    async with running_worker(dev_server.client, task_queue):
+        handle = await start(dev_server.client, request(flow, {"text": "abc"}, task_queue))
+        out = await handle.result()
+    assert out.output == {"mirror": {"text": "cba"}}
+    assert reads == [(protocol.FLOW_WORKFLOW, handle.id)]
+    markers = [e async for e in handle.fetch_history_events() if e.HasField("marker_recorded_event_attributes")]
+    assert len(markers) == 1  # it ran as a local activity
+
+
 async def test_a_continued_chat_run_holds_its_participants(dev_server, task_queue, reads):
     """A chat continues as new with its participants' specs; a step of a continued run reads them
     from that run's own start event."""

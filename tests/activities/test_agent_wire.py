@@ -120,6 +120,29 @@ def test_results_are_sent_without_their_defaults():
     assert AgentResult.model_validate(json.loads(json.dumps(result.to_wire()))) == result
 
 
+@pytest.mark.parametrize(
+    "usage, sent",
+    [
+        (Usage(prompt_tokens=40, completion_tokens=8, total_tokens=48), [40, 8]),
+        (Usage(prompt_tokens=3, total_tokens=3), [3, 0]),
+        (Usage(prompt_tokens=40, completion_tokens=8, total_tokens=50), [40, 8, 50]),  # a provider's own total
+        (Usage(), [0, 0]),
+    ],
+)
+def test_token_usage_is_sent_as_a_list_to_workflows_that_read_it(usage, sent):
+    result = AgentResult(output="x", usage=usage, model="openai:m")
+    wire = result.to_wire(compact_usage=True)
+    assert wire["usage"] == sent
+    assert AgentResult.model_validate(json.loads(json.dumps(wire))) == result
+    assert result.to_wire()["usage"] == usage.model_dump(exclude_defaults=True)  # an older workflow's shape
+
+
+@pytest.mark.parametrize("bad", [[1], [1, 2, 3, 4], ["1", "2"], [1.5, 2]])
+def test_a_malformed_usage_list_is_refused(bad):
+    with pytest.raises(ValueError):
+        Usage.model_validate(bad)
+
+
 def _hello() -> LoadedFlow:
     """The bundled `hello` flow, its handlers deployed to this process."""
     source = next(f.source for f in all_flows() if f.spec.name == "hello")

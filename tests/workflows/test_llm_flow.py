@@ -317,8 +317,21 @@ async def test_a_budget_within_its_limit_lets_the_run_finish_and_replays(
     flow = _two_agent_flow({"tokens": 100})
     handle, outcome = await run_to_end(dev_server.client, task_queue, flow, {"text": "?"}, max_cached_workflows=0)
     assert outcome is not None and set(outcome.output) == {"support", "second_opinion"}
+    # each result sends its token usage compact, and the run counts it in full
+    history = await handle.fetch_history()
+    sent = [
+        json.loads(e.activity_task_completed_event_attributes.result.payloads[0].data)
+        for e in history.events
+        if e.HasField("activity_task_completed_event_attributes")
+    ]
+    assert [r["usage"] for r in sent] == [[10, 5], [10, 5]]
+    assert outcome.spent is not None and outcome.spent.model_dump() == {
+        "prompt_tokens": 20,
+        "completion_tokens": 10,
+        "total_tokens": 30,
+    }
     replayer = Replayer(workflows=[EnsembleFlow], data_converter=data_converter())
-    assert (await replayer.replay_workflow(await handle.fetch_history())).replay_failure is None
+    assert (await replayer.replay_workflow(history)).replay_failure is None
 
 
 async def test_a_budget_in_money_needs_the_models_price(dev_server, task_queue, llm_server, monkeypatch):
