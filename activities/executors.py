@@ -55,8 +55,10 @@ async def read_call(payload: Any) -> tuple[AgentCall, bool]:
     data = activity.payload_converter().from_payload(payload, dict)
     if not isinstance(data, dict):
         raise permanent(f"agent '{info.activity_type}': the activity input is not an agent call", kind="InvalidInput")
-    by_digest = isinstance(ref := data.get("agent"), str) and ref.startswith(SPEC_REF)
-    if by_digest:
+    ref = data.get("agent")
+    by_digest = False
+    if isinstance(ref, str) and ref.startswith(SPEC_REF):
+        by_digest = True
         data = {**data, "agent": await spec_by_digest(ref)}
     try:
         call = AgentCall.from_wire(
