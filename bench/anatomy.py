@@ -20,6 +20,7 @@ from temporalio.api.enums.v1 import EventType
 
 from bench.modelbound import ModelServerProcess, Systems
 from bench.runner import Bench, Plan
+from ensemble.runtime.compression import inflate
 
 
 def _payloads_bytes(payloads: Any) -> tuple[int, int, int]:
@@ -27,6 +28,11 @@ def _payloads_bytes(payloads: Any) -> tuple[int, int, int]:
     data = sum(len(p.data) for p in payloads.payloads)
     meta = sum(sum(len(k) + len(v) for k, v in p.metadata.items()) for p in payloads.payloads)
     return payloads.ByteSize(), data, meta
+
+
+def _text(payloads: Any) -> str:
+    """The first payload's JSON (inflated where it is compressed)."""
+    return inflate(payloads.payloads[0]).data.decode() if payloads.payloads else ""
 
 
 def anatomy(events: list[Any], steps: int) -> dict[str, Any]:
@@ -41,7 +47,7 @@ def anatomy(events: list[Any], steps: int) -> dict[str, Any]:
             a = e.activity_task_scheduled_event_attributes
             first["scheduled"] = e.ByteSize()
             first["input"] = _payloads_bytes(a.input)
-            first["input_data"] = a.input.payloads[0].data.decode() if a.input.payloads else ""
+            first["input_data"] = _text(a.input)
             first["summary"] = e.user_metadata.ByteSize()
             first["header"] = a.header.ByteSize()
             first["retry_policy"] = a.retry_policy.ByteSize()
@@ -49,12 +55,12 @@ def anatomy(events: list[Any], steps: int) -> dict[str, Any]:
             a = e.activity_task_completed_event_attributes
             first["completed"] = e.ByteSize()
             first["result"] = _payloads_bytes(a.result)
-            first["result_data"] = a.result.payloads[0].data.decode() if a.result.payloads else ""
+            first["result_data"] = _text(a.result)
         elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED and "started" not in first:
             first["started"] = e.ByteSize()
             start = e.workflow_execution_started_event_attributes.input
             first["start_input"] = _payloads_bytes(start)
-            first["start_data"] = start.payloads[0].data.decode() if start.payloads else ""
+            first["start_data"] = _text(start)
     total = sum(e.ByteSize() for e in events)
     return {"total": total, "per_step": total / steps, "by_type": dict(by_type), "first": first}
 

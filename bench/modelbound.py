@@ -147,6 +147,15 @@ class Systems:
     pids: dict[str, dict[str, int]] = field(default_factory=dict)
     _lg: Any = None
     _lg_conn: Any = None
+    _ens: Client | None = None
+
+    def ensemble_client(self) -> Client:
+        """The client Ensemble runs are started with: Ensemble's payload converter."""
+        if self._ens is None:
+            from bench.server import ensemble_converter
+
+            self._ens = Client(**{**self.client.config(), "data_converter": ensemble_converter()})
+        return self._ens
 
     def request(self, queue: str) -> RunRequest:
         loaded = parse_flow(model_flow(self.steps), "bench model flow")
@@ -193,7 +202,7 @@ class Systems:
             run = f"mb-{system[:3]}-{uuid.uuid4().hex[:12]}"
             if system == "ensemble":
                 assert req is not None
-                h = await self.client.start_workflow(WORKFLOW_NAME, req.model_copy(update={"input": {"run": run, "text": TEXT}}),
+                h = await self.ensemble_client().start_workflow(WORKFLOW_NAME, req.model_copy(update={"input": {"run": run, "text": TEXT}}),
                                                      id=run, task_queue=queue, result_type=FlowOutcome)  # fmt: skip
                 outcome = await h.result()
                 if len(outcome.steps) != self.steps or not outcome.output:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from temporalio.converter import DataConverter
+
 from ensemble.runtime import server as embedded
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,3 +146,11 @@ def rss_mb(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(value.split()[0]) / 1024
     return {"rss_mb": out.get("VmRSS", 0.0), "peak_mb": out.get("VmHWM", 0.0)}
+
+
+def ensemble_converter() -> DataConverter:
+    """Ensemble's payload converter as the environment sets it (ENSEMBLE_PAYLOAD_COMPRESSION),
+    without a payload store or codec: what the Ensemble system's worker and starts use."""
+    from ensemble.runtime import compression
+
+    return DataConverter(payload_converter_class=compression.converter_class(compression.min_bytes_setting()))

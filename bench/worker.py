@@ -58,6 +58,9 @@ def build(client: Client, task_queue: str, kind: str, options: dict[str, Any]) -
         for spec in agents_block():
             deploy_agent(AgentSpec.model_validate(spec))
 
+        from bench.server import ensemble_converter
+
+        client = Client(**{**client.config(), "data_converter": ensemble_converter()})
         worker = build_worker(client, task_queue, **options)
         freeze_startup()  # as `python worker.py` (serve) does
         return worker

@@ -1,5 +1,6 @@
 """`starter.py codec-key` and `starter.py codec-server`: keys for encryption at rest, and the codec
-endpoint Temporal's Web UI and the `temporal` CLI (`--codec-endpoint`) decode payloads through.
+endpoint Temporal's Web UI and the `temporal` CLI (`--codec-endpoint`) decode payloads through
+(encrypted ones with this process's keys, compressed ones always).
 
 The endpoint speaks Temporal's remote codec protocol (POST /encode and /decode with
 `{"payloads": [...]}` in protobuf JSON), binds 127.0.0.1 by default, answers only requests with
@@ -13,13 +14,15 @@ import argparse
 import hmac
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
-from temporalio.api.common.v1 import Payloads
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.converter import PayloadCodec
 
-from ensemble.runtime import codec, server
+from ensemble.runtime import codec, compression, server
 from ensemble.runtime.converter import codec as process_codec
 from ensemble.spec.errors import EnsembleError, InputError
 
@@ -45,6 +48,23 @@ def _token(path: str | None) -> str:
     return token
 
 
+class EndpointCodec(PayloadCodec):
+    """What the endpoint does: decode = decrypt (with keys), then inflate compressed payloads;
+    encode = compress (when this process compresses), then encrypt (with keys)."""
+
+    def __init__(self, sealing: PayloadCodec | None, min_bytes: int | None) -> None:
+        self.sealing, self.min_bytes = sealing, min_bytes
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        floor = self.min_bytes
+        packed = [compression.deflate(p, floor) for p in payloads] if floor is not None else list(payloads)
+        return await self.sealing.encode(packed) if self.sealing is not None else packed
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        opened = await self.sealing.decode(payloads) if self.sealing is not None else payloads
+        return [compression.inflate(p) for p in opened]
+
+
 def build_app(token: str, origins: list[str]) -> Any:
     """The ASGI app of the codec endpoint (Starlette)."""
     from starlette.applications import Starlette
@@ -54,9 +74,7 @@ def build_app(token: str, origins: list[str]) -> Any:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    the_codec = process_codec()
-    if the_codec is None:
-        raise InputError(f"encryption is off: set {codec.KEYS_ENV} or {codec.KEY_FILE_ENV} for the codec endpoint")
+    the_codec = EndpointCodec(process_codec(), compression.min_bytes_setting())
     expected = f"Bearer {token}".encode()
 
     async def handle(request: Request) -> Response:
@@ -69,7 +87,7 @@ def build_app(token: str, origins: list[str]) -> Any:
             out = Payloads(payloads=await action(list(payloads.payloads)))
         except (json_format.ParseError, ValueError):
             return JSONResponse({"message": 'the body is not {"payloads": [...]}'}, status_code=400)
-        except codec.CodecError as err:
+        except (codec.CodecError, compression.CompressionError) as err:
             return JSONResponse({"message": str(err)}, status_code=400)
         return Response(json_format.MessageToJson(out), media_type="application/json")
 

@@ -7,6 +7,9 @@ every payload is encrypted by the AES-256-GCM codec, and failure messages and st
 moved into an encoded payload too (Temporal's `DefaultFailureConverterWithEncodedAttributes`), so
 the server stores neither inputs, outputs nor error text in the clear. Search attributes are never
 encrypted: Ensemble puts only ids and names there.
+
+With ENSEMBLE_PAYLOAD_COMPRESSION=deflate payloads are also written compressed (compression.py,
+before they are encrypted); every process reads compressed payloads whatever its own setting.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 
+from ensemble.runtime import compression
 from ensemble.runtime.codec import KEY_FILE_ENV, KEYS_ENV, AesGcmCodec, configured_keys
 from ensemble.runtime.payloads import external_storage
 
-_cache: dict[tuple[str, str], DataConverter] = {}
+_cache: dict[tuple[str, str, str], DataConverter] = {}
 
 
 def codec() -> AesGcmCodec | None:
@@ -36,14 +39,15 @@ def codec() -> AesGcmCodec | None:
 
 def data_converter() -> DataConverter:
     """The converter for this process, as its environment configures it."""
-    config = (os.environ.get(KEYS_ENV, ""), os.environ.get(KEY_FILE_ENV, ""))
+    config = (os.environ.get(KEYS_ENV, ""), os.environ.get(KEY_FILE_ENV, ""), os.environ.get(compression.ENV, ""))
     if config not in _cache:
         keys = configured_keys()
+        plain = DataConverter(payload_converter_class=compression.converter_class(compression.min_bytes_setting()))
         _cache[config] = (
-            pydantic_data_converter
+            plain
             if not keys
             else dataclasses.replace(
-                pydantic_data_converter,
+                plain,
                 payload_codec=AesGcmCodec(keys),
                 failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
             )
@@ -59,10 +63,15 @@ def encrypted() -> bool:
     return codec() is not None
 
 
+def compressing() -> bool:
+    return compression.min_bytes_setting() is not None
+
+
 def decode_payload(payload: Payload) -> Payload:
-    """One payload as written by the payload converter (decrypted when it is encrypted)."""
+    """One payload as the JSON converter wrote it (decrypted, then inflated, where it is encrypted
+    or compressed)."""
     c = codec()
-    return c.decode_one(payload) if c is not None else payload
+    return compression.inflate(c.decode_one(payload) if c is not None else payload)
 
 
 def decode_failure(failure: Failure) -> Failure:

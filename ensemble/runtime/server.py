@@ -216,7 +216,7 @@ def command(info: ServerInfo) -> list[str]:
         "--log-level",
         "warn",
     ]
-    if converter.encrypted():  # the Web UI decodes through `starter.py codec-server` (docs/security.md)
+    if converter.encrypted() or converter.compressing():  # the Web UI decodes through `starter.py codec-server`
         cmd += ["--ui-codec-endpoint", codec.endpoint()]
     for key, value in SQLITE_PRAGMAS.items():
         cmd += ["--sqlite-pragma", f"{key}={value}"]

@@ -3,11 +3,13 @@ through it with the bearer token, nothing without; CORS only for the Web UI's or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,10 +23,10 @@ KEY = codec.new_key()
 TOKEN = "tok_" + os.urandom(16).hex()
 
 
-@pytest.fixture
-def endpoint(dev_server, task_queue):
+@contextlib.contextmanager
+def serving(env: dict[str, str]) -> Iterator[str]:
+    """`starter.py codec-server` on a free port with `env`; yields its URL."""
     port = server.free_port()
-    env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_CODEC_KEYS=f"a:{KEY}", ENSEMBLE_CODEC_TOKEN=TOKEN)
     proc = subprocess.Popen(
         [sys.executable, "starter.py", "codec-server", "--port", str(port)],
         cwd=ROOT,
@@ -34,15 +36,24 @@ def endpoint(dev_server, task_queue):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while not server.port_open(port):
-        assert proc.poll() is None and time.monotonic() < deadline, (
-            proc.stderr.read() if proc.poll() is not None else "no port"
-        )
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", env
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        deadline = time.monotonic() + 30
+        while not server.port_open(port):
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stderr.read() if proc.poll() is not None else "no port"
+            )
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def endpoint(dev_server, task_queue):
+    env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_CODEC_KEYS=f"a:{KEY}", ENSEMBLE_CODEC_TOKEN=TOKEN)
+    with serving(env) as url:
+        yield url, env
 
 
 async def test_the_temporal_cli_decodes_through_the_endpoint_with_the_token(dev_server, endpoint):
