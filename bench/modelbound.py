@@ -75,6 +75,11 @@ CAPS: dict[str, dict[str, Any]] = {
     "model connections 64 (the default before this revision)": {"env": {"ENSEMBLE_LLM_MAX_CONNECTIONS": "64"}},
     "activity slots 2000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "2000"}},
     "activity slots 300 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "300"}},
+    "activity slots 500 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "500"}},
+    "activity slots 300, sticky schedule-to-start timeout 30 s (sticky_queue_schedule_to_start_timeout)": {
+        "env": {"ENSEMBLE_ACTIVITY_SLOTS": "300"},
+        "options": {"sticky_queue_schedule_to_start_timeout": 30},
+    },
     "activity slots 300, workflow cache 4000 (max_cached_workflows)": {
         "env": {"ENSEMBLE_ACTIVITY_SLOTS": "300"},
         "options": {"max_cached_workflows": 4000},

@@ -3,7 +3,7 @@
 
 `ensemble` builds the product's worker (ensemble.runtime.worker.build_worker, its defaults); `baseline`
 a plain Temporal worker for the hand-written chain; `model_baseline` one for the model-bound suite's
-hand-written workflow (bench/modelflows.py). `--options` are Worker keyword arguments,
+hand-written workflow (bench/modelflows.py). `--options` are Worker keyword arguments (a `*_timeout` in seconds),
 plus `sandbox`: `default` (the product's: ENSEMBLE_SANDBOX, trusted unless set), `sdk` (the same
 restrictions in the SDK's own runner, which compiles its sandbox snippets on every call) or `off`
 (no sandbox; for comparison only), and `log_level` (default `info`). An `ensemble` worker logs as `python worker.py` does
@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -40,6 +41,8 @@ def runner(kind: str) -> Any:
 
 def build(client: Client, task_queue: str, kind: str, options: dict[str, Any]) -> Worker:
     options = dict(options)
+    for key in [k for k in options if k.endswith("_timeout") and isinstance(options[k], (int, float))]:
+        options[key] = timedelta(seconds=options[key])  # JSON has no durations: seconds
     sandbox = runner(options.pop("sandbox", "default"))
     log_level = options.pop("log_level", "info").upper()
     if sandbox is not None:
