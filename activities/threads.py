@@ -31,11 +31,12 @@ from temporalio import activity
 
 # Concurrent activities per worker (ENSEMBLE_ACTIVITY_SLOTS, a number or auto): model calls in
 # flight are bounded by it, and an async agent waiting on its model costs a coroutine, not a thread.
-# Raised on a machine with the CPU for it; 2,000 on 2 cores started more agents at once than the
-# worker could get to their first heartbeat in time (docs/performance.md).
-DEFAULT_SLOTS = 100
-# Threads for sync agents per worker process (ENSEMBLE_AGENT_THREADS), at most the activity slots.
-DEFAULT_THREADS = 100
+# 500, not the SDK's 100: with 5-second model calls 100 slots held a 2-core worker to 20 calls a
+# second, a quarter of what its CPU sustains (docs/performance.md, "No artificial cap binds").
+DEFAULT_SLOTS = 500
+# Threads for sync agents per worker process (ENSEMBLE_AGENT_THREADS): by default as many as the
+# activity slots, up to this, so with the defaults no sync agent waits for a thread.
+DEFAULT_THREADS = 500
 STUCK_GAUGE = "ensemble_worker_stuck_threads"
 
 

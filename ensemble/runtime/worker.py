@@ -173,7 +173,7 @@ class AutoSlots:
 
 
 def activity_slots() -> int | AutoSlots:
-    """Agent attempts in flight per worker: ENSEMBLE_ACTIVITY_SLOTS, a number (default 100; async
+    """Agent attempts in flight per worker: ENSEMBLE_ACTIVITY_SLOTS, a number (default 500; async
     agents, such as model calls, http and mcp, are bounded by it alone) or `auto[:MAX]` (as many
     as the CPU starts promptly, up to MAX, default 2,000: AutoSlots)."""
     raw = os.environ.get("ENSEMBLE_ACTIVITY_SLOTS", "").strip().lower()

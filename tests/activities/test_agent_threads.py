@@ -18,8 +18,9 @@ def test_slots_and_threads_are_set_apart(monkeypatch):
     monkeypatch.delenv("ENSEMBLE_ACTIVITY_SLOTS", raising=False)
     monkeypatch.delenv("ENSEMBLE_AGENT_THREADS", raising=False)
     assert (activity_slots(), agent_threads(activity_slots())) == (DEFAULT_SLOTS, DEFAULT_THREADS)
-    monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "500")  # raised for async agents: the threads stay bounded
-    assert (activity_slots(), agent_threads(activity_slots())) == (500, DEFAULT_THREADS)
+    assert DEFAULT_THREADS == DEFAULT_SLOTS  # by default no sync agent waits for a thread
+    monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "2000")  # raised for async agents: the threads stay bounded
+    assert (activity_slots(), agent_threads(activity_slots())) == (2000, DEFAULT_THREADS)
     monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "20")
     assert agent_threads(activity_slots()) == 20  # never more threads than slots by default
     monkeypatch.setenv("ENSEMBLE_AGENT_THREADS", "7")
