@@ -1,6 +1,6 @@
 """A long group chat of model-backed participants: how big does any one run's history get?
 
-    python -m bench.longchat [--turns 1000] [--reply-bytes 400] [--turns-per-run 50] [--window 20]
+    python -m bench.longchat [--turns 1000] [--reply-bytes 400] [--turns-per-run 50] [--window 20] [--varied]
 
 It starts what a user's machine runs: the embedded Temporal server (in a temporary state
 directory, so with the local payload store on), the loopback model server (bench/modelserver.py)
@@ -94,7 +94,9 @@ def _payloads(event: Any) -> list[Any]:
     return found
 
 
-async def measure(turns: int, reply_bytes: int, turns_per_run: int, window: int, home: Path) -> dict[str, Any]:
+async def measure(
+    turns: int, reply_bytes: int, turns_per_run: int, window: int, home: Path, varied: bool = False
+) -> dict[str, Any]:
     from bench.modelbound import ModelServerProcess
     from ensemble.authoring.flows import parse_flow
     from ensemble.client import EnsembleClient
@@ -102,7 +104,7 @@ async def measure(turns: int, reply_bytes: int, turns_per_run: int, window: int,
 
     model = ModelServerProcess(home)
     try:
-        model.control(reply_bytes=reply_bytes)
+        model.control(reply_bytes=reply_bytes, varied=varied)
         os.environ.update(model.worker_env())
         async with await EnsembleClient.connect() as ens, ens.worker():
             loaded = parse_flow(chat_flow(turns, turns_per_run, window), "bench long chat")
@@ -154,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-store", action="store_true", help="no payload store (ENSEMBLE_PAYLOAD_STORE=off): everything inline"
     )
+    p.add_argument(
+        "--varied",
+        action="store_true",
+        help="messages of words drawn at random (deflate about 2.3x, like prose) instead of one sentence repeated",
+    )
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "longchat.json")
     args = p.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="ensemble-bench-chat-"))
@@ -163,10 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_store:
         os.environ["ENSEMBLE_PAYLOAD_STORE"] = "off"
     try:
-        out = asyncio.run(measure(args.turns, args.reply_bytes, args.turns_per_run, args.window, home))
+        out = asyncio.run(measure(args.turns, args.reply_bytes, args.turns_per_run, args.window, home, args.varied))
     finally:
         shutil.rmtree(home, ignore_errors=True)
     out["payload_store"] = not args.no_store
+    out["varied"] = args.varied
+    out["compression"] = os.environ.get("ENSEMBLE_PAYLOAD_COMPRESSION", "off") or "off"
     out["finished_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")

@@ -36,6 +36,17 @@ from typing import Any
 REPLY_TEXT = "Noted. The next step can go on."
 
 
+def _vocabulary(n: int = 3000) -> list[str]:
+    """n made-up words of 1-4 syllables: replies of words drawn from them deflate about as well as
+    prose does (about 2-3x), where one sentence repeated deflates 20x and more."""
+    pick = random.Random(1)
+    syllables = [c + v for c in "bcdfghklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
+    return ["".join(pick.choice(syllables) for _ in range(pick.randint(1, 4))) for _ in range(n)]
+
+
+VOCABULARY = _vocabulary()
+
+
 class ModelServer:
     def __init__(self, log: Path, latency: float = 0.0, jitter: float = 0.0) -> None:
         self.latency, self.jitter = latency, jitter
@@ -43,6 +54,8 @@ class ModelServer:
         self.kill: dict[str, Any] | None = None
         self.requests = self.in_flight = 0
         self.reply_bytes = 0
+        self.varied = False  # padded replies of words drawn at random (compress like prose), not one sentence again
+        self._rng = random.Random(7)
 
     def _maybe_kill(self, key: str, when: str) -> None:
         k = self.kill
@@ -69,7 +82,13 @@ class ModelServer:
         n = self.requests
         content = REPLY_TEXT
         if body.get("response_format"):
-            text = REPLY_TEXT if self.reply_bytes <= len(REPLY_TEXT) else self._padded(self.reply_bytes)
+            text = (
+                REPLY_TEXT
+                if self.reply_bytes <= len(REPLY_TEXT)
+                else self._varied(self.reply_bytes)
+                if self.varied
+                else self._padded(self.reply_bytes)
+            )
             content = json.dumps({"message": text})
         self.log.write(json.dumps({"t": t, "done": time.time(), "key": key}) + "\n")
         return {
@@ -77,6 +96,12 @@ class ModelServer:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48},
         }, key  # fmt: skip
+
+    def _varied(self, size: int) -> str:
+        words: list[str] = []
+        while sum(len(w) + 1 for w in words) < size:
+            words.append(self._rng.choice(VOCABULARY))
+        return " ".join(words)[:size].rstrip()
 
     @staticmethod
     def _padded(size: int) -> str:
@@ -101,6 +126,8 @@ class ModelServer:
                             setattr(self, name, float(change[name]))
                     if "reply_bytes" in change:
                         self.reply_bytes = int(change["reply_bytes"])
+                    if "varied" in change:
+                        self.varied = bool(change["varied"])
                     if "kill" in change:
                         self.kill = change["kill"]
                     reply = {"latency": self.latency, "jitter": self.jitter, "reply_bytes": self.reply_bytes}
