@@ -29,13 +29,10 @@ from typing import Any
 import structlog
 from temporalio import activity
 
-# Concurrent activities per worker (ENSEMBLE_ACTIVITY_SLOTS, a number or auto): model calls in
-# flight are bounded by it, and an async agent waiting on its model costs a coroutine, not a thread.
-# 500, not the SDK's 100: with 5-second model calls 100 slots held a 2-core worker to 20 calls a
-# second, a quarter of what its CPU sustains (docs/performance.md, "No artificial cap binds").
-DEFAULT_SLOTS = 500
 # Threads for sync agents per worker process (ENSEMBLE_AGENT_THREADS): by default as many as the
-# activity slots, up to this, so with the defaults no sync agent waits for a thread.
+# activity slots, up to this. Above it a worker's activity slots (runtime/slots.py, 2,000 at most by
+# default) are for async agents: the default slots take no agent beyond 500 while a sync one would
+# have to wait for a thread.
 DEFAULT_THREADS = 500
 STUCK_GAUGE = "ensemble_worker_stuck_threads"
 

@@ -13,20 +13,12 @@ import gc
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import structlog
 from temporalio.client import Client
-from temporalio.worker import (
-    FixedSizeSlotSupplier,
-    ResourceBasedSlotConfig,
-    ResourceBasedSlotSupplier,
-    ResourceBasedTunerConfig,
-    Worker,
-    WorkerTuner,
-)
+from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from ensemble.activities import approvals, egress, faults, mcp, pool, run_agent, threads
@@ -35,6 +27,7 @@ from ensemble.authoring.tools import any_mcp_servers
 from ensemble.runtime import codec, logs, server
 from ensemble.runtime.health import HealthServer
 from ensemble.runtime.sandbox import sandbox_runner
+from ensemble.runtime.slots import AdaptiveSlots, AutoSlots, activity_slots
 from ensemble.spec import DEFAULT_TASK_QUEUE
 from ensemble.spec.errors import InputError
 from ensemble.workflows.chat import EnsembleChat
@@ -117,14 +110,18 @@ def build_worker(
     options.setdefault("workflow_runner", workflow_runner())
     if "max_cached_workflows" not in options and (cached := workflow_cache()) is not None:
         options["max_cached_workflows"] = cached
-    limit = options.get("max_concurrent_activities") or threads.DEFAULT_SLOTS
+    slots: int | AutoSlots | AdaptiveSlots | None = None
+    limit = options.get("max_concurrent_activities") or AdaptiveSlots().maximum
     if "tuner" not in options and "max_concurrent_activities" not in options:
-        slots = activity_slots()
-        if isinstance(slots, AutoSlots):
-            options["tuner"], limit = slots.tuner(options), slots.maximum
-        else:
-            options["max_concurrent_activities"] = limit = slots
-    threads.configure(agent_threads(limit))  # for sync agents only
+        slots = activity_slots()  # ENSEMBLE_ACTIVITY_SLOTS (runtime/slots.py)
+        limit = slots if isinstance(slots, int) else slots.maximum
+    agent_pool = threads.configure(agent_threads(limit))  # for sync agents only
+    if isinstance(slots, int):
+        options["max_concurrent_activities"] = slots
+    elif isinstance(slots, AdaptiveSlots):
+        options["tuner"] = slots.tuner(options, agent_pool)
+    elif slots is not None:
+        options["tuner"] = slots.tuner(options)
     return EnsembleWorker(
         client,
         task_queue=task_queue,
@@ -132,59 +129,6 @@ def build_worker(
         activities=[run_agent, *approvals.ACTIVITIES] if activities else [],
         **options,
     )
-
-
-# The SDK's defaults for the slots a tuner must also name.
-SDK_SLOTS = 100
-
-
-@dataclass(frozen=True)
-class AutoSlots:
-    """`ENSEMBLE_ACTIVITY_SLOTS=auto[:MAX]`: activity slots handed out while the machine's CPU and
-    memory stay under their targets, from `minimum` up to `maximum` (the SDK's resource-based slot
-    supplier). A burst of model-bound agents then starts as fast as the CPU can start them, and the
-    rest wait on the server (no timeout runs there) instead of in the worker (where their heartbeat
-    timeout runs)."""
-
-    maximum: int = 2000
-    minimum: int = 50
-    target_cpu: float = 0.7
-    target_memory: float = 0.8
-    ramp: timedelta = timedelta(milliseconds=10)  # between slots above the minimum: 100 agent starts/s at most
-
-    def tuner(self, options: dict[str, Any]) -> WorkerTuner:
-        """A tuner with these activity slots; the worker's other fixed slot counts (taken out of
-        `options`, which may not name both) stay as given or at the SDK's defaults."""
-
-        def fixed(key: str) -> FixedSizeSlotSupplier:
-            return FixedSizeSlotSupplier(options.pop(key, None) or SDK_SLOTS)
-
-        activity = ResourceBasedSlotSupplier(
-            ResourceBasedSlotConfig(minimum_slots=min(self.minimum, self.maximum), maximum_slots=self.maximum,
-                                    ramp_throttle=self.ramp),
-            ResourceBasedTunerConfig(target_memory_usage=self.target_memory, target_cpu_usage=self.target_cpu),
-        )  # fmt: skip
-        return WorkerTuner.create_composite(
-            workflow_supplier=fixed("max_concurrent_workflow_tasks"),
-            activity_supplier=activity,
-            local_activity_supplier=fixed("max_concurrent_local_activities"),
-            nexus_supplier=fixed("max_concurrent_nexus_tasks"),
-        )
-
-
-def activity_slots() -> int | AutoSlots:
-    """Agent attempts in flight per worker: ENSEMBLE_ACTIVITY_SLOTS, a number (default 500; async
-    agents, such as model calls, http and mcp, are bounded by it alone) or `auto[:MAX]` (as many
-    as the CPU starts promptly, up to MAX, default 2,000: AutoSlots)."""
-    raw = os.environ.get("ENSEMBLE_ACTIVITY_SLOTS", "").strip().lower()
-    if raw == "auto":
-        return AutoSlots()
-    if raw.startswith("auto:"):
-        top = raw.partition(":")[2]
-        if not top.isdigit() or int(top) < 1:
-            raise InputError(f"ENSEMBLE_ACTIVITY_SLOTS={raw!r}: after auto: comes the most slots, a positive number")
-        return AutoSlots(maximum=int(top))
-    return _positive("ENSEMBLE_ACTIVITY_SLOTS", threads.DEFAULT_SLOTS, "concurrent agents (or auto)")
 
 
 def workflow_cache() -> int | None:
