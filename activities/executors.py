@@ -83,7 +83,10 @@ async def read_call(payload: Any) -> tuple[AgentCall, bool]:
 async def run_agent(args: Sequence[RawValue]) -> dict[str, Any]:
     """Run whichever agent this activity type names. Its result is sent compact
     (`AgentResult.to_wire`)."""
-    call, by_digest = await read_call(args[0].payload)
+    try:
+        call, by_digest = await read_call(args[0].payload)
+    except Exception as err:  # reading the spec fails as an agent does: bounded and scrubbed
+        raise scrubbed_error(_bounded(err)) from None
     kind = call.agent.kind
     if kind == "function" and call.agent.llm is not None and os.environ.get("ENSEMBLE_LLM", "").strip():
         kind = "llm"  # this worker runs the agent's model-backed version (docs/llm.md)

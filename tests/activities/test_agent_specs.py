@@ -194,3 +194,20 @@ async def test_a_spec_nothing_holds_fails_the_step_with_the_reason(dev_server, t
     else:  # no retry: nothing will ever hold it
         assert cause.type == "AgentSpecUnknown" and "holds no agent specs" in cause.message and cause.non_retryable
         assert len(reads) == 1
+
+
+async def test_a_failed_spec_read_is_scrubbed_like_an_agents_failure(dev_server, task_queue, reads):
+    """The reason a spec could not be read names the run; a credential-shaped run id does not leave
+    the worker in the clear."""
+    client = dev_server.client
+    token = "sk-" + uuid.uuid4().hex
+    ref = "#" + spec_digest({"handler": "tests.agents:nothing"})
+    async with running_worker(client, task_queue, workflows=False):
+        async with Worker(client, task_queue=f"{task_queue}-wf", workflows=[NotAFlowRun]):
+            with pytest.raises(WorkflowFailureError) as failed:
+                await client.execute_workflow(
+                    "NotAFlowRun", args=[ref, task_queue], id=f"spec-{token}", task_queue=f"{task_queue}-wf"
+                )
+    cause = failed.value.cause.cause
+    assert cause.type == "AgentSpecUnknown" and "holds no agent specs" in cause.message, cause.message
+    assert token not in cause.message and "[redacted]" in cause.message
