@@ -28,18 +28,15 @@ _kept: OrderedDict[str, dict[str, Any]] = OrderedDict()
 _reading: dict[str, asyncio.Future[None]] = {}  # digest -> a read of a start event that holds it
 
 
-def keep(agents: dict[str, AgentSpec]) -> dict[str, dict[str, Any]]:
-    """Keep these agents' wire specs by digest; the specs by digest."""
-    found = {}
+def keep(agents: dict[str, AgentSpec]) -> None:
+    """Keep these agents' wire specs by digest."""
     for agent in agents.values():
         wire = agent_wire(agent)
-        found[spec_digest(wire)] = wire
-    for digest, wire in found.items():
+        digest = spec_digest(wire)
         _kept[digest] = wire
         _kept.move_to_end(digest)
     while len(_kept) > KEPT:
         _kept.popitem(last=False)
-    return found
 
 
 def agents_of(workflow_type: str, data: Any) -> dict[str, AgentSpec]:
