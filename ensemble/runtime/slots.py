@@ -18,7 +18,7 @@ import os
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from temporalio.worker import (
     CustomSlotSupplier,
@@ -33,10 +33,22 @@ from temporalio.worker import (
     WorkerTuner,
 )
 
-from ensemble.activities import threads
 from ensemble.spec.errors import InputError
 
 ENV = "ENSEMBLE_ACTIVITY_SLOTS"
+
+
+class ThreadCount(Protocol):
+    busy: int  # sync agents given to the pool: running, stuck or waiting for a thread
+    slots: int  # threads in the pool
+
+
+class AgentPool(Protocol):
+    """The worker's threads for sync agents (`ensemble.activities.threads.AgentThreads`)."""
+
+    def state(self) -> ThreadCount: ...
+
+
 # The SDK's defaults for the slots a tuner must also name.
 SDK_SLOTS = 100
 
@@ -87,7 +99,7 @@ class AdaptiveSlots:
     floor: int | None = None
     lag_s: float = 0.1  # how late a yield to the event loop may come back for the worker to take more
 
-    def tuner(self, options: dict[str, Any], agent_threads: threads.AgentThreads | None = None) -> WorkerTuner:
+    def tuner(self, options: dict[str, Any], agent_threads: AgentPool) -> WorkerTuner:
         return _composite(AdaptiveSlotSupplier(self, agent_threads), options)
 
 
@@ -104,9 +116,9 @@ class AdaptiveSlotSupplier(CustomSlotSupplier):
 
     RETRY_S = 0.02
 
-    def __init__(self, config: AdaptiveSlots, agent_threads: threads.AgentThreads | None = None) -> None:
+    def __init__(self, config: AdaptiveSlots, agent_threads: AgentPool) -> None:
         self.config = config
-        self._threads = agent_threads or threads.THREADS
+        self._threads = agent_threads
         self.floor = min(config.floor if config.floor is not None else self._threads.state().slots, config.maximum)
         self._lock = threading.Lock()  # release_slot may be called from a thread of the Rust core
         self.held = 0  # permits reserved and not yet released
