@@ -76,6 +76,9 @@ CAPS: dict[str, dict[str, Any]] = {
     "activity slots 2000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "2000"}},
     "activity slots 300 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "300"}},
     "activity slots 500 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "500"}},
+    "activity slots adaptive, up to 500: the floor alone (ENSEMBLE_ACTIVITY_SLOTS=adaptive:500)": {
+        "env": {"ENSEMBLE_ACTIVITY_SLOTS": "adaptive:500"}
+    },
     "activity slots 300, sticky schedule-to-start timeout 30 s (sticky_queue_schedule_to_start_timeout)": {
         "env": {"ENSEMBLE_ACTIVITY_SLOTS": "300"},
         "options": {"sticky_queue_schedule_to_start_timeout": 30},

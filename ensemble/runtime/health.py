@@ -2,7 +2,10 @@
 
 200 `{"status": "ok", ...}` while every agent thread is free or working within its timeout; 503
 with `"degraded"` while some agent thread is stuck past its timeout, `"stuck"` when all are. The
-body also holds `slots`, `busy` and `stuck`. Served by the standard library's HTTP server on a
+body also holds `slots` (agent threads), `busy` and `stuck`, and, for a worker with adaptive
+activity slots (the default), `activity_slots`: per worker the slots held, the floor, the
+maximum, the most held at once, the last decision above the floor (`gate`: open, loop late,
+threads busy, at maximum) and how often a slot above the floor was deferred for each reason. Served by the standard library's HTTP server on a
 daemon thread: one fixed read-only page needs no framework, and it keeps answering while the
 worker's event loop is busy.
 """
@@ -14,6 +17,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ensemble.activities import threads
+from ensemble.runtime import slots
 from ensemble.spec.errors import EnsembleError
 
 HOST = "127.0.0.1"
@@ -25,9 +29,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         state = threads.THREADS.state()
-        body = json.dumps(
-            {"status": state.status, "slots": state.slots, "busy": state.busy, "stuck": state.stuck}
-        ).encode()
+        view = {"status": state.status, "slots": state.slots, "busy": state.busy, "stuck": state.stuck}
+        if adaptive := slots.adaptive_view():
+            view["activity_slots"] = adaptive
+        body = json.dumps(view).encode()
         self.send_response(200 if state.status == "ok" else 503)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

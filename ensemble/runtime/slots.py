@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -122,9 +123,11 @@ class AdaptiveSlotSupplier(CustomSlotSupplier):
         self.floor = min(config.floor if config.floor is not None else self._threads.state().slots, config.maximum)
         self._lock = threading.Lock()  # release_slot may be called from a thread of the Rust core
         self.held = 0  # permits reserved and not yet released
-        self.most = 0  # the most held at once (for tests and the health view)
-        self.lagging = 0  # reservations above the floor deferred because the loop was behind
-        self.waiting_threads = 0  # ... because sync agents waited for threads
+        self.most = 0  # the most held at once
+        self.lagging = 0  # times a reservation above the floor was deferred because the loop was behind
+        self.waiting_threads = 0  # ... because no thread was free for a sync agent
+        self.gate = "open"  # the last decision above the floor: open, loop late, threads busy, at maximum
+        _SUPPLIERS.add(self)
 
     def _take(self, limit: int) -> SlotPermit | None:
         with self._lock:
@@ -144,18 +147,22 @@ class AdaptiveSlotSupplier(CustomSlotSupplier):
             permit = self._take(self.floor)
             if permit is not None:
                 return permit
-            if self.held < self.config.maximum:
-                if not self._threads_free():
-                    self.waiting_threads += 1
+            if self.held >= self.config.maximum:
+                self.gate = "at maximum"
+            elif not self._threads_free():
+                self.gate = "threads busy"
+                self.waiting_threads += 1
+            else:
+                asked = loop.time()
+                await asyncio.sleep(0)
+                if loop.time() - asked <= self.config.lag_s:
+                    self.gate = "open"
+                    permit = self._take(self.config.maximum)
+                    if permit is not None:
+                        return permit
                 else:
-                    asked = loop.time()
-                    await asyncio.sleep(0)
-                    if loop.time() - asked <= self.config.lag_s:
-                        permit = self._take(self.config.maximum)
-                        if permit is not None:
-                            return permit
-                    else:
-                        self.lagging += 1
+                    self.gate = "loop late"
+                    self.lagging += 1
             await asyncio.sleep(self.RETRY_S)
 
     def try_reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit | None:
@@ -172,6 +179,26 @@ class AdaptiveSlotSupplier(CustomSlotSupplier):
     def release_slot(self, ctx: SlotReleaseContext) -> None:
         with self._lock:
             self.held = max(0, self.held - 1)
+
+    def view(self) -> dict[str, Any]:
+        """What the health endpoint shows of these slots."""
+        return {
+            "held": self.held,
+            "floor": self.floor,
+            "maximum": self.config.maximum,
+            "most": self.most,
+            "gate": self.gate,
+            "deferred_loop_late": self.lagging,
+            "deferred_threads_busy": self.waiting_threads,
+        }
+
+
+_SUPPLIERS: weakref.WeakSet[AdaptiveSlotSupplier] = weakref.WeakSet()
+
+
+def adaptive_view() -> list[dict[str, Any]]:
+    """The adaptive activity slots of every worker in this process (one entry per worker)."""
+    return [supplier.view() for supplier in list(_SUPPLIERS)]
 
 
 def activity_slots() -> int | AutoSlots | AdaptiveSlots:

@@ -7,18 +7,22 @@ ENSEMBLE_WORKFLOW_CACHE: the runs a worker keeps in memory."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
+import urllib.request
 
 import pytest
 from temporalio.worker import FixedSizeSlotSupplier, ResourceBasedSlotSupplier
 
 from ensemble.activities.threads import THREADS, AgentThreads
+from ensemble.runtime.health import HealthServer
 from ensemble.runtime.slots import AdaptiveSlots, AdaptiveSlotSupplier, AutoSlots, activity_slots
 from ensemble.runtime.worker import agent_threads, build_worker, workflow_cache
 from ensemble.spec.errors import InputError
 from tests import agents
-from tests.flowkit import run_to_end
+from tests.conftest import running_worker
+from tests.flowkit import request, run_to_end, start
 
 BRANCHES = 8
 FLOW = "\n".join(
@@ -166,3 +170,33 @@ async def test_the_worker_caches_as_many_runs_as_set(dev_server, task_queue, mon
     assert build_worker(dev_server.client, task_queue).config()["max_cached_workflows"] == 7
     given = build_worker(dev_server.client, f"{task_queue}-b", max_cached_workflows=3)  # serve(...) options win
     assert given.config()["max_cached_workflows"] == 3
+
+
+async def test_the_health_endpoint_shows_the_adaptive_slots(dev_server, task_queue, monkeypatch):
+    """While a worker with adaptive slots runs agents, /health shows what its slots hold."""
+    monkeypatch.delenv("ENSEMBLE_ACTIVITY_SLOTS", raising=False)
+    agents.RELEASE.clear()
+    health = HealthServer(0).start()
+    try:
+        flow = FLOW.replace("agent: gauge", "agent: held")
+        async with running_worker(dev_server.client, task_queue):
+            handle = await start(dev_server.client, request(flow, {}, task_queue))
+
+            def view() -> dict:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health.port}/health", timeout=5) as answer:
+                    return json.loads(answer.read())
+
+            for _ in range(200):
+                body = await asyncio.to_thread(view)
+                mine = [v for v in body.get("activity_slots", []) if v["held"] >= BRANCHES]
+                if mine:
+                    break
+                await asyncio.sleep(0.05)
+            assert mine, body
+            assert mine[0]["floor"] >= 500 and mine[0]["maximum"] == 2000 and mine[0]["most"] >= BRANCHES
+            assert mine[0]["gate"] in ("open", "loop late", "threads busy", "at maximum")
+            agents.RELEASE.set()
+            await handle.result()
+    finally:
+        agents.RELEASE.set()
+        health.stop()
