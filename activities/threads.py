@@ -30,9 +30,8 @@ import structlog
 from temporalio import activity
 
 # Threads for sync agents per worker process (ENSEMBLE_AGENT_THREADS): by default as many as the
-# activity slots, up to this. Above it a worker's activity slots (runtime/slots.py, 2,000 at most by
-# default) are for async agents: the default slots take no agent beyond 500 while a sync one would
-# have to wait for a thread.
+# activity slots (runtime/slots.py, 500 by default), up to this, so with the defaults no sync agent
+# waits for a thread; slots above it are for async agents.
 DEFAULT_THREADS = 500
 STUCK_GAUGE = "ensemble_worker_stuck_threads"
 

@@ -3,7 +3,7 @@
 200 `{"status": "ok", ...}` while every agent thread is free or working within its timeout; 503
 with `"degraded"` while some agent thread is stuck past its timeout, `"stuck"` when all are. The
 body also holds `slots` (agent threads), `busy` and `stuck`, and, for a worker with adaptive
-activity slots (the default), `activity_slots`: per worker the slots held, the floor, the
+activity slots (`ENSEMBLE_ACTIVITY_SLOTS=adaptive`), `activity_slots`: per worker the slots held, the floor, the
 maximum, the most held at once, the last decision above the floor (`gate`: open, loop late,
 threads busy, at maximum) and how often a slot above the floor was deferred for each reason. Served by the standard library's HTTP server on a
 daemon thread: one fixed read-only page needs no framework, and it keeps answering while the

@@ -1,12 +1,15 @@
 """How many agent attempts a worker takes on at once: `ENSEMBLE_ACTIVITY_SLOTS`.
 
-- unset, `adaptive` or `adaptive:MAX` (the default, MAX 2,000): `AdaptiveSlots`. The worker
-  always takes as many agents at once as it has threads for sync agents (ENSEMBLE_AGENT_THREADS,
-  500 by default: the floor); above that it takes one more only while its event loop keeps up (a
-  yield to the loop comes back within `lag_s`, 100 ms) and a sync agent would find a free thread. Model-bound agents (a coroutine each while they wait) then fill the worker
-  up to what its CPU sustains, and what it cannot start promptly waits on the server, where no
-  timeout runs, not in the worker, where each one's heartbeat timeout does.
+- unset: 500, fixed (`DEFAULT_SLOTS`; the SDK's default is 100).
 - a number: that many, fixed (the SDK's `max_concurrent_activities`).
+- `adaptive` or `adaptive:MAX` (MAX 2,000): `AdaptiveSlots`. The worker always takes as many
+  agents at once as it has threads for sync agents (ENSEMBLE_AGENT_THREADS, 500 by default: the
+  floor); above that it takes one more only while its event loop keeps up (a yield to the loop
+  comes back within `lag_s`, 100 ms) and a sync agent would find a free thread. Model-bound
+  agents (a coroutine each while they wait) then fill the worker up to what its CPU sustains, and
+  what it cannot start promptly waits on the server, where no timeout runs. Not the default: the
+  slot supplier runs in Python, and it cost the worker about a tenth more CPU per step where the
+  CPU binds (docs/performance.md, "Adaptive slots").
 - `auto` or `auto:MAX`: the SDK's resource-based slot supplier (`AutoSlots`), which hands out
   slots while the machine's CPU and memory stay under their targets.
 """
@@ -37,6 +40,9 @@ from temporalio.worker import (
 from ensemble.spec.errors import InputError
 
 ENV = "ENSEMBLE_ACTIVITY_SLOTS"
+# 500, not the SDK's 100: with 5-second model calls 100 slots held a 2-core worker to 20 calls a
+# second, a quarter of what its CPU sustains (docs/performance.md, "No artificial cap binds").
+DEFAULT_SLOTS = 500
 
 
 class ThreadCount(Protocol):
@@ -92,7 +98,7 @@ class AutoSlots:
 
 @dataclass(frozen=True)
 class AdaptiveSlots:
-    """The default: up to `floor` agents at once whatever the load (None: the worker's agent
+    """`adaptive[:MAX]`: up to `floor` agents at once whatever the load (None: the worker's agent
     threads), up to `maximum` while the worker keeps up (the module docstring and
     `AdaptiveSlotSupplier`)."""
 
@@ -205,7 +211,9 @@ def activity_slots() -> int | AutoSlots | AdaptiveSlots:
     """Agent attempts in flight per worker, from ENSEMBLE_ACTIVITY_SLOTS (module docstring)."""
     raw = os.environ.get(ENV, "").strip().lower()
     kind, colon, top = raw.partition(":")
-    if kind in ("", "adaptive", "auto") and not (kind == "" and colon):
+    if not raw:
+        return DEFAULT_SLOTS
+    if kind in ("adaptive", "auto"):
         if not colon:
             return AutoSlots() if kind == "auto" else AdaptiveSlots()
         if not top.isdigit() or int(top) < 1:

@@ -27,7 +27,7 @@ from ensemble.authoring.tools import any_mcp_servers
 from ensemble.runtime import codec, logs, server
 from ensemble.runtime.health import HealthServer
 from ensemble.runtime.sandbox import sandbox_runner
-from ensemble.runtime.slots import AdaptiveSlots, AutoSlots, activity_slots
+from ensemble.runtime.slots import DEFAULT_SLOTS, AdaptiveSlots, AutoSlots, activity_slots
 from ensemble.spec import DEFAULT_TASK_QUEUE
 from ensemble.spec.errors import InputError
 from ensemble.workflows.chat import EnsembleChat
@@ -111,7 +111,7 @@ def build_worker(
     if "max_cached_workflows" not in options and (cached := workflow_cache()) is not None:
         options["max_cached_workflows"] = cached
     slots: int | AutoSlots | AdaptiveSlots | None = None
-    limit = options.get("max_concurrent_activities") or AdaptiveSlots().maximum
+    limit = options.get("max_concurrent_activities") or DEFAULT_SLOTS
     if "tuner" not in options and "max_concurrent_activities" not in options:
         slots = activity_slots()  # ENSEMBLE_ACTIVITY_SLOTS (runtime/slots.py)
         limit = slots if isinstance(slots, int) else slots.maximum

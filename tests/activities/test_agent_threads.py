@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from ensemble.activities.threads import DEFAULT_THREADS, AgentThreads
-from ensemble.runtime.slots import AdaptiveSlots, activity_slots, maximum
+from ensemble.runtime.slots import DEFAULT_SLOTS, AdaptiveSlots, activity_slots, maximum
 from ensemble.runtime.worker import agent_threads
 from ensemble.spec.errors import InputError
 
@@ -18,8 +18,10 @@ from ensemble.spec.errors import InputError
 def test_slots_and_threads_are_set_apart(monkeypatch):
     monkeypatch.delenv("ENSEMBLE_ACTIVITY_SLOTS", raising=False)
     monkeypatch.delenv("ENSEMBLE_AGENT_THREADS", raising=False)
-    # By default up to 2,000 agents, 500 threads for sync ones (the adaptive slots' floor).
-    assert activity_slots() == AdaptiveSlots() and agent_threads(maximum(activity_slots())) == DEFAULT_THREADS == 500
+    assert (activity_slots(), agent_threads(maximum(activity_slots()))) == (DEFAULT_SLOTS, DEFAULT_THREADS)
+    assert DEFAULT_THREADS == DEFAULT_SLOTS  # by default no sync agent waits for a thread
+    monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "adaptive")  # up to 2,000; its floor is the threads
+    assert (activity_slots(), agent_threads(maximum(activity_slots()))) == (AdaptiveSlots(), DEFAULT_THREADS)
     monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "2000")  # raised for async agents: the threads stay bounded
     assert (activity_slots(), agent_threads(maximum(activity_slots()))) == (2000, DEFAULT_THREADS)
     monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "20")

@@ -1,6 +1,6 @@
-"""ENSEMBLE_ACTIVITY_SLOTS: agent attempts in flight per worker. `adaptive[:MAX]` (the default):
-the agent threads' count at any time, more up to MAX while the event loop keeps up and sync agents
-find threads; a fixed number; or `auto[:MAX]`, the SDK's resource-based slots (handed out while
+"""ENSEMBLE_ACTIVITY_SLOTS: agent attempts in flight per worker. A fixed number (default 500);
+`adaptive[:MAX]`: the agent threads' count at any time, more up to MAX while the event loop keeps
+up and sync agents find threads; or `auto[:MAX]`, the SDK's resource-based slots (handed out while
 CPU and memory stay under target, up to MAX).
 ENSEMBLE_WORKFLOW_CACHE: the runs a worker keeps in memory."""
 
@@ -17,7 +17,7 @@ from temporalio.worker import FixedSizeSlotSupplier, ResourceBasedSlotSupplier
 
 from ensemble.activities.threads import THREADS, AgentThreads
 from ensemble.runtime.health import HealthServer
-from ensemble.runtime.slots import AdaptiveSlots, AdaptiveSlotSupplier, AutoSlots, activity_slots
+from ensemble.runtime.slots import DEFAULT_SLOTS, AdaptiveSlots, AdaptiveSlotSupplier, AutoSlots, activity_slots
 from ensemble.runtime.worker import agent_threads, build_worker, workflow_cache
 from ensemble.spec.errors import InputError
 from tests import agents
@@ -42,7 +42,7 @@ FLOW = "\n".join(
 @pytest.mark.parametrize(
     ("raw", "want"),
     [
-        ("", AdaptiveSlots()),
+        ("", DEFAULT_SLOTS),
         ("adaptive", AdaptiveSlots()),
         ("adaptive:800", AdaptiveSlots(maximum=800)),
         ("250", 250),
@@ -86,8 +86,8 @@ async def test_runs_complete_within_the_slots(dev_server, task_queue, monkeypatc
     assert agents.IN_FLIGHT["most"] == most  # reached and never exceeded
 
 
-async def test_the_default_gives_the_worker_adaptive_slots_over_its_threads(dev_server, task_queue, monkeypatch):
-    monkeypatch.delenv("ENSEMBLE_ACTIVITY_SLOTS", raising=False)
+async def test_adaptive_gives_the_worker_adaptive_slots_over_its_threads(dev_server, task_queue, monkeypatch):
+    monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "adaptive")
     monkeypatch.delenv("ENSEMBLE_AGENT_THREADS", raising=False)
     worker = build_worker(dev_server.client, task_queue, max_concurrent_workflow_tasks=40)
     tuner = worker.config()["tuner"]
@@ -174,7 +174,7 @@ async def test_the_worker_caches_as_many_runs_as_set(dev_server, task_queue, mon
 
 async def test_the_health_endpoint_shows_the_adaptive_slots(dev_server, task_queue, monkeypatch):
     """While a worker with adaptive slots runs agents, /health shows what its slots hold."""
-    monkeypatch.delenv("ENSEMBLE_ACTIVITY_SLOTS", raising=False)
+    monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "adaptive")
     agents.RELEASE.clear()
     health = HealthServer(0).start()
     try:
