@@ -92,7 +92,8 @@ class AgentThreads:
         """`fn(*args)` on a pool thread. Returns or raises what it does; past the activity's
         start-to-close timeout, or when the activity is cancelled, waits on for the thread (the
         slot stays taken) and reports the worker degraded meanwhile. A cancellation once stuck (the
-        worker shutting down) stops the wait; the thread is then left to the process's exit."""
+        worker shutting down) stops the wait; the thread is then left to the process's exit, and
+        counted busy and stuck until it returns."""
         loop = asyncio.get_running_loop()
         # The agent's thread sees the activity's context (its log bindings, its trace span).
         context = contextvars.copy_context()
@@ -136,15 +137,20 @@ class AgentThreads:
                     )
                     _gauge(state.stuck)
         finally:
-            self._count(busy=-1, stuck=-1 if stuck else 0)
-            if stuck:
-                state = self.state()
-                structlog.get_logger("ensemble.worker").info(
-                    "a stuck agent thread returned", agent=who, stuck=state.stuck
-                )
-                _gauge(state.stuck)
+            if queued.done():
+                self._settle(stuck, who)
+            else:  # cancelled again once stuck: the thread still runs, and stays counted until it returns
+                queued.add_done_callback(lambda _: self._settle(stuck, who))
             if cancelled and not future.cancelled():
                 raise asyncio.CancelledError()
+
+    def _settle(self, stuck: bool, who: str) -> None:
+        """An agent's thread is free again (or it never started)."""
+        self._count(busy=-1, stuck=-1 if stuck else 0)
+        if stuck:
+            state = self.state()
+            structlog.get_logger("ensemble.worker").info("a stuck agent thread returned", agent=who, stuck=state.stuck)
+            _gauge(state.stuck)  # outside the activity (its thread returned later): no meter, nothing to set
 
 
 def _timeout_s() -> float | None:

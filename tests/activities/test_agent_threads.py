@@ -57,3 +57,33 @@ async def test_a_sync_agent_cancelled_while_waiting_for_a_thread_never_runs():
     release.set()
     assert await first == "first"
     assert ran == ["first"] and pool.state().busy == 0
+
+
+async def test_a_stuck_thread_stays_counted_after_its_wait_is_cancelled_again():
+    """Cancelled once, a running sync agent is stuck; cancelled again (the worker stopping), its
+    coroutine leaves, but the thread still runs: it counts as busy and stuck until it returns."""
+    pool = AgentThreads()
+    pool.resize(1)
+    release = threading.Event()
+    running = threading.Event()
+
+    def agent() -> str:
+        running.set()
+        release.wait(10)
+        return "done"
+
+    task = asyncio.create_task(pool.run(agent))
+    await asyncio.to_thread(running.wait, 5)
+    task.cancel()  # the first cancellation: the thread cannot stop, so it is stuck
+    await asyncio.sleep(0.05)
+    assert not task.done() and (pool.state().busy, pool.state().stuck) == (1, 1)
+    task.cancel()  # the second: the wait ends
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (pool.state().busy, pool.state().stuck, pool.state().status) == (1, 1, "stuck")
+    release.set()
+    for _ in range(100):
+        if pool.state().busy == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert (pool.state().busy, pool.state().stuck, pool.state().status) == (0, 0, "ok")
