@@ -27,7 +27,7 @@ from ensemble.authoring.tools import any_mcp_servers
 from ensemble.runtime import codec, logs, server
 from ensemble.runtime.health import HealthServer
 from ensemble.runtime.sandbox import sandbox_runner
-from ensemble.runtime.slots import DEFAULT_SLOTS, AdaptiveSlots, AutoSlots, activity_slots
+from ensemble.runtime.slots import DEFAULT_SLOTS, AdaptiveSlots, AutoSlots, activity_slots, positive_setting
 from ensemble.spec import DEFAULT_TASK_QUEUE
 from ensemble.spec.errors import InputError
 from ensemble.workflows.chat import EnsembleChat
@@ -146,20 +146,7 @@ def workflow_cache() -> int | None:
 def agent_threads(slots: int) -> int:
     """Threads for sync agents (ENSEMBLE_AGENT_THREADS; default the activity slots, at most
     DEFAULT_THREADS): a thread each, a hung one held until it returns (activities/threads.py)."""
-    return _positive("ENSEMBLE_AGENT_THREADS", min(slots, threads.DEFAULT_THREADS), "threads for sync agents")
-
-
-def _positive(name: str, default: int, what: str) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-        if value < 1:
-            raise ValueError
-    except ValueError:
-        raise InputError(f"{name}={raw!r} is not a positive number of {what}") from None
-    return value
+    return positive_setting("ENSEMBLE_AGENT_THREADS", min(slots, threads.DEFAULT_THREADS), "threads for sync agents")
 
 
 STUCK_EXIT_CODE = 3  # every agent thread is stuck: exit so that a supervisor restarts the worker
