@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from temporalio.client import Client
 
 from bench.modelflows import MODEL_BASELINE_WORKFLOW, langgraph_graph, model_flow
 from bench.scenarios import cpu_seconds
-from bench.server import ROOT, BenchServer, WorkerProcess, rss_mb
+from bench.server import ROOT, WorkerProcess, rss_mb
 from bench.stats import percentile
 from ensemble.authoring.flows import parse_flow
 from ensemble.runtime.launch import without_duplicate_agents
@@ -281,6 +281,11 @@ def ideal(n: int, steps: int, latency: float, baseline_l0: float | None) -> floa
     return min(bounds) if bounds else None
 
 
+# The client waits on up to 2,000 results at once, each a long poll: the frontend allows 1,200 per
+# namespace by default ("namespace concurrent poller limit exceeded").
+SERVER_CONFIG = {"frontend.namespaceCount": 10000}
+
+
 async def run_model_suite(plan: ModelPlan, home: Path, bench: Any) -> dict[str, Any]:
     """`bench` is the runner's Bench (servers and workers it stops at the end)."""
     from bench.chains import langgraph_available
@@ -288,9 +293,7 @@ async def run_model_suite(plan: ModelPlan, home: Path, bench: Any) -> dict[str, 
     model = ModelServerProcess(home)
     out: dict[str, Any] = {"plan": {k: v for k, v in plan.__dict__.items()}, "points": []}
     try:
-        # The client waits on up to 2,000 results at once, each a long poll: the frontend allows 1,200
-        # per namespace by default ("namespace concurrent poller limit exceeded").
-        srv, client = await bench.server("model", add={"frontend.namespaceCount": 10000})
+        srv, client = await bench.server("model", add=SERVER_CONFIG)
         env = {"env": model.worker_env()}
         ens = bench.worker(srv, "ensemble", env)
         base = bench.worker(srv, "model_baseline", env)
@@ -316,7 +319,7 @@ async def run_model_suite(plan: ModelPlan, home: Path, bench: Any) -> dict[str, 
             point["ideal_runs_per_s"] = ideal(n, plan.steps, latency, baseline_l0.get(n))
             out["points"].append(point)
         if plan.caps_point:
-            out["caps"] = await caps(bench, srv, sys_, plan, env)
+            out["caps"] = await caps(bench, sys_, plan, env)
         await sys_.close()
         if plan.crash_trials:
             from bench.crash import crash_cost
@@ -329,28 +332,32 @@ async def run_model_suite(plan: ModelPlan, home: Path, bench: Any) -> dict[str, 
     return out
 
 
-async def caps(bench: Any, srv: BenchServer, sys_: Systems, plan: ModelPlan, env: dict[str, Any]) -> dict[str, Any]:
+async def caps(bench: Any, sys_: Systems, plan: ModelPlan, env: dict[str, Any]) -> dict[str, Any]:
     n, latency = plan.caps_point  # type: ignore[misc]
     found: dict[str, Any] = {"runs": n, "latency_s": latency, "settings": CAPS, "results": {}}
     names = [name for name in CAPS if plan.settings is None or name in plan.settings]
     if "defaults" in names and len(names) > 1:
-        # The same server runs every setting, one after another: a later one runs on a server that
-        # has done more, perhaps on a machine that has slowed (500 slots run fifth measured 0.74x the
-        # identical defaults run first). The defaults again at the end show how far a sweep drifted.
+        # Each setting runs on a server of its own, started for it: on one server shared by the
+        # sweep, the server's CPU per step grew with the runs it had done (10.3 to 15.6 ms over five
+        # settings), so later settings measured slower. The defaults again at the end show how far
+        # the machine itself drifted.
         names.append(AGAIN)
-    for name in names:
+    for i, name in enumerate(names):
         setting = CAPS.get(name, {})
         log(f"caps at N={n} L={latency:g}s: {name}")
+        srv, client = await bench.server(f"caps-{i}", add=SERVER_CONFIG)
+        on_it = replace(sys_, client=client, _ens=None)
         merged = {"options": setting.get("options", {}), "env": {**env["env"], **setting.get("env", {})}}
         proc: WorkerProcess = bench.worker(srv, "ensemble", merged)
-        await sys_.batch("ensemble", 5, proc.task_queue)  # warm-up
+        await on_it.batch("ensemble", 5, proc.task_queue)  # warm-up
         try:
-            found["results"][name] = await measure(sys_, "ensemble", n, latency, 10, queue=proc.task_queue,
+            found["results"][name] = await measure(on_it, "ensemble", n, latency, 10, queue=proc.task_queue,
                                                    pids={"server": srv.pid, "worker": proc.pid})  # fmt: skip
         except Exception as err:  # a setting that makes runs fail is a finding, not the end of the suite
             found["results"][name] = {"failed": f"{type(err).__name__}: {err}"[:300], "cause": _cause(err)}
             log(f"caps: {name} failed: {found['results'][name]['cause']}")
         bench.retire(proc)
+        srv.stop()
     return found
 
 

@@ -98,7 +98,7 @@ def render(results: dict[str, Any]) -> str:
     if m.get("caps"):
         c = m["caps"]
         out.append(
-            f"\n## Caps: Ensemble at N = {c['runs']}, L = {c['latency_s']:g} s, each setting raised on its own worker\n\n"
+            f"\n## Caps: Ensemble at N = {c['runs']}, L = {c['latency_s']:g} s, each setting raised on its own worker and server\n\n"
         )
         d = c["results"].get("defaults")
         rows = [_row(name, r, None, d) for name, r in c["results"].items()]
