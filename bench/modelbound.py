@@ -75,6 +75,7 @@ CAPS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "model connections 64 (the default before this revision)": {"env": {"ENSEMBLE_LLM_MAX_CONNECTIONS": "64"}},
     "activity slots 2000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "2000"}},
+    "activity slots 1000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "1000"}},
     "activity slots 300 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "300"}},
     "activity slots 500 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "500"}},
     "activity slots adaptive, up to 500: the floor alone (ENSEMBLE_ACTIVITY_SLOTS=adaptive:500)": {
