@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="model suite: the caps settings to try, the starts of their names separated by | (default all)",
     )
+    p.add_argument(
+        "--caps-rounds",
+        type=int,
+        default=None,
+        help="model suite: rounds of the caps settings in rotation, each on a server of its own; "
+        "each setting's median round is reported (default 1)",
+    )
     args = p.parse_args(argv)
     if args.suite == "model":
         return model_main(args)
@@ -95,6 +102,8 @@ def model_main(args: argparse.Namespace) -> int:
         plan = dataclasses.replace(plan, crash_trials=args.crash_trials)
     if args.systems:
         plan = dataclasses.replace(plan, systems=tuple(args.systems.split(",")))
+    if args.caps_rounds is not None:
+        plan = dataclasses.replace(plan, caps_rounds=args.caps_rounds)
     if args.settings:
         starts = tuple(x.strip() for x in args.settings.split("|"))
         plan = dataclasses.replace(plan, settings=tuple(k for k in modelbound.CAPS if k.startswith(starts)))

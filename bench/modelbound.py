@@ -47,6 +47,7 @@ class ModelPlan:
     systems: tuple[str, ...] = ("ensemble", "temporal", "langgraph")
     caps_point: tuple[int, float] | None = (100, 1.0)  # where raising each cap is tried
     settings: tuple[str, ...] | None = None  # the CAPS tried there (default all)
+    caps_rounds: int = 1  # rounds of the settings in rotation; each setting's median round is reported
     crash_trials: int = 1
 
 
@@ -337,29 +338,48 @@ async def caps(bench: Any, sys_: Systems, plan: ModelPlan, env: dict[str, Any]) 
     n, latency = plan.caps_point  # type: ignore[misc]
     found: dict[str, Any] = {"runs": n, "latency_s": latency, "settings": CAPS, "results": {}}
     names = [name for name in CAPS if plan.settings is None or name in plan.settings]
-    if "defaults" in names and len(names) > 1:
+    rounds = max(1, plan.caps_rounds)
+    if "defaults" in names and len(names) > 1 and rounds == 1:
         # Each setting runs on a server of its own, started for it: on one server shared by the
         # sweep, the server's CPU per step grew with the runs it had done (10.3 to 15.6 ms over five
         # settings), so later settings measured slower. The defaults again at the end show how far
-        # the machine itself drifted.
+        # the machine itself drifted; with rounds (the settings in rotation) each setting's median
+        # round does that instead.
         names.append(AGAIN)
-    for i, name in enumerate(names):
-        setting = CAPS.get(name, {})
-        log(f"caps at N={n} L={latency:g}s: {name}")
-        srv, client = await bench.server(f"caps-{i}", add=SERVER_CONFIG)
-        on_it = replace(sys_, client=client, _ens=None)
-        merged = {"options": setting.get("options", {}), "env": {**env["env"], **setting.get("env", {})}}
-        proc: WorkerProcess = bench.worker(srv, "ensemble", merged)
-        await on_it.batch("ensemble", 5, proc.task_queue)  # warm-up
-        try:
-            found["results"][name] = await measure(on_it, "ensemble", n, latency, 10, queue=proc.task_queue,
-                                                   pids={"server": srv.pid, "worker": proc.pid})  # fmt: skip
-        except Exception as err:  # a setting that makes runs fail is a finding, not the end of the suite
-            found["results"][name] = {"failed": f"{type(err).__name__}: {err}"[:300], "cause": _cause(err)}
-            log(f"caps: {name} failed: {found['results'][name]['cause']}")
-        bench.retire(proc)
-        srv.stop()
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for r in range(rounds):
+        for i, name in enumerate(names):
+            setting = CAPS.get(name, {})
+            log(f"caps at N={n} L={latency:g}s, round {r + 1} of {rounds}: {name}")
+            srv, client = await bench.server(f"caps-{r}-{i}", add=SERVER_CONFIG)
+            on_it = replace(sys_, client=client, _ens=None)
+            merged = {"options": setting.get("options", {}), "env": {**env["env"], **setting.get("env", {})}}
+            proc: WorkerProcess = bench.worker(srv, "ensemble", merged)
+            await on_it.batch("ensemble", 5, proc.task_queue)  # warm-up
+            try:
+                got = await measure(on_it, "ensemble", n, latency, 10, queue=proc.task_queue,
+                                    pids={"server": srv.pid, "worker": proc.pid})  # fmt: skip
+            except Exception as err:  # a setting that makes runs fail is a finding, not the end of the suite
+                got = {"failed": f"{type(err).__name__}: {err}"[:300], "cause": _cause(err)}
+                log(f"caps: {name} failed: {got['cause']}")
+            samples[name].append(got)
+            bench.retire(proc)
+            srv.stop()
+    found["rounds"] = rounds
+    found["results"] = {name: median_round(got) for name, got in samples.items()}
     return found
+
+
+def median_round(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median rate (the lower middle one of an even count), with every round's
+    rate beside it; a setting whose runs failed in any round is reported by its failure."""
+    failed = [s for s in samples if "failed" in s]
+    if failed:
+        return {**failed[0], "failed_rounds": len(failed)}
+    if len(samples) == 1:
+        return samples[0]
+    ranked = sorted(samples, key=lambda s: s["runs_per_s"])
+    return {**ranked[(len(ranked) - 1) // 2], "rounds_runs_per_s": [s["runs_per_s"] for s in samples]}
 
 
 def _cause(err: BaseException) -> str:

@@ -103,6 +103,17 @@ def render(results: dict[str, Any]) -> str:
         d = c["results"].get("defaults")
         rows = [_row(name, r, None, d) for name, r in c["results"].items()]
         out.append(_table(["setting", *HEAD[1:]], rows).replace("vs baseline", "vs defaults"))
+        if c.get("rounds", 1) > 1:
+            out.append(
+                f"\nThe settings ran {c['rounds']} rounds in rotation; each row above is the setting's median round. "
+                "Runs/s in each round:\n\n"
+            )
+            spread = [
+                [name, ", ".join(_f(x) for x in r["rounds_runs_per_s"]), f"{max(r['rounds_runs_per_s']) / min(r['rounds_runs_per_s']):.2f}×"]
+                for name, r in c["results"].items()
+                if r.get("rounds_runs_per_s")
+            ]  # fmt: skip
+            out.append(_table(["setting", "runs/s, round by round", "highest / lowest"], spread))
     if m.get("crash"):
         c = m["crash"]
         out.append(f"\n## Crash cost: SIGKILL mid-run, {c['steps']} model calls per run\n\n")

@@ -357,6 +357,30 @@ def test_model_report_renders_points_caps_and_crash_and_merges_into_benchmarks()
     assert "| slots 2000 | runs failed: activity Heartbeat timeout | – |" in text  # a setting that broke runs
 
 
+def test_caps_rounds_report_each_settings_median_round_and_every_rate():
+    from bench import modelreport
+    from bench.modelbound import median_round
+
+    rounds = [_measure(14.0, 12.0), _measure(10.0, 15.0), _measure(13.0, 12.5)]
+    picked = median_round(rounds)
+    assert picked["runs_per_s"] == 13.0 and picked["rounds_runs_per_s"] == [14.0, 10.0, 13.0]
+    assert median_round(rounds[:2])["runs_per_s"] == 10.0  # an even count: the lower middle round
+    assert median_round(rounds[:1]) == rounds[0]
+    broke = {"failed": "WorkflowFailureError", "cause": "activity Heartbeat timeout"}
+    assert median_round([rounds[0], broke])["failed_rounds"] == 1  # one failed round is the finding
+
+    results = {
+        "versions": {"temporalio": "1", "langgraph": "1"}, "seconds": 60.0, "finished_at": "2026-01-01 00:00 UTC",
+        "machine_before": {"cpus": 2, "load_avg": [3.0, 3.0, 3.0], "platform": "Linux"},
+        "machine_after": {"cpus": 2, "load_avg": [3.0, 3.0, 3.0], "platform": "Linux"},
+        "model": {"points": [], "caps": {"runs": 10, "latency_s": 1.0, "settings": {}, "rounds": 3,
+                                         "results": {"defaults": median_round(rounds)}}},
+    }  # fmt: skip
+    text = modelreport.render(results)
+    assert "| defaults | 13.00 | 1.00× |" in text  # the median round in the table
+    assert "ran 3 rounds in rotation" in text and "| defaults | 14.00, 10.00, 13.00 | 1.40× |" in text
+
+
 def test_the_engine_suite_keeps_what_follows_the_model_bound_section(tmp_path):
     from bench.__main__ import _sections_after_model_bound
     from bench.modelreport import BEGIN, END
