@@ -15,8 +15,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 
 from bench.chains import EnsembleChain, LangGraphChain, TemporalChain, langgraph_available
 from bench.parked import parked_runs
@@ -114,8 +116,11 @@ class Bench:
         deadline = time.monotonic() + 30
         while True:
             try:
-                return srv, await Client.connect(srv.address, data_converter=pydantic_data_converter)
-            except RuntimeError:
+                client = await Client.connect(srv.address, data_converter=pydantic_data_converter)
+                # A server that answers may not have its namespace yet; a worker started then exits.
+                await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace="default"))
+                return srv, client
+            except (RuntimeError, RPCError):
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.25)

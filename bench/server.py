@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,16 +109,24 @@ class WorkerProcess:
 
     def start(self, timeout_s: float = 60) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
+        # Its stderr goes to a file until it is ready (then it points stderr at /dev/null itself), so
+        # a worker that does not start says why.
+        startup = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.worker", "--address", self.address, "--task-queue", self.task_queue,
              "--kind", self.kind, "--options", json.dumps(self.options)],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=startup, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if line.strip() != "ready" or time.monotonic() > deadline:
             self.stop()
-            raise RuntimeError(f"benchmark worker {self.kind} {self.options} did not start")
+            startup.seek(0)
+            said = [x for x in startup.read().decode(errors="replace").splitlines() if x.strip()]
+            raise RuntimeError(
+                f"benchmark worker {self.kind} {self.options} did not start: {said[-1] if said else 'no output'}"
+            )
+        startup.close()
 
     @property
     def pid(self) -> int:

@@ -87,7 +87,9 @@ async def main(args: argparse.Namespace) -> None:
     loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not os.read(sys.stdin.fileno(), 1024) else None)
     async with build(client, args.task_queue, args.kind, json.loads(args.options)):
         print("ready", flush=True)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nobody reads stdout from here on
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # nobody reads stdout from here on
+        os.dup2(devnull, 2)  # nor stderr: it went to a file while the worker started
         await stop.wait()
 
 

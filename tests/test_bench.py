@@ -424,3 +424,13 @@ def test_a_long_chat_keeps_every_runs_history_small_and_its_transcript_by_refere
     assert figures["chat_runs"] == 3
     assert figures["references"] >= 2  # the 40-turn transcript carried on, and the chat's result
     assert figures["largest_run_bytes"] < figures["limit_bytes"]
+
+
+def test_a_benchmark_worker_that_does_not_start_says_why():
+    from bench.server import WorkerProcess
+    from ensemble.runtime.server import free_port
+
+    worker = WorkerProcess(f"127.0.0.1:{free_port()}", "q", "baseline")  # nothing listens there
+    with pytest.raises(RuntimeError, match="did not start: .*(connect|Connection refused)"):
+        worker.start()
+    assert worker.proc is not None and worker.proc.poll() is not None
