@@ -117,7 +117,7 @@ class Bench:
         while True:
             try:
                 client = await Client.connect(srv.address, data_converter=pydantic_data_converter)
-                # A server that answers may not have its namespace yet; a worker started then exits.
+                # A server that answers may not have its `default` namespace yet: hand it out once it does.
                 await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace="default"))
                 return srv, client
             except (RuntimeError, RPCError):

@@ -111,22 +111,21 @@ class WorkerProcess:
         env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
         # Its stderr goes to a file until it is ready (then it points stderr at /dev/null itself), so
         # a worker that does not start says why.
-        startup = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", "--address", self.address, "--task-queue", self.task_queue,
-             "--kind", self.kind, "--options", json.dumps(self.options)],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=startup, text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout_s
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if line.strip() != "ready" or time.monotonic() > deadline:
-            self.stop()
-            startup.seek(0)
-            said = [x for x in startup.read().decode(errors="replace").splitlines() if x.strip()]
-            raise RuntimeError(
-                f"benchmark worker {self.kind} {self.options} did not start: {said[-1] if said else 'no output'}"
-            )
-        startup.close()
+        with tempfile.TemporaryFile() as startup:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.worker", "--address", self.address, "--task-queue", self.task_queue,
+                 "--kind", self.kind, "--options", json.dumps(self.options)],
+                cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=startup, text=True,
+            )  # fmt: skip
+            deadline = time.monotonic() + timeout_s
+            line = self.proc.stdout.readline() if self.proc.stdout else ""
+            if line.strip() != "ready" or time.monotonic() > deadline:
+                self.stop()
+                startup.seek(0)
+                said = [x for x in startup.read().decode(errors="replace").splitlines() if x.strip()]
+                raise RuntimeError(
+                    f"benchmark worker {self.kind} {self.options} did not start: {said[-1] if said else 'no output'}"
+                )
 
     @property
     def pid(self) -> int:
