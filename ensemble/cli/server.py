@@ -21,7 +21,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         started = server.start()
         asyncio.run(_register_attributes())
         print(
-            f"Temporal server running at {started.address} (pid {started.pid}); Web UI {started.ui_url}; data {started.db}"
+            f"Temporal server running at {started.address} (pid {started.pid}); Web UI {started.ui_url}; "
+            f"data {started.db}; closed runs kept {temporal.retention_days()} days"
         )
         return 0
     if args.action == "stop":

@@ -11,18 +11,27 @@ import asyncio
 import os
 import socket
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
+from google.protobuf.duration_pb2 import Duration
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
+from temporalio.api.namespace.v1 import NamespaceConfig
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetSystemInfoRequest
+from temporalio.api.workflowservice.v1 import (
+    DescribeNamespaceRequest,
+    DescribeTaskQueueRequest,
+    GetSystemInfoRequest,
+    UpdateNamespaceRequest,
+)
 from temporalio.client import Client, TLSConfig
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from ensemble.runtime import server, telemetry
 from ensemble.runtime.converter import data_converter
+from ensemble.runtime.slots import positive_setting
 from ensemble.spec import protocol as attributes
 from ensemble.spec.errors import EnsembleError
 
@@ -60,6 +69,29 @@ def namespace() -> str:
     return os.environ.get("TEMPORAL_NAMESPACE") or "default"
 
 
+RETENTION_ENV = "ENSEMBLE_RETENTION_DAYS"
+DEFAULT_RETENTION_DAYS = 30
+
+
+def retention_days() -> int:
+    """Days the embedded server keeps a closed run (ENSEMBLE_RETENTION_DAYS, 30 by default)."""
+    return positive_setting(RETENTION_ENV, DEFAULT_RETENTION_DAYS, "days to keep closed runs")
+
+
+async def keep_closed_runs(client: Client, days: int) -> None:
+    """Set the namespace's retention to `days` unless it is already that. Temporal deletes a closed
+    run's history (its result, its decisions and their audit, what replay reads) once its namespace's
+    retention has passed since it closed; `temporal server start-dev` creates `default` with one day."""
+    ns = await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=client.namespace))
+    if ns.config.workflow_execution_retention_ttl.ToTimedelta() == timedelta(days=days):
+        return
+    ttl = Duration()
+    ttl.FromTimedelta(timedelta(days=days))
+    await client.workflow_service.update_namespace(
+        UpdateNamespaceRequest(namespace=client.namespace, config=NamespaceConfig(workflow_execution_retention_ttl=ttl))
+    )
+
+
 def _tls() -> TLSConfig | bool:
     def read(var: str) -> bytes | None:
         path = os.environ.get(var)
@@ -84,6 +116,7 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
     when tracing is on."""
     info: server.ServerInfo | None = None
     tls: TLSConfig | bool
+    keep_days = retention_days() if embedded() else None  # a bad value is one line before anything starts
     if embedded():
         was_running = server.running() is not None
         info = server.start() if start_server else server.running()  # start() refuses a broken state directory
@@ -116,6 +149,8 @@ async def connect(*, start_server: bool = True, wait_s: float = 30.0, runtime: R
             await asyncio.wait_for(
                 client.workflow_service.get_system_info(GetSystemInfoRequest()), max(1.0, deadline - loop.time())
             )
+            if keep_days is not None:  # the embedded server; a cluster's retention is its operators'
+                await asyncio.wait_for(keep_closed_runs(client, keep_days), max(1.0, deadline - loop.time()))
             return client
         except (RuntimeError, RPCError, asyncio.TimeoutError) as err:
             if loop.time() > deadline:

@@ -14,9 +14,11 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 
 from ensemble.runtime import server
@@ -175,6 +177,38 @@ def test_state_directory_is_owner_only_and_a_deleted_database_is_loud(
         assert "deleted" in line
         figure("deleted database: status and run refused within (s)", f"{time.monotonic() - started:.1f}")
         assert time.monotonic() - started < 20
+    finally:
+        run_cli(["server", "stop"], env)
+
+
+def retention(port: int) -> timedelta:
+    async def read() -> timedelta:
+        client = await Client.connect(f"127.0.0.1:{port}")
+        ns = await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace="default"))
+        return ns.config.workflow_execution_retention_ttl.ToTimedelta()
+
+    return asyncio.run(read())
+
+
+def test_closed_runs_are_kept_for_the_retention_days(dev_server: DevServer, tmp_path: Path, task_queue: str) -> None:
+    """`temporal server start-dev` creates its namespace with one day of retention: a run's history
+    (result, decisions, audit) would be deleted a day after it closed. The embedded server keeps
+    closed runs 30 days, or ENSEMBLE_RETENTION_DAYS, applied by the next command that connects."""
+    port = server.free_port()
+    env = env_for(dev_server, tmp_path / "home", task_queue, ENSEMBLE_SERVER_PORT=str(port))
+    try:
+        done = run_cli(["server", "start"], env)
+        assert done.returncode == 0 and "closed runs kept 30 days" in done.stdout, done
+        assert retention(port) == timedelta(days=30)
+        done = run_cli(["server", "start"], {**env, "ENSEMBLE_RETENTION_DAYS": "90"})  # already running
+        assert done.returncode == 0 and "closed runs kept 90 days" in done.stdout, done
+        assert retention(port) == timedelta(days=90)
+        run_cli(["server", "stop"], env)
+        assert run_cli(["server", "start"], {**env, "ENSEMBLE_RETENTION_DAYS": "90"}).returncode == 0
+        assert retention(port) == timedelta(days=90)  # kept in the database across restarts
+        line = one_line_error(run_cli(["server", "start"], {**env, "ENSEMBLE_RETENTION_DAYS": "forever"}), code=2)
+        assert "ENSEMBLE_RETENTION_DAYS='forever'" in line
+        assert retention(port) == timedelta(days=90)
     finally:
         run_cli(["server", "stop"], env)
 
