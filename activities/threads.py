@@ -30,8 +30,8 @@ import structlog
 from temporalio import activity
 
 # Threads for sync agents per worker process (ENSEMBLE_AGENT_THREADS): by default as many as the
-# activity slots (runtime/slots.py, 500 by default), up to this, so with the defaults no sync agent
-# waits for a thread; slots above it are for async agents.
+# activity slots (runtime/slots.py, 2,000 by default), up to this; slots above it are for async
+# agents, and a sync agent beyond it waits for a thread.
 DEFAULT_THREADS = 500
 STUCK_GAUGE = "ensemble_worker_stuck_threads"
 

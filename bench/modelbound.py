@@ -82,6 +82,9 @@ CAPS: dict[str, dict[str, Any]] = {
     "activity slots adaptive, up to 500: the floor alone (ENSEMBLE_ACTIVITY_SLOTS=adaptive:500)": {
         "env": {"ENSEMBLE_ACTIVITY_SLOTS": "adaptive:500"}
     },
+    "activity slots adaptive, up to 2000 (ENSEMBLE_ACTIVITY_SLOTS=adaptive)": {
+        "env": {"ENSEMBLE_ACTIVITY_SLOTS": "adaptive"}
+    },
     "activity slots 300, sticky schedule-to-start timeout 30 s (sticky_queue_schedule_to_start_timeout)": {
         "env": {"ENSEMBLE_ACTIVITY_SLOTS": "300"},
         "options": {"sticky_queue_schedule_to_start_timeout": 30},

@@ -1,15 +1,17 @@
 """How many agent attempts a worker takes on at once: `ENSEMBLE_ACTIVITY_SLOTS`.
 
-- unset: 500, fixed (`DEFAULT_SLOTS`; the SDK's default is 100).
+- unset: 2,000, fixed (`DEFAULT_SLOTS`; the SDK's default is 100). Sync agents among them run on
+  at most 500 threads (ENSEMBLE_AGENT_THREADS); the slots above are for async agents.
 - a number: that many, fixed (the SDK's `max_concurrent_activities`).
 - `adaptive` or `adaptive:MAX` (MAX 2,000): `AdaptiveSlots`. The worker always takes as many
   agents at once as it has threads for sync agents (ENSEMBLE_AGENT_THREADS, 500 by default: the
   floor); above that it takes one more only while its event loop keeps up (a yield to the loop
   comes back within `lag_s`, 100 ms) and a sync agent would find a free thread. Model-bound
   agents (a coroutine each while they wait) then fill the worker up to what its CPU sustains, and
-  what it cannot start promptly waits on the server, where no timeout runs. Not the default: the
-  slot supplier runs in Python, and it cost the worker about a tenth more CPU per step where the
-  CPU binds (docs/performance.md, "Adaptive slots").
+  what it cannot start promptly waits on the server, where no timeout runs. Not the default: it
+  holds back whenever the loop is late, which a saturated worker's is, and took 1.21x of 500 fixed
+  slots at N = 1,000, L = 5 s where 2,000 fixed took 1.37x (docs/performance.md, "The default:
+  2,000 slots").
 - `auto` or `auto:MAX`: the SDK's resource-based slot supplier (`AutoSlots`), which hands out
   slots while the machine's CPU and memory stay under their targets.
 """
@@ -40,9 +42,11 @@ from temporalio.worker import (
 from ensemble.spec.errors import InputError
 
 ENV = "ENSEMBLE_ACTIVITY_SLOTS"
-# 500, not the SDK's 100: with 5-second model calls 100 slots held a 2-core worker to 20 calls a
-# second, a quarter of what its CPU sustains (docs/performance.md, "No artificial cap binds").
-DEFAULT_SLOTS = 500
+# 2,000, not the SDK's 100: a slot is held for the whole model call, so with 5-second calls 100 slots
+# held a 2-core worker to 20 calls a second, and 500 to about three quarters of what its CPU sustains
+# with 1,000 runs in flight; 2,000 gave up nothing where the CPU binds (docs/performance.md, "The
+# default: 2,000 slots").
+DEFAULT_SLOTS = 2000
 
 
 class ThreadCount(Protocol):

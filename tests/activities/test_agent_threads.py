@@ -19,7 +19,8 @@ def test_slots_and_threads_are_set_apart(monkeypatch):
     monkeypatch.delenv("ENSEMBLE_ACTIVITY_SLOTS", raising=False)
     monkeypatch.delenv("ENSEMBLE_AGENT_THREADS", raising=False)
     assert (activity_slots(), agent_threads(maximum(activity_slots()))) == (DEFAULT_SLOTS, DEFAULT_THREADS)
-    assert DEFAULT_THREADS == DEFAULT_SLOTS  # by default no sync agent waits for a thread
+    # by default 2,000 agents at once, 500 of them sync: the slots above the threads are for async agents
+    assert (DEFAULT_SLOTS, DEFAULT_THREADS) == (2000, 500)
     monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "adaptive")  # up to 2,000; its floor is the threads
     assert (activity_slots(), agent_threads(maximum(activity_slots()))) == (AdaptiveSlots(), DEFAULT_THREADS)
     monkeypatch.setenv("ENSEMBLE_ACTIVITY_SLOTS", "2000")  # raised for async agents: the threads stay bounded

@@ -1,4 +1,4 @@
-"""ENSEMBLE_ACTIVITY_SLOTS: agent attempts in flight per worker. A fixed number (default 500);
+"""ENSEMBLE_ACTIVITY_SLOTS: agent attempts in flight per worker. A fixed number (default 2,000);
 `adaptive[:MAX]`: the agent threads' count at any time, more up to MAX while the event loop keeps
 up and sync agents find threads; or `auto[:MAX]`, the SDK's resource-based slots (handed out while
 CPU and memory stay under target, up to MAX).
@@ -61,6 +61,15 @@ def test_a_bad_setting_is_one_line(monkeypatch, raw):
     with pytest.raises(InputError, match="ENSEMBLE_ACTIVITY_SLOTS=") as err:
         activity_slots()
     assert "\n" not in str(err.value)
+
+
+async def test_by_default_a_worker_takes_2000_agents_at_once_and_500_sync_ones(dev_server, task_queue, monkeypatch):
+    monkeypatch.delenv("ENSEMBLE_ACTIVITY_SLOTS", raising=False)
+    monkeypatch.delenv("ENSEMBLE_AGENT_THREADS", raising=False)
+    worker = build_worker(dev_server.client, task_queue)
+    assert worker.config().get("max_concurrent_activities") == DEFAULT_SLOTS == 2000
+    assert worker.config().get("tuner") is None
+    assert THREADS.state().slots >= 500  # the process's agent threads: the largest any of its workers asked for
 
 
 async def test_auto_gives_the_worker_resource_based_activity_slots(dev_server, task_queue, monkeypatch):
