@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         "--points", default=None, help="model suite: N@L pairs to run instead of the plan's, e.g. 100@0,100@1"
     )
     p.add_argument(
-        "--caps", default=None, help="model suite: the N@L point where each cap is raised (default the plan's)"
+        "--caps",
+        default=None,
+        help="model suite: the N@L point where each cap is raised (default the plan's; off: none)",
     )
     p.add_argument(
         "--jitter", type=float, default=None, help="model suite: uniform random extra latency per call, seconds"
@@ -93,7 +95,9 @@ def model_main(args: argparse.Namespace) -> int:
     if args.points:
         pairs = [x.split("@") for x in args.points.split(",")]
         plan = dataclasses.replace(plan, points=[(int(n), float(lat)) for n, lat in pairs])
-    if args.caps:
+    if args.caps == "off":
+        plan = dataclasses.replace(plan, caps_point=None)
+    elif args.caps:
         n, lat = args.caps.split("@")
         plan = dataclasses.replace(plan, caps_point=(int(n), float(lat)))
     if args.jitter is not None:
