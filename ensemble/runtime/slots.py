@@ -111,7 +111,7 @@ class AdaptiveSlots:
     lag_s: float = 0.1  # how late a yield to the event loop may come back for the worker to take more
 
     def tuner(self, options: dict[str, Any], agent_threads: AgentPool) -> WorkerTuner:
-        return _composite(AdaptiveSlotSupplier(self, agent_threads), options)
+        return AdaptiveSlotSupplier(self, agent_threads).tuner(options)
 
 
 class AdaptiveSlotSupplier(CustomSlotSupplier):
@@ -138,6 +138,10 @@ class AdaptiveSlotSupplier(CustomSlotSupplier):
         self.waiting_threads = 0  # ... because no thread was free for a sync agent
         self.gate = "open"  # the last decision above the floor: open, loop late, threads busy, at maximum
         _SUPPLIERS.add(self)
+
+    def tuner(self, options: dict[str, Any]) -> WorkerTuner:
+        """A worker tuner with these activity slots (the other counts from `options`)."""
+        return _composite(self, options)
 
     def _take(self, limit: int) -> SlotPermit | None:
         with self._lock:
@@ -204,6 +208,11 @@ class AdaptiveSlotSupplier(CustomSlotSupplier):
 
 
 _SUPPLIERS: weakref.WeakSet[AdaptiveSlotSupplier] = weakref.WeakSet()
+
+
+def retire(supplier: AdaptiveSlotSupplier) -> None:
+    """A stopped worker's adaptive slots leave the health view (`adaptive_view`)."""
+    _SUPPLIERS.discard(supplier)
 
 
 def adaptive_view() -> list[dict[str, Any]]:

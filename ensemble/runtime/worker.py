@@ -27,7 +27,15 @@ from ensemble.authoring.tools import any_mcp_servers
 from ensemble.runtime import codec, logs, server
 from ensemble.runtime.health import HealthServer
 from ensemble.runtime.sandbox import sandbox_runner
-from ensemble.runtime.slots import DEFAULT_SLOTS, AdaptiveSlots, AutoSlots, activity_slots, positive_setting
+from ensemble.runtime.slots import (
+    DEFAULT_SLOTS,
+    AdaptiveSlots,
+    AdaptiveSlotSupplier,
+    AutoSlots,
+    activity_slots,
+    positive_setting,
+    retire,
+)
 from ensemble.spec import DEFAULT_TASK_QUEUE
 from ensemble.spec.errors import InputError
 from ensemble.workflows.chat import EnsembleChat
@@ -74,12 +82,16 @@ class EnsembleWorker(Worker):
     """A Temporal worker that, when the last Ensemble worker of its event loop stops, also closes
     what its agents opened for the worker's lifetime (MCP sessions, so stdio MCP servers end)."""
 
+    adaptive_slots: AdaptiveSlotSupplier | None = None  # shown by the health endpoint while the worker runs
+
     async def run(self) -> None:
         loop = id(asyncio.get_running_loop())
         _LIVE[loop] = _LIVE.get(loop, 0) + 1
         try:
             await super().run()
         finally:
+            if self.adaptive_slots is not None:
+                retire(self.adaptive_slots)
             _LIVE[loop] -= 1
             if not _LIVE[loop]:
                 del _LIVE[loop]
@@ -116,19 +128,23 @@ def build_worker(
         slots = activity_slots()  # ENSEMBLE_ACTIVITY_SLOTS (runtime/slots.py)
         limit = slots if isinstance(slots, int) else slots.maximum
     agent_pool = threads.configure(agent_threads(limit))  # for sync agents only
+    adaptive = None
     if isinstance(slots, int):
         options["max_concurrent_activities"] = slots
     elif isinstance(slots, AdaptiveSlots):
-        options["tuner"] = slots.tuner(options, agent_pool)
+        adaptive = AdaptiveSlotSupplier(slots, agent_pool)
+        options["tuner"] = adaptive.tuner(options)
     elif slots is not None:
         options["tuner"] = slots.tuner(options)
-    return EnsembleWorker(
+    worker = EnsembleWorker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS) if workflows else [],
         activities=[run_agent, *approvals.ACTIVITIES] if activities else [],
         **options,
     )
+    worker.adaptive_slots = adaptive
+    return worker
 
 
 def workflow_cache() -> int | None:

@@ -17,7 +17,14 @@ from temporalio.worker import FixedSizeSlotSupplier, ResourceBasedSlotSupplier
 
 from ensemble.activities.threads import THREADS, AgentThreads
 from ensemble.runtime.health import HealthServer
-from ensemble.runtime.slots import DEFAULT_SLOTS, AdaptiveSlots, AdaptiveSlotSupplier, AutoSlots, activity_slots
+from ensemble.runtime.slots import (
+    DEFAULT_SLOTS,
+    AdaptiveSlots,
+    AdaptiveSlotSupplier,
+    AutoSlots,
+    activity_slots,
+    adaptive_view,
+)
 from ensemble.runtime.worker import agent_threads, build_worker, workflow_cache
 from ensemble.spec.errors import InputError
 from tests import agents
@@ -188,7 +195,7 @@ async def test_the_health_endpoint_shows_the_adaptive_slots(dev_server, task_que
     health = HealthServer(0).start()
     try:
         flow = FLOW.replace("agent: gauge", "agent: held")
-        async with running_worker(dev_server.client, task_queue):
+        async with running_worker(dev_server.client, task_queue) as worker:
             handle = await start(dev_server.client, request(flow, {}, task_queue))
 
             def view() -> dict:
@@ -206,6 +213,9 @@ async def test_the_health_endpoint_shows_the_adaptive_slots(dev_server, task_que
             assert mine[0]["gate"] in ("open", "loop late", "threads busy", "at maximum")
             agents.RELEASE.set()
             await handle.result()
+            assert worker.adaptive_slots is not None and worker.adaptive_slots.view() in adaptive_view()
+        # a stopped worker's slots leave the view (a process may run other workers after it)
+        assert worker.adaptive_slots.view() not in adaptive_view()
     finally:
         agents.RELEASE.set()
         health.stop()
