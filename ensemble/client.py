@@ -32,7 +32,7 @@ from ensemble.runs.live import stalled
 from ensemble.runs.view import describe_run
 from ensemble.runtime import connection, server
 from ensemble.runtime.launch import start_request
-from ensemble.runtime.payloads import INLINE_LIMIT, max_input_bytes
+from ensemble.runtime.payloads import INLINE_LIMIT, external_storage, inline_stored, max_input_bytes
 from ensemble.runtime.worker import build_worker, default_task_queue
 from ensemble.spec import GateDecision, GateDecisionResult, RunRequest, RunStatusView, protocol
 from ensemble.spec.errors import EnsembleError, InputError
@@ -239,9 +239,11 @@ class EnsembleClient:
         return {"run_id": run_id, "flow": view.flow, **found, "show": notes[-1].get("show") if notes else None}
 
     async def history_json(self, run_id: str) -> str:
-        """The run's event history (its latest execution) as Temporal's JSON, as `starter.py history` writes it."""
+        """The run's event history (its latest execution) as Temporal's JSON, as `starter.py history` writes it:
+        values the run keeps in the payload store written in."""
         await get_run(self.temporal, run_id)  # a clear error for an unknown run
         history = await self.temporal.get_workflow_handle(run_id).fetch_history()
+        await inline_stored(history.events, external_storage(), f"run {run_id}")  # a record on its own
         return history.to_json()
 
     async def timeline_svg(self, run_id: str) -> str:

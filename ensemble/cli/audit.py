@@ -14,6 +14,7 @@ from ensemble.cli.output import console, emit_json
 from ensemble.runs.audit import AuditReport, audit_history, audit_run
 from ensemble.runtime import connection as temporal
 from ensemble.runtime.converter import data_converter
+from ensemble.runtime.payloads import external_storage, inline_stored
 from ensemble.spec import AskedAgain
 from ensemble.spec.errors import InputError
 
@@ -28,6 +29,7 @@ async def cmd_audit(args: argparse.Namespace) -> int:
             )
         except (OSError, ValueError, KeyError) as err:
             raise InputError(f"cannot read history file {path}: {err}") from None
+        await inline_stored(history.events, external_storage(), str(path))  # values held by reference
         report = await audit_history(history, data_converter())
     else:
         report = await audit_run(await temporal.connect(), args.run)

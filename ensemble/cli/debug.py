@@ -23,6 +23,7 @@ from temporalio.workflow import NondeterminismError
 
 from ensemble.runtime import connection as temporal
 from ensemble.runtime.converter import data_converter, decode_message, decode_payload
+from ensemble.runtime.payloads import external_storage, inline_stored
 from ensemble.spec.errors import EnsembleError, InputError
 
 # ---------------------------------------------------------------- history
@@ -39,6 +40,8 @@ async def cmd_history(args: argparse.Namespace) -> int:
         if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
             raise EnsembleError(f"run '{args.run_id}' has no execution '{args.run}'") from None
         raise
+    if not args.keep_references:  # values the run keeps in a payload store go into the record itself
+        await inline_stored(history.events, external_storage(), f"run {args.run_id}")
     if args.decode:  # plain payloads and failure messages, for a holder of the encryption keys
         for event in history.events:
             decode_message(event)
@@ -244,6 +247,8 @@ async def replay_files(paths: list[Path], workflows: list[type], workflow_id: st
     from ensemble.runtime.telemetry import quiet_runtime
 
     histories = [(p, read_history(p, workflow_id)) for p in paths]  # every file checked before any replay
+    for path, history in histories:  # values a file holds by reference, from the store (or one clear line)
+        await inline_stored(history.events, external_storage(), str(path))
     try:
         replayer = Replayer(workflows=workflows, data_converter=data_converter(), runtime=quiet_runtime())
     except (TypeError, ValueError) as err:
@@ -327,6 +332,12 @@ def register(sub: Any) -> None:
         "--decode",
         action="store_true",
         help="decrypt payloads and failure messages (encryption at rest; default: as stored)",
+    )
+    s.add_argument(
+        "--keep-references",
+        action="store_true",
+        help="leave values kept in the payload store as the references the server holds "
+        "(default: the values themselves, so the file is a record on its own)",
     )
     s.set_defaults(fn=cmd_history)
 

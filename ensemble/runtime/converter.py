@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
@@ -26,7 +25,7 @@ from temporalio.converter import DataConverter, DefaultFailureConverterWithEncod
 
 from ensemble.runtime import compression
 from ensemble.runtime.codec import KEY_FILE_ENV, KEYS_ENV, AesGcmCodec, configured_keys
-from ensemble.runtime.payloads import external_storage
+from ensemble.runtime.payloads import external_storage, visit_messages
 
 _cache: dict[tuple[str, str, str], DataConverter] = {}
 
@@ -103,26 +102,13 @@ _FAILURE = Failure.DESCRIPTOR.full_name
 def decode_message(message: Message) -> None:
     """Decrypt, in place, every payload and encoded failure inside a protobuf message (a history
     event, a whole history): what `history --decode` exports for a key holder."""
-    for field, value in message.ListFields():
-        if field.type != FieldDescriptor.TYPE_MESSAGE:
-            continue
-        message_type = field.message_type
-        assert message_type is not None  # every message field has its message type
-        if message_type.GetOptions().map_entry:
-            inner = message_type.fields_by_name["value"]
-            if inner.type == FieldDescriptor.TYPE_MESSAGE:
-                assert inner.message_type is not None  # a message-typed map value has its message type
-                for key in list(value):
-                    _decode_item(value[key], inner.message_type.full_name)
-            continue
-        for item in value if field.is_repeated else [value]:
-            _decode_item(item, message_type.full_name)
+    visit_messages(message, _decode_item)
 
 
-def _decode_item(item: Message, type_name: str) -> None:
+def _decode_item(item: Message, type_name: str) -> bool:
     if type_name == _PAYLOAD:
         item.CopyFrom(decode_payload(item))  # type: ignore[arg-type]
-        return
+        return True
     if type_name == _FAILURE:
         item.CopyFrom(decode_failure(item))  # type: ignore[arg-type]
-    decode_message(item)
+    return False

@@ -22,11 +22,16 @@ import asyncio
 import functools
 import hashlib
 import importlib
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
+from temporalio.api.sdk.v1 import ExternalStorageReference
 from temporalio.converter import (
     ExternalStorage,
     StorageDriver,
@@ -170,3 +175,99 @@ def max_input_bytes() -> int:
         except ValueError:
             raise InputError(f"ENSEMBLE_MAX_INPUT_MB={raw!r} is not a number") from None
     return STORED_INPUT_LIMIT if external_storage() is not None else INLINE_INPUT_LIMIT
+
+
+# ---------------------------------------------------------------- values by reference in a history
+
+
+def visit_messages(message: Message, visit: Callable[[Message, str], bool]) -> None:
+    """Call `visit(item, its type's full name)` for every message inside `message`: fields, repeated
+    items and map values, depth first; an item's own fields are visited unless `visit` returns True."""
+    for field, value in message.ListFields():
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        message_type = field.message_type
+        assert message_type is not None  # every message field has its message type
+        if message_type.GetOptions().map_entry:
+            inner = message_type.fields_by_name["value"]
+            if inner.type == FieldDescriptor.TYPE_MESSAGE:
+                assert inner.message_type is not None  # a message-typed map value has its message type
+                for key in list(value):
+                    if not visit(value[key], inner.message_type.full_name):
+                        visit_messages(value[key], visit)
+            continue
+        for item in value if field.is_repeated else [value]:
+            if not visit(item, message_type.full_name):
+                visit_messages(item, visit)
+
+
+_PAYLOAD = Payload.DESCRIPTOR.full_name
+_REFERENCE_TYPE = ExternalStorageReference.DESCRIPTOR.full_name.encode()
+_LEGACY_REFERENCE = b"json/external-storage-reference"  # what earlier SDK releases wrote
+
+
+def _reference(payload: Payload) -> tuple[str, dict[str, str]] | None:
+    """(driver name, claim) when `payload` stands for a value kept in a payload store."""
+    encoding = payload.metadata.get("encoding", b"")
+    if encoding == b"json/protobuf" and payload.metadata.get("messageType") == _REFERENCE_TYPE:
+        ref = json_format.Parse(payload.data, ExternalStorageReference(), ignore_unknown_fields=True)
+        return ref.driver_name, dict(ref.claim_data)
+    if encoding == _LEGACY_REFERENCE:
+        data = json.loads(payload.data)
+        return str(data["driver_name"]), {str(k): str(v) for k, v in data["driver_claim"]["claim_data"].items()}
+    return None
+
+
+def stored_values(events: Iterable[Message]) -> list[tuple[Payload, str, dict[str, str]]]:
+    """Every payload in `events` that refers to a value in a payload store, with its driver and claim."""
+    found: list[tuple[Payload, str, dict[str, str]]] = []
+
+    def visit(item: Message, type_name: str) -> bool:
+        if type_name != _PAYLOAD:
+            return False
+        ref = _reference(item)  # type: ignore[arg-type]
+        if ref is not None:
+            found.append((item, *ref))  # type: ignore[arg-type]
+        return True
+
+    for event in events:
+        visit_messages(event, visit)
+    return found
+
+
+async def inline_stored(events: Iterable[Message], storage: ExternalStorage | None, source: str) -> int:
+    """Put back, in place, every value `events` hold by reference to a payload store, read from
+    `storage`: the history then reads as if every value had travelled inline, with no store (an
+    exported record outlives the store's files). Returns how many were put back. No store, a
+    driver it lacks, or a value missing from it is an error naming `source`."""
+    refs = stored_values(events)
+    if not refs:
+        return 0
+    names = sorted({name for _, name, _ in refs})
+    if storage is None:
+        raise InputError(
+            f"{source} holds {len(refs)} value(s) by reference to a payload store (driver {', '.join(names)}) and no "
+            "store is configured here: set ENSEMBLE_PAYLOAD_STORE to the store the run's workers used "
+            "(`starter.py history RUN_ID --out FILE` writes the values themselves into FILE)"
+        )
+    drivers = {driver.name(): driver for driver in storage.drivers}
+    for name in names:
+        driver = drivers.get(name)
+        if driver is None:
+            raise InputError(
+                f"{source} holds values by reference to payload store driver '{name}', which the configured store "
+                f"does not have ({', '.join(sorted(drivers)) or 'none'}): set ENSEMBLE_PAYLOAD_STORE as the workers have it"
+            )
+        group = [payload for payload, of, _ in refs if of == name]
+        claims = [StorageDriverClaim(claim_data=claim) for _, of, claim in refs if of == name]
+        try:
+            values = await driver.retrieve(StorageDriverRetrieveContext(), claims)
+        except Exception as err:
+            raise EnsembleError(f"{source}: cannot read a value it holds by reference: {err}") from None
+        if len(values) != len(group):
+            raise EnsembleError(
+                f"{source}: payload store driver '{name}' returned {len(values)} of {len(group)} values"
+            )
+        for payload, value in zip(group, values, strict=True):
+            payload.CopyFrom(value)
+    return len(refs)

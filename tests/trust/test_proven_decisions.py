@@ -38,8 +38,8 @@ FLOW = {
 SHOWN = {"text": "contract v1"}
 
 
-async def parked(dev_server, task_queue, flow=FLOW):
-    handle = await start(dev_server.client, request(flow, {"text": "contract v1"}, task_queue))
+async def parked(dev_server, task_queue, flow=FLOW, text="contract v1"):
+    handle = await start(dev_server.client, request(flow, {"text": text}, task_queue))
     for _ in range(300):
         gates = await handle.query("pending")
         if gates:
