@@ -292,49 +292,78 @@ SERVER_CONFIG = {"frontend.namespaceCount": 10000}
 
 
 async def run_model_suite(plan: ModelPlan, home: Path, bench: Any) -> dict[str, Any]:
-    """`bench` is the runner's Bench (servers and workers it stops at the end)."""
+    """`bench` is the runner's Bench (servers and workers it stops at the end).
+
+    Each system at each point runs on a server and a worker of their own, started for it (after a
+    warm-up of 5 runs), and LangGraph on a checkpoint file of its own: a server's CPU per step grows
+    with the closed runs its database holds (about a tenth more at 6,000 runs, BENCHMARKS.md), so on
+    one server for the whole suite each point measured slower than the one before it, and the
+    ideal (the baseline at L = 0 s, measured first) was set on the youngest database."""
     from bench.chains import langgraph_available
 
     model = ModelServerProcess(home)
     out: dict[str, Any] = {"plan": {k: v for k, v in plan.__dict__.items()}, "points": []}
     try:
-        srv, client = await bench.server("model", add=SERVER_CONFIG)
         env = {"env": model.worker_env()}
-        ens = bench.worker(srv, "ensemble", env)
-        base = bench.worker(srv, "model_baseline", env)
-        sys_ = Systems(client, model, home, plan.steps, queues={"ensemble": ens.task_queue, "temporal": base.task_queue},
-                       pids={"ensemble": {"server": srv.pid, "worker": ens.pid}, "temporal": {"server": srv.pid, "worker": base.pid},
-                             "langgraph": {}})  # fmt: skip
         systems = list(plan.systems)
         if "langgraph" in systems and (missing := langgraph_available()) is not None:
             systems.remove("langgraph")
             out["langgraph_skipped"] = missing
         model.control(jitter=plan.jitter)
-        log("warm-up: 5 runs each")
-        for system in systems:
-            await measure(sys_, system, 5, 0.0, 1)
         baseline_l0: dict[int, float] = {}
         for n, latency in plan.points:
             point: dict[str, Any] = {"runs": n, "latency_s": latency, "systems": {}}
             for system in systems:
                 log(f"N={n} L={latency:g}s: {system}")
-                point["systems"][system] = await measure(sys_, system, n, latency, plan.history_sample)
+                point["systems"][system] = await measure_alone(bench, model, home, plan, system, n, latency, env)
             if latency == 0 and "temporal" in point["systems"]:
                 baseline_l0[n] = point["systems"]["temporal"]["runs_per_s"]
             point["ideal_runs_per_s"] = ideal(n, plan.steps, latency, baseline_l0.get(n))
             out["points"].append(point)
-        if plan.caps_point:
-            out["caps"] = await caps(bench, sys_, plan, env)
-        await sys_.close()
-        if plan.crash_trials:
-            from bench.crash import crash_cost
+        if plan.caps_point or plan.crash_trials:
+            srv, client = await bench.server("model", add=SERVER_CONFIG)
+            sys_ = Systems(client, model, home, plan.steps)
+            if plan.caps_point:
+                out["caps"] = await caps(bench, sys_, plan, env)
+            if plan.crash_trials:
+                from bench.crash import crash_cost
 
-            out["crash"] = await crash_cost(bench, srv, client, model, home, trials=plan.crash_trials,
-                                            langgraph="langgraph" in systems)  # fmt: skip
-        bench.retire(ens, base)
+                out["crash"] = await crash_cost(bench, srv, client, model, home, trials=plan.crash_trials,
+                                                langgraph="langgraph" in systems)  # fmt: skip
+            srv.stop()
     finally:
         model.stop()
     return out
+
+
+WORKER_KIND = {"ensemble": "ensemble", "temporal": "model_baseline"}
+
+
+async def measure_alone(bench: Any, model: ModelServerProcess, home: Path, plan: ModelPlan, system: str, n: int,
+                        latency: float, env: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """One system at one point on a server and a worker of its own (LangGraph: a checkpoint file of
+    its own), after a warm-up of 5 runs at L = 0 s."""
+    tag = f"{system}-{n}-{latency:g}"
+    if system == "langgraph":
+        sys_ = Systems(None, model, home / f"lg-{tag}", plan.steps)  # type: ignore[arg-type]
+        sys_.home.mkdir(parents=True, exist_ok=True)
+        try:
+            await measure(sys_, system, 5, 0.0, 1)
+            return await measure(sys_, system, n, latency, plan.history_sample)
+        finally:
+            await sys_.close()
+    srv, client = await bench.server(f"model-{tag}", add=SERVER_CONFIG)
+    proc = bench.worker(srv, WORKER_KIND[system], env)
+    sys_ = Systems(client, model, home, plan.steps, queues={system: proc.task_queue},
+                   pids={system: {"server": srv.pid, "worker": proc.pid}})  # fmt: skip
+    try:
+        await measure(sys_, system, 5, 0.0, 1)
+        return await measure(sys_, system, n, latency, plan.history_sample)
+    finally:
+        bench.retire(proc)
+        srv.stop()
+        for db in srv.home.glob("temporal.db*"):  # 30-60 MB each; its log stays
+            db.unlink()
 
 
 async def caps(bench: Any, sys_: Systems, plan: ModelPlan, env: dict[str, Any]) -> dict[str, Any]:

@@ -80,7 +80,9 @@ def render(results: dict[str, Any]) -> str:
         "Runs of 5 model calls each, N started at once, against the loopback model server "
         "(`bench/modelserver.py`) answering every call after L seconds. CPU is per model step, from /proc "
         "(server = Temporal server, worker = the system's worker process, client = the benchmark process, "
-        "which is where LangGraph runs). Ideal = min(N / (5 L), the baseline's runs/s at L = 0 and the same N). "
+        "which is where LangGraph runs). Each system at each point on a Temporal server and a worker of its own "
+        "(LangGraph: a checkpoint file of its own), after 5 warm-up runs. "
+        "Ideal = min(N / (5 L), the baseline's runs/s at L = 0 and the same N). "
         f"Points run: {', '.join(f'{p[0]}@{p[1]:g}' for p in plan.get('points', []))}"
         + (f", caps at {plan['caps_point'][0]}@{plan['caps_point'][1]:g}" if plan.get("caps_point") else "")
         + ". Reproduce: `python -m bench --suite model` (all points; `--points N@L,...` for a subset, `--quick` for "
