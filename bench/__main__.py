@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description="Ensemble benchmarks (see BENCHMARKS.md)")
-    p.add_argument("--quick", action="store_true", help="small samples, one server, under 3 minutes")
+    p.add_argument("--quick", action="store_true", help="small samples: about 2 minutes (engine), 5 (model)")
     p.add_argument(
         "--out", type=Path, default=None, help="markdown report (default BENCHMARKS.md; quick: bench/out/quick.md)"
     )

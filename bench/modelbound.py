@@ -51,7 +51,7 @@ class ModelPlan:
     crash_trials: int = 1
 
 
-# about 3 minutes on a loaded 2-core machine
+# about 5 minutes on a loaded 2-core machine (a server per system and point, caps, crash cost)
 MODEL_QUICK = ModelPlan(mode="quick", points=[(50, 0.0), (50, 1.0)], history_sample=10, caps_point=(50, 1.0))
 MODEL_FULL = ModelPlan(
     mode="full",
