@@ -75,6 +75,9 @@ AGAIN = "defaults, again after the others (how far the sweep drifted)"
 CAPS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "model connections 64 (the default before this revision)": {"env": {"ENSEMBLE_LLM_MAX_CONNECTIONS": "64"}},
+    "young collections every 700 allocations, Python's default (ENSEMBLE_GC_THRESHOLD=700)": {
+        "env": {"ENSEMBLE_GC_THRESHOLD": "700"}
+    },
     "activity slots 2000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "2000"}},
     "activity slots 1000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "1000"}},
     "activity slots 300 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "300"}},

@@ -6,9 +6,14 @@ garbage cycles)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
+
+from ensemble.runtime.worker import DEFAULT_GC_THRESHOLD, GC_THRESHOLD_ENV, gc_threshold
+from ensemble.spec.errors import InputError
 from tests.conftest import ROOT
 
 PROBE = """
@@ -17,13 +22,31 @@ from ensemble.runtime.worker import freeze_startup
 
 before = len(gc.get_objects())
 freeze_startup()
-print(json.dumps({"before": before, "frozen": gc.get_freeze_count(), "after": len(gc.get_objects())}))
+print(json.dumps({"before": before, "frozen": gc.get_freeze_count(), "after": len(gc.get_objects()),
+                  "threshold": gc.get_threshold()}))
 """
 
 
-def test_a_worker_process_freezes_its_startup_objects():
-    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120)
+def probe(**env: str) -> dict:
+    environ = {k: v for k, v in os.environ.items() if k != GC_THRESHOLD_ENV}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env={**environ, **env}, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
-    counts = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+def test_a_worker_process_freezes_its_startup_objects():
+    counts = probe()
     assert counts["frozen"] > 50_000  # modules, models, flows: the bulk of a worker's heap
     assert counts["after"] < counts["before"] / 10  # what a full collection still walks
+    # and collects its young objects every 20,000 allocations, not Python's 700; the older
+    # generations' counts stay Python's
+    assert counts["threshold"] == [DEFAULT_GC_THRESHOLD, 10, 10] and DEFAULT_GC_THRESHOLD == 20_000
+
+
+def test_the_young_collection_threshold_is_a_setting(monkeypatch):
+    assert probe(**{GC_THRESHOLD_ENV: "700"})["threshold"] == [700, 10, 10]  # Python's own
+    monkeypatch.setenv(GC_THRESHOLD_ENV, "lots")
+    with pytest.raises(InputError, match="ENSEMBLE_GC_THRESHOLD='lots' is not a positive number"):
+        gc_threshold()
