@@ -172,10 +172,10 @@ STUCK_EXIT_CODE = 3  # every agent thread is stuck: exit so that a supervisor re
 GC_THRESHOLD_ENV = "ENSEMBLE_GC_THRESHOLD"
 # Allocations between two collections of the youngest generation (Python's default: 700). With
 # 1,000 model calls in flight a worker holds their state for seconds, the default's young
-# collections moved it into the oldest generation, and full collections (0.24 s each, the event loop
-# stopped) took 14 % of the worker's CPU at N = 1,000, L = 5 s; at 20,000 most of it dies young:
-# one full collection instead of 15, the collector's time 1.7 s instead of 5.0 (docs/performance.md,
-# "The garbage collector").
+# collections moved it into the oldest generation, and the collector took 14 % of the worker's CPU
+# at N = 1,000, L = 5 s, most of it in full collections (0.24 s each, the event loop stopped); at
+# 20,000 most of it dies young: one full collection instead of 15, the collector's time 1.7 s
+# instead of 5.0 (docs/performance.md, "The garbage collector").
 DEFAULT_GC_THRESHOLD = 20_000
 
 
