@@ -209,12 +209,15 @@ _LEGACY_REFERENCE = b"json/external-storage-reference"  # what earlier SDK relea
 def _reference(payload: Payload) -> tuple[str, dict[str, str]] | None:
     """(driver name, claim) when `payload` stands for a value kept in a payload store."""
     encoding = payload.metadata.get("encoding", b"")
-    if encoding == b"json/protobuf" and payload.metadata.get("messageType") == _REFERENCE_TYPE:
-        ref = json_format.Parse(payload.data, ExternalStorageReference(), ignore_unknown_fields=True)
-        return ref.driver_name, dict(ref.claim_data)
-    if encoding == _LEGACY_REFERENCE:
-        data = json.loads(payload.data)
-        return str(data["driver_name"]), {str(k): str(v) for k, v in data["driver_claim"]["claim_data"].items()}
+    try:
+        if encoding == b"json/protobuf" and payload.metadata.get("messageType") == _REFERENCE_TYPE:
+            ref = json_format.Parse(payload.data, ExternalStorageReference(), ignore_unknown_fields=True)
+            return ref.driver_name, dict(ref.claim_data)
+        if encoding == _LEGACY_REFERENCE:
+            data = json.loads(payload.data)
+            return str(data["driver_name"]), {str(k): str(v) for k, v in data["driver_claim"]["claim_data"].items()}
+    except (json_format.ParseError, ValueError, KeyError, TypeError, AttributeError):
+        raise InputError("a reference to the payload store in it is malformed") from None
     return None
 
 
@@ -240,7 +243,10 @@ async def inline_stored(events: Iterable[Message], storage: ExternalStorage | No
     `storage`: the history then reads as if every value had travelled inline, with no store (an
     exported record outlives the store's files). Returns how many were put back. No store, a
     driver it lacks, or a value missing from it is an error naming `source`."""
-    refs = stored_values(events)
+    try:
+        refs = stored_values(events)
+    except InputError as err:
+        raise InputError(f"{source}: {err}") from None
     if not refs:
         return 0
     names = sorted({name for _, name, _ in refs})

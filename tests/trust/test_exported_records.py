@@ -76,6 +76,14 @@ async def test_a_history_that_keeps_references_needs_the_store_and_says_so(dev_s
         assert refused.returncode == 2, refused.stdout + refused.stderr
         [line] = refused.stderr.strip().splitlines()
         assert "by reference to a payload store" in line and "ENSEMBLE_PAYLOAD_STORE" in line, line
+    data = json.loads(record.read_text())
+    start = data["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
+    start["data"] = base64.b64encode(b'{"driverName": ').decode()  # a reference cut short
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(data))
+    malformed = await asyncio.to_thread(run_cli, ["audit", str(broken)], env)
+    assert malformed.returncode == 2 and "reference to the payload store in it is malformed" in malformed.stderr
+    assert len(malformed.stderr.strip().splitlines()) == 1, malformed.stderr
     elsewhere = {**env, "ENSEMBLE_PAYLOAD_STORE": f"file:{tmp_path / 'empty'}"}
     missing = await asyncio.to_thread(run_cli, ["audit", str(record)], elsewhere)
     assert missing.returncode != 0 and "missing from the payload store" in missing.stderr, missing.stderr
