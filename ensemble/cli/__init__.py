@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, mcp, serve, server, upgrade, worker
+from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, mcp, payloads, serve, server, upgrade, worker
 
 # Every command group beyond app's own (run, status, result, cancel, flows, validate).
 GROUPS: tuple[app.Register, ...] = (
@@ -20,6 +20,7 @@ GROUPS: tuple[app.Register, ...] = (
     upgrade.register,
     serve.register,
     mcp.register,
+    payloads.register,
 )
 
 

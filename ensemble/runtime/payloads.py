@@ -13,7 +13,10 @@ task with PAYLOADS_TOO_LARGE. Which store, from `ENSEMBLE_PAYLOAD_STORE`:
   (`temporalio.contrib.aws.s3driver`), see docs/operations.md.
 
 The file store is content-addressed (SHA-256 of the payload), written atomically, owner-only, and
-checked on read.
+checked on read. Writing a value it already holds refreshes the file's time, and each namespace
+that writes to it is recorded (`.namespaces/`): `starter.py payloads prune` (ensemble/runs/prune.py)
+deletes only values no run refers to that were not written or used within a grace period, and
+walks every namespace that wrote to the store.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import hashlib
 import importlib
 import json
 import os
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -50,12 +54,16 @@ INLINE_INPUT_LIMIT = 512 * 1024  # without a store: a run's input is copied into
 STORED_INPUT_LIMIT = 64 * 1024 * 1024  # with a store: bounded by the worker's memory, not by Temporal
 
 
+NAMESPACES_DIR = ".namespaces"
+
+
 class FileStorageDriver(StorageDriver):
     """Payloads as files named by their SHA-256 under one directory (local or a shared volume)."""
 
     def __init__(self, root: Path | str, name: str = "ensemble.file") -> None:
         self.root = Path(root)
         self._name = name
+        self._namespaces: set[str] = set()  # recorded in the store by this process
 
     def name(self) -> str:
         return self._name
@@ -70,7 +78,13 @@ class FileStorageDriver(StorageDriver):
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest)
         if path.exists():
-            return digest
+            try:
+                os.utime(path)  # used again now: `payloads prune` counts its grace from here
+                return digest
+            except FileNotFoundError:
+                pass  # pruned as it was found: written again below
+            except OSError:
+                return digest  # a store this process may read but not touch
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -95,8 +109,31 @@ class FileStorageDriver(StorageDriver):
             raise RuntimeError(f"payload {digest[:12]} in the payload store {self.root} is corrupt")
         return data
 
+    def _record_namespace(self, namespace: str) -> None:
+        """Mark the store as written for `namespace` (once per process): a prune must walk it too."""
+        if namespace in self._namespaces:
+            return
+        marks = self.root / NAMESPACES_DIR
+        marks.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mark = marks / urllib.parse.quote(namespace, safe="")
+        if not mark.exists():
+            os.close(os.open(mark, os.O_WRONLY | os.O_CREAT, 0o600))
+        self._namespaces.add(namespace)
+
+    def namespaces(self) -> set[str]:
+        """The namespaces whose runs wrote to this store."""
+        marks = self.root / NAMESPACES_DIR
+        return {urllib.parse.unquote(m.name) for m in marks.iterdir()} if marks.is_dir() else set()
+
     async def store(self, context: StorageDriverStoreContext, payloads: Sequence[Payload]) -> list[StorageDriverClaim]:
-        digests = await asyncio.to_thread(lambda: [self._write(p.SerializeToString()) for p in payloads])
+        namespace = context.target.namespace if context.target is not None else None
+
+        def write() -> list[str]:
+            if namespace:
+                self._record_namespace(namespace)
+            return [self._write(p.SerializeToString()) for p in payloads]
+
+        digests = await asyncio.to_thread(write)
         return [StorageDriverClaim(claim_data={"sha256": d}) for d in digests]
 
     async def retrieve(
@@ -204,11 +241,18 @@ def visit_messages(message: Message, visit: Callable[[Message, str], bool]) -> N
 _PAYLOAD = Payload.DESCRIPTOR.full_name
 _REFERENCE_TYPE = ExternalStorageReference.DESCRIPTOR.full_name.encode()
 _LEGACY_REFERENCE = b"json/external-storage-reference"  # what earlier SDK releases wrote
+# A reference encoded by the payload codec carries this metadata key (the SDK reads such references
+# and does not write them yet); its claim cannot be read without the codec.
+_ENCODED_REFERENCE = "__temporal_external_storage_reference"
 
 
 def _reference(payload: Payload) -> tuple[str, dict[str, str]] | None:
     """(driver name, claim) when `payload` stands for a value kept in a payload store."""
     encoding = payload.metadata.get("encoding", b"")
+    if _ENCODED_REFERENCE in payload.metadata:
+        raise InputError(
+            "it holds a reference to the payload store encoded by a payload codec, which this release does not read"
+        )
     try:
         if encoding == b"json/protobuf" and payload.metadata.get("messageType") == _REFERENCE_TYPE:
             ref = json_format.Parse(payload.data, ExternalStorageReference(), ignore_unknown_fields=True)
