@@ -11,6 +11,7 @@ the workflow-task schedule-to-start p50/p99 and history bytes per step from a sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,21 @@ CAPS: dict[str, dict[str, Any]] = {
         "env": {"ENSEMBLE_ACTIVITY_SLOTS": "auto:4000"}
     },
     "agent threads 1000 (ENSEMBLE_AGENT_THREADS)": {"env": {"ENSEMBLE_AGENT_THREADS": "1000"}},
+    # The server's own caches (dynamic config of the embedded server; one history shard holds
+    # every run): Temporal's defaults are 512 runs' mutable state and 512 KiB of events.
+    "server caches 4096 runs, 16 MiB of events": {
+        "server": {"history.cacheMaxSize": 4096, "history.eventsCacheMaxSizeBytes": 16 * 1024 * 1024}
+    },
+    "server run cache 4096 (history.cacheMaxSize)": {"server": {"history.cacheMaxSize": 4096}},
+    "server events cache 16 MiB (history.eventsCacheMaxSizeBytes)": {
+        "server": {"history.eventsCacheMaxSizeBytes": 16 * 1024 * 1024}
+    },
+    # Not a cap: what compressed payloads cost or save the server and the worker per step. The
+    # runs the bench starts are written compressed too ("client_env").
+    "compressed payloads (ENSEMBLE_PAYLOAD_COMPRESSION=deflate)": {
+        "env": {"ENSEMBLE_PAYLOAD_COMPRESSION": "deflate"},
+        "client_env": {"ENSEMBLE_PAYLOAD_COMPRESSION": "deflate"},
+    },
     "workflow-task slots 1000": {"options": {"max_concurrent_workflow_tasks": 1000}},
     "workflow-task pollers 20, activity pollers 20": {
         "options": {"max_concurrent_workflow_task_polls": 20, "max_concurrent_activity_task_polls": 20}
@@ -386,14 +403,15 @@ async def caps(bench: Any, sys_: Systems, plan: ModelPlan, env: dict[str, Any]) 
         for i, name in enumerate(names):
             setting = CAPS.get(name, {})
             log(f"caps at N={n} L={latency:g}s, round {r + 1} of {rounds}: {name}")
-            srv, client = await bench.server(f"caps-{r}-{i}", add=SERVER_CONFIG)
+            srv, client = await bench.server(f"caps-{r}-{i}", add={**SERVER_CONFIG, **setting.get("server", {})})
             on_it = replace(sys_, client=client, _ens=None)
             merged = {"options": setting.get("options", {}), "env": {**env["env"], **setting.get("env", {})}}
             proc: WorkerProcess = bench.worker(srv, "ensemble", merged)
-            await on_it.batch("ensemble", 5, proc.task_queue)  # warm-up
             try:
-                got = await measure(on_it, "ensemble", n, latency, 10, queue=proc.task_queue,
-                                    pids={"server": srv.pid, "worker": proc.pid})  # fmt: skip
+                with client_env(setting.get("client_env", {})):
+                    await on_it.batch("ensemble", 5, proc.task_queue)  # warm-up
+                    got = await measure(on_it, "ensemble", n, latency, 10, queue=proc.task_queue,
+                                        pids={"server": srv.pid, "worker": proc.pid})  # fmt: skip
             except Exception as err:  # a setting that makes runs fail is a finding, not the end of the suite
                 got = {"failed": f"{type(err).__name__}: {err}"[:300], "cause": _cause(err)}
                 log(f"caps: {name} failed: {got['cause']}")
@@ -403,6 +421,22 @@ async def caps(bench: Any, sys_: Systems, plan: ModelPlan, env: dict[str, Any]) 
     found["rounds"] = rounds
     found["results"] = {name: median_round(got) for name, got in samples.items()}
     return found
+
+
+@contextlib.contextmanager
+def client_env(values: dict[str, str]) -> Iterator[None]:
+    """The bench process's own environment with `values` while a setting is measured (the runs it
+    starts are written as a client with that setting writes them)."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def median_round(samples: list[dict[str, Any]]) -> dict[str, Any]:
