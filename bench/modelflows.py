@@ -15,6 +15,10 @@ from typing import Any
 import httpx
 from temporalio import activity
 
+# An experiment's knob: the baseline's activities with a heartbeat timeout of this many seconds, as
+# Ensemble's `llm` agents have (20 s); unset, none, as a hand-written workflow would have.
+BASELINE_HEARTBEAT_S = float(os.environ.get("BENCH_BASELINE_HEARTBEAT_S") or 0)
+
 MODEL = "bench-model"
 INSTRUCTIONS = "You are one step of a document pipeline. Answer in one short sentence."
 MAX_TOKENS = 1024
