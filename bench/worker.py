@@ -86,6 +86,10 @@ async def main(args: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not os.read(sys.stdin.fileno(), 1024) else None)
     async with build(client, args.task_queue, args.kind, json.loads(args.options)):
+        if args.kind == "ensemble":  # as `python worker.py` (serve) does
+            from ensemble.runtime.worker import collect_periodically
+
+            collector = asyncio.create_task(collect_periodically())  # noqa: F841 (cancelled at exit)
         print("ready", flush=True)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)  # nobody reads stdout from here on

@@ -50,3 +50,59 @@ def test_the_young_collection_threshold_is_a_setting(monkeypatch):
     monkeypatch.setenv(GC_THRESHOLD_ENV, "lots")
     with pytest.raises(InputError, match="ENSEMBLE_GC_THRESHOLD='lots' is not a positive number"):
         gc_threshold()
+
+
+PERIODIC = """
+import asyncio, gc, json, sys, weakref
+from ensemble.runtime.worker import collect_periodically, freeze_startup
+
+freeze_startup()
+
+
+class Node:
+    pass
+
+
+def old_cycle():
+    a, b = Node(), Node()
+    a.b, b.a = b, a
+    gc.collect()  # it survives a collection while held: it is in the oldest generation now
+    return weakref.ref(a)
+
+
+ref = old_cycle()  # and unreachable: garbage that only a full collection frees (an evicted run's)
+
+
+async def main(busy):
+    task = asyncio.create_task(collect_periodically(0.3))
+    await asyncio.sleep(0)  # it has started
+    if busy:
+        junk = [[i] for i in range(100_000)]  # enough allocations for young collections
+        del junk
+    await asyncio.sleep(0.1)
+    before = ref() is not None
+    await asyncio.sleep(0.6)
+    task.cancel()
+    return {"before": before, "after": ref() is not None}
+
+
+print(json.dumps(asyncio.run(main(sys.argv[1] == "busy"))))
+"""
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_a_worker_that_allocates_collects_old_garbage_every_so_often(busy):
+    """Young collections every 20,000 allocations make full collections rare; a worker that
+    allocates (runs evicted from its cache are old garbage) collects everything every 30 s, and an
+    idle one is left alone."""
+    out = subprocess.run(
+        [sys.executable, "-c", PERIODIC, "busy" if busy else "idle"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen["before"] is True, "young collections alone do not free an old cycle"
+    assert seen["after"] is (not busy)
