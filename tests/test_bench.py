@@ -391,6 +391,25 @@ def test_the_engine_suite_keeps_what_follows_the_model_bound_section(tmp_path):
     assert _sections_after_model_bound(doc) == "\n## Long conversations\n\nfigures\n"
 
 
+def test_benchmarks_md_is_what_the_committed_results_render():
+    """BENCHMARKS.md's generated parts are what `python -m bench` renders from the committed results
+    (bench/results.json, and bench/model-results.json for the model-bound section): writing the
+    file again from them changes nothing, and every hand-written section after the model-bound
+    one stays."""
+    import json
+    from pathlib import Path
+
+    from bench.__main__ import _sections_after_model_bound
+    from bench.modelreport import BEGIN, END
+
+    root = Path(__file__).resolve().parent.parent
+    path = root / "BENCHMARKS.md"
+    doc = path.read_text()
+    assert doc.count(BEGIN) == 1 and doc.count(END) == 1
+    results = json.loads((root / "bench" / "results.json").read_text())
+    assert report.render(results) + _sections_after_model_bound(path) == doc
+
+
 def test_model_plans_are_bounded():
     from bench.modelbound import MODEL_FULL, MODEL_QUICK
 
