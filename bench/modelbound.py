@@ -77,8 +77,8 @@ AGAIN = "defaults, again after the others (how far the sweep drifted)"
 CAPS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "model connections 64 (the default before this revision)": {"env": {"ENSEMBLE_LLM_MAX_CONNECTIONS": "64"}},
-    "young collections every 700 allocations, Python's default (ENSEMBLE_GC_THRESHOLD=700)": {
-        "env": {"ENSEMBLE_GC_THRESHOLD": "700"}
+    "young collections every 20,000 allocations (ENSEMBLE_GC_THRESHOLD=20000)": {
+        "env": {"ENSEMBLE_GC_THRESHOLD": "20000"}
     },
     "activity slots 2000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "2000"}},
     "activity slots 1000 (ENSEMBLE_ACTIVITY_SLOTS)": {"env": {"ENSEMBLE_ACTIVITY_SLOTS": "1000"}},

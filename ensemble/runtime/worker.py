@@ -170,13 +170,13 @@ STUCK_EXIT_CODE = 3  # every agent thread is stuck: exit so that a supervisor re
 
 
 GC_THRESHOLD_ENV = "ENSEMBLE_GC_THRESHOLD"
-# Allocations between two collections of the youngest generation (Python's default: 700). With
-# 1,000 model calls in flight a worker holds their state for seconds, the default's young
-# collections moved it into the oldest generation, and the collector took 14 % of the worker's CPU
-# at N = 1,000, L = 5 s, most of it in full collections (0.24 s each, the event loop stopped); at
-# 20,000 most of it dies young: one full collection instead of 15, the collector's time 1.7 s
-# instead of 5.0 (docs/performance.md, "The garbage collector").
-DEFAULT_GC_THRESHOLD = 20_000
+# Allocations between two collections of the youngest generation: Python's own 700 by default.
+# Raising it (20,000) cut the collector's CPU with 1,000 model calls in flight (a `gc.callbacks`
+# probe: 1.7 s instead of 5.0 at N = 1,000, L = 5 s), but in six rounds against Python's the runs
+# per second were the same within the machine's noise, and parked runs held more memory
+# (docs/performance.md, "The garbage collector"); it stays a setting.
+PYTHON_GC_THRESHOLD = 700
+DEFAULT_GC_THRESHOLD = PYTHON_GC_THRESHOLD
 
 
 def gc_threshold() -> int:
@@ -187,8 +187,9 @@ def gc_threshold() -> int:
 # Runs evicted from the workflow cache are garbage only a full collection frees (their objects are
 # old and hold cycles), and with young collections every 20,000 allocations full collections come
 # about 30 times more rarely: 10,000 parked runs (9,000 evicted) held 641 MB of worker memory
-# instead of 270. So a worker also collects everything every FULL_COLLECTION_S seconds in which it
-# made young collections (an idle worker makes none, and is left alone).
+# instead of 270. So a worker whose threshold is raised above Python's also collects everything
+# every FULL_COLLECTION_S seconds in which it made young collections (an idle worker makes none,
+# and is left alone).
 FULL_COLLECTION_S = 30.0
 
 
@@ -198,7 +199,10 @@ def _young_collections() -> int:
 
 async def collect_periodically(every_s: float = FULL_COLLECTION_S) -> None:
     """Run a full garbage collection every `every_s` seconds in which the process allocated enough
-    to collect its young generation; runs until cancelled."""
+    to collect its young generation; runs until cancelled. Returns at once when the young
+    collection threshold is Python's own (its full collections come often enough)."""
+    if gc.get_threshold()[0] <= PYTHON_GC_THRESHOLD:
+        return
     seen = _young_collections()
     while True:
         await asyncio.sleep(every_s)
