@@ -55,6 +55,9 @@ STORED_INPUT_LIMIT = 64 * 1024 * 1024  # with a store: bounded by the worker's m
 
 
 NAMESPACES_DIR = ".namespaces"
+# The namespace the SDK's Replayer runs under (`replay`, `upgrade-check`): a replay writes again
+# only values its history already refers to, so it is not a namespace whose runs use the store.
+REPLAY_NAMESPACE = "ReplayNamespace"
 
 
 class FileStorageDriver(StorageDriver):
@@ -111,7 +114,7 @@ class FileStorageDriver(StorageDriver):
 
     def _record_namespace(self, namespace: str) -> None:
         """Mark the store as written for `namespace` (once per process): a prune must walk it too."""
-        if namespace in self._namespaces:
+        if namespace in self._namespaces or namespace == REPLAY_NAMESPACE:
             return
         marks = self.root / NAMESPACES_DIR
         marks.mkdir(mode=0o700, parents=True, exist_ok=True)

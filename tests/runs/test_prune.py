@@ -149,7 +149,7 @@ def test_a_value_used_again_as_it_is_pruned_is_put_back(tmp_path):
 
 def test_the_store_records_each_namespace_that_writes_to_it(tmp_path):
     driver = FileStorageDriver(tmp_path)
-    for namespace in ("default", "team/a"):
+    for namespace in ("default", "team/a", "ReplayNamespace"):  # the last: a replay, not a user of the store
         context = StorageDriverStoreContext(target=StorageDriverWorkflowInfo(namespace=namespace, id="r"))
         asyncio.run(driver.store(context, [Payload(data=namespace.encode())]))
     assert driver.namespaces() == {"default", "team/a"}
