@@ -129,7 +129,13 @@ def _claims(messages: Iterable[Message], driver: str, into: set[str], source: st
 async def mark(client: Client, driver: str) -> Marked:
     """Every value of store driver `driver` that the client's namespace still refers to."""
     marked = Marked()
-    runs = [(e.id, e.run_id, e.status) async for e in client.list_workflows()]
+    try:
+        runs = [(e.id, e.run_id, e.status) async for e in client.list_workflows()]
+        schedules = [listed.id async for listed in await client.list_schedules()]
+    except RPCError as err:
+        raise EnsembleError(
+            f"namespace '{client.namespace}': cannot list its runs ({err.message}); nothing deleted"
+        ) from None
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one(workflow_id: str, run_id: str, status: WorkflowExecutionStatus | None) -> None:
@@ -149,9 +155,14 @@ async def mark(client: Client, driver: str) -> Marked:
 
     await asyncio.gather(*(one(*run) for run in runs))
     marked.executions = len(runs)
-    async for listed in await client.list_schedules():
-        description = await client.get_schedule_handle(listed.id).describe()
-        _claims([description.raw_description], driver, marked.digests, f"schedule {listed.id}")
+    for schedule_id in schedules:
+        try:
+            description = await client.get_schedule_handle(schedule_id).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                continue  # deleted since it was listed
+            raise EnsembleError(f"schedule {schedule_id}: cannot read it ({err.message}); nothing deleted") from None
+        _claims([description.raw_description], driver, marked.digests, f"schedule {schedule_id}")
         marked.schedules += 1
     return marked
 

@@ -128,6 +128,11 @@ async def test_prune_refuses_in_one_line_and_walks_every_namespace_of_the_store(
         assert out.returncode == 0, out.stdout + out.stderr
         assert json.loads(out.stdout)["namespaces"] == ["billing", "default"]
         assert not driver._path(orphan).exists()
+        unknown = ["payloads", "prune", "--namespace", "default", "--namespace", "billing", "--namespace", "nosuch"]
+        out = await asyncio.to_thread(run_cli, unknown, env)
+        assert out.returncode == 1, (out.stdout, out.stderr)
+        [line] = out.stderr.strip().splitlines()
+        assert "namespace 'nosuch': cannot list its runs" in line and "nothing deleted" in line, line
     finally:
         other.unlink()
 
