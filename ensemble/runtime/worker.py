@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -56,14 +57,15 @@ def default_task_queue() -> str:
     return os.environ.get("ENSEMBLE_TASK_QUEUE") or DEFAULT_TASK_QUEUE
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
+def workflow_runner(converter: DataConverter | None = None) -> SandboxedWorkflowRunner:
     """Temporal's workflow sandbox, as ENSEMBLE_SANDBOX says. `trusted` (default) passes
     Ensemble's own workflow modules through the sandbox: they are imported once per process, not
     once per run, which saves about a fifth of the worker's CPU per short run and more than half
     the memory of a cached run. `strict` re-imports them for every run, so the sandbox also checks
     Ensemble's workflow code at run time (the test suite runs that way). Both use the sandbox's
-    default restrictions, with its snippets compiled once (`ensemble.sandbox`); see
-    docs/performance.md."""
+    default restrictions, with its snippets compiled once (`ensemble.runtime.sandbox`); given the
+    worker's data converter, it skips steps into a run that cannot change a payload (the same
+    module); see docs/performance.md."""
     mode = (os.environ.get("ENSEMBLE_SANDBOX") or "trusted").strip().lower()
     if mode not in ("strict", "trusted"):
         raise InputError(f"ENSEMBLE_SANDBOX={mode!r} is not a sandbox mode: use trusted (the default) or strict")
@@ -72,7 +74,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*SHARED_MODULES, *PROOF_MODULES)
     if mode == "trusted":
         restrictions = restrictions.with_passthrough_modules("ensemble.workflows")
-    return sandbox_runner(restrictions)
+    return sandbox_runner(restrictions, converter)
 
 
 _LIVE: dict[int, int] = {}  # running Ensemble workers per event loop
@@ -120,7 +122,7 @@ def build_worker(
         load_worker_flows()  # only deployed code runs: what this worker may run, loaded once
         if any_mcp_servers():
             mcp.preload()
-    options.setdefault("workflow_runner", workflow_runner())
+    options.setdefault("workflow_runner", workflow_runner(client.data_converter))
     if "max_cached_workflows" not in options and (cached := workflow_cache()) is not None:
         options["max_cached_workflows"] = cached
     slots: int | AutoSlots | AdaptiveSlots | None = None

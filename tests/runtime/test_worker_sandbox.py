@@ -71,9 +71,10 @@ async def test_sandbox_snippets_are_compiled_once_not_per_call(dev_server, task_
     assert outcome is not None and outcome.output["shout"] == {"text": "HI"}
     seen = sandbox._compiled.cache_info()
     # Every workflow task of the run (replayed from scratch, as the cache is off) stepped into the
-    # sandbox several times, and nearly every step reused a compiled snippet.
+    # sandbox a few times (to create and activate the run; a payload's context is answered outside,
+    # test_sandbox_contexts.py), and nearly every step reused a compiled snippet.
     assert seen.currsize <= 8, seen
-    assert seen.hits >= 10 * seen.currsize, seen
+    assert seen.hits >= 3 * seen.currsize, seen
 
 
 def test_worker_cli_refuses_an_unknown_mode_in_one_line(dev_server):
