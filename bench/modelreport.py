@@ -103,7 +103,8 @@ def render(results: dict[str, Any]) -> str:
             f"\n## Caps: Ensemble at N = {c['runs']}, L = {c['latency_s']:g} s, each setting raised on its own worker and server\n\n"
         )
         d = c["results"].get("defaults")
-        rows = [_row(name, r, None, d) for name, r in c["results"].items()]
+        ordered = sorted(c["results"].items(), key=lambda kv: kv[0] != "defaults")  # the defaults first
+        rows = [_row(name, r, None, d) for name, r in ordered]
         out.append(_table(["setting", *HEAD[1:]], rows).replace("vs baseline", "vs defaults"))
         if c.get("rounds", 1) > 1:
             out.append(
@@ -112,7 +113,7 @@ def render(results: dict[str, Any]) -> str:
             )
             spread = [
                 [name, ", ".join(_f(x) for x in r["rounds_runs_per_s"]), f"{max(r['rounds_runs_per_s']) / min(r['rounds_runs_per_s']):.2f}×"]
-                for name, r in c["results"].items()
+                for name, r in ordered
                 if r.get("rounds_runs_per_s")
             ]  # fmt: skip
             out.append(_table(["setting", "runs/s, round by round", "highest / lowest"], spread))

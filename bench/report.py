@@ -137,6 +137,11 @@ def _throughput(r: dict[str, Any]) -> str:
     return out
 
 
+def _defaults_first(settings: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A table's settings with the defaults first (the results file sorts its keys)."""
+    return sorted(settings.items(), key=lambda kv: not kv[0].startswith("defaults"))
+
+
 def _parked(r: dict[str, Any]) -> str:
     p = r.get("parked", {})
     if p.get("skipped"):
@@ -163,7 +168,7 @@ def _parked(r: dict[str, Any]) -> str:
     if compare:
         out += "\nWorker memory with the same number of parked runs under other settings (a fresh server and worker each):\n\n"
         rows = []
-        for name, found in compare.items():
+        for name, found in _defaults_first(compare):
             ph = (found.get("phases") or [None])[0]
             if ph:
                 d = ph["decide_to_complete_ms"]
@@ -184,7 +189,7 @@ def _tuning(r: dict[str, Any]) -> str:
     if not t:
         return "Not measured in this run.\n"
     rows = []
-    for name in t["settings"]:
+    for name, _ in _defaults_first(t["settings"]):
         x = t["handoff"][name]
         hist = x.get("history") or {}
         wft = hist.get("wft_ms")
