@@ -43,6 +43,20 @@ def echo(data: object) -> object:
     return data
 
 
+BEAT_RELEASE = asyncio.Event()
+
+
+@agent()
+async def beating(data: dict) -> dict:
+    """Heartbeats its progress (`data["progress"]`, as large as a transcript), then waits until the
+    test releases it (in-process workers only)."""
+    from temporalio import activity
+
+    activity.heartbeat({"progress": data["progress"]})
+    await BEAT_RELEASE.wait()
+    return {"released": True}
+
+
 @agent(retry=FAST_RETRY)
 def flaky(data: dict, ctx: AgentContext) -> dict:
     """Fails its first attempt, succeeds on the second."""

@@ -19,7 +19,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from ensemble.runs.prune import _delete_if_unused
 from ensemble.runtime.payloads import NAMESPACES_DIR, FileStorageDriver, stored_values
+from tests import agents
 from tests.conftest import run_cli, running_worker
+from tests.flowkit import request, start
 from tests.trust.test_proven_decisions import parked
 
 TWO_DAYS_AGO = time.time() - 2 * 86400
@@ -87,6 +89,32 @@ async def test_prune_deletes_only_the_values_no_run_refers_to(dev_server, task_q
     swept = await prune(env, "--older-than", "1h")
     assert not any(driver._path(d).exists() for d in ours), "the deleted run's values went with it"
     assert swept["deleted"] >= len(ours)
+
+
+async def test_prune_keeps_the_values_an_open_runs_heartbeat_holds(dev_server, task_queue):
+    # A running agent's last heartbeat (a model loop's transcript) is in no history event until the
+    # attempt ends: only the run's description holds it.
+    env = dev_server.env()
+    driver = FileStorageDriver(dev_server.home / "payloads")
+    flow = "name: beating\nimports: [tests.agents]\nsteps:\n  - agent: beating\n    input: {progress: $input.p}\n"
+    agents.BEAT_RELEASE.clear()
+    async with running_worker(dev_server.client, task_queue):
+        handle = await start(dev_server.client, request(flow, {"p": uuid.uuid4().hex + " turn" * 70_000}, task_queue))
+        for _ in range(400):
+            description = (await handle.describe()).raw_description
+            if any(p.heartbeat_details.payloads for p in description.pending_activities):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the agent never heartbeat")
+        in_history = {c["sha256"] for _, _, c in stored_values((await handle.fetch_history()).events)}
+        beat = {c["sha256"] for _, _, c in stored_values([description])} - in_history
+        assert beat, "the heartbeat's 350 KB went to the store, and no history event refers to it yet"
+        age([p for p in driver.root.rglob("*") if p.is_file() and not p.parent.name.startswith(".")])
+        await prune(env, "--older-than", "1h")
+        assert all(driver._path(d).exists() for d in beat), "an open run's heartbeat value was deleted"
+        agents.BEAT_RELEASE.set()
+        assert (await handle.result()).output["beating"] == {"released": True}
 
 
 async def test_prune_refuses_in_one_line_and_walks_every_namespace_of_the_store(dev_server):
