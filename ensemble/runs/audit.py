@@ -18,7 +18,8 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DataConverter
 
 from ensemble.logic.proofs import ProofRefused, binding, verify
-from ensemble.runs.history import RunHistory, fold_history, read_history
+from ensemble.runs.history import fold_history, read_history
+from ensemble.runs.recorded import RunHistory
 from ensemble.spec import GateDecision, RunRequest
 from ensemble.spec.gate import TierTrust
 

@@ -24,7 +24,8 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from ensemble.authoring.flows import walk_steps
-from ensemble.runs.history import Call, RunHistory, read_history
+from ensemble.runs.history import read_history
+from ensemble.runs.recorded import Call, RunHistory
 from ensemble.runtime.launch import start_request
 from ensemble.spec import WORKFLOW_NAME, AgentResult, AgentStep, AskedAgain, RunRequest, protocol
 from ensemble.spec import protocol as attributes

@@ -1,15 +1,22 @@
-"""Following a run that is still going: waiting for its result, and noticing that its work sits
-untaken (no live worker serves it)."""
+"""Following a run that is still going: waiting for its result, noticing that its work sits
+untaken (no live worker serves it), and serving it from this process meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType, PendingActivityState, PendingWorkflowTaskState
 from temporalio.client import Client, WorkflowFailureError
 
+from ensemble.authoring.reading import one_line
 from ensemble.runs.history import get_run, read_history
+from ensemble.runtime import connection, server
+from ensemble.runtime.worker import build_worker
+from ensemble.spec.errors import EnsembleError
 
 
 async def wait_result(client: Client, run_id: str) -> dict[str, Any]:
@@ -59,3 +66,96 @@ async def _activities_on(client: Client, run_id: str, task_queue: str) -> set[st
             if attrs.task_queue.name == task_queue:
                 ids.add(attrs.activity_id)
     return ids
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    client: Client,
+    run_id: str,
+    queue: str,
+    on_note: Callable[[str], None] | None = None,
+    on_broken: Callable[[str], None] | None = None,
+) -> AsyncIterator[None]:
+    """While the caller waits on a run, make sure some worker serves its task queue: run one in
+    this process when nobody polls it, or when the run's work sits untaken (a worker that
+    died still shows as a poller for a while). `on_note(text)` hears why one was started.
+    An embedded server that dies or breaks meanwhile ends the wait: `on_broken(reason)` is
+    called at once (the CLI exits there), else EnsembleError is raised (the run is kept on
+    the server). Leaving, the worker drains for at most 30 s and never waits on agent threads
+    that will not return."""
+    broken: list[str] = []
+    async with contextlib.AsyncExitStack() as stack:
+        started = False
+
+        async def serve_queue(why: str) -> None:
+            nonlocal started
+            if on_note:
+                on_note(f"{why} on task queue '{queue}'; running a worker in this process until the run ends")
+            worker = build_worker(client, queue, identity=connection.cli_worker_identity())
+            await stack.enter_async_context(_drained_within(worker, lambda: 0.0 if broken else 30.0))
+            started = True
+
+        if not await connection.has_pollers(client, queue):
+            await serve_queue("no worker polls")
+
+        async def watchdog() -> None:
+            while not started:
+                await asyncio.sleep(1.0)
+                if await stalled(client, run_id, queue):
+                    await serve_queue("the run's work is not being picked up")
+
+        waiting = asyncio.current_task()
+
+        async def sentinel() -> None:  # an embedded server that dies or breaks ends the wait
+            while connection.embedded():
+                await asyncio.sleep(1.0)
+                trouble = await asyncio.to_thread(server.state_problem)
+                if trouble:
+                    broken.append(trouble)
+                    if on_broken is not None:
+                        on_broken(f"{one_line(trouble, 1000)}; the run is kept and goes on once the server is back")
+                    if waiting is not None:
+                        waiting.cancel()
+                    return
+
+        tasks = [asyncio.create_task(watchdog()), asyncio.create_task(sentinel())]
+        try:
+            yield
+        except asyncio.CancelledError:
+            if broken:
+                raise EnsembleError(
+                    f"{one_line(broken[0], 1000)}; the run is kept and goes on once the server is back"
+                ) from None
+            raise
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+@contextlib.asynccontextmanager
+async def _drained_within(worker: Any, seconds: Callable[[], float]) -> AsyncIterator[Any]:
+    """A worker run for the length of a block; on leaving, it drains for at most `seconds()` (an
+    agent thread that never returns must not hold the caller)."""
+    from ensemble.activities.threads import THREADS  # imported with the worker already
+
+    await worker.__aenter__()
+    try:
+        yield worker
+    finally:
+        drain = asyncio.ensure_future(worker.__aexit__(None, None, None))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds()
+        while not drain.done() and loop.time() < deadline:
+            state = THREADS.state()
+            if state.busy and state.busy == state.stuck:  # only threads that will not return are left
+                break
+            await asyncio.wait({drain}, timeout=0.2)
+        gone = not drain.done() and seconds() <= 0  # its server is gone: nothing to hand back, nothing to wait for
+        if not drain.done():
+            drain.cancel()
+        if not gone:  # a shutdown that waits on a thread may not end even when cancelled: bounded too
+            await asyncio.wait({drain}, timeout=5.0)
+            if drain.done() and not drain.cancelled():
+                drain.exception()  # retrieved: a failed shutdown is not this block's error

@@ -14,7 +14,8 @@ from typing import Any
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 
-from ensemble.runs.history import Call, GateNote, RunHistory, failure_text, iso, read_history
+from ensemble.runs.history import failure_text, iso, read_history
+from ensemble.runs.recorded import Call, GateNote, RunHistory
 from ensemble.spec import RunStatusView, StepRecord, ToolRefusal, Usage, protocol
 from ensemble.spec.errors import EnsembleError
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from temporalio.exceptions import ApplicationError
 
 from ensemble.activities.llm.agent import render
-from ensemble.activities.llm.loop import Output
+from ensemble.activities.llm.output import Output
 from ensemble.authoring.tools import ToolContext, signature
 from ensemble.logic.pricing import PriceUnknown, Spending, price_of
 from ensemble.spec import BudgetSpec, Price, Usage
