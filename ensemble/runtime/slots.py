@@ -110,9 +110,6 @@ class AdaptiveSlots:
     floor: int | None = None
     lag_s: float = 0.1  # how late a yield to the event loop may come back for the worker to take more
 
-    def tuner(self, options: dict[str, Any], agent_threads: AgentPool) -> WorkerTuner:
-        return AdaptiveSlotSupplier(self, agent_threads).tuner(options)
-
 
 class AdaptiveSlotSupplier(CustomSlotSupplier):
     """Activity slots for one worker: `floor` at once at any time, more up to `maximum` while the

@@ -117,7 +117,7 @@ async def test_adaptive_gives_the_worker_adaptive_slots_over_its_threads(dev_ser
 async def test_adaptive_slots_go_above_the_floor_while_the_worker_keeps_up(dev_server, task_queue):
     """Eight async agents at once, a floor of 2 and at most 6: the worker takes 6 of them."""
     agents.IN_FLIGHT.update(now=0, most=0)
-    tuner = AdaptiveSlots(maximum=6, floor=2).tuner({}, THREADS)
+    tuner = AdaptiveSlotSupplier(AdaptiveSlots(maximum=6, floor=2), THREADS).tuner({})
     _, outcome = await run_to_end(dev_server.client, task_queue, FLOW, {}, tuner=tuner)
     assert outcome is not None
     assert sorted(outcome.output["fan"]["by_branch"]) == sorted(f"b{i}" for i in range(BRANCHES))
