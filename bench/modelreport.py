@@ -61,7 +61,8 @@ def merge(document: str, results: dict[str, Any]) -> str:
     new = section(results)
     if BEGIN in document and END in document:
         head, rest = document.split(BEGIN, 1)
-        return head + new + rest.split(END, 1)[1].lstrip("\n")
+        after = rest.split(END, 1)[1].lstrip("\n")
+        return head + new + ("\n" + after if after else "")  # as the engine suite writes it
     return document.rstrip("\n") + "\n\n" + new
 
 

@@ -399,6 +399,7 @@ def test_benchmarks_md_is_what_the_committed_results_render():
     import json
     from pathlib import Path
 
+    from bench import modelreport
     from bench.__main__ import _sections_after_model_bound
     from bench.modelreport import BEGIN, END
 
@@ -408,6 +409,9 @@ def test_benchmarks_md_is_what_the_committed_results_render():
     assert doc.count(BEGIN) == 1 and doc.count(END) == 1
     results = json.loads((root / "bench" / "results.json").read_text())
     assert report.render(results) + _sections_after_model_bound(path) == doc
+    # and a full model-bound run writing its section again (from the same results) changes nothing
+    model = json.loads((root / "bench" / "model-results.json").read_text())
+    assert modelreport.merge(doc, model) == doc
 
 
 def test_model_plans_are_bounded():
