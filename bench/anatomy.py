@@ -61,6 +61,8 @@ def anatomy(events: list[Any], steps: int) -> dict[str, Any]:
             start = e.workflow_execution_started_event_attributes.input
             first["start_input"] = _payloads_bytes(start)
             first["start_data"] = _text(start)
+        elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+            first["outcome_data"] = _text(e.workflow_execution_completed_event_attributes.result)
     total = sum(e.ByteSize() for e in events)
     return {"total": total, "per_step": total / steps, "by_type": dict(by_type), "first": first}
 
@@ -80,6 +82,7 @@ def render(name: str, a: dict[str, Any], show: bool) -> str:
         lines.append(f"  start:  {f.get('start_data')}")
         lines.append(f"  input:  {f.get('input_data')}")
         lines.append(f"  result: {f.get('result_data')}")
+        lines.append(f"  outcome: {f.get('outcome_data')}")
     return "\n".join(lines)
 
 
@@ -108,5 +111,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(prog="python -m bench.anatomy", description=__doc__)
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--show", action="store_true", help="print the first step's input and result payloads")
+    p.add_argument(
+        "--show", action="store_true", help="print the run's input, the first step's input and result, and the outcome"
+    )
     asyncio.run(main(p.parse_args()))

@@ -57,6 +57,13 @@ def retry_policy(agent: AgentSpec) -> RetryPolicy:
     )
 
 
+def step_summary(agent: str, activity_id: str) -> str:
+    """What the Web UI shows for an agent step: `AGENT · step PATH`, or the agent's name alone
+    where the step is named after it."""
+    path = activity_id.split("#")[0]
+    return agent if path == agent else f"{agent} · step {path}"
+
+
 async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, task_queue: str) -> AgentResult:
     """Run an agent as an activity whose type is its name, with its timeouts and retry policy,
     on its own task queue if it names one. Every pattern calls agents through here.
@@ -82,7 +89,7 @@ async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, tas
                 if agent.schedule_to_close_s
                 else None,
                 retry_policy=retry_policy(agent),
-                summary=f"{agent.name} · step {activity_id.split('#')[0]}",
+                summary=step_summary(agent.name, activity_id),
             )
         except (ApplicationError, ActivityTimeoutError) as err:
             # A local activity's failure arrives unwrapped; wrap it as a standard activity's is,
@@ -106,7 +113,7 @@ async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, tas
         schedule_to_close_timeout=timedelta(seconds=agent.schedule_to_close_s) if agent.schedule_to_close_s else None,
         heartbeat_timeout=timedelta(seconds=agent.heartbeat_s) if agent.heartbeat_s else None,
         retry_policy=retry_policy(agent),
-        summary=f"{agent.name} · step {activity_id.split('#')[0]}",
+        summary=step_summary(agent.name, activity_id),
     )
 
 

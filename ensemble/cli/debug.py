@@ -126,7 +126,9 @@ def read_history(path: Path, workflow_id: str | None) -> WorkflowHistory:
 
 
 def recorded_run_id(events: Sequence[HistoryEvent]) -> str | None:
-    """The run id a history was recorded under: every agent call carries it in its context."""
+    """The run id a history was recorded under: the one its agent calls carry in their context
+    where it is not the run's own (a chat's turns name their flow run), else the workflow id its
+    start event names."""
     for e in events:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             payloads = e.activity_task_scheduled_event_attributes.input.payloads
@@ -139,7 +141,8 @@ def recorded_run_id(events: Sequence[HistoryEvent]) -> str | None:
             run_id = value.get("context", {}).get("run_id") if isinstance(value, dict) else None
             if isinstance(run_id, str) and run_id:
                 return run_id
-    return None
+    started = events[0].workflow_execution_started_event_attributes if events else None
+    return (started.workflow_id if started is not None else "") or None
 
 
 def _event_type(e: HistoryEvent) -> str:

@@ -153,6 +153,8 @@ async def fold_history(history: WorkflowHistory, converter: DataConverter) -> Ru
         description=None,
     )
     await _fold(converter, folded, events, first=True)
+    # agent calls carry a run id only where it is not the run's own; the start event names the run
+    folded.recorded_run_id = folded.recorded_run_id or (started.workflow_id if started is not None else "") or None
     _derive_keys(folded)
     return folded
 

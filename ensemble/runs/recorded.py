@@ -97,7 +97,7 @@ class RunHistory:
     decisions: list[Decision] = field(default_factory=list)
     children: list[Child] = field(default_factory=list)
     error: str | None = None
-    recorded_run_id: str | None = None  # the run id its agent calls carry (an exported history may not name it)
+    recorded_run_id: str | None = None  # the run id its agent calls carry, else its start event's workflow id
     error_type: str | None = None  # the failure's application error type (GateRejected, BudgetExhausted, ...)
     started_at: datetime | None = None
     ended_at: datetime | None = None

@@ -8,11 +8,20 @@ defaults are by then. So a compact agent names the version of the defaults it wa
 models. `DEFAULTS[LATEST]` must equal the models' defaults (`derive(AgentSpec)`; a unit test says
 so): a release that changes a default adds a version and writes with it, and every version ever
 written stays readable. An agent without the marker is in the full shape and reads as it is.
+
+Within one request the agents are recorded by name, and a compact agent leaves out its name (the
+key says it). Agents of one flow are often alike (the same model, instructions, timeouts), so an
+agent may be written as the changes to an agent recorded before it in the same request
+(`{"^": "m1", "llm": {"prompt": "..."}}`): keys whose values differ, mappings changed key by key,
+and the keys it does not have under `"-"`. It is written so only where that is shorter, and only
+after reading the changes back gives the agent exactly (`_changed`), so no value can be misread as
+a change marker.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import typing
 from typing import Annotated, Any
 
@@ -22,6 +31,9 @@ from pydantic_core import to_jsonable_python
 from ensemble.spec.agent import AgentSpec
 
 MARK = "~"  # the key that holds a compact agent's defaults version
+BASE = "^"  # a compact agent written as the changes to this agent, recorded before it in the same request
+GONE = "-"  # in such changes: the keys the earlier agent has and this one does not
+_BASES = 16  # how many of the agents recorded just before one are tried as its base
 
 # A table: the fields at their defaults ("defaults"), and the fields that hold another model,
 # one ("one") or a list of them ("many"), with that model's table.
@@ -122,13 +134,98 @@ def expand(data: Any) -> Any:
 
 
 def _expand_all(agents: Any) -> Any:
-    if isinstance(agents, dict):
-        return {name: expand(spec) for name, spec in agents.items()}
-    return agents
+    if not isinstance(agents, dict):
+        return agents
+    written: dict[str, Any] = {}  # each agent as its own compact form, once its changes are applied
+    out: dict[str, Any] = {}
+    for name, spec in agents.items():
+        if isinstance(spec, dict) and BASE in spec:
+            base = written.get(spec[BASE]) if isinstance(spec[BASE], str) else None
+            if not isinstance(base, dict):
+                raise ValueError(
+                    f"agent {name!r} is recorded as the changes to agent {spec[BASE]!r}, "
+                    "which is not recorded before it in the same request"
+                )
+            spec = _apply(base, {k: v for k, v in spec.items() if k != BASE})
+        written[name] = spec
+        if isinstance(spec, dict) and MARK in spec and "name" not in spec:
+            spec = {**spec, "name": name}  # a compact agent's name is its key
+        out[name] = expand(spec)
+    return out
 
 
 def _compact_all(agents: dict[str, AgentSpec]) -> dict[str, Any]:
-    return {name: compact(spec) for name, spec in agents.items()}
+    written: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
+    for name, spec in agents.items():
+        own = compact(spec)
+        if own.get("name") == name:
+            del own["name"]
+        out[name] = _shortest(own, written)
+        written[name] = own
+    return out
+
+
+def _shortest(own: dict[str, Any], written: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`own`, or the changes to one of the agents recorded just before it where shorter."""
+    best, size = own, _size(own)
+    for base_name in list(written)[-_BASES:]:
+        changed = _changed(written[base_name], own)
+        if changed is None:
+            continue
+        candidate = {BASE: base_name, **changed}
+        if (candidate_size := _size(candidate)) < size:
+            best, size = candidate, candidate_size
+    return best
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _changes(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    gone = [key for key in base if key not in own]
+    if gone:
+        out[GONE] = gone
+    for key, value in own.items():
+        if key in base and _json(base[key]) == _json(value):
+            continue
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = _changes(base[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _changed(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any] | None:
+    """The changes that make `base` into `own`, or None where reading them back would not give
+    `own` exactly (a value of its own uses a change marker's key)."""
+    changes = _changes(base, own)
+    try:
+        back = _apply(base, changes)
+    except (TypeError, ValueError):
+        return None
+    return changes if _json(back) == _json(own) else None
+
+
+def _apply(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    gone = changes.get(GONE, [])
+    if not isinstance(gone, list):
+        raise ValueError(f"an agent's changes name the keys it drops as {gone!r}, not as a list")
+    out = {key: copy.deepcopy(value) for key, value in base.items() if key not in gone}
+    for key, value in changes.items():
+        if key == GONE:
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _apply(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 # Agents by name, as a run request (or a group chat's input) records them: written compact to JSON

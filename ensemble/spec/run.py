@@ -126,8 +126,8 @@ class AgentCall(_Strict):
 
     On the wire (`to_wire`, `from_wire`) it is compact: the spec without the fields the activity
     never reads or learns from its own info, every field at its default left out, and the context
-    without what the activity's info says (agent = activity type, step = activity id without its
-    `#` suffix, attempt; an idempotency key derived from run and activity id is marked `keyed`). An input in the full shape (runs scheduled by
+    without what the activity's info says (run id = workflow id, agent = activity type, step =
+    activity id without its `#` suffix, attempt; an idempotency key derived from run and activity id is marked `keyed`). An input in the full shape (runs scheduled by
     earlier releases) reads the same."""
 
     agent: AgentSpec
@@ -142,9 +142,12 @@ class AgentCall(_Strict):
         wire_spec = agent_wire(self.agent)
         agent: dict[str, Any] | str = SPEC_REF + spec_digest(wire_spec) if by_digest else wire_spec
         ctx = self.context
-        # The run id stays: an exported history names its run only through what it records, and
-        # decisions and idempotency keys are bound to it (audit, redrive of an exported run).
-        context: dict[str, Any] = {"flow": ctx.flow, "run_id": ctx.run_id}
+        # The run id is sent only where it is not the run's own (a chat turn names its flow run):
+        # the activity's info says the workflow id, and an exported history names its run in its
+        # start event (`workflowId`), which audit and redrive of an exported run bind to.
+        context: dict[str, Any] = {"flow": ctx.flow}
+        if ctx.run_id != workflow_id:
+            context["run_id"] = ctx.run_id
         if ctx.agent != self.agent.name:
             context["agent"] = ctx.agent
         if ctx.step != protocol.step_of(activity_id):

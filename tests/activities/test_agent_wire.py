@@ -214,7 +214,7 @@ async def test_a_bundled_flow_step_input_stays_small(dev_server, task_queue):
         # the spec is named by its digest; the start event holds it
         agent = req.agents[e.activity_task_scheduled_event_attributes.activity_type.name]
         assert sent["agent"] == "#" + spec_digest(agent_wire(agent))
-        assert set(sent["context"]) == {"flow", "run_id"}
+        assert set(sent["context"]) == {"flow"}  # the run id is the workflow's own
 
 
 async def test_an_agent_the_flow_defines_is_recorded_once_in_the_run_request(dev_server, task_queue):

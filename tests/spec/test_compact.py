@@ -48,7 +48,8 @@ def test_every_bundled_flows_request_reads_back_equal_and_smaller(loaded):
     req = RunRequest(flow=loaded.spec, agents=loaded.agents, input={"x": 1})
     wire = data_converter().payload_converter.to_payloads([req])[0]
     data = json.loads(wire.data)
-    assert all(agent[compact.MARK] == compact.LATEST for agent in data["agents"].values())
+    assert all(agent.get(compact.MARK, compact.LATEST) == compact.LATEST for agent in data["agents"].values())
+    assert all(compact.MARK in agent or compact.BASE in agent for agent in data["agents"].values())
     assert data_converter().payload_converter.from_payloads([wire], [RunRequest])[0] == req
     full = {name: spec.model_dump(mode="json") for name, spec in req.agents.items()}
     assert len(json.dumps(data["agents"])) < len(json.dumps(full))
@@ -82,7 +83,7 @@ async def test_a_run_records_its_agents_compact_and_replays(dev_server, task_que
     started = history.events[0]
     assert started.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
     recorded = json.loads(started.workflow_execution_started_event_attributes.input.payloads[0].data)
-    assert recorded["agents"]["shout"] == {compact.MARK: compact.LATEST, "name": "shout",
+    assert recorded["agents"]["shout"] == {compact.MARK: compact.LATEST,
                                            "description": "Upper-cases text", "handler": "tests.agents:shout",
                                            "input_schema": recorded["agents"]["shout"]["input_schema"],
                                            "output_schema": recorded["agents"]["shout"]["output_schema"]}  # fmt: skip
@@ -108,5 +109,60 @@ def test_a_group_chats_input_records_its_participants_compact():
     chat = ChatInput(spec=req.flow.steps[0].chat, agents=req.agents, run_id="r", flow="talk", path="talk",
                      task_queue="q")  # fmt: skip
     wire = data_converter().payload_converter.to_payloads([chat])[0]
-    assert all(a[compact.MARK] == compact.LATEST for a in json.loads(wire.data)["agents"].values())
+    assert all(compact.MARK in a or compact.BASE in a for a in json.loads(wire.data)["agents"].values())
     assert data_converter().payload_converter.from_payloads([wire], [ChatInput])[0] == chat
+
+
+def _llm_agent(name: str, **llm) -> AgentSpec:
+    settings = {"instructions": "You are one step of a document pipeline. Answer in one short sentence."}
+    return AgentSpec.model_validate(
+        {"name": name, "kind": "llm", "timeout_s": 300.0, "model": "openai:m", "llm": {**settings, **llm}}
+    )
+
+
+def _round_trip(agents: dict[str, AgentSpec]) -> tuple[dict, dict[str, AgentSpec]]:
+    req = RunRequest(flow=request(_FLOW, None, "q").flow, agents=agents, input=None)
+    wire = data_converter().payload_converter.to_payloads([req])[0]
+    back = data_converter().payload_converter.from_payloads([wire], [RunRequest])[0]
+    return json.loads(wire.data)["agents"], dict(back.agents)
+
+
+def test_alike_agents_are_recorded_as_the_changes_to_an_earlier_one():
+    agents = {f"m{i}": _llm_agent(f"m{i}", prompt=f"{{run}} m{i}\n{{text}}") for i in range(1, 6)}
+    recorded, back = _round_trip(agents)
+    assert back == agents
+    assert recorded["m1"][compact.MARK] == compact.LATEST and "name" not in recorded["m1"]  # the key names it
+    for name in ("m2", "m3", "m4", "m5"):
+        assert recorded[name] == {compact.BASE: "m1", "llm": {"prompt": f"{{run}} {name}\n{{text}}"}}
+    one_by_one = {name: compact.compact(spec) for name, spec in agents.items()}
+    assert len(json.dumps(recorded)) < len(json.dumps(one_by_one)) / 2
+
+
+def test_changes_read_back_exactly_whatever_the_agents_hold():
+    """Keys dropped at any depth, values of another type, free-form mappings whose own keys are
+    the change markers: every agent reads back as it was, in any order."""
+    agents = [
+        _llm_agent("a", prompt="p", temperature=0.2, max_tokens=100),
+        _llm_agent("b", prompt="p"),  # drops temperature and max_tokens (back to their defaults)
+        AgentSpec.model_validate({"name": "c", "kind": "http", "url": "http://x/y", "headers": {"-": "1", "^": "2"}}),
+        AgentSpec.model_validate({"name": "d", "kind": "http", "url": "http://x/y", "headers": {"^": "2"}}),
+        AgentSpec.model_validate({"name": "e", "kind": "http", "url": "http://x/y", "headers": {"-": "^"}}),
+        AgentSpec.model_validate({"name": "f", "kind": "http", "url": "http://x/z", "headers": {}}),
+        AgentSpec.model_validate({"name": "g", "handler": "tests.agents:shout", "retry": {"max_attempts": 1}}),
+        AgentSpec.model_validate({"name": "h", "handler": "tests.agents:shout", "input_schema": {"-": 1, "x": {}}}),
+        AgentSpec.model_validate({"name": "i", "handler": "tests.agents:shout", "input_schema": {"x": 1}}),
+    ]
+    for order in (agents, agents[::-1], agents[1::2] + agents[::2]):
+        by_name = {spec.name: spec for spec in order}
+        recorded, back = _round_trip(by_name)
+        assert back == by_name
+        assert list(back) == list(by_name)
+    recorded, _ = _round_trip({spec.name: spec for spec in agents})
+    assert any(compact.BASE in agent for agent in recorded.values())  # some were written as changes
+
+
+def test_changes_to_an_agent_not_recorded_before_them_are_refused():
+    data = json.loads(data_converter().payload_converter.to_payloads([request(_FLOW, None, "q")])[0].data)
+    data["agents"] = {"b": {compact.BASE: "a", "handler": "tests.agents:shout"}, **data["agents"]}
+    with pytest.raises(ValidationError, match="changes to agent 'a', which is not recorded before it"):
+        RunRequest.model_validate(data)
