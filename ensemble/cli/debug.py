@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
+from ensemble.runtime import codec
 from ensemble.runtime import connection as temporal
 from ensemble.runtime.converter import data_converter, decode_message, decode_payload
 from ensemble.runtime.payloads import external_storage, inline_stored
@@ -82,7 +83,7 @@ class ReplayReport:
     run_id: str
     events: int
     ok: bool
-    kind: str | None = None  # "nondeterminism" or "workflow task failed"
+    kind: str | None = None  # "nondeterminism", "workflow task failed" or "unreadable" (not replayed)
     event_id: int | None = None
     event_type: str | None = None
     event: str | None = None  # what the diverging event recorded
@@ -246,6 +247,26 @@ def _names(e: HistoryEvent) -> set[str]:
     return set()
 
 
+async def unreadable(history: Any) -> str | None:
+    """Why this process cannot read a run's input (so cannot replay it), or None. A replay of such
+    a run fails at its first workflow task with only "Failed decoding arguments"."""
+    events = history.events
+    payloads = list(events[0].workflow_execution_started_event_attributes.input.payloads) if events else []
+    converter = data_converter()
+    sealed = [p for p in payloads if p.metadata.get("encoding") == codec.ENCODING]
+    if sealed and converter.payload_codec is None:
+        kid = sealed[0].metadata.get(codec.KEY_ID, b"").decode(errors="replace")
+        return (
+            f"its payloads are encrypted with key '{kid}' and this process has no key: "
+            f"set {codec.KEYS_ENV} or {codec.KEY_FILE_ENV} as the workers have them"
+        )
+    try:
+        await converter.decode(payloads)  # by reference from the payload store, decrypted, converted
+    except Exception as err:  # a codec's own error names the key; anything else, as it says
+        return f"its input cannot be decoded here: {str(err).splitlines()[0][:200] if str(err) else type(err).__name__}"
+    return None
+
+
 async def replay_files(paths: list[Path], workflows: list[type], workflow_id: str | None = None) -> list[ReplayReport]:
     from ensemble.runtime.telemetry import quiet_runtime
 
@@ -258,10 +279,13 @@ async def replay_files(paths: list[Path], workflows: list[type], workflow_id: st
         raise InputError(f"cannot replay against these workflows: {err}") from None
     reports = []
     for path, history in histories:
+        report = ReplayReport(file=str(path), run_id=history.workflow_id, events=len(history.events), ok=True)
+        reports.append(report)
+        if (why := await unreadable(history)) is not None:
+            report.ok, report.kind, report.message = False, "unreadable", why
+            continue
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-        report = ReplayReport(
-            file=str(path), run_id=history.workflow_id, events=len(history.events), ok=result.replay_failure is None
-        )
+        report.ok = result.replay_failure is None
         if result.replay_failure is not None:
             report.message = failure_message(result.replay_failure)
             report.kind = (
@@ -274,7 +298,6 @@ async def replay_files(paths: list[Path], workflows: list[type], workflow_id: st
                     _event_type(event),
                     describe_event(event),
                 )
-        reports.append(report)
     return reports
 
 
@@ -291,13 +314,17 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         for r in reports:
             if r.ok:
                 print(f"OK        {r.file} · run {r.run_id} · {r.events} events replayed")
+            elif r.kind == "unreadable":
+                print(f"UNREAD    {r.file} · run {r.run_id} · not replayed, {r.message}")
             else:
                 where = f" at event {r.event_id} {r.event_type} ({r.event})" if r.event_id else ""
                 print(f"DIVERGED  {r.file} · run {r.run_id} · {r.kind}{where}:")
                 print(f"          {r.message}")
         bad = sum(not r.ok for r in reports)
+        unread = sum(r.kind == "unreadable" for r in reports)
         print(
-            f"{len(reports)} histor{'y' if len(reports) == 1 else 'ies'}: {len(reports) - bad} replayed, {bad} diverged"
+            f"{len(reports)} histor{'y' if len(reports) == 1 else 'ies'}: {len(reports) - bad} replayed, "
+            f"{bad - unread} diverged" + (f", {unread} not readable here" if unread else "")
         )
     return 0 if all(r.ok for r in reports) else 1
 

@@ -1,5 +1,6 @@
 """`starter.py upgrade-check`: replay a sample of the cluster's recent histories, open and closed,
-of every flow against the code about to be deployed; exit 1 naming the first divergence.
+of every flow against the code about to be deployed; exit 1 naming the first divergence, or the
+first run this process cannot read (its payloads encrypted with a key it does not have).
 
 Run it in CI before a rollout, with the new code checked out and TEMPORAL_ADDRESS pointing at the
 production cluster (read-only: it lists runs and reads their histories). See docs/deploy.md.
@@ -15,7 +16,7 @@ from typing import Any
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError, _Definition
 
-from ensemble.cli.debug import _event_type, describe_event, failure_message, load_workflows, locate
+from ensemble.cli.debug import _event_type, describe_event, failure_message, load_workflows, locate, unreadable
 from ensemble.runs.sample import histories, sample_runs
 from ensemble.runtime import connection as temporal
 from ensemble.runtime.converter import data_converter
@@ -48,14 +49,13 @@ async def check(client: Any, workflows: list[type], *, per_flow: int, scan: int,
     runs = await sample_runs(client, names, per_flow=per_flow, scan=scan, flows=flows)
     out: list[Checked] = []
     async for run, history in histories(client, runs):
+        c = Checked(flow=run.flow, run_id=run.run_id, open=run.open, events=len(history.events), ok=True)
+        out.append(c)
+        if (why := await unreadable(history)) is not None:
+            c.ok, c.kind, c.message = False, "unreadable", why
+            continue
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-        c = Checked(
-            flow=run.flow,
-            run_id=run.run_id,
-            open=run.open,
-            events=len(history.events),
-            ok=result.replay_failure is None,
-        )
+        c.ok = result.replay_failure is None
         if result.replay_failure is not None:
             c.message = failure_message(result.replay_failure)
             c.kind = (
@@ -64,12 +64,13 @@ async def check(client: Any, workflows: list[type], *, per_flow: int, scan: int,
             event = await locate(replayer, history, c.message)
             if event is not None:
                 c.event_id, c.event_type, c.event = event.event_id, _event_type(event), describe_event(event)
-        out.append(c)
     return out
 
 
 def divergence_line(c: Checked) -> str:
     where = f" at event {c.event_id} {c.event_type} ({c.event})" if c.event_id else ""
+    if c.kind == "unreadable":
+        return f"flow '{c.flow}' run {c.run_id} ({'open' if c.open else 'closed'}): not replayed, {c.message}"
     return f"flow '{c.flow}' run {c.run_id} ({'open' if c.open else 'closed'}): {c.kind}{where}: {c.message}"
 
 
@@ -99,15 +100,21 @@ async def cmd_upgrade_check(args: argparse.Namespace) -> int:
         per_flow.setdefault(c.flow, []).append(c)
     for flow, items in sorted(per_flow.items()):
         n_open = sum(c.open for c in items)
-        diverged = sum(not c.ok for c in items)
-        state = "OK      " if not diverged else "DIVERGED"
-        print(f"{state}  {flow}: {n_open} open, {len(items) - n_open} closed run(s) replayed, {diverged} diverged")
+        diverged = sum(not c.ok and c.kind != "unreadable" for c in items)
+        unread = sum(c.kind == "unreadable" for c in items)
+        state = "OK      " if not diverged and not unread else "DIVERGED" if diverged else "UNREAD  "
+        line = f"{state}  {flow}: {n_open} open, {len(items) - n_open} closed run(s) replayed, {diverged} diverged"
+        print(line + (f", {unread} not readable here" if unread else ""))
     for c in bad:
         print(f"          {divergence_line(c)}")
     if not checked:
         print("no runs to check on this namespace (nothing can break)")
     elif bad:
-        print(f"upgrade blocked: {len(bad)} of {len(checked)} histories diverge; first: {divergence_line(bad[0])}")
+        n_unread = sum(c.kind == "unreadable" for c in bad)
+        what = f"{len(bad) - n_unread} of {len(checked)} histories diverge"
+        if n_unread:
+            what += f", {n_unread} cannot be read here"
+        print(f"upgrade blocked: {what}; first: {divergence_line(bad[0])}")
     else:
         print(f"{len(checked)} histories of {len(per_flow)} flow(s) replay on this code: safe to deploy")
     return 1 if bad else 0

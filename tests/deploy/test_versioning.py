@@ -202,7 +202,8 @@ async def test_upgrade_check_catches_an_incompatible_change(dev_server, task_que
     async with build_worker(client, task_queue):
         await (await start(client, flow, task_queue, "closed")).result()
     async with build_worker(client, task_queue):
-        parked = await start(client, {**GATED, "name": f"gated_{uuid.uuid4().hex[:6]}"}, task_queue, "open")
+        parked_flow = f"gated_{uuid.uuid4().hex[:6]}"
+        parked = await start(client, {**GATED, "name": parked_flow}, task_queue, "open")
         await wait_gate(parked)
 
     for _ in range(100):  # visibility catches up with the closed run
@@ -215,11 +216,13 @@ async def test_upgrade_check_catches_an_incompatible_change(dev_server, task_que
     (tmp_path / "build_b.py").write_text(textwrap.dedent(CHANGED))
     env = dev_server.env()
     env["PYTHONPATH"] = f"{ROOT}:{tmp_path}"
-    good = run_cli(["upgrade-check", "--sample", "3", "--scan", "500"], env)
+    # the two flows this test ran (other tests' runs on this server may be encrypted with their keys)
+    scope = ["--flow", flow["name"], "--flow", parked_flow]
+    good = run_cli(["upgrade-check", "--sample", "3", "--scan", "500", *scope], env)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "safe to deploy" in good.stdout and f"OK        {flow['name']}: 0 open, 1 closed" in good.stdout
 
-    bad = run_cli(["upgrade-check", "--sample", "3", "--scan", "500", "--workflows", "build_b:Reordered"], env)
+    bad = run_cli(["upgrade-check", "--sample", "3", "--scan", "500", *scope, "--workflows", "build_b:Reordered"], env)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     last = bad.stdout.strip().splitlines()[-1]
     assert last.startswith("upgrade blocked:") and "first: flow '" in last and "nondeterminism" in last, bad.stdout
@@ -232,3 +235,44 @@ async def test_upgrade_check_catches_an_incompatible_change(dev_server, task_que
     )
     assert report["ok"] is False and [c["run_id"] for c in report["checked"]] == [report["first_divergence"]["run_id"]]
     assert report["first_divergence"]["kind"] == "nondeterminism" and report["first_divergence"]["open"] is False
+
+
+def test_upgrade_check_names_the_runs_it_cannot_read(dev_server, task_queue, tmp_path):
+    """A run whose payloads are encrypted with a key the checking process lacks cannot be
+    replayed: it blocks the upgrade naming the key, not as a divergence of the code."""
+    import yaml
+
+    from ensemble.runtime import codec
+
+    name = f"sealed_{uuid.uuid4().hex[:6]}"
+    flow = tmp_path / f"{name}.flow.yaml"
+    flow.write_text(
+        yaml.safe_dump(
+            {"name": name, "imports": ["tests.agents"], "steps": [{"agent": "shout", "input": {"text": "$input.text"}}]}
+        )
+    )
+    keyed = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_CODEC_KEYS=f"k7:{codec.new_key()}")
+    done = run_cli(["run", str(flow), "--input", '{"text": "hi"}', "--wait", "--json"], keyed)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    check_cmd = ["upgrade-check", "--flow", name, "--sample", "2", "--scan", "200"]
+    for _ in range(100):  # visibility catches up with the closed run
+        with_key = run_cli(check_cmd, keyed)
+        if "no runs to check" not in with_key.stdout:
+            break
+    assert with_key.returncode == 0 and "safe to deploy" in with_key.stdout, with_key.stdout + with_key.stderr
+
+    without = run_cli(check_cmd, dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue))
+    assert without.returncode == 1, without.stdout + without.stderr
+    assert "Traceback" not in without.stderr
+    assert f"UNREAD    {name}: 0 open, 1 closed run(s) replayed, 0 diverged, 1 not readable here" in without.stdout
+    last = without.stdout.strip().splitlines()[-1]
+    assert last.startswith("upgrade blocked: 0 of 1 histories diverge, 1 cannot be read here; first:"), last
+    assert f"run {run_id} (closed): not replayed" in last and "key 'k7'" in last and codec.KEYS_ENV in last, last
+    report = json.loads(run_cli([*check_cmd, "--json"], dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue)).stdout)
+    assert report["ok"] is False and report["first_divergence"]["kind"] == "unreadable"
+
+    wrong = run_cli(
+        check_cmd, dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue, ENSEMBLE_CODEC_KEYS=f"k8:{codec.new_key()}")
+    )
+    assert wrong.returncode == 1 and "key 'k7', which this process does not have" in wrong.stdout, wrong.stdout

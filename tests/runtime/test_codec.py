@@ -140,6 +140,11 @@ async def test_encrypted_runs_leave_no_plain_text_at_rest_and_read_back_for_a_ke
     assert marker not in exported.read_text()  # exported as stored: encrypted
     replayed = run_cli(["replay", str(exported), "--json"], env)
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    # without the key the file cannot be read, and replay says so instead of reporting a divergence
+    keyless = run_cli(["replay", str(exported)], dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue))
+    assert keyless.returncode == 1 and "Traceback" not in keyless.stderr, keyless.stdout + keyless.stderr
+    assert "not replayed, its payloads are encrypted with key 'a'" in keyless.stdout, keyless.stdout
+    assert keyless.stdout.strip().endswith("0 replayed, 0 diverged, 1 not readable here"), keyless.stdout
     plain = tmp_path / "plain.json"
     assert run_cli(["history", failed_id, "--decode", "--out", str(plain)], env).returncode == 0
     assert marker in decoded_payloads(json.loads(plain.read_text())) and "Encoded failure" not in plain.read_text()
