@@ -198,3 +198,54 @@ async def test_a_converter_that_reads_contexts_is_given_what_the_sdk_sandbox_giv
         assert steps.calls["get_serialization_context"] > 0
     assert seen["ensemble"] == seen["sdk"]
     assert ("encode", "ActivitySerializationContext", "shout") in seen["ensemble"]
+
+
+class MemoryDriver(StorageDriver):
+    """A store that is not content-addressed: every payload stored gets a key of its own."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.targets: set[str] = set()
+
+    def name(self) -> str:
+        return "memory"
+
+    async def store(self, context: StorageDriverStoreContext, payloads: Sequence[Payload]) -> list[StorageDriverClaim]:
+        if context.target is not None:
+            self.targets.add(getattr(context.target, "id", ""))
+        claims = []
+        for payload in payloads:
+            key = uuid.uuid4().hex
+            self.blobs[key] = payload.SerializeToString()
+            claims.append(StorageDriverClaim(claim_data={"key": key}))
+        return claims
+
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
+        return [Payload.FromString(self.blobs[c.claim_data["key"]]) for c in claims]
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "deflate"])
+@pytest.mark.parametrize("runner", ["ensemble", "sdk"])
+async def test_every_payload_stored_by_reference_reads_back_in_either_sandbox(
+    dev_server, monkeypatch, runner, compressed
+):
+    # Every payload of a supervisor's run and its children goes to a store that is not
+    # content-addressed (a 1-byte threshold: even a reference's own payload would qualify), and
+    # the run reads each back: the children's results reach the supervisor as values.
+    if compressed:
+        monkeypatch.setenv("ENSEMBLE_PAYLOAD_COMPRESSION", "deflate")
+    driver = MemoryDriver()
+    store = ExternalStorage(drivers=[driver], payload_size_threshold=1)
+    client = Client(
+        dev_server.client.service_client,
+        namespace=dev_server.client.namespace,
+        data_converter=dataclasses.replace(data_converter(), external_storage=store),
+    )
+    run_id, outcome = await supervised_run(client, f"test-{uuid.uuid4().hex[:12]}", **sdk_sandbox(runner))
+    assert outcome.state["lead"]["results"]["size"] == {"chars": 7, "words": 2}
+    assert outcome.state["lead"]["results"]["loud"] == {"text": "ONE TWO"}
+    assert len(driver.blobs) > 20
+    ids = {target.replace(run_id, "ROOT") for target in driver.targets}
+    assert {"ROOT", "ROOT/lead.loud", "ROOT/lead.size"} <= ids, ids
