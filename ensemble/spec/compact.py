@@ -14,7 +14,7 @@ key says it). Agents of one flow are often alike (the same model, instructions, 
 agent may be written as the changes to an agent recorded before it in the same request
 (`{"^": "m1", "llm": {"prompt": "..."}}`): keys whose values differ, mappings changed key by key,
 and the keys it does not have under `"-"`. It is written so only where that is shorter, and only
-after reading the changes back gives the agent exactly (`_changed`), so no value can be misread as
+after reading the changes back gives the agent exactly (`_reads_back`), so no value can be misread as
 a change marker.
 """
 
@@ -33,7 +33,7 @@ from ensemble.spec.agent import AgentSpec
 MARK = "~"  # the key that holds a compact agent's defaults version
 BASE = "^"  # a compact agent written as the changes to this agent, recorded before it in the same request
 GONE = "-"  # in such changes: the keys the earlier agent has and this one does not
-_BASES = 16  # how many of the agents recorded just before one are tried as its base
+_BASES = 8  # how many of the agents recorded just before one are tried as its base
 
 # A table: the fields at their defaults ("defaults"), and the fields that hold another model,
 # one ("one") or a list of them ("many"), with that model's table.
@@ -167,24 +167,35 @@ def _compact_all(agents: dict[str, AgentSpec]) -> dict[str, Any]:
 
 
 def _shortest(own: dict[str, Any], written: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """`own`, or the changes to one of the agents recorded just before it where shorter."""
-    best, size = own, _size(own)
+    """`own`, or the changes to one of the agents recorded just before it where shorter and
+    reading them back gives `own` exactly."""
+    candidates = []
     for base_name in list(written)[-_BASES:]:
-        changed = _changed(written[base_name], own)
-        if changed is None:
-            continue
-        candidate = {BASE: base_name, **changed}
-        if (candidate_size := _size(candidate)) < size:
-            best, size = candidate, candidate_size
-    return best
+        candidate = {BASE: base_name, **_changes(written[base_name], own)}
+        candidates.append((_size(candidate), base_name, candidate))
+    own_size = _size(own)
+    for size, base_name, candidate in sorted(candidates, key=lambda c: c[0]):
+        if size >= own_size:
+            break
+        changes = {k: v for k, v in candidate.items() if k != BASE}
+        if _reads_back(written[base_name], changes, own):
+            return candidate
+    return own
 
 
 def _size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON values: 1, 1.0 and true are equal in Python, not to a reader."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _changes(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
@@ -193,7 +204,7 @@ def _changes(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     if gone:
         out[GONE] = gone
     for key, value in own.items():
-        if key in base and _json(base[key]) == _json(value):
+        if key in base and _same(base[key], value):
             continue
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             out[key] = _changes(base[key], value)
@@ -202,15 +213,14 @@ def _changes(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _changed(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any] | None:
-    """The changes that make `base` into `own`, or None where reading them back would not give
-    `own` exactly (a value of its own uses a change marker's key)."""
-    changes = _changes(base, own)
+def _reads_back(base: dict[str, Any], changes: dict[str, Any], own: dict[str, Any]) -> bool:
+    """Whether applying `changes` to `base` gives `own` exactly (not where a value of its own
+    uses a change marker's key)."""
     try:
         back = _apply(base, changes)
     except (TypeError, ValueError):
-        return None
-    return changes if _json(back) == _json(own) else None
+        return False
+    return _same(back, own)
 
 
 def _apply(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
