@@ -12,7 +12,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
-from ensemble.workflows.engine import FlowRun, execute_agent, failure_message, pattern
+from ensemble.workflows.activity import execute_agent
+from ensemble.workflows.engine import FlowRun, failure_message, pattern
 
 with workflow.unsafe.imports_passed_through():
     from ensemble.logic.inline import inline_size, oversize_reason

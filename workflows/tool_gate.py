@@ -15,7 +15,8 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from ensemble.workflows.engine import TOOL_GATE, FlowRun, Rewind, execute_agent
+from ensemble.workflows.activity import execute_agent
+from ensemble.workflows.engine import TOOL_GATE, FlowRun, Rewind
 from ensemble.workflows.gate import run_gate
 
 with workflow.unsafe.imports_passed_through():
