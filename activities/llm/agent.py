@@ -16,9 +16,9 @@ from temporalio import activity
 from ensemble.activities import mcp
 from ensemble.activities.errors import permanent
 from ensemble.activities.executors import executor
+from ensemble.activities.llm.endpoints import endpoint
 from ensemble.activities.llm.loop import Job, Loop
 from ensemble.activities.llm.output import Output
-from ensemble.activities.llm.providers import endpoint
 from ensemble.authoring.agents import load_handler
 from ensemble.logic.state import StateError, lookup
 from ensemble.spec import OUTPUT_TOOL, AgentCall, AgentResult, AgentSpec, LlmSpec, ToolSpec, protocol

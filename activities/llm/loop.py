@@ -29,9 +29,11 @@ from opentelemetry import trace
 from temporalio import activity
 
 from ensemble.activities.errors import permanent
+from ensemble.activities.llm.endpoints import Endpoint
 from ensemble.activities.llm.output import Output
-from ensemble.activities.llm.providers import Endpoint, Reply, Request, complete
+from ensemble.activities.llm.providers import complete
 from ensemble.activities.llm.tools import Outcome, run_tool
+from ensemble.activities.llm.wire import Reply, Request
 from ensemble.activities.scrub import clip
 from ensemble.authoring.tools import ToolContext
 from ensemble.logic.proofs import digest
