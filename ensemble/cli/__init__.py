@@ -8,7 +8,8 @@ import sys
 
 from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, mcp, payloads, serve, server, upgrade, worker
 
-# Every command group beyond app's own (run, status, result, cancel, flows, validate).
+# Every command group beyond the run commands app registers first (cli/runs.py: run, status, result,
+# cancel, flows, validate).
 GROUPS: tuple[app.Register, ...] = (
     server.register,
     approvals.register,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ensemble.cli.app import server_broke
 from ensemble.cli.output import console, emit_json, print_outcome
+from ensemble.cli.runs import server_broke
 from ensemble.client import EnsembleClient
 from ensemble.runs.history import get_run
 from ensemble.runtime import connection as temporal

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from ensemble.authoring.flows import LoadedFlow
-from ensemble.cli.app import read_input
+from ensemble.cli.runs import read_input
 from ensemble.client import check_input
 from ensemble.runs import dlq
 from ensemble.runtime import connection as temporal

@@ -15,7 +15,7 @@ from pathlib import Path
 from temporalio.client import WorkflowHandle
 
 from ensemble.authoring.flows import EXAMPLES_DIR, all_flows
-from ensemble.cli.app import read_input
+from ensemble.cli.runs import read_input
 from ensemble.client import check_input
 from ensemble.runtime.connection import connect
 from ensemble.runtime.worker import build_worker
