@@ -103,6 +103,10 @@ CAPS: dict[str, dict[str, Any]] = {
         "env": {"ENSEMBLE_ACTIVITY_SLOTS": "auto:4000"}
     },
     "agent threads 1000 (ENSEMBLE_AGENT_THREADS)": {"env": {"ENSEMBLE_AGENT_THREADS": "1000"}},
+    # The workflow cache (2,000 runs by default; the SDK's is 1,000): with more runs in flight,
+    # evicted runs replay their history at each workflow task (and the server sends it whole).
+    "workflow cache 4000 (ENSEMBLE_WORKFLOW_CACHE)": {"env": {"ENSEMBLE_WORKFLOW_CACHE": "4000"}},
+    "workflow cache 1000, the SDK's (the default before this revision)": {"env": {"ENSEMBLE_WORKFLOW_CACHE": "1000"}},
     # The server's own caches (dynamic config of the embedded server; one history shard holds
     # every run): Temporal's defaults are 512 runs' mutable state and 512 KiB of events.
     "server caches 4096 runs, 16 MiB of events": {

@@ -169,7 +169,7 @@ async def test_adaptive_slots_never_exceed_the_maximum():
     assert await asyncio.wait_for(fourth, 5) is not None and supplier.held == 3 and supplier.most == 3
 
 
-@pytest.mark.parametrize(("raw", "want"), [("", None), ("0", 0), (" 4000 ", 4000)])
+@pytest.mark.parametrize(("raw", "want"), [("", 2000), ("0", 0), (" 4000 ", 4000)])
 def test_the_workflow_cache_setting(monkeypatch, raw, want):
     monkeypatch.setenv("ENSEMBLE_WORKFLOW_CACHE", raw)
     assert workflow_cache() == want
@@ -186,6 +186,8 @@ async def test_the_worker_caches_as_many_runs_as_set(dev_server, task_queue, mon
     assert build_worker(dev_server.client, task_queue).config()["max_cached_workflows"] == 7
     given = build_worker(dev_server.client, f"{task_queue}-b", max_cached_workflows=3)  # serve(...) options win
     assert given.config()["max_cached_workflows"] == 3
+    monkeypatch.delenv("ENSEMBLE_WORKFLOW_CACHE")  # unset: 2,000 runs, where the SDK keeps 1,000
+    assert build_worker(dev_server.client, f"{task_queue}-c").config()["max_cached_workflows"] == 2000
 
 
 async def test_the_health_endpoint_shows_the_adaptive_slots(dev_server, task_queue, monkeypatch):
