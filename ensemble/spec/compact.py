@@ -187,14 +187,14 @@ def _size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_json(a: Any, b: Any) -> bool:
     """Equal as JSON values: 1, 1.0 and true are equal in Python, not to a reader."""
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+        return a.keys() == b.keys() and all(same_json(v, b[k]) for k, v in a.items())
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -204,7 +204,7 @@ def _changes(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     if gone:
         out[GONE] = gone
     for key, value in own.items():
-        if key in base and _same(base[key], value):
+        if key in base and same_json(base[key], value):
             continue
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             out[key] = _changes(base[key], value)
@@ -220,7 +220,7 @@ def _reads_back(base: dict[str, Any], changes: dict[str, Any], own: dict[str, An
         back = _apply(base, changes)
     except (TypeError, ValueError):
         return False
-    return _same(back, own)
+    return same_json(back, own)
 
 
 def _apply(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

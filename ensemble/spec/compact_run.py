@@ -19,7 +19,6 @@ default adds a version and writes with it; every version ever written stays read
 from __future__ import annotations
 
 import copy
-import json
 import typing
 from typing import Any, get_args, get_origin
 
@@ -27,19 +26,12 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-from ensemble.spec.compact import MARK
+from ensemble.spec.compact import MARK, same_json
 from ensemble.spec.frozen import TABLES
 
 LATEST = max(TABLES)
 Tables = dict[str, dict[str, Any]]
 ROOT = "RunRequest"
-
-
-def _same(value: Any, default: Any) -> bool:
-    """Equal as JSON (1 and 1.0, or 1 and true, are different values to a reader)."""
-    if value != default:
-        return False
-    return json.dumps(value, sort_keys=True) == json.dumps(default, sort_keys=True)
 
 
 def _member(tables: Tables, name: str, data: dict[str, Any]) -> dict[str, Any] | None:
@@ -60,7 +52,7 @@ def strip(tables: Tables, name: str, data: Any) -> Any:
     defaults = table.get("defaults", {})
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if key in defaults and _same(value, defaults[key]):
+        if key in defaults and same_json(value, defaults[key]):
             continue
         out[key] = _nested(tables, table, key, value, strip)
     return out
