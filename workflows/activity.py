@@ -26,11 +26,11 @@ def retry_policy(agent: AgentSpec) -> RetryPolicy:
     )
 
 
-def step_summary(agent: str, activity_id: str) -> str:
-    """What the Web UI shows for an agent step: `AGENT · step PATH`, or the agent's name alone
-    where the step is named after it."""
+def step_summary(agent: str, activity_id: str) -> str | None:
+    """What the Web UI shows for an agent step: `AGENT · step PATH`; none where the step is named
+    after its agent (the activity type, which the Web UI shows, says it all)."""
     path = activity_id.split("#")[0]
-    return agent if path == agent else f"{agent} · step {path}"
+    return None if path == agent else f"{agent} · step {path}"
 
 
 async def execute_agent(agent: AgentSpec, call: AgentCall, activity_id: str, task_queue: str) -> AgentResult:
