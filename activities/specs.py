@@ -18,7 +18,8 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.exceptions import ApplicationError
 
-from ensemble.spec import AgentSpec, RunRequest, protocol
+from ensemble.runtime import flow_versions
+from ensemble.spec import AgentSpec, RunRequest, protocol, versions
 from ensemble.spec.chat import ChatInput
 from ensemble.spec.run import SPEC_REF, agent_wire, spec_digest
 
@@ -84,6 +85,12 @@ async def _start_agents(workflow_id: str, run_id: str, workflow_type: str) -> di
         if not payloads:
             break
         [data, *_] = await client.data_converter.decode(payloads)
+        data = await flow_versions.resolve(client, data)  # a run that names its flow's version
+        if isinstance(data, dict) and versions.REF in data:
+            raise ApplicationError(
+                f"run {workflow_id} names flow version {data[versions.REF]}, whose record this worker cannot read",
+                type="FlowVersionUnknown",
+            )
         try:
             return agents_of(workflow_type, data)
         except ValueError:  # not the input of a flow run or a chat: nothing here names specs

@@ -32,9 +32,10 @@ from bench.modelflows import MODEL_BASELINE_WORKFLOW, langgraph_graph, model_flo
 from bench.scenarios import cpu_seconds
 from bench.server import ROOT, WorkerProcess, rss_mb
 from bench.stats import percentile
-from ensemble.authoring.flows import parse_flow
-from ensemble.runtime.launch import without_duplicate_agents
-from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest
+from ensemble.authoring.flows import deployed, parse_flow
+from ensemble.runtime import flow_versions
+from ensemble.spec import WORKFLOW_NAME, FlowOutcome, RunRequest, versions
+from ensemble.spec.run import flow_version, without_duplicate_agents
 
 TEXT = "Invoice 2026-114 from ACME: 3 items, total 1,240.00 EUR, due in 30 days."
 
@@ -196,7 +197,7 @@ class Systems:
         return self._ens
 
     def request(self, queue: str) -> RunRequest:
-        loaded = parse_flow(model_flow(self.steps), "bench model flow")
+        loaded = deployed(parse_flow(model_flow(self.steps), "bench model flow"))  # as if found by name
         # as the client records it (runtime/launch.start_request): each agent once
         return without_duplicate_agents(
             RunRequest(flow=loaded.spec, agents=loaded.agents, input=None, task_queue=queue)
@@ -235,13 +236,17 @@ class Systems:
             return time.perf_counter() - t, []
         queue = queue or self.queues[system]
         req = self.request(queue) if system == "ensemble" else None
+        named: set[str] = set()  # as the client starts a run of a deployed flow (runtime/launch.start_request)
+        if req is not None and flow_versions.enabled():
+            named.add(await flow_versions.record(self.ensemble_client(), flow_version(req)))
 
         async def one() -> Any:
             run = f"mb-{system[:3]}-{uuid.uuid4().hex[:12]}"
             if system == "ensemble":
                 assert req is not None
-                h = await self.ensemble_client().start_workflow(WORKFLOW_NAME, req.model_copy(update={"input": {"run": run, "text": TEXT}}),
-                                                     id=run, task_queue=queue, result_type=FlowOutcome)  # fmt: skip
+                with versions.naming(named):
+                    h = await self.ensemble_client().start_workflow(WORKFLOW_NAME, req.model_copy(update={"input": {"run": run, "text": TEXT}}),
+                                                         id=run, task_queue=queue, result_type=FlowOutcome)  # fmt: skip
                 outcome = await h.result()
                 if len(outcome.steps) != self.steps or not outcome.output:
                     raise RuntimeError(f"an Ensemble run finished {outcome.steps} with output {outcome.output!r}")

@@ -60,6 +60,12 @@ def build(client: Client, task_queue: str, kind: str, options: dict[str, Any]) -
 
         for spec in agents_block():
             deploy_agent(AgentSpec.model_validate(spec))
+        # and with the model-bound suite's flow, as `worker.py --flows FILE` would be: it knows the
+        # flow's version, which the suite's runs name (docs/flows.md, "Flow versions")
+        from bench.modelflows import model_flow
+        from ensemble.authoring.flows import deployed, parse_flow
+
+        deployed(parse_flow(model_flow(), "bench model flow"))
 
         from bench.server import ensemble_converter
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ensemble.authoring.agents import deploy_module
-from ensemble.authoring.flows import all_flows, load_flow_file
+from ensemble.authoring.flows import all_flows, deployed, load_flow_file
 from ensemble.spec.errors import InputError
 
 FLOWS_ENV = "ENSEMBLE_FLOWS"
@@ -27,11 +27,11 @@ def load_entry(entry: str) -> None:
     if path.is_dir():
         for pattern in _FLOW_PATTERNS:
             for file in sorted(path.glob(pattern)):
-                load_flow_file(file)
+                deployed(load_flow_file(file))
     elif path.suffix in (".yaml", ".yml", ".json") or os.sep in entry:
         if not path.exists():
             raise InputError(f"{FLOWS_ENV}/--flows: flow file not found: {entry}")
-        load_flow_file(path)
+        deployed(load_flow_file(path))
     else:
         try:
             importlib.import_module(entry)

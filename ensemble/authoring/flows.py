@@ -35,12 +35,15 @@ from ensemble.spec import (
     FlowSpec,
     GateStep,
     ParallelStep,
+    RunRequest,
     SequenceStep,
     SupervisorStep,
     agent_refs,
     child_steps,
+    versions,
 )
 from ensemble.spec.errors import InputError
+from ensemble.spec.run import flow_version
 
 EXAMPLES_DIR = (Path(__file__).resolve().parent.parent / "examples").resolve()  # bundled with the package
 PATTERN_NAMES: dict[type, str] = {
@@ -98,6 +101,14 @@ class LoadedFlow:
         for step in self.spec.steps:
             visit(step)
         return names
+
+
+def deployed(loaded: LoadedFlow) -> LoadedFlow:
+    """A flow this process found by name (bundled, in ENSEMBLE_FLOW_PATH or ENSEMBLE_FLOW_MODULES,
+    registered in Python, or a worker's ENSEMBLE_FLOWS): its version is known here, so a run of
+    it may name the version instead of carrying the flow (ensemble.spec.versions)."""
+    versions.remember(flow_version(RunRequest(flow=loaded.spec, agents=loaded.agents)))
+    return loaded
 
 
 def register_flow(spec: FlowSpec) -> FlowSpec:
@@ -289,7 +300,7 @@ def all_flows() -> list[LoadedFlow]:
     for path in _flow_files():
         flow = load_flow_file(path)
         found.setdefault(flow.spec.name, flow)
-    return [found[k] for k in sorted(found)]
+    return [deployed(found[k]) for k in sorted(found)]
 
 
 def find_flow(name_or_path: str) -> LoadedFlow:
@@ -301,12 +312,12 @@ def find_flow(name_or_path: str) -> LoadedFlow:
             raise InputError(f"flow file not found: {name_or_path}")
         return load_flow_file(path)
     if name_or_path in _PY_FLOWS:
-        return parse_flow(_PY_FLOWS[name_or_path].model_dump(), f"flow '{name_or_path}'")
+        return deployed(parse_flow(_PY_FLOWS[name_or_path].model_dump(), f"flow '{name_or_path}'"))
     names = []
     for file in _flow_files():
         name = _name_in_file(file)
         if name == name_or_path:
-            return load_flow_file(file)
+            return deployed(load_flow_file(file))
         if name:
             names.append(name)
     known = ", ".join(sorted({*names, *_PY_FLOWS})) or "none"

@@ -21,10 +21,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from ensemble.runtime import codec
+from ensemble.runtime import codec, flow_versions
 from ensemble.runtime import connection as temporal
 from ensemble.runtime.converter import data_converter, decode_message, decode_payload
 from ensemble.runtime.payloads import external_storage, inline_stored
+from ensemble.spec import versions
 from ensemble.spec.errors import EnsembleError, InputError
 
 # ---------------------------------------------------------------- history
@@ -43,6 +44,7 @@ async def cmd_history(args: argparse.Namespace) -> int:
         raise
     if not args.keep_references:  # values the run keeps in a payload store go into the record itself
         await inline_stored(history.events, external_storage(), f"run {args.run_id}")
+        await flow_versions.inline(client, history.events)  # and so does the flow version it names
     if args.decode:  # plain payloads and failure messages, for a holder of the encryption keys
         for event in history.events:
             decode_message(event)
@@ -247,9 +249,11 @@ def _names(e: HistoryEvent) -> set[str]:
     return set()
 
 
-async def unreadable(history: Any) -> str | None:
+async def unreadable(history: Any, client: Any = None) -> str | None:
     """Why this process cannot read a run's input (so cannot replay it), or None. A replay of such
-    a run fails at its first workflow task with only "Failed decoding arguments"."""
+    a run fails at its first workflow task with only "Failed decoding arguments". A run that names
+    its flow's version is readable where this process knows the version: deployed here, or read
+    from the version's record through `client`."""
     events = history.events
     payloads = list(events[0].workflow_execution_started_event_attributes.input.payloads) if events else []
     converter = data_converter()
@@ -261,9 +265,17 @@ async def unreadable(history: Any) -> str | None:
             f"set {codec.KEYS_ENV} or {codec.KEY_FILE_ENV} as the workers have them"
         )
     try:
-        await converter.decode(payloads)  # by reference from the payload store, decrypted, converted
+        values = await converter.decode(payloads)  # by reference from the payload store, decrypted, converted
     except Exception as err:  # a codec's own error names the key; anything else, as it says
         return f"its input cannot be decoded here: {str(err).splitlines()[0][:200] if str(err) else type(err).__name__}"
+    data = values[0] if values else None
+    if isinstance(data, dict) and versions.REF in data:
+        if versions.REF in await flow_versions.resolve(client, data):
+            return (
+                f"it names flow version {data[versions.REF]}, which this process does not know: deploy that flow "
+                "here (ENSEMBLE_FLOWS, ENSEMBLE_FLOW_PATH), or export the run with `history --out`, which writes "
+                "the version into the file"
+            )
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from ensemble.runtime import flow_versions
 from ensemble.spec.errors import InputError
 
 
@@ -15,6 +16,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise InputError(f"--port {args.port} is not a TCP port (1-65535)")
+    flow_versions.enabled()  # a malformed ENSEMBLE_FLOW_REFS stops the service here, not each start
     print(
         f"Ensemble service on http://{args.host}:{args.port} (inbox /inbox, API docs /docs, OpenAPI /openapi.json)",
         flush=True,

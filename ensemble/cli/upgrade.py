@@ -51,7 +51,7 @@ async def check(client: Any, workflows: list[type], *, per_flow: int, scan: int,
     async for run, history in histories(client, runs):
         c = Checked(flow=run.flow, run_id=run.run_id, open=run.open, events=len(history.events), ok=True)
         out.append(c)
-        if (why := await unreadable(history)) is not None:
+        if (why := await unreadable(history, client)) is not None:
             c.ok, c.kind, c.message = False, "unreadable", why
             continue
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

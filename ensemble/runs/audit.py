@@ -20,7 +20,7 @@ from temporalio.converter import DataConverter
 from ensemble.logic.proofs import ProofRefused, binding, verify
 from ensemble.runs.history import fold_history, read_history
 from ensemble.runs.recorded import RunHistory
-from ensemble.spec import GateDecision, RunRequest
+from ensemble.spec import GateDecision, RunRequest, versions
 from ensemble.spec.gate import TierTrust
 
 
@@ -86,6 +86,12 @@ async def audit_run(client: Client, run_id: str) -> AuditReport:
 def audit(h: RunHistory, *, run_id: str) -> AuditReport:
     """Every decision of the run, checked again against the keys its tiers recorded."""
     request = h.request
+    if request is None and isinstance(h.raw_input, dict) and versions.REF in h.raw_input:
+        raise ValueError(
+            f"the history of {run_id} names flow version {h.raw_input[versions.REF]}, which this process does not "
+            "know: deploy that flow here (ENSEMBLE_FLOWS, ENSEMBLE_FLOW_PATH), or audit the run on its server, or "
+            "an export written by `history --out`"
+        )
     if request is None:
         raise ValueError(f"the history of {run_id} has no flow run's start event")
     report = AuditReport(

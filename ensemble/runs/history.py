@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from ensemble.authoring.flows import walk_steps
 from ensemble.runs.recorded import Call, Child, Decision, GateNote, RunHistory, TierKeys
+from ensemble.runtime import flow_versions
 from ensemble.runtime.converter import decode_failure
 from ensemble.spec import AgentStep, RunRequest, protocol
 from ensemble.spec.errors import EnsembleError
@@ -137,7 +138,7 @@ async def read_history(client: Client, run_id: str, execution: str | None = None
     )
     chain = await _chain(client, run_id, execution)
     for index, events in enumerate(chain):
-        await _fold(client.data_converter, history, events, first=index == 0)
+        await _fold(client.data_converter, history, events, first=index == 0, client=client)
     _derive_keys(history)
     return history
 
@@ -159,7 +160,9 @@ async def fold_history(history: WorkflowHistory, converter: DataConverter) -> Ru
     return folded
 
 
-async def _fold(converter: DataConverter, h: RunHistory, events: list[Any], *, first: bool) -> None:
+async def _fold(
+    converter: DataConverter, h: RunHistory, events: list[Any], *, first: bool, client: Client | None = None
+) -> None:
     by_event: dict[int, Call] = {}
     keys_by_event: dict[int, TierKeys] = {}
     children: dict[int, Child] = {}
@@ -173,8 +176,8 @@ async def _fold(converter: DataConverter, h: RunHistory, events: list[Any], *, f
             h.started_at = when
             h.raw_input = await _decode_one(converter, event.workflow_execution_started_event_attributes.input)
             if h.workflow_type == protocol.FLOW_WORKFLOW and isinstance(h.raw_input, dict):
-                try:
-                    h.request = RunRequest.model_validate(h.raw_input)
+                try:  # a run that names its flow's version: read from the version's record if need be
+                    h.request = RunRequest.model_validate(await flow_versions.resolve(client, h.raw_input))
                 except ValueError:
                     h.request = None
                 if h.request is not None:  # a redrive or fork: the recorded results it reused

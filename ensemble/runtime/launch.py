@@ -7,21 +7,12 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
-from ensemble.runtime import telemetry, versioning
-from ensemble.spec import RunRequest, protocol
+from ensemble.runtime import flow_versions, telemetry, versioning
+from ensemble.spec import RunRequest, protocol, versions
 from ensemble.spec.errors import EnsembleError
-
-
-def without_duplicate_agents(request: RunRequest) -> RunRequest:
-    """The request as the run's history records it: an agent the flow file defines travels once,
-    in `agents` (every agent the run uses, resolved), not a second time in the flow's own list.
-    Nothing reads the flow's copy once a run has started; an inline agent that differs from the
-    resolved one, or that no step uses, stays."""
-    kept = [a for a in request.flow.agents if request.agents.get(a.name) != a]
-    if len(kept) == len(request.flow.agents):
-        return request
-    return request.model_copy(update={"flow": request.flow.model_copy(update={"agents": kept})})
+from ensemble.spec.run import flow_version, without_duplicate_agents
 
 
 async def start_request(
@@ -43,22 +34,39 @@ async def start_request(
     stored = getattr(client.data_converter, "external_storage", None) is not None
     request = request.model_copy(update={"inline_limit": None if stored else protocol.INLINE_VALUE_LIMIT})
     request = without_duplicate_agents(request)
+    refs = flow_versions.enabled()  # a malformed ENSEMBLE_FLOW_REFS stops here, in one line
     pairs = [SearchAttributePair(protocol.FLOW, request.flow.name)]
     if origin is not None:
         pairs.append(SearchAttributePair(origin[0], origin[1]))
     try:
         with telemetry.run_span(request.flow.name, run_id):  # the root of the run's trace
-            handle = await client.start_workflow(
-                protocol.FLOW_WORKFLOW,
-                request,
-                id=run_id,
-                task_queue=request.task_queue,
-                search_attributes=TypedSearchAttributes(pairs),
-                static_summary=summary[:200],
-                memo=memo,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                versioning_override=versioning.start_override(request.flow),  # pinned or auto-upgrade (docs/deploy.md)
-            )
+            named = await _version_named(client, request) if refs else set()
+            with versions.naming(named):
+                handle = await client.start_workflow(
+                    protocol.FLOW_WORKFLOW,
+                    request,
+                    id=run_id,
+                    task_queue=request.task_queue,
+                    search_attributes=TypedSearchAttributes(pairs),
+                    static_summary=summary[:200],
+                    memo=memo,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    # pinned or auto-upgrade (docs/deploy.md)
+                    versioning_override=versioning.start_override(request.flow),
+                )
     except WorkflowAlreadyStartedError:
         raise EnsembleError(f"a run with id '{run_id}' already exists; choose another id") from None
     return handle.id
+
+
+async def _version_named(client: Client, request: RunRequest) -> set[str]:
+    """The flow version a run of `request` names (ensemble.spec.versions): where this process knows
+    it (a deployed flow found by name, or one read from its record), recorded first; none where
+    the record cannot be written (the run then carries its flow)."""
+    body = flow_version(request)
+    if not versions.known(versions.digest(body)):
+        return set()
+    try:
+        return {await flow_versions.record(client, body)}
+    except RPCError:
+        return set()

@@ -25,7 +25,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from ensemble.activities import approvals, egress, faults, mcp, pool, run_agent, threads
 from ensemble.authoring.deploy import load_worker_flows
 from ensemble.authoring.tools import any_mcp_servers
-from ensemble.runtime import codec, logs, server
+from ensemble.runtime import codec, flow_versions, logs, server
 from ensemble.runtime.health import HealthServer
 from ensemble.runtime.sandbox import sandbox_runner
 from ensemble.runtime.slots import (
@@ -89,9 +89,12 @@ class EnsembleWorker(Worker):
     async def run(self) -> None:
         loop = id(asyncio.get_running_loop())
         _LIVE[loop] = _LIVE.get(loop, 0) + 1
+        watch = flow_versions.Watch(self.client)  # flow versions its runs name and it does not know
+        watch.start()
         try:
             await super().run()
         finally:
+            watch.stop()
             if self.adaptive_slots is not None:
                 retire(self.adaptive_slots)
             _LIVE[loop] -= 1
@@ -117,9 +120,9 @@ def build_worker(
     if info is not None:
         egress.protect(info.ui_url)
     gc_threshold()  # a malformed ENSEMBLE_GC_THRESHOLD stops the worker here, in one line
+    load_worker_flows()  # only deployed code runs: what this worker may run, and the flow versions it knows
     if activities:
         pool.max_connections()  # as does a malformed ENSEMBLE_LLM_MAX_CONNECTIONS
-        load_worker_flows()  # only deployed code runs: what this worker may run, loaded once
         if any_mcp_servers():
             mcp.preload()
     options.setdefault("workflow_runner", workflow_runner(client.data_converter))

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer, model_validator
 
-from ensemble.spec import compact, compact_run, protocol
+from ensemble.spec import compact, compact_run, protocol, versions
 from ensemble.spec.agent import AgentSpec
 from ensemble.spec.base import _Strict
 from ensemble.spec.models import DEFAULT_TASK_QUEUE, FlowSpec
@@ -68,12 +68,35 @@ class RunRequest(_Strict):
     # own fields without their values at the defaults, by a frozen table (ensemble.spec.compact_run).
     @model_serializer(mode="wrap", when_used="json")
     def _compact(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
-        return compact_run.compact(handler(self))
+        # and names its flow version instead of carrying it where the run's start asked for that
+        # (ensemble.spec.versions)
+        return versions.write(compact_run.compact(handler(self)))
 
     @model_validator(mode="before")
     @classmethod
     def _expand(cls, data: Any) -> Any:
-        return compact_run.expand(data)
+        return compact_run.expand(versions.read(data))
+
+
+def without_duplicate_agents(request: RunRequest) -> RunRequest:
+    """The request as the run's history records it: an agent the flow file defines travels once,
+    in `agents` (every agent the run uses, resolved), not a second time in the flow's own list.
+    Nothing reads the flow's copy once a run has started; an inline agent that differs from the
+    resolved one, or that no step uses, stays."""
+    kept = [a for a in request.flow.agents if request.agents.get(a.name) != a]
+    if len(kept) == len(request.flow.agents):
+        return request
+    return request.model_copy(update={"flow": request.flow.model_copy(update={"agents": kept})})
+
+
+def flow_version(request: RunRequest) -> dict[str, Any]:
+    """The flow version a run of this request records (ensemble.spec.versions): its flow and
+    agents as the start event writes them."""
+    recorded = without_duplicate_agents(request)
+    # the flow and agents alone: a run's input (up to 64 MB with a payload store) is not dumped for it
+    return versions.body_of(
+        RunRequest.model_construct(flow=recorded.flow, agents=recorded.agents).model_dump(mode="json")
+    )
 
 
 class AgentContext(_Strict):
