@@ -238,7 +238,8 @@ class Systems:
         req = self.request(queue) if system == "ensemble" else None
         named: set[str] = set()  # as the client starts a run of a deployed flow (runtime/launch.start_request)
         if req is not None and flow_versions.enabled():
-            named.add(await flow_versions.record(self.ensemble_client(), flow_version(req)))
+            found = await flow_versions.record(self.ensemble_client(), flow_version(req))
+            named |= {found} if found is not None else set()
 
         async def one() -> Any:
             run = f"mb-{system[:3]}-{uuid.uuid4().hex[:12]}"

@@ -39,6 +39,7 @@ RECORD_DELAY = timedelta(days=36525)
 # (server, namespace) -> version -> when this process last made sure of its record: a record
 # someone terminated is written again within RECORD_REFRESH_S by a long-lived client too.
 _recorded: dict[tuple[str, str], dict[str, float]] = {}
+_refused: dict[tuple[str, str], dict[str, float]] = {}  # the same, for records the server refused
 RECORD_REFRESH_S = 3600.0
 
 
@@ -54,23 +55,31 @@ def _where(client: Client) -> tuple[str, str]:
     return (client.service_client.config.target_host, client.namespace)
 
 
-async def record(client: Client, body: dict[str, Any]) -> str:
-    """Record a flow version in the client's namespace (once per process); its digest."""
+async def record(client: Client, body: dict[str, Any]) -> str | None:
+    """Record a flow version in the client's namespace (once per process); its digest, or None
+    where the server refused the record (asked again after RECORD_REFRESH_S, not at every start)."""
     found = versions.remember(body)
     done = _recorded.setdefault(_where(client), {})
+    refused = _refused.setdefault(_where(client), {})
     if time.monotonic() - done.get(found, -RECORD_REFRESH_S) < RECORD_REFRESH_S:
         return found
+    if time.monotonic() - refused.get(found, -RECORD_REFRESH_S) < RECORD_REFRESH_S:
+        return None
     name = body["flow"].get("name", "") if isinstance(body.get("flow"), dict) else ""
-    await client.start_workflow(
-        RECORD_TYPE,
-        {"name": name, "version": found, "body": body},
-        id=versions.RECORD_PREFIX + found,
-        task_queue=RECORD_QUEUE,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        start_delay=RECORD_DELAY,
-        static_summary=f"flow version {versions.ref(name, found)}"[:200],
-    )
+    try:
+        await client.start_workflow(
+            RECORD_TYPE,
+            {"name": name, "version": found, "body": body},
+            id=versions.RECORD_PREFIX + found,
+            task_queue=RECORD_QUEUE,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_delay=RECORD_DELAY,
+            static_summary=f"flow version {versions.ref(name, found)}"[:200],
+        )
+    except RPCError:
+        refused[found] = time.monotonic()
+        return None
     done[found] = time.monotonic()
     return found
 
@@ -112,8 +121,8 @@ async def resolve(client: Client | None, data: Any) -> Any:
     if not versions.known(found) and client is not None:
         try:
             await fetch(client, data[versions.REF])
-        except RPCError:
-            pass  # reading the request says which version it could not find
+        except Exception:  # noqa: BLE001 - unreadable here (no key, no server): reading it says which version
+            pass
     if not versions.known(found):
         _load_deployed()
     try:

@@ -7,7 +7,6 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
 
 from ensemble.runtime import flow_versions, telemetry, versioning
 from ensemble.spec import RunRequest, protocol, versions
@@ -66,7 +65,5 @@ async def _version_named(client: Client, request: RunRequest) -> set[str]:
     body = flow_version(request)
     if not versions.known(versions.digest(body)):
         return set()
-    try:
-        return {await flow_versions.record(client, body)}
-    except RPCError:
-        return set()
+    found = await flow_versions.record(client, body)
+    return {found} if found is not None else set()
