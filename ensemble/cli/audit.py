@@ -42,7 +42,7 @@ async def cmd_audit(args: argparse.Namespace) -> int:
 
 def _print(report: AuditReport, out: Console) -> None:
     out.print(
-        f"run [bold]{report.run_id}[/bold] (flow {report.flow}, identity {report.identity}): "
+        f"run [bold]{report.run_id}[/bold] (flow {report.flow_version or report.flow}, identity {report.identity}): "
         + ("[green]every decision verified[/green]" if report.ok else "[red]VERIFICATION FAILED[/red]")
     )
     if report.asks_again:

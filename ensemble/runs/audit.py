@@ -48,6 +48,7 @@ class AuditReport:
     identity: str
     decisions: list[AuditedDecision] = field(default_factory=list)
     asks_again: dict[str, Any] | None = None  # the rejected run this run asks again (`run --again`)
+    flow_version: str | None = None  # NAME@DIGEST where the run names its flow's version (docs/flows.md)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +58,7 @@ class AuditReport:
         return {
             "run_id": self.run_id,
             "flow": self.flow,
+            "flow_version": self.flow_version,
             "identity": self.identity,
             "ok": self.ok,
             "asks_again": self.asks_again,
@@ -99,6 +101,7 @@ def audit(h: RunHistory, *, run_id: str) -> AuditReport:
         flow=request.flow.name,
         identity=request.flow.identity,
         asks_again=request.asks_again.model_dump() if request.asks_again else None,
+        flow_version=h.raw_input.get(versions.REF) if isinstance(h.raw_input, dict) else None,
     )
     opened = sorted([(k.at, k) for k in h.tier_keys], key=lambda pair: pair[0])
     seen: set[str] = set()

@@ -106,7 +106,11 @@ async def test_a_run_names_its_version_and_a_worker_without_the_flow_reads_it_fr
     env = dev_server.env(ENSEMBLE_TASK_QUEUE=task_queue)  # CLI processes without the flow file
     audit = run_cli(["audit", started.run_id, "--json"], env)
     assert audit.returncode == 0, audit.stderr
-    assert json.loads(audit.stdout)["flow"] == name  # read from the run's request, so from the record
+    report = json.loads(audit.stdout)
+    assert report["flow"] == name  # read from the run's request, so from the record
+    assert report["flow_version"] == f"{name}@{digest}"
+    listed = json.loads(run_cli(["flows", "--json"], dev_server.env(ENSEMBLE_FLOW_PATH=str(flows))).stdout)
+    assert [f["version"] for f in listed if f["name"] == name] == [digest]  # where it is deployed
 
     exported = tmp_path / "run.json"
     done = run_cli(["history", started.run_id, "--out", str(exported)], env)
