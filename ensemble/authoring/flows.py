@@ -62,6 +62,7 @@ class LoadedFlow:
     agents: dict[str, AgentSpec]
     source: Path | None = None
     unchecked: list[str] = field(default_factory=list)  # what a load without imports could not check
+    version: str | None = None  # the digest its runs name, for a flow found by name (`deployed`)
 
     @property
     def example_input(self) -> Path | None:
@@ -107,7 +108,7 @@ def deployed(loaded: LoadedFlow) -> LoadedFlow:
     """A flow this process found by name (bundled, in ENSEMBLE_FLOW_PATH or ENSEMBLE_FLOW_MODULES,
     registered in Python, or a worker's ENSEMBLE_FLOWS): its version is known here, so a run of
     it may name the version instead of carrying the flow (ensemble.spec.versions)."""
-    versions.remember(flow_version(RunRequest(flow=loaded.spec, agents=loaded.agents)))
+    loaded.version = versions.remember(flow_version(RunRequest(flow=loaded.spec, agents=loaded.agents)))
     return loaded
 
 

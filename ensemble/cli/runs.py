@@ -20,9 +20,8 @@ from ensemble.client import SAME_INPUT, EnsembleClient
 from ensemble.runs.history import get_run
 from ensemble.runtime import connection as temporal
 from ensemble.runtime.payloads import max_input_bytes
-from ensemble.spec import RunRequest, versions
+from ensemble.spec import RunRequest
 from ensemble.spec.errors import InputError
-from ensemble.spec.run import flow_version
 
 
 def register(sub: Any) -> None:
@@ -141,7 +140,7 @@ def cmd_flows(args: argparse.Namespace) -> int:
             "agents": f.agent_order,
             "example_input": _rel(f.example_input) or None,
             # the version its runs name (docs/flows.md, "Flow versions")
-            "version": versions.digest(flow_version(RunRequest(flow=f.spec, agents=f.agents))),
+            "version": f.version,
         }
         for f in flows
     ]
