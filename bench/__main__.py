@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--crash-trials", type=int, default=None, help="model suite: kills per moment (default the plan's)")
     p.add_argument(
-        "--systems", default=None, help="model suite: systems to run, e.g. ensemble,temporal (default all three)"
+        "--systems",
+        default=None,
+        help="model suite: systems to run, e.g. ensemble,temporal (default ensemble,temporal,langgraph; temporal-uncapped: the baseline with Ensemble's 2,000 activity slots and cache of 2,000 runs)",
     )
     p.add_argument(
         "--settings",
@@ -107,7 +109,14 @@ def model_main(args: argparse.Namespace) -> int:
     if args.crash_trials is not None:
         plan = dataclasses.replace(plan, crash_trials=args.crash_trials)
     if args.systems:
-        plan = dataclasses.replace(plan, systems=tuple(args.systems.split(",")))
+        systems = tuple(x.strip() for x in args.systems.split(","))
+        if unknown := [x for x in systems if x not in modelbound.SYSTEMS]:
+            print(
+                f"error: --systems: unknown {', '.join(unknown)} (known: {', '.join(modelbound.SYSTEMS)})",
+                file=sys.stderr,
+            )
+            return 2
+        plan = dataclasses.replace(plan, systems=systems)
     if args.caps_rounds is not None:
         plan = dataclasses.replace(plan, caps_rounds=args.caps_rounds)
     if args.settings:

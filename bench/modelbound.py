@@ -366,7 +366,11 @@ async def run_model_suite(plan: ModelPlan, home: Path, bench: Any) -> dict[str, 
     return out
 
 
-WORKER_KIND = {"ensemble": "ensemble", "temporal": "model_baseline"}
+WORKER_KIND = {"ensemble": "ensemble", "temporal": "model_baseline", "temporal-uncapped": "model_baseline"}
+# The baseline with Ensemble's worker defaults instead of the SDK's (100 activity slots, a cache of
+# 1,000 runs): whether a point short of its ideal is short for any Temporal worker on this machine.
+UNCAPPED = {"max_concurrent_activities": 2000, "max_cached_workflows": 2000}
+SYSTEMS = ("ensemble", "temporal", "temporal-uncapped", "langgraph")
 
 
 async def measure_alone(bench: Any, model: ModelServerProcess, home: Path, plan: ModelPlan, system: str, n: int,
@@ -383,7 +387,8 @@ async def measure_alone(bench: Any, model: ModelServerProcess, home: Path, plan:
         finally:
             await sys_.close()
     srv, client = await bench.server(f"model-{tag}", add=SERVER_CONFIG)
-    proc = bench.worker(srv, WORKER_KIND[system], env)
+    setting = env if system != "temporal-uncapped" else {**env, "options": {**env.get("options", {}), **UNCAPPED}}
+    proc = bench.worker(srv, WORKER_KIND[system], setting)
     sys_ = Systems(client, model, home, plan.steps, queues={system: proc.task_queue},
                    pids={system: {"server": srv.pid, "worker": proc.pid}})  # fmt: skip
     try:

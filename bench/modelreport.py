@@ -6,7 +6,12 @@ from typing import Any
 
 from bench.stats import fmt_ms
 
-NAMES = {"ensemble": "Ensemble", "temporal": "plain Temporal (baseline)", "langgraph": "LangGraph + AsyncSqliteSaver"}
+NAMES = {
+    "ensemble": "Ensemble",
+    "temporal": "plain Temporal (baseline)",
+    "temporal-uncapped": "plain Temporal, 2,000 activity slots and cache",
+    "langgraph": "LangGraph + AsyncSqliteSaver",
+}
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:

@@ -20,7 +20,7 @@ from temporalio.converter import DataConverter
 from ensemble.logic.proofs import ProofRefused, binding, verify
 from ensemble.runs.history import fold_history, read_history
 from ensemble.runs.recorded import RunHistory
-from ensemble.spec import GateDecision, RunRequest, versions
+from ensemble.spec import GateDecision, RunRequest
 from ensemble.spec.gate import TierTrust
 
 
@@ -88,9 +88,9 @@ async def audit_run(client: Client, run_id: str) -> AuditReport:
 def audit(h: RunHistory, *, run_id: str) -> AuditReport:
     """Every decision of the run, checked again against the keys its tiers recorded."""
     request = h.request
-    if request is None and isinstance(h.raw_input, dict) and versions.REF in h.raw_input:
+    if request is None and h.flow_version is not None:
         raise ValueError(
-            f"the history of {run_id} names flow version {h.raw_input[versions.REF]}, which this process does not "
+            f"the history of {run_id} names flow version {h.flow_version}, which this process does not "
             "know: deploy that flow here (ENSEMBLE_FLOWS, ENSEMBLE_FLOW_PATH), or audit the run on its server, or "
             "an export written by `history --out`"
         )
@@ -101,7 +101,7 @@ def audit(h: RunHistory, *, run_id: str) -> AuditReport:
         flow=request.flow.name,
         identity=request.flow.identity,
         asks_again=request.asks_again.model_dump() if request.asks_again else None,
-        flow_version=h.raw_input.get(versions.REF) if isinstance(h.raw_input, dict) else None,
+        flow_version=h.flow_version,
     )
     opened = sorted([(k.at, k) for k in h.tier_keys], key=lambda pair: pair[0])
     seen: set[str] = set()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ensemble.spec import RunRequest, protocol
+from ensemble.spec import RunRequest, protocol, versions
 from ensemble.spec.errors import EnsembleError
 
 
@@ -113,6 +113,12 @@ class RunHistory:
         if self.request is None:
             raise EnsembleError(f"run '{self.run_id}' is a {self.workflow_type} workflow, not a flow run")
         return self.request
+
+    @property
+    def flow_version(self) -> str | None:
+        """The flow version the run's request names (NAME@DIGEST); None where it carried its flow."""
+        named = self.raw_input.get(versions.REF) if isinstance(self.raw_input, dict) else None
+        return named if isinstance(named, str) else None
 
     @property
     def failed_children(self) -> list[tuple[str, str]]:

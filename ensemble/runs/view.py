@@ -179,6 +179,7 @@ async def describe_run(client: Client, run_id: str, execution: str | None = None
         ended_at=iso(h.description.close_time),
         usage=total_usage(records),
         asks_again=h.request.asks_again.model_dump() if h.request and h.request.asks_again else None,
+        flow_version=h.flow_version,
     )
 
 

@@ -9,8 +9,9 @@ client records the version before it starts a run naming it (once per version an
 process); starting an existing record is a no-op (id conflict policy USE_EXISTING), and a record
 someone terminated is written again by the next run's start.
 
-Whoever reads a run that names a version it does not know reads the record: a worker (`watch`:
-the workflow task that met the reference fails, and its retry finds the version), the readers of
+Whoever reads a run that names a version it does not know reads the record: a worker (`Watch`:
+the workflow task that met the reference waits for the record's fetch, or fails once and its retry
+finds the version), the readers of
 run histories (`resolve`), and `history --out`, which writes the version back into the exported
 history so that a file stays enough on its own (`inline`). A record's body is checked against its
 digest before it is kept, so a record written by anyone else cannot change what a run reads.
@@ -19,7 +20,9 @@ digest before it is kept, so a record written by anyone else cannot change what 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -144,16 +147,23 @@ def _load_deployed() -> None:
 
 class Watch:
     """A worker's eye on the versions its runs name: a reference its workflow code cannot read
-    (it does no I/O) is fetched on the worker's event loop, so the retried workflow task reads it."""
+    (it does no I/O) is fetched on the worker's event loop while the workflow task waits for it
+    (up to WAIT_S, well within the SDK's 2-second deadlock detection), so the task goes on with the
+    version. A fetch that takes longer fails that workflow task once, and its retry reads it."""
+
+    WAIT_S = 1.0
 
     def __init__(self, client: Client) -> None:
         self.client = client
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._fetching: set[str] = set()
+        self._loop_thread: int | None = None
+        self._lock = threading.Lock()
+        self._fetching: dict[str, concurrent.futures.Future[None]] = {}
         self._stop: Any = None
 
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._stop = versions.on_miss(self._missed)
 
     def stop(self) -> None:
@@ -161,21 +171,30 @@ class Watch:
             self._stop()
             self._stop = None
 
+    async def _fetch_once(self, ref: str) -> None:
+        try:
+            await fetch(self.client, ref)
+        except Exception:  # noqa: BLE001 - the workflow task fails and says which version
+            pass
+        finally:
+            with self._lock:
+                self._fetching.pop(ref, None)
+
     def _missed(self, ref: str) -> None:
         loop = self.loop
-        if loop is None or ref in self._fetching or loop.is_closed():
+        if loop is None or loop.is_closed():
             return
-        self._fetching.add(ref)
-
-        async def fetch_once() -> None:
-            try:
-                await fetch(self.client, ref)
-            except Exception:  # noqa: BLE001 - the workflow task fails again and says which version
-                pass
-            finally:
-                self._fetching.discard(ref)
-
-        asyncio.run_coroutine_threadsafe(fetch_once(), loop)
+        with self._lock:  # one fetch per version, however many workflow tasks meet it at once
+            pending = self._fetching.get(ref)
+            if pending is None:
+                pending = asyncio.run_coroutine_threadsafe(self._fetch_once(ref), loop)
+                self._fetching[ref] = pending
+        if threading.get_ident() == self._loop_thread:
+            return  # the loop itself cannot wait for its own fetch
+        try:
+            pending.result(timeout=self.WAIT_S)
+        except Exception:  # noqa: BLE001 - not yet (or not at all): the task fails and is retried
+            pass
 
 
 async def inline(client: Client, events: Any) -> None:

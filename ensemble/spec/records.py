@@ -153,3 +153,6 @@ class RunStatusView(_Strict):
     asks_again: dict[str, Any] | None = Field(
         None, description="the rejected run this run asks again: {run_id, gate, by, why, at} (`run --again`)"
     )
+    flow_version: str | None = Field(
+        None, description="the flow version the run names (NAME@DIGEST; null where it carried its flow: docs/flows.md)"
+    )

@@ -76,8 +76,8 @@ def parse_ref(value: Any) -> tuple[str, str]:
 
 
 def on_miss(hook: Callable[[str], None]) -> Callable[[], None]:
-    """Tell `hook` of every reference this process cannot read (a worker fetches its record);
-    returns the call that stops telling it."""
+    """Tell `hook` of every reference this process cannot read (a worker fetches its record, and
+    may return once it has: the reference is read again); returns the call that stops telling it."""
     _on_miss.append(hook)
     return lambda: _on_miss.remove(hook) if hook in _on_miss else None
 
@@ -124,6 +124,8 @@ def read(data: Any) -> Any:
                 hook(data[REF])
             except Exception:  # noqa: BLE001 - a hook's failure must not hide the miss itself
                 pass
+        kept = _known.get(found)  # a hook may have read it meanwhile (a worker's fetch)
+    if kept is None:
         raise VersionUnknown(
             f"flow '{name}' version {found} is not known to this process yet: it reads it from the "
             f"version's record (workflow {RECORD_PREFIX}{found}), or from the flow files it was deployed with"

@@ -20,7 +20,7 @@ from ensemble.client import EnsembleClient
 from ensemble.runs.history import read_history
 from ensemble.runtime import flow_versions
 from ensemble.spec import versions
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, running_worker
 
 FLOW = """
 name: {name}
@@ -65,6 +65,8 @@ async def test_a_run_names_its_version_and_a_worker_without_the_flow_reads_it_fr
     client = dev_server.client
     started = await EnsembleClient(client).start(name, {"name": "Ada"}, run_id=f"{name}-1")
     handle = client.get_workflow_handle(started.run_id)
+    # more runs of the version waiting for the worker: they meet it at once, and one read serves them
+    others = [await EnsembleClient(client).start(name, {"name": f"Bo{i}"}, run_id=f"{name}-more-{i}") for i in range(4)]
 
     recorded = start_input(await handle.fetch_history())
     assert recorded[versions.REF].startswith(f"{name}@") and "flow" not in recorded and "agents" not in recorded
@@ -83,16 +85,19 @@ async def test_a_run_names_its_version_and_a_worker_without_the_flow_reads_it_fr
     )
     try:
         outcome = await asyncio.wait_for(handle.result(), 60)
+        more = await asyncio.wait_for(
+            asyncio.gather(*(client.get_workflow_handle(o.run_id).result() for o in others)), 60
+        )
     finally:
         worker.terminate()
         _, err = worker.communicate(timeout=30)
     assert outcome["output"] == "Hello, Ada!", outcome
+    assert [m["output"] for m in more] == [f"Hello, Bo{i}!" for i in range(4)]
     assert b"Traceback" not in err, err.decode()[-2000:]
-    history = await handle.fetch_history()
-    failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
-    # the worker met the version once (it was not deployed with it), read its record, and the retry ran
-    assert len(failed) == 1
-    assert digest in str(failed[0].workflow_task_failed_event_attributes.failure)  # its cause says which
+    # the worker was not deployed with the version: it read the record while the tasks waited
+    for run_id in [started.run_id, *(o.run_id for o in others)]:
+        history = await client.get_workflow_handle(run_id).fetch_history()
+        assert not [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
 
     # a reader that does not know the version reads it from the record
     kept_body = versions._known.pop(digest)
@@ -109,6 +114,8 @@ async def test_a_run_names_its_version_and_a_worker_without_the_flow_reads_it_fr
     report = json.loads(audit.stdout)
     assert report["flow"] == name  # read from the run's request, so from the record
     assert report["flow_version"] == f"{name}@{digest}"
+    status = run_cli(["status", started.run_id, "--json"], env)
+    assert json.loads(status.stdout)["flow_version"] == f"{name}@{digest}", status.stdout + status.stderr
     listed = json.loads(run_cli(["flows", "--json"], dev_server.env(ENSEMBLE_FLOW_PATH=str(flows))).stdout)
     assert [f["version"] for f in listed if f["name"] == name] == [digest]  # where it is deployed
 
@@ -171,3 +178,29 @@ async def test_off_and_flows_from_a_file_carry_the_flow(dev_server, task_queue, 
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "error: ENSEMBLE_FLOW_REFS='maybe': use on or off"
     ], bad.stderr
+
+
+async def test_a_record_read_slower_than_the_task_waits_fails_that_task_once(
+    dev_server, task_queue, deployed_here, monkeypatch
+):
+    """The fallback where the read takes longer than a workflow task may wait: the task fails once,
+    its cause names the version, and the retry runs with the version read meanwhile."""
+    name, _ = deployed_here
+    monkeypatch.setenv("ENSEMBLE_TASK_QUEUE", task_queue)
+    client = dev_server.client
+    started = await EnsembleClient(client).start(name, {"name": "Ada"}, run_id=f"{name}-slow")
+    handle = client.get_workflow_handle(started.run_id)
+    digest = versions.parse_ref(start_input(await handle.fetch_history())[versions.REF])[1]
+    monkeypatch.delenv("ENSEMBLE_FLOW_PATH")  # the worker below is not deployed with the flow
+    kept = versions._known.pop(digest)  # and this process (it) does not know the version
+    monkeypatch.setattr(flow_versions.Watch, "WAIT_S", 0.0)
+    try:
+        async with running_worker(client, task_queue):
+            outcome = await asyncio.wait_for(handle.result(), 60)
+    finally:
+        versions._known.setdefault(digest, kept)
+    assert outcome["output"] == "Hello, Ada!", outcome
+    history = await handle.fetch_history()
+    failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+    assert len(failed) == 1
+    assert digest in str(failed[0].workflow_task_failed_event_attributes.failure)  # its cause says which
