@@ -191,8 +191,8 @@ class Watch:
                 self._fetching[ref] = pending
         if threading.get_ident() == self._loop_thread:
             return  # the loop itself cannot wait for its own fetch
-        try:
-            pending.result(timeout=self.WAIT_S)
+        try:  # several workers in one process share the wait, so it stays within WAIT_S in all
+            pending.result(timeout=self.WAIT_S / max(1, versions.listeners()))
         except Exception:  # noqa: BLE001 - not yet (or not at all): the task fails and is retried
             pass
 

@@ -82,6 +82,11 @@ def on_miss(hook: Callable[[str], None]) -> Callable[[], None]:
     return lambda: _on_miss.remove(hook) if hook in _on_miss else None
 
 
+def listeners() -> int:
+    """How many hooks are told of a miss (each worker's share of the time a reader may wait)."""
+    return len(_on_miss)
+
+
 @contextmanager
 def naming(digests: set[str] | frozenset[str]) -> Iterator[None]:
     """Within this block (one task), run requests whose flow version is one of `digests` are
@@ -124,7 +129,9 @@ def read(data: Any) -> Any:
                 hook(data[REF])
             except Exception:  # noqa: BLE001 - a hook's failure must not hide the miss itself
                 pass
-        kept = _known.get(found)  # a hook may have read it meanwhile (a worker's fetch)
+            kept = _known.get(found)  # a hook may have read it meanwhile (a worker's fetch)
+            if kept is not None:
+                break
     if kept is None:
         raise VersionUnknown(
             f"flow '{name}' version {found} is not known to this process yet: it reads it from the "

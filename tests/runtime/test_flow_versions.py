@@ -10,6 +10,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -204,3 +205,33 @@ async def test_a_record_read_slower_than_the_task_waits_fails_that_task_once(
     failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
     assert len(failed) == 1
     assert digest in str(failed[0].workflow_task_failed_event_attributes.failure)  # its cause says which
+
+
+async def test_workers_in_one_process_share_the_wait_for_a_slow_record(monkeypatch):
+    """Each worker in a process watches for versions; however many there are, a workflow task waits
+    for a slow read at most WAIT_S in all, within the SDK's 2-second deadlock detection."""
+
+    async def slow_fetch(client, ref):
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(flow_versions, "fetch", slow_fetch)
+    watches = [flow_versions.Watch(None), flow_versions.Watch(None)]
+    for watch in watches:
+        watch.start()
+    ref = versions.ref("nowhere", "A" * 24)
+    try:
+
+        def read_in_a_workflow_thread() -> float:
+            began = time.monotonic()
+            with pytest.raises(versions.VersionUnknown):
+                versions.read({versions.REF: ref, "input": None})
+            return time.monotonic() - began
+
+        waited = await asyncio.to_thread(read_in_a_workflow_thread)
+    finally:
+        for watch in watches:
+            watch.stop()
+        for task in asyncio.all_tasks():  # the reads still sleeping
+            if getattr(task.get_coro(), "__qualname__", "").endswith("_fetch_once"):
+                task.cancel()
+    assert flow_versions.Watch.WAIT_S * 0.9 <= waited < 2.0, waited
