@@ -12,17 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ensemble.runtime.server import free_port as free_port  # a port below the ephemeral range
 from tests.conftest import ROOT
 
 
 def ledger(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stdio_server(name: str, ledger_file: Path, *extra: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import NoReturn
 
 from ensemble.runtime import codec, converter
 from ensemble.runtime.payloads import INLINE_LIMIT
@@ -34,6 +35,7 @@ from ensemble.runtime.server_state import (
     died,
     disk_problem,
     ensure_state_dir,
+    exited,
     free_port,
     last_error,
     local_problem,
@@ -60,6 +62,7 @@ __all__ = [  # with what server_state.py defines, so `server.running()` and the 
     "ServerInfo",
     "command",
     "died",
+    "exited",
     "free_port",
     "local_problem",
     "port_open",
@@ -198,43 +201,67 @@ def start(timeout_s: float = 60.0) -> ServerInfo:
             if trouble:
                 raise EnsembleError(trouble)
             return info
-        home = state_dir()
-        recorded = read_info()
-        port, ui_port = _choose_ports(recorded)
-        info = ServerInfo(pid=0, port=port, ui_port=ui_port, db=str(home / "temporal.db"), log=str(home / "server.log"))
-        trouble = disk_problem(home)
-        if trouble:
-            raise EnsembleError(trouble)
-        fd = os.open(info.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "ab") as log:
-            proc = subprocess.Popen(
-                command(info),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                umask=0o077,  # the database and its journal are owner-only
-            )
-        info.pid = proc.pid
-        deadline = time.monotonic() + timeout_s
-        while not port_open(port):
-            if proc.poll() is not None:
-                raise EnsembleError(
-                    f"the embedded Temporal server exited at start (code {proc.returncode}): {last_error(info)}; see {info.log}"
-                )
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise EnsembleError(
-                    f"the embedded Temporal server did not open port {port} in {timeout_s:.0f}s; see {info.log}"
-                )
-            time.sleep(0.1)
-        if proc.poll() is not None:  # the port answered, but not from our server
+        attempt = 1
+        while True:
+            try:
+                info = _spawn(timeout_s)
+            except _BindLost:
+                if attempt >= BIND_ATTEMPTS:
+                    raise
+                time.sleep(0.5 * attempt)
+                attempt += 1
+                continue
+            STARTED.add(info.pid)
+            return info
+
+
+BIND_ATTEMPTS = 3  # a server whose port was taken between the check and its bind is started again
+
+
+class _BindLost(EnsembleError):
+    """The server exited at start because a port it was to listen on was taken meanwhile (the
+    Temporal server binds its ports seconds after it starts; a connection may hold one briefly)."""
+
+
+def _spawn(timeout_s: float) -> ServerInfo:
+    home = state_dir()
+    recorded = read_info()
+    port, ui_port = _choose_ports(recorded)
+    info = ServerInfo(pid=0, port=port, ui_port=ui_port, db=str(home / "temporal.db"), log=str(home / "server.log"))
+    trouble = disk_problem(home)
+    if trouble:
+        raise EnsembleError(trouble)
+    fd = os.open(info.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as log:
+        proc = subprocess.Popen(
+            command(info),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            umask=0o077,  # the database and its journal are owner-only
+        )
+    info.pid = proc.pid
+    deadline = time.monotonic() + timeout_s
+    while not port_open(port):
+        if proc.poll() is not None:
+            _exited_at_start(proc, info)
+        if time.monotonic() > deadline:
+            proc.kill()
             raise EnsembleError(
-                f"the embedded Temporal server exited at start (code {proc.returncode}): {last_error(info)}; see {info.log}"
+                f"the embedded Temporal server did not open port {port} in {timeout_s:.0f}s; see {info.log}"
             )
-        write_private(home / "server.json", json.dumps(asdict(info)))
-        STARTED.add(info.pid)
-        return info
+        time.sleep(0.1)
+    if proc.poll() is not None:  # the port answered, but not from our server
+        _exited_at_start(proc, info)
+    write_private(home / "server.json", json.dumps(asdict(info)))
+    return info
+
+
+def _exited_at_start(proc: subprocess.Popen[bytes], info: ServerInfo) -> NoReturn:
+    error = last_error(info)
+    kind = _BindLost if "address already in use" in error else EnsembleError
+    raise kind(f"the embedded Temporal server exited at start (code {proc.returncode}): {error}; see {info.log}")
 
 
 def stop(timeout_s: float = 15.0) -> ServerInfo | None:
@@ -255,6 +282,10 @@ def stop(timeout_s: float = 15.0) -> ServerInfo | None:
         if pid_alive(info.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(info.pid, signal.SIGKILL)
+        closing = time.monotonic() + 2.0  # until its ports are closed, so a start right after can bind them
+        while not exited(info.pid) and time.monotonic() < closing:
+            _reap(info.pid)
+            time.sleep(0.05)
         _reap(info.pid)
         return info
 

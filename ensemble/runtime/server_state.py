@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
 from dataclasses import dataclass
@@ -69,10 +70,46 @@ def port_open(port: int, host: str = HOST) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+_HANDED: set[int] = set()  # ports free_port() gave this process: never the same one twice
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no SO_REUSEADDR: a TIME_WAIT counts as taken
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port nothing is bound to, below the kernel's ephemeral range. A port the kernel hands out for
+    bind(0) lies in the range it also takes the local end of every outgoing connection from: between
+    choosing such a port and the server binding it (seconds, for the Temporal server), any connection
+    on this machine may take it, and the server exits with `bind: address already in use`. Below the
+    range only a listener can take it."""
+    low, _ = _ephemeral_range()
+    floor = 10000  # above the well-known and most registered ports (7233, 8233, ...)
+    if low - floor >= 1000:
+        rng = random.SystemRandom()
+        for _ in range(200):
+            port = rng.randrange(floor, low)
+            if port not in _HANDED and _bindable(port):
+                _HANDED.add(port)
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a narrow range: the kernel's choice
         s.bind((HOST, 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    _HANDED.add(port)
+    return port
 
 
 def pid_alive(pid: int) -> bool:
@@ -91,6 +128,16 @@ def pid_alive(pid: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def exited(pid: int) -> bool:
+    """The process is gone or a zombie: its sockets are closed. `pid_alive` turns false earlier, once
+    an exiting process has released its memory (its cmdline reads empty) but not yet its files."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2 :][:1] in ("Z", "X")
 
 
 def read_info() -> ServerInfo | None:

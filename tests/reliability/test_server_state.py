@@ -156,6 +156,81 @@ def test_a_port_held_elsewhere_is_one_line_never_another_server(
         assert f"port {taken}" in line and "recorded" in line
 
 
+def test_free_ports_lie_below_the_range_outgoing_connections_take_theirs_from() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [server.free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)  # never the same port twice in one process
+    assert all(1024 < port < low for port in ports), sorted(ports)[-3:]
+    # what the range is avoided for: a connection's local end refuses a listener on that port
+    with socket.create_server(("127.0.0.1", 0)) as listener, socket.create_connection(listener.getsockname()) as c:
+        local = c.getsockname()[1]
+        assert local >= low
+        with socket.socket() as other, pytest.raises(OSError):
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.1", local))
+
+
+def test_a_stopped_server_counts_as_exited_only_once_its_process_is_a_zombie_or_gone() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not server.exited(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + HANG_S
+        while not server.exited(child.pid) and time.monotonic() < deadline:  # a zombie until reaped
+            time.sleep(0.01)
+        assert server.exited(child.pid) and Path(f"/proc/{child.pid}").exists()
+    finally:
+        child.kill()
+        child.wait()
+    assert server.exited(child.pid)
+
+
+def test_a_port_taken_while_the_server_starts_is_tried_again(
+    dev_server: DevServer, tmp_path: Path, task_queue: str
+) -> None:
+    """The Temporal server binds its Web UI port seconds after it starts; a socket bound there
+    meanwhile (the local end of some connection: bound, not listening, so the check before the start
+    saw the port free) makes it exit. The start is tried again, 3 times in all, then one line."""
+    home = tmp_path / "taken"
+    ui_port = server.free_port()
+    env = env_for(
+        dev_server, home, task_queue, ENSEMBLE_SERVER_PORT=str(server.free_port()), ENSEMBLE_UI_PORT=str(ui_port)
+    )
+    log = home / "server.log"
+
+    def bind_failures() -> int:
+        return log.read_text().count("address already in use") if log.exists() else 0
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", ui_port))  # never listens: a connect there is refused, a bind fails
+    try:
+        line = one_line_error(run_cli(["server", "start"], env, timeout=120))
+        assert "address already in use" in line and str(ui_port) in line
+        assert bind_failures() == server.BIND_ATTEMPTS == 3
+
+        before = bind_failures()
+        starting = subprocess.Popen(
+            [sys.executable, "starter.py", "server", "start"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + HANG_S
+        while bind_failures() == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bind_failures() == before + 1, "the server never met the taken port"
+        squatter.close()  # the connection ends; the next attempt binds
+        out, err = starting.communicate(timeout=HANG_S)
+        assert starting.returncode == 0, err
+        assert bind_failures() == before + 1
+        assert server.port_open(ui_port)  # the Web UI listens where it was asked to
+    finally:
+        squatter.close()
+        run_cli(["server", "stop"], env)
+
+
 def test_state_directory_is_owner_only_and_a_deleted_database_is_loud(
     dev_server: DevServer, tmp_path: Path, task_queue: str, figure
 ) -> None:
