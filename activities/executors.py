@@ -9,6 +9,7 @@ workflow task forever."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +33,16 @@ MAX_ERROR_CHARS = 8 * 1024  # an error message travels in the run's history: kee
 
 Executor = Callable[[AgentCall], Awaitable[AgentResult]]
 EXECUTORS: dict[str, Executor] = {}
+
+
+KINDS = ("function", "http", "llm")  # each a module of this package that registers its executor
+
+
+def load() -> None:
+    """Register the executors (a worker at its start). They load here, not with the package, so a
+    process that only reads runs (a CLI command, the service) never imports httpx or model clients."""
+    for kind in KINDS:
+        importlib.import_module(f"ensemble.activities.{kind}")
 
 
 def executor(kind: str) -> Callable[[Executor], Executor]:
@@ -90,6 +101,8 @@ async def run_agent(args: Sequence[RawValue]) -> dict[str, Any]:
     kind = call.agent.kind
     if kind == "function" and call.agent.llm is not None and os.environ.get("ENSEMBLE_LLM", "").strip():
         kind = "llm"  # this worker runs the agent's model-backed version (docs/llm.md)
+    if kind not in EXECUTORS:
+        load()
     run = EXECUTORS.get(kind)
     with observe_agent(call) as observed:  # span, start/end log lines, metrics
         if run is None:

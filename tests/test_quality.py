@@ -89,3 +89,31 @@ def test_layers_import_only_downward():
                 if target in LAYERS and LAYERS.index(target) < LAYERS.index(layer):
                     wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: {layer} imports {node.module}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_a_command_loads_none_of_the_worker_side():
+    """A CLI command starts in a second or so because it never imports what only a worker uses (the
+    SDK's worker package, the agents' executors and HTTP client, the tracing SDK); they load where
+    they are used. Guarded here as a fact about imports, not a time."""
+    probe = (
+        "import sys, ensemble.cli, ensemble.client; from ensemble.cli import app; "
+        "app.build_parser(ensemble.cli.GROUPS); print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+        ).stdout.split()
+    )
+    assert "ensemble.cli" in loaded and "temporalio.client" in loaded  # the probe ran
+    worker_side = {
+        "temporalio.worker",
+        "temporalio.contrib.opentelemetry",
+        "opentelemetry.sdk.trace",
+        "httpx",
+        "jsonschema",
+        "ensemble.runtime.worker",
+        "ensemble.activities.llm",
+        "ensemble.activities.http",
+        "ensemble.workflows.flow",
+    }
+    assert not worker_side & loaded, sorted(worker_side & loaded)

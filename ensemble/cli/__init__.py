@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, mcp, payloads, serve, server, upgrade, worker
+from ensemble.cli import app, approvals, audit, codec, debug, dlq, keys, mcp, payloads, serve, server, upgrade
 
 # Every command group beyond the run commands app registers first (cli/runs.py: run, status, result,
 # cancel, flows, validate).
@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     return app.main(argv, GROUPS)
 
 
-worker_main = worker.worker_main
+def worker_main(argv: list[str] | None = None) -> int:
+    """`python worker.py ARGS`; returns the exit code. The worker's modules load here, not with the
+    starter's commands."""
+    from ensemble.cli import worker
+
+    return worker.worker_main(argv)
 
 
 def _exit(code: int) -> None:

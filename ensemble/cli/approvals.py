@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.table import Table
-
 from ensemble.cli.output import console, emit_json, print_outcome
 from ensemble.cli.runs import server_broke
 from ensemble.client import EnsembleClient
@@ -42,6 +40,8 @@ async def cmd_pending(args: argparse.Namespace) -> int:
     if not rows:
         print("nothing is waiting for approval" + (f" by {args.approver}" if args.approver else ""))
         return 0
+    from rich.table import Table  # for people only
+
     table = Table()
     for col in ("run", "flow", "gate", "tier", "approvers", "approvals", "opened", "deadline"):
         table.add_column(col, no_wrap=col != "approvers")

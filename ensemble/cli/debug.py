@@ -11,14 +11,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.json_format import ParseError
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from ensemble.runtime import codec, flow_versions
@@ -27,6 +26,9 @@ from ensemble.runtime.converter import data_converter, decode_message, decode_pa
 from ensemble.runtime.payloads import external_storage, inline_stored
 from ensemble.spec import versions
 from ensemble.spec.errors import EnsembleError, InputError
+
+if TYPE_CHECKING:
+    from temporalio.worker import Replayer
 
 # ---------------------------------------------------------------- history
 
@@ -286,6 +288,8 @@ async def replay_files(paths: list[Path], workflows: list[type], workflow_id: st
     for path, history in histories:  # values a file holds by reference, from the store (or one clear line)
         await inline_stored(history.events, external_storage(), str(path))
     try:
+        from temporalio.worker import Replayer  # the SDK's worker package: for replays only
+
         replayer = Replayer(workflows=workflows, data_converter=data_converter(), runtime=quiet_runtime())
     except (TypeError, ValueError) as err:
         raise InputError(f"cannot replay against these workflows: {err}") from None

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from ensemble.runs.status import safe
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def emit_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def console():
+def console() -> Console:
+    from rich.console import Console  # for people only: commands printing JSON never load it
+
     console = Console()
     if not console.is_terminal:  # piped or captured: wide enough that tables stay readable
         console = Console(width=max(console.width, 140))

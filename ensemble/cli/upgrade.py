@@ -13,7 +13,6 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError, _Definition
 
 from ensemble.cli.debug import _event_type, describe_event, failure_message, load_workflows, locate, unreadable
@@ -38,6 +37,8 @@ class Checked:
 
 
 async def check(client: Any, workflows: list[type], *, per_flow: int, scan: int, flows: list[str]) -> list[Checked]:
+    from temporalio.worker import Replayer  # the SDK's worker package: for replays only
+
     from ensemble.runtime.telemetry import quiet_runtime
 
     try:

@@ -16,7 +16,8 @@ from ensemble.activities.threads import THREADS
 from ensemble.cli.app import Parser, guard
 from ensemble.runtime import connection as temporal
 from ensemble.runtime import logs, telemetry, versioning
-from ensemble.runtime.worker import default_task_queue, serve
+from ensemble.runtime.settings import default_task_queue
+from ensemble.runtime.worker import serve
 from ensemble.spec.errors import EnsembleError
 
 

@@ -21,16 +21,14 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from jwt.algorithms import OKPAlgorithm
+from typing import TYPE_CHECKING, Any
 
 from ensemble.logic.proofs import LOCAL_AUDIENCE, LOCAL_ISSUER
 from ensemble.spec.errors import InputError
 from ensemble.spec.gate import IssuerTrust, TierTrust
+
+if TYPE_CHECKING:  # the signing libraries load where a key is made or used, not with every command
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 KEYS_ENV = "ENSEMBLE_APPROVER_KEYS"
 PROOF_TTL_S = 600
@@ -89,6 +87,9 @@ def init_keys(names: list[str]) -> list[tuple[str, str, bool]]:
         pem = private_dir() / f"{name}.pem"
         created = not pem.exists()
         if created:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
             key = Ed25519PrivateKey.generate()
             _write_private(
                 pem,
@@ -98,7 +99,7 @@ def init_keys(names: list[str]) -> list[tuple[str, str, bool]]:
             )
         else:
             key = _load_private(name)
-        jwk = OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
+        jwk = _public_jwk(key)
         jwk["kid"] = _key_id(name, jwk)
         listed = trust["keys"].setdefault(name, [])
         if not any(k.get("kid") == jwk["kid"] for k in listed):
@@ -110,7 +111,23 @@ def init_keys(names: list[str]) -> list[tuple[str, str, bool]]:
     return done
 
 
+def _public_jwk(key: Ed25519PrivateKey) -> dict[str, Any]:
+    from jwt.algorithms import OKPAlgorithm
+
+    return OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
+
+
+def _signed(name: str, claims: dict[str, Any]) -> str:
+    import jwt
+
+    key = _load_private(name)
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": _key_id(name, _public_jwk(key))})
+
+
 def _load_private(name: str) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = serialization.load_pem_private_key((private_dir() / f"{name}.pem").read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise InputError(f"{private_dir() / f'{name}.pem'} is not an Ed25519 private key")
@@ -123,8 +140,6 @@ def has_local_key(name: str) -> bool:
 
 def sign_local(name: str, bound: dict[str, Any], ttl_s: int = PROOF_TTL_S) -> str:
     """A proof of `name`'s decision, signed with their local key (see ensemble.logic.proofs)."""
-    key = _load_private(name)
-    jwk = OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
     now = int(time.time())
     claims = {
         "iss": LOCAL_ISSUER,
@@ -135,14 +150,12 @@ def sign_local(name: str, bound: dict[str, Any], ttl_s: int = PROOF_TTL_S) -> st
         "jti": uuid.uuid4().hex,
         "ensemble": bound,
     }
-    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": _key_id(name, jwk)})
+    return _signed(name, claims)
 
 
 def sign_claims(name: str, claims: dict[str, Any]) -> str:
     """A token with `claims`, signed with `name`'s local key (the service's bearer tokens)."""
-    key = _load_private(name)
-    jwk = OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
-    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": _key_id(name, jwk)})
+    return _signed(name, claims)
 
 
 def tier_trust(people: list[str], groups: dict[str, list[str]], source: str) -> TierTrust:

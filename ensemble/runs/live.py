@@ -15,7 +15,6 @@ from temporalio.client import Client, WorkflowFailureError
 from ensemble.authoring.reading import one_line
 from ensemble.runs.history import get_run, read_history
 from ensemble.runtime import connection, server
-from ensemble.runtime.worker import build_worker
 from ensemble.spec.errors import EnsembleError
 
 
@@ -91,7 +90,10 @@ async def serving(
             nonlocal started
             if on_note:
                 on_note(f"{why} on task queue '{queue}'; running a worker in this process until the run ends")
-            worker = build_worker(client, queue, identity=connection.cli_worker_identity())
+            from ensemble.runtime.worker import build_worker  # the worker's modules, only when this process runs one
+
+            # It serves this one run: the MCP SDK loads if the run calls an MCP tool, not at start.
+            worker = build_worker(client, queue, identity=connection.cli_worker_identity(), mcp_at_start=False)
             await stack.enter_async_context(_drained_within(worker, lambda: 0.0 if broken else 30.0))
             started = True
 

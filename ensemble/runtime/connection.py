@@ -33,7 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from ensemble.runtime import server, telemetry
 from ensemble.runtime.converter import data_converter
-from ensemble.runtime.slots import positive_setting
+from ensemble.runtime.settings import positive_setting
 from ensemble.spec import protocol as attributes
 from ensemble.spec.errors import EnsembleError
 

@@ -39,6 +39,7 @@ from temporalio.worker import (
     WorkerTuner,
 )
 
+from ensemble.runtime.settings import positive_setting
 from ensemble.spec.errors import InputError
 
 ENV = "ENSEMBLE_ACTIVITY_SLOTS"
@@ -230,21 +231,6 @@ def activity_slots() -> int | AutoSlots | AdaptiveSlots:
             raise InputError(f"{ENV}={raw!r}: after {kind}: comes the most slots, a positive number")
         return AutoSlots(maximum=int(top)) if kind == "auto" else AdaptiveSlots(maximum=int(top))
     return positive_setting(ENV, DEFAULT_SLOTS, "concurrent agents (or adaptive, auto)")
-
-
-def positive_setting(name: str, default: int, what: str) -> int:
-    """The positive whole number the environment variable `name` holds, or `default` when unset;
-    anything else is one line (InputError)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-        if value < 1:
-            raise ValueError
-    except ValueError:
-        raise InputError(f"{name}={raw!r} is not a positive number of {what}") from None
-    return value
 
 
 def maximum(slots: int | AutoSlots | AdaptiveSlots) -> int:

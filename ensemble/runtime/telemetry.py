@@ -17,35 +17,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import secrets
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace import SpanProcessor
-from temporalio import activity, workflow
-from temporalio import worker as temporal_worker
-from temporalio.contrib.opentelemetry import OpenTelemetryInterceptor, ReplaySafeTracerProvider, create_tracer_provider
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
-from temporalio.plugin import SimplePlugin
-from temporalio.runtime import (
-    LogForwardingConfig,
-    LoggingConfig,
-    PrometheusConfig,
-    Runtime,
-    TelemetryConfig,
-    TelemetryFilter,
-)
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from ensemble.spec import AgentCall, AgentResult, Usage
 from ensemble.spec.errors import EnsembleError, InputError
+
+if TYPE_CHECKING:  # the SDKs' tracing and worker modules load where they are used: a CLI command needs neither
+    from opentelemetry.sdk.trace import SpanProcessor
+    from temporalio.contrib.opentelemetry import ReplaySafeTracerProvider
+    from temporalio.plugin import SimplePlugin
+    from temporalio.runtime import Runtime
+
+_REPLAY_SAFE = "temporalio.contrib.opentelemetry"
+
+
+def _replay_safe(provider: object) -> TypeGuard[ReplaySafeTracerProvider]:
+    """Whether `provider` is Temporal's replay-safe tracer provider (never, unless its module was
+    loaded: `setup_tracing` loads it when it installs one)."""
+    module = sys.modules.get(_REPLAY_SAFE)
+    return module is not None and isinstance(provider, module.ReplaySafeTracerProvider)
+
 
 TRACER = "ensemble"
 EXPORTERS = ("console", "otlp", "none")
@@ -80,7 +82,7 @@ def setup_tracing(service: str, *processors: SpanProcessor) -> bool:
     `processors` (tests pass an in-memory one). Idempotent: later calls add their processors.
     Whether tracing is on."""
     provider = trace.get_tracer_provider()
-    if isinstance(provider, ReplaySafeTracerProvider):
+    if _replay_safe(provider):
         for p in processors:
             provider.add_span_processor(p)
         return True
@@ -88,6 +90,7 @@ def setup_tracing(service: str, *processors: SpanProcessor) -> bool:
     if not wanted:
         return False
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from temporalio.contrib.opentelemetry import create_tracer_provider
 
     # OTEL_RESOURCE_ATTRIBUTES is read too; OTEL_SERVICE_NAME wins over the default name.
     provider = create_tracer_provider(
@@ -96,17 +99,17 @@ def setup_tracing(service: str, *processors: SpanProcessor) -> bool:
     for p in wanted:
         provider.add_span_processor(p)
     trace.set_tracer_provider(provider)
-    return isinstance(trace.get_tracer_provider(), ReplaySafeTracerProvider)
+    return tracing_enabled()
 
 
 def tracing_enabled() -> bool:
-    return isinstance(trace.get_tracer_provider(), ReplaySafeTracerProvider)
+    return _replay_safe(trace.get_tracer_provider())
 
 
 def flush() -> None:
     """Export spans still buffered (a CLI process exits right after its command)."""
     provider = trace.get_tracer_provider()
-    if isinstance(provider, ReplaySafeTracerProvider):
+    if _replay_safe(provider):
         provider.force_flush(5000)
 
 
@@ -143,53 +146,14 @@ def unsampled() -> Iterator[None]:
         otel_context.detach(token)
 
 
-class _FlowSpanInterceptor(temporal_worker.Interceptor):
-    """Tags the workflow's span with the flow, run id and outcome (it runs inside that span)."""
-
-    def workflow_interceptor_class(
-        self, input: temporal_worker.WorkflowInterceptorClassInput
-    ) -> type[temporal_worker.WorkflowInboundInterceptor]:
-        return _FlowSpanInbound
-
-
-class _FlowSpanInbound(temporal_worker.WorkflowInboundInterceptor):
-    async def execute_workflow(self, input: temporal_worker.ExecuteWorkflowInput) -> Any:
-        span = trace.get_current_span()
-        request = input.args[0] if input.args else None
-        flow = getattr(getattr(request, "flow", None), "name", None) or getattr(request, "flow_name", None)
-        info = workflow.info()
-        span.set_attributes({"ensemble.run_id": info.workflow_id, "ensemble.workflow": info.workflow_type})
-        if isinstance(flow, str):
-            span.set_attribute("ensemble.flow", flow)
-        try:
-            result = await super().execute_workflow(input)
-        except BaseException as err:
-            span.set_attribute(
-                "ensemble.outcome", "continued_as_new" if type(err).__name__ == "ContinueAsNewError" else "failed"
-            )
-            raise
-        span.set_attribute("ensemble.outcome", "completed")
-        return result
-
-
-def _with_passthrough(runner: Any) -> Any:
-    if isinstance(runner, SandboxedWorkflowRunner):
-        return dataclasses.replace(runner, restrictions=runner.restrictions.with_passthrough_modules("opentelemetry"))
-    return runner
-
-
 def plugins() -> list[SimplePlugin]:
     """Client plugins (workers built on the client inherit them) that carry the run's trace
     through Temporal; none when tracing is off."""
     if not tracing_enabled():
         return []
-    return [
-        SimplePlugin(
-            "ensemble.tracing",
-            interceptors=[OpenTelemetryInterceptor(add_temporal_spans=True), _FlowSpanInterceptor()],
-            workflow_runner=_with_passthrough,
-        )
-    ]
+    from ensemble.runtime import tracing_plugin  # the worker's side: only where tracing is on
+
+    return [tracing_plugin.plugin()]
 
 
 # ---------------------------------------------------------------- metrics
@@ -201,6 +165,15 @@ def worker_runtime(metrics_port: int | None = None, host: str = "127.0.0.1") -> 
     metrics are served on http://HOST:PORT/metrics: the SDK's (`temporal_*`) and Ensemble's
     (`ensemble_agent_*`, see `observe_agent`)."""
     import logging
+
+    from temporalio.runtime import (
+        LogForwardingConfig,
+        LoggingConfig,
+        PrometheusConfig,
+        Runtime,
+        TelemetryConfig,
+        TelemetryFilter,
+    )
 
     logging_config = LoggingConfig(
         filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
@@ -223,6 +196,8 @@ def worker_runtime(metrics_port: int | None = None, host: str = "127.0.0.1") -> 
 
 def quiet_runtime() -> Runtime:
     """A runtime that logs nothing of its own (replays report divergence themselves)."""
+    from temporalio.runtime import Runtime, TelemetryConfig
+
     return Runtime(telemetry=TelemetryConfig(logging=None))
 
 

@@ -19,7 +19,7 @@ with an auto-upgrade override.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio.common import (
     AutoUpgradeVersioningOverride,
@@ -27,10 +27,12 @@ from temporalio.common import (
     VersioningOverride,
     WorkerDeploymentVersion,
 )
-from temporalio.worker import WorkerDeploymentConfig
 
 from ensemble.spec import FlowSpec
 from ensemble.spec.errors import InputError
+
+if TYPE_CHECKING:  # the SDK's worker package loads in workers only
+    from temporalio.worker import WorkerDeploymentConfig
 
 DEPLOYMENT_ENV = "ENSEMBLE_DEPLOYMENT"
 BUILD_ID_ENV = "ENSEMBLE_BUILD_ID"
@@ -51,6 +53,8 @@ def deployment_config(deployment: str | None = None, build_id: str | None = None
         raise InputError(
             f"deployment name {deployment!r} must not contain '.' (Temporal writes versions as NAME.BUILD_ID)"
         )
+    from temporalio.worker import WorkerDeploymentConfig
+
     return WorkerDeploymentConfig(
         version=WorkerDeploymentVersion(deployment_name=deployment, build_id=build_id),
         use_worker_versioning=True,

@@ -22,22 +22,22 @@ from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from ensemble.activities import approvals, egress, faults, mcp, pool, run_agent, threads
+from ensemble.activities import approvals, egress, executors, faults, mcp, pool, threads
+from ensemble.activities.executors import run_agent
 from ensemble.authoring.deploy import load_worker_flows
 from ensemble.authoring.tools import any_mcp_servers
 from ensemble.runtime import codec, flow_versions, logs, server
 from ensemble.runtime.health import HealthServer
 from ensemble.runtime.sandbox import sandbox_runner
+from ensemble.runtime.settings import positive_setting
 from ensemble.runtime.slots import (
     DEFAULT_SLOTS,
     AdaptiveSlots,
     AdaptiveSlotSupplier,
     AutoSlots,
     activity_slots,
-    positive_setting,
     retire,
 )
-from ensemble.spec import DEFAULT_TASK_QUEUE
 from ensemble.spec.errors import InputError
 from ensemble.workflows.chat import EnsembleChat
 from ensemble.workflows.flow import EnsembleFlow
@@ -51,10 +51,6 @@ SHARED_MODULES = ("ensemble.spec", "ensemble.logic", "ensemble.authoring", "ense
 # The libraries the update validator checks decision proofs with (ensemble.logic.proofs): pure,
 # imported once per process.
 PROOF_MODULES = ("jwt", "cryptography")
-
-
-def default_task_queue() -> str:
-    return os.environ.get("ENSEMBLE_TASK_QUEUE") or DEFAULT_TASK_QUEUE
 
 
 def workflow_runner(converter: DataConverter | None = None) -> SandboxedWorkflowRunner:
@@ -109,8 +105,11 @@ def build_worker(
     *,
     workflows: bool = True,
     activities: bool = True,
+    mcp_at_start: bool = True,
     **options: Any,
 ) -> EnsembleWorker:
+    """A worker for flows and agents. `mcp_at_start=False` leaves the MCP SDK (a second of CPU) to
+    the first MCP tool call: for a worker that serves one run in a command's process."""
     faults.check()  # a malformed ENSEMBLE_FAULTS stops the worker here, in one line
     logs.as_library()
     # Agents never call the Temporal server, its Web UI or the codec endpoint (docs/security.md, Egress).
@@ -122,8 +121,9 @@ def build_worker(
     gc_threshold()  # a malformed ENSEMBLE_GC_THRESHOLD stops the worker here, in one line
     load_worker_flows()  # only deployed code runs: what this worker may run, and the flow versions it knows
     if activities:
+        executors.load()  # function, http and llm agents, before the first one runs
         pool.max_connections()  # as does a malformed ENSEMBLE_LLM_MAX_CONNECTIONS
-        if any_mcp_servers():
+        if mcp_at_start and any_mcp_servers():
             mcp.preload()
     options.setdefault("workflow_runner", workflow_runner(client.data_converter))
     if "max_cached_workflows" not in options:

@@ -245,3 +245,26 @@ async def test_http_headers_come_from_the_env_allow_list_and_never_reach_the_his
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_command_that_runs_its_own_worker_calls_mcp_tools(dev_server, task_queue, llm_server, tmp_path):
+    """`starter.py run --wait` with no worker polling serves the run itself; that worker loads the MCP
+    SDK at the run's first tool call rather than at its start, and the tools work the same."""
+    import yaml
+
+    from tests.conftest import run_cli
+
+    book = tmp_path / "ledger.jsonl"
+    model = llm_server([calls(("add", {"a": 2, "b": 40})), text("done: 42")])
+    path = tmp_path / "mcp_cli.flow.yaml"
+    path.write_text(yaml.safe_dump(mcp_flow(MODEL, [stdio_server("calc", book)], TOOLS, ["add"])))
+    env = dev_server.env(
+        ENSEMBLE_TASK_QUEUE=task_queue, OPENAI_BASE_URL=model.openai_base, OPENAI_API_KEY="test-key", ENSEMBLE_LLM=""
+    )
+    done = run_cli(["run", str(path), "--input", json.dumps({"text": "sum"}), "--wait", "--json"], env)
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["status"] == "completed" and outcome["result"] == {"clerk": "done: 42"}, outcome
+    [add] = ledger(book)  # one call, and the server saw it
+    assert add["key"] is None
+    assert json.loads(tool_messages(model.requests()[1])[0]) == {"sum": 42}
