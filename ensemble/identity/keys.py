@@ -21,14 +21,16 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
 
 from ensemble.logic.proofs import LOCAL_AUDIENCE, LOCAL_ISSUER
 from ensemble.spec.errors import InputError
 from ensemble.spec.gate import IssuerTrust, TierTrust
-
-if TYPE_CHECKING:  # the signing libraries load where a key is made or used, not with every command
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 KEYS_ENV = "ENSEMBLE_APPROVER_KEYS"
 PROOF_TTL_S = 600
@@ -87,9 +89,6 @@ def init_keys(names: list[str]) -> list[tuple[str, str, bool]]:
         pem = private_dir() / f"{name}.pem"
         created = not pem.exists()
         if created:
-            from cryptography.hazmat.primitives import serialization
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
             key = Ed25519PrivateKey.generate()
             _write_private(
                 pem,
@@ -112,22 +111,10 @@ def init_keys(names: list[str]) -> list[tuple[str, str, bool]]:
 
 
 def _public_jwk(key: Ed25519PrivateKey) -> dict[str, Any]:
-    from jwt.algorithms import OKPAlgorithm
-
     return OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
 
 
-def _signed(name: str, claims: dict[str, Any]) -> str:
-    import jwt
-
-    key = _load_private(name)
-    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": _key_id(name, _public_jwk(key))})
-
-
 def _load_private(name: str) -> Ed25519PrivateKey:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     key = serialization.load_pem_private_key((private_dir() / f"{name}.pem").read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise InputError(f"{private_dir() / f'{name}.pem'} is not an Ed25519 private key")
@@ -150,12 +137,13 @@ def sign_local(name: str, bound: dict[str, Any], ttl_s: int = PROOF_TTL_S) -> st
         "jti": uuid.uuid4().hex,
         "ensemble": bound,
     }
-    return _signed(name, claims)
+    return sign_claims(name, claims)
 
 
 def sign_claims(name: str, claims: dict[str, Any]) -> str:
-    """A token with `claims`, signed with `name`'s local key (the service's bearer tokens)."""
-    return _signed(name, claims)
+    """A token with `claims`, signed with `name`'s local key (a decision's proof, the service's bearer tokens)."""
+    key = _load_private(name)
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": _key_id(name, _public_jwk(key))})
 
 
 def tier_trust(people: list[str], groups: dict[str, list[str]], source: str) -> TierTrust:
